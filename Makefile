@@ -1,0 +1,38 @@
+# arqond: the two commands users need are `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps
+PYTEST_ARGS ?=
+
+.PHONY: run test setup system-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Debian packages the daemon's tests drive (socat, jq, tmux as the seed's shell examples use).
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# Set up and run arqond in the foreground with the default configuration.
+run: setup
+	install -d -m 0755 /var/lib/arqond /run/arqond
+	install -d -m 2775 /var/moo /var/log/moo
+	$(VENV)/bin/arqond $(ARGS)
+
+# Set up and pass the whole test suite.
+test: setup system-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

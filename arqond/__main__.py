@@ -1,0 +1,3 @@
+from arqond.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Connected clients and the sink interface through which the core hands them frames."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from arqond.core.envelope import client_id, now_iso
+
+CLIENT_TYPES = ("human", "dashboard", "ai-agent", "agent", "service", "system", "zgent", "bot")
+# Clients whose messages are not reported as agent_activity telemetry.
+NON_AGENT_TYPES = frozenset({"human", "dashboard", "system"})
+IDENTITY_KEYS = ("type", "screen_name", "personality", "avatar")
+MAX_IDENTITY_LENGTH = 256
+
+# Close codes the core asks adapters to use (documented in arqond(8)).
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_GOING_AWAY = 1001
+
+
+class Sink(Protocol):
+    """What a transport gives the core for one client. Both calls must return at once."""
+
+    def send(self, frame: bytes) -> bool:
+        """Queue one frame; False when the client's bounded outgoing buffer is full."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start closing the connection; the adapter later calls Bus.detach."""
+
+
+class Client:
+    __slots__ = ("id", "sink", "transport", "type", "screen_name", "personality", "avatar",
+                 "role", "tenant_id", "subject", "admin", "connected_at", "last_activity",
+                 "room", "channel", "subscriptions", "peer", "open")
+
+    def __init__(self, sink: Sink, transport: str, *, admin: bool = False,
+                 claims: dict[str, Any] | None = None, peer: str = "") -> None:
+        self.id = client_id()
+        self.sink = sink
+        self.transport = transport
+        self.type = "human"
+        self.screen_name: str | None = None
+        self.personality: str | None = None
+        self.avatar: str | None = None
+        claims = claims or {}
+        self.role = claims.get("role") if isinstance(claims.get("role"), str) else None
+        self.tenant_id = claims.get("tenant_id")
+        self.subject = claims.get("sub")
+        self.admin = admin or (self.role or "").lower() == "admin"
+        self.connected_at = now_iso()
+        self.last_activity = self.connected_at
+        # The "current" room/channel: the fallback target of messages that name none.
+        self.room: str | None = None
+        self.channel: str | None = None
+        self.subscriptions: set[tuple[str, str]] = set()
+        self.peer = peer
+        self.open = True
+
+    def identify(self, fields: dict[str, Any]) -> list[str]:
+        """Apply identity fields; returns the problems found (nothing is applied if any)."""
+        problems = []
+        for key, value in fields.items():
+            if key not in IDENTITY_KEYS:
+                problems.append(f"unknown identity field {key!r}")
+            elif not isinstance(value, str) or not (0 < len(value) <= MAX_IDENTITY_LENGTH):
+                problems.append(f"{key} must be a string of 1 to {MAX_IDENTITY_LENGTH} characters")
+        if not problems:
+            for key, value in fields.items():
+                setattr(self, key, value)
+        return problems
+
+    @property
+    def is_agent(self) -> bool:
+        return self.type not in NON_AGENT_TYPES
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "client_id": self.id,
+            "type": self.type,
+            "transport": self.transport,
+            "screen_name": self.screen_name,
+            "personality": self.personality,
+            "avatar": self.avatar,
+            "role": self.role,
+            "tenant_id": self.tenant_id,
+            "subject": self.subject,
+            "admin": self.admin,
+            "connected_at": self.connected_at,
+            "last_activity": self.last_activity,
+            "room": self.room,
+            "channel": self.channel,
+            "subscriptions": sorted(f"{r}:{c}" for r, c in self.subscriptions),
+        }

@@ -1,0 +1,380 @@
+"""Command dispatch and the built-in commands.
+
+A handler takes a CommandContext and returns ``(message, data)``, or raises CommandError; it may
+instead return a future-like object (``add_done_callback``) whose result is that pair, for
+commands whose answer comes later (a Zgent handler's reply, for instance). Other layers add
+their commands with ``CommandRegistry.register``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+from arqond import __version__
+from arqond.core.envelope import json_type, now_iso
+from arqond.core.router import RoutingError, split_target
+
+if TYPE_CHECKING:
+    from arqond.core.bus import Bus
+    from arqond.core.clients import Client
+
+HISTORY_GET_MAX = 1000
+HISTORY_REPLAY_MAX = 5000
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str, data: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data or {}
+
+
+@dataclass
+class CommandContext:
+    bus: "Bus"
+    client: "Client"
+    envelope: dict[str, Any]
+    name: str
+    args: dict[str, Any]
+
+    def arg(self, key: str, kind: type | tuple[type, ...], default: Any = None, *,
+            required: bool = False) -> Any:
+        value = self.args.get(key)
+        if value is None:
+            if required:
+                raise CommandError("VALIDATION_ERROR", f"{self.name} requires argument {key!r}")
+            return default
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            expected = kind.__name__ if isinstance(kind, type) else "/".join(
+                k.__name__ for k in kind)
+            raise CommandError("VALIDATION_ERROR",
+                               f"argument {key!r} must be {expected}, not {json_type(value)}")
+        return value
+
+    def limit(self, default: int, maximum: int) -> int:
+        value = self.arg("limit", int, default)
+        if not 0 < value <= maximum:
+            raise CommandError("VALIDATION_ERROR", f"limit must be between 1 and {maximum}")
+        return value
+
+    def target(self, *, channel_required: bool) -> tuple[str, str | None]:
+        """room/channel from args: {room, channel}, "room:channel" in either, or the current."""
+        room = self.arg("room", str)
+        channel = self.arg("channel", str) or self.arg("name", str)
+        room, channel = split_target(room, channel)
+        if room is None:
+            room = self.client.room
+            if channel is None and channel_required:
+                channel = self.client.channel
+        if room is None or (channel_required and channel is None):
+            raise CommandError("VALIDATION_ERROR", f"{self.name} requires room and channel "
+                               "(as {\"room\": R, \"channel\": C} or \"R:C\")")
+        return room, channel
+
+    def require_admin(self) -> None:
+        if not self.client.admin:
+            raise CommandError("AUTHORIZATION_ERROR", f"{self.name} is for admin clients only")
+
+
+Handler = Callable[[CommandContext], Any]
+
+
+class Command(NamedTuple):
+    handler: Handler
+    admin: bool
+    summary: str
+
+
+class CommandRegistry:
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+
+    def register(self, name: str, handler: Handler, *, admin: bool = False,
+                 summary: str = "") -> None:
+        self._commands[name] = Command(handler, admin, summary)
+
+    def names(self) -> list[str]:
+        return sorted(self._commands)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"command": name, "admin": cmd.admin, "summary": cmd.summary}
+                for name, cmd in sorted(self._commands.items())]
+
+    def run(self, context: CommandContext) -> Any:
+        command = self._commands.get(context.name)
+        if command is None:
+            raise CommandError("UNKNOWN_COMMAND", f"unknown command {context.name!r}; "
+                               "the help command lists them")
+        if command.admin:
+            context.require_admin()
+        try:
+            return command.handler(context)
+        except RoutingError as exc:
+            raise CommandError(exc.code, exc.message) from None
+
+
+# -- the built-in commands -----------------------------------------------------------------
+
+def _status(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    data = ctx.bus.snapshot()
+    data["server"] = {"status": "running", "uptime": data["uptime_seconds"],
+                      "version": __version__}
+    data["client"] = ctx.client.describe()
+    return "Server status", data
+
+
+def _ping(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    return "pong", {"pong": True, "client_id": ctx.client.id, "timestamp": now_iso()}
+
+
+def _create_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    room, channel = ctx.target(channel_required=True)
+    kind = ctx.arg("type", str, "general")
+    description = ctx.arg("description", str, "")
+    created = ctx.bus.router.create_channel(room, channel, created_by=ctx.client.id, kind=kind,
+                                            description=description)
+    ctx.bus.emit("channel_created", room=room, channel=channel, created_by=ctx.client.id)
+    return f"Channel {room}:{channel} created", created.summary()
+
+
+def _delete_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    room, channel = ctx.target(channel_required=True)
+    deleted = ctx.bus.router.delete_channel(room, channel)
+    ctx.bus.emit("channel_deleted", room=room, channel=channel, deleted_by=ctx.client.id)
+    data = deleted.summary()
+    data.update(deleted_by=ctx.client.id, deleted_at=now_iso())
+    return f"Channel {room}:{channel} deleted", data
+
+
+def _join_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    room, channel = ctx.target(channel_required=True)
+    router, client = ctx.bus.router, ctx.client
+    created = router.join(client, room, channel)
+    if created:
+        ctx.bus.emit("channel_created", room=room, channel=channel, created_by=client.id)
+    data: dict[str, Any] = {"room": room, "channel": channel, "joined_by": client.id,
+                            "joined_at": now_iso(), "created": created,
+                            "wildcard": "*" in (room, channel)}
+    if not data["wildcard"]:
+        client.room, client.channel = room, channel
+        data.update(router.require_channel(room, channel).summary())
+    return f"Joined {room}:{channel}", data
+
+
+def _leave_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    room, channel = ctx.target(channel_required=True)
+    client = ctx.client
+    ctx.bus.router.leave(client, room, channel)
+    if (client.room, client.channel) == (room, channel):
+        concrete = sorted(s for s in client.subscriptions if "*" not in s)
+        client.room, client.channel = concrete[0] if concrete else (None, None)
+    return f"Left {room}:{channel}", {"room": room, "channel": channel, "left_by": client.id,
+                                      "left_at": now_iso()}
+
+
+def _list_channels(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    router = ctx.bus.router
+    room = ctx.arg("room", str)
+    if room is not None:
+        room = split_target(room, None)[0]
+        rooms = [router.require_room(room)]
+    else:
+        rooms = list(router.rooms.values())
+    channels = [channel.summary() for r in rooms for channel in r.channels.values()]
+    return f"{len(channels)} channel(s)", {"room": room, "channels": channels,
+                                          "total_channels": len(channels)}
+
+
+def _channel_info(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    room, channel = ctx.target(channel_required=True)
+    found = ctx.bus.router.require_channel(room, channel)
+    data = found.summary()
+    data["participants"] = [{"client_id": c.id, "type": c.type, "screen_name": c.screen_name}
+                            for c in found.members]
+    data["metadata"] = found.metadata()
+    return f"Channel {room}:{channel}", data
+
+
+def _history(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    room, channel = ctx.target(channel_required=False)
+    limit = ctx.limit(ctx.bus.settings.history_default_limit, ctx.bus.settings.history_size)
+    since = _timestamp_arg(ctx, "since")
+    entries = ctx.bus.router.history(room, channel)
+    if since is not None:
+        entries = [e for e in entries if _parse_time(e["timestamp"]) > since]
+    total = len(entries)
+    entries = entries[-limit:]
+    history = [{"message_id": e["id"], "type": e["type"], "sender": e.get("sender"),
+                "room": e["room"], "channel": e.get("channel"), "payload": e.get("payload"),
+                "metadata": e.get("metadata") or {}, "timestamp": e["timestamp"]}
+               for e in entries]
+    return f"{len(history)} message(s)", {"room": room, "channel": channel, "limit": limit,
+                                         "total_messages": total, "history": history}
+
+
+def _history_window(ctx: CommandContext, since_key: str, until_key: str, *, required: bool,
+                    default_limit: int, maximum: int) -> dict[str, Any]:
+    room = ctx.arg("room", str)
+    channel = ctx.arg("channel", str)
+    room, channel = split_target(room, channel)
+    if room is None and not ctx.client.admin:
+        raise CommandError("AUTHORIZATION_ERROR",
+                           "Only admin clients can query global history; provide 'room'")
+    since = _timestamp_arg(ctx, since_key, required=required)
+    until = _timestamp_arg(ctx, until_key, required=required)
+    if since is not None and until is not None and until < since:
+        raise CommandError("VALIDATION_ERROR", f"{until_key} is before {since_key}")
+    limit = ctx.limit(default_limit, maximum)
+    router = ctx.bus.router
+    if room is not None:
+        entries = router.history(room, channel)
+    else:
+        entries = [env for name in list(router.rooms) for env in router.history(name, None)]
+    kept = [e for e in entries
+            if (since is None or _parse_time(e["timestamp"]) >= since)
+            and (until is None or _parse_time(e["timestamp"]) <= until)]
+    return {"room": room, "channel": channel, "limit": limit, "entries": kept}
+
+
+def _history_get(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    window = _history_window(ctx, "since", "until", required=False, default_limit=100,
+                             maximum=HISTORY_GET_MAX)
+    entries = list(reversed(window["entries"]))[:window["limit"]]
+    window["entries"] = [{"envelope": e, "stored_at": e["timestamp"], "storage_metadata": {}}
+                         for e in entries]
+    window.update(count=len(entries), since=ctx.args.get("since"), until=ctx.args.get("until"))
+    return "History retrieved", window
+
+
+def _history_replay(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    window = _history_window(ctx, "from_ts", "to_ts", required=True, default_limit=1000,
+                             maximum=HISTORY_REPLAY_MAX)
+    strict = ctx.arg("strict_sequence", bool, True)
+    entries = window["entries"][:window["limit"]]
+    if strict:
+        last = 0
+        for env in entries:
+            sequence = (env.get("metadata") or {}).get("sequence")
+            if isinstance(sequence, int):
+                if sequence < last:
+                    raise CommandError("VALIDATION_ERROR",
+                                       "Sequence regression detected in replay window")
+                last = sequence
+    window["entries"] = [{"envelope": e, "stored_at": e["timestamp"], "storage_metadata": {}}
+                         for e in entries]
+    window.update(count=len(entries), from_ts=ctx.args["from_ts"], to_ts=ctx.args["to_ts"],
+                  strict_sequence=strict)
+    return "History replayed", window
+
+
+def _parse_time(value: str) -> float:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        # Naive stamps are UTC, as the ones arqond itself writes.
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def _timestamp_arg(ctx: CommandContext, key: str, *, required: bool = False) -> float | None:
+    value = ctx.arg(key, str, required=required)
+    if value is None:
+        return None
+    try:
+        return _parse_time(value)
+    except ValueError:
+        raise CommandError("VALIDATION_ERROR", f"{key} {value!r} is not ISO 8601") from None
+
+
+def _help(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    commands = ctx.bus.commands.describe()
+    return f"{len(commands)} command(s)", {"commands": commands}
+
+
+def _identify(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    problems = ctx.client.identify(ctx.args)
+    if problems:
+        raise CommandError("VALIDATION_ERROR", "; ".join(problems))
+    return "Identity updated", ctx.client.describe()
+
+
+def _namespace(ctx: CommandContext) -> str:
+    namespace = ctx.arg("namespace", str)
+    if namespace:
+        return namespace
+    tenant = ctx.client.tenant_id
+    return f"tenant:{tenant}" if tenant else "default"
+
+
+def _store_key(ctx: CommandContext) -> str:
+    key = ctx.arg("key", str, required=True)
+    if not key:
+        raise CommandError("VALIDATION_ERROR", "key must not be empty")
+    return key
+
+
+class KeyValueStore:
+    """op.store.*: a small in-memory store per namespace, bounded in keys and value size."""
+
+    def __init__(self, max_keys: int = 10000) -> None:
+        self.max_keys = max_keys
+        self.data: dict[str, dict[str, Any]] = {}
+
+    def set(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        namespace, key = _namespace(ctx), _store_key(ctx)
+        if "value" not in ctx.args or ctx.args["value"] is None:
+            raise CommandError("VALIDATION_ERROR", "op.store.set requires a non-null 'value'")
+        space = self.data.setdefault(namespace, {})
+        updated = key in space
+        if not updated and sum(len(s) for s in self.data.values()) >= self.max_keys:
+            raise CommandError("LIMIT_EXCEEDED", f"the store holds {self.max_keys} keys already")
+        space[key] = ctx.args["value"]
+        return "Value stored", {"namespace": namespace, "key": key, "updated": updated}
+
+    def get(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        namespace, key = _namespace(ctx), _store_key(ctx)
+        space = self.data.get(namespace, {})
+        return "Value retrieved", {"namespace": namespace, "key": key, "found": key in space,
+                                   "value": space.get(key)}
+
+    def delete(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        namespace, key = _namespace(ctx), _store_key(ctx)
+        deleted = self.data.get(namespace, {}).pop(key, None) is not None
+        return "Value deleted" if deleted else "Key not found", {
+            "namespace": namespace, "key": key, "deleted": deleted}
+
+    def list(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        namespace = _namespace(ctx)
+        keys = sorted(self.data.get(namespace, {}))
+        return "Store keys listed", {"namespace": namespace, "count": len(keys), "keys": keys}
+
+
+def builtin_commands() -> CommandRegistry:
+    registry = CommandRegistry()
+    register = registry.register
+    register("status", _status, summary="server statistics and this client's identity")
+    register("ping", _ping, summary="answers pong")
+    register("help", _help, summary="lists the commands")
+    register("identify", _identify, summary="set type, screen_name, personality, avatar")
+    register("hello", _identify, summary="alias of identify")
+    register("create_channel", _create_channel, admin=True, summary="create room:channel")
+    register("delete_channel", _delete_channel, admin=True,
+             summary="delete an empty, not hard-coded channel")
+    register("join_channel", _join_channel,
+             summary="join room:channel (created if missing; '*' wildcards allowed)")
+    register("leave_channel", _leave_channel, summary="leave room:channel")
+    register("list_channels", _list_channels, summary="channels with participant counts")
+    register("channel_info", _channel_info, summary="participants and metadata of a channel")
+    register("history", _history, summary="recent messages of a room or channel (last 50)")
+    for prefix in ("", "op."):
+        register(f"{prefix}history.get", _history_get, summary="history, newest first")
+        register(f"{prefix}history.replay", _history_replay,
+                 summary="history between from_ts and to_ts, oldest first")
+    store = KeyValueStore()
+    register("op.store.set", store.set, summary="store a value under key")
+    register("op.store.get", store.get, summary="read a stored value")
+    register("op.store.delete", store.delete, summary="delete a stored value")
+    register("op.store.list", store.list, summary="list stored keys")
+    return registry

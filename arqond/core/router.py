@@ -1,0 +1,238 @@
+"""Rooms, channels, memberships, wildcard subscriptions and per-channel history windows.
+
+Router is the one routing interface of arqond: the Bus asks it who receives a message and
+records history through it, so a NATS-backed router can replace it without touching the rest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import deque
+from typing import Any, Iterable
+
+from arqond.core.clients import Client
+from arqond.core.envelope import now_iso
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+WILDCARD = "*"
+
+
+class RoutingError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_name(kind: str, name: str, *, wildcard: bool = False) -> str:
+    if wildcard and name == WILDCARD:
+        return name
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise RoutingError("VALIDATION_ERROR",
+                           f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
+                           "(at most 128, not starting with a symbol)")
+    return name
+
+
+def split_target(room: str | None, channel: str | None) -> tuple[str | None, str | None]:
+    """Resolve the "room:channel" shorthand given in either field."""
+    if room and ":" in room:
+        room, _, in_room_channel = room.partition(":")
+        channel = channel or in_room_channel or None
+    elif channel and ":" in channel:
+        room, _, channel = channel.partition(":")
+    return room or None, channel or None
+
+
+class Channel:
+    __slots__ = ("room", "name", "created_at", "created_by", "type", "hardcoded", "members",
+                 "history", "message_count", "last_activity", "description")
+
+    def __init__(self, room: str, name: str, *, created_by: str, kind: str, hardcoded: bool,
+                 history_size: int, description: str = "") -> None:
+        self.room = room
+        self.name = name
+        self.created_at = now_iso()
+        self.created_by = created_by
+        self.type = kind
+        self.hardcoded = hardcoded
+        self.description = description
+        # dict, not set: insertion order keeps fan-out order and listings deterministic.
+        self.members: dict[Client, None] = {}
+        self.history: deque[tuple[int, dict[str, Any]]] = deque(maxlen=history_size)
+        self.message_count = 0
+        self.last_activity: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        return {"created_at": self.created_at, "created_by": self.created_by, "type": self.type,
+                "hardcoded": self.hardcoded, "description": self.description}
+
+    def summary(self) -> dict[str, Any]:
+        return {"room": self.room, "channel": self.name, "name": self.name,
+                "participants": len(self.members), "member_count": len(self.members),
+                "messages": self.message_count, "last_activity": self.last_activity,
+                **self.metadata()}
+
+
+class Room:
+    __slots__ = ("name", "created_at", "channels", "history")
+
+    def __init__(self, name: str, history_size: int) -> None:
+        self.name = name
+        self.created_at = now_iso()
+        self.channels: dict[str, Channel] = {}
+        # Messages sent to the room as a whole (no channel).
+        self.history: deque[tuple[int, dict[str, Any]]] = deque(maxlen=history_size)
+
+
+class Router:
+    def __init__(self, history_size: int = 500) -> None:
+        self.history_size = history_size
+        self.rooms: dict[str, Room] = {}
+        # (room or "*", channel or "*") -> subscribers; only for subscriptions with a wildcard.
+        self.patterns: dict[tuple[str, str], dict[Client, None]] = {}
+        self._sequence = itertools.count(1)
+
+    # -- rooms and channels --------------------------------------------------------------
+
+    def channel(self, room: str, channel: str) -> Channel | None:
+        found = self.rooms.get(room)
+        return found.channels.get(channel) if found else None
+
+    def require_channel(self, room: str, channel: str) -> Channel:
+        found = self.channel(room, channel)
+        if found is None:
+            raise RoutingError("NOT_FOUND", f"channel {room}:{channel} does not exist")
+        return found
+
+    def require_room(self, room: str) -> Room:
+        found = self.rooms.get(room)
+        if found is None:
+            raise RoutingError("NOT_FOUND", f"room {room} does not exist")
+        return found
+
+    def ensure_channel(self, room: str, channel: str, *, created_by: str = "arqonbus",
+                       kind: str = "general", hardcoded: bool = False,
+                       description: str = "") -> tuple[Channel, bool]:
+        """The channel, created if missing; the flag says whether it was created now."""
+        found = self.channel(room, channel)
+        if found is not None:
+            return found, False
+        check_name("room", room)
+        check_name("channel", channel)
+        room_obj = self.rooms.get(room)
+        if room_obj is None:
+            room_obj = self.rooms[room] = Room(room, self.history_size)
+        created = Channel(room, channel, created_by=created_by, kind=kind, hardcoded=hardcoded,
+                          history_size=self.history_size, description=description)
+        room_obj.channels[channel] = created
+        return created, True
+
+    def create_channel(self, room: str, channel: str, **kwargs: Any) -> Channel:
+        created, is_new = self.ensure_channel(room, channel, **kwargs)
+        if not is_new:
+            raise RoutingError("CHANNEL_EXISTS", f"channel {room}:{channel} already exists")
+        return created
+
+    def delete_channel(self, room: str, channel: str) -> Channel:
+        found = self.require_channel(room, channel)
+        if found.hardcoded:
+            raise RoutingError("CHANNEL_PROTECTED",
+                               f"channel {room}:{channel} is hard-coded and cannot be deleted")
+        if found.members:
+            raise RoutingError("CHANNEL_NOT_EMPTY",
+                               f"channel {room}:{channel} still has {len(found.members)} "
+                               "participant(s); it can be deleted only when empty")
+        room_obj = self.rooms[room]
+        del room_obj.channels[channel]
+        if not room_obj.channels:
+            del self.rooms[room]
+        return found
+
+    def channel_count(self) -> int:
+        return sum(len(room.channels) for room in self.rooms.values())
+
+    # -- memberships ---------------------------------------------------------------------
+
+    def join(self, client: Client, room: str, channel: str, *,
+             created_by: str | None = None) -> bool:
+        """Subscribe; a concrete channel is auto-created. Returns whether it was created."""
+        check_name("room", room, wildcard=True)
+        check_name("channel", channel, wildcard=True)
+        created = False
+        if WILDCARD in (room, channel):
+            self.patterns.setdefault((room, channel), {})[client] = None
+        else:
+            found, created = self.ensure_channel(room, channel,
+                                                 created_by=created_by or client.id)
+            found.members[client] = None
+        client.subscriptions.add((room, channel))
+        return created
+
+    def leave(self, client: Client, room: str, channel: str) -> None:
+        if (room, channel) not in client.subscriptions:
+            raise RoutingError("NOT_A_MEMBER", f"client is not in {room}:{channel}")
+        client.subscriptions.discard((room, channel))
+        if WILDCARD in (room, channel):
+            subscribers = self.patterns.get((room, channel), {})
+            subscribers.pop(client, None)
+            if not subscribers:
+                self.patterns.pop((room, channel), None)
+        else:
+            found = self.channel(room, channel)
+            if found is not None:
+                found.members.pop(client, None)
+
+    def drop(self, client: Client) -> None:
+        for room, channel in list(client.subscriptions):
+            self.leave(client, room, channel)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def recipients(self, room: str, channel: str | None) -> Iterable[Client]:
+        """Every subscriber of room:channel (or of the whole room), each exactly once."""
+        room_obj = self.rooms.get(room)
+        if channel is not None:
+            found = room_obj.channels.get(channel) if room_obj else None
+            members = found.members if found is not None else {}
+            if not self.patterns:
+                return members
+            merged = dict(members)
+            for (pattern_room, pattern_channel), subscribers in self.patterns.items():
+                if pattern_room in (WILDCARD, room) and pattern_channel in (WILDCARD, channel):
+                    merged.update(subscribers)
+            return merged
+        merged = {}
+        if room_obj is not None:
+            for found in room_obj.channels.values():
+                merged.update(found.members)
+        for (pattern_room, _), subscribers in self.patterns.items():
+            if pattern_room in (WILDCARD, room):
+                merged.update(subscribers)
+        return merged
+
+    def record(self, room: str, channel: str | None, env: dict[str, Any]) -> None:
+        entry = (next(self._sequence), env)
+        room_obj = self.rooms.get(room)
+        if room_obj is None:
+            return
+        if channel is None:
+            room_obj.history.append(entry)
+            return
+        found = room_obj.channels.get(channel)
+        if found is not None:
+            found.history.append(entry)
+            found.message_count += 1
+            found.last_activity = env["timestamp"]
+
+    def history(self, room: str, channel: str | None) -> list[dict[str, Any]]:
+        """Stored envelopes, oldest first: one channel, or the whole room merged in order."""
+        room_obj = self.require_room(room)
+        if channel is not None:
+            return [env for _, env in self.require_channel(room, channel).history]
+        entries = list(room_obj.history)
+        for found in room_obj.channels.values():
+            entries.extend(found.history)
+        entries.sort(key=lambda entry: entry[0])
+        return [env for _, env in entries]

@@ -1,0 +1,144 @@
+"""Logging: structured fields and stable MESSAGE_IDs, to journald or to stderr with <N> prefixes.
+
+Use ``log_event(logger, level, kind, text, **fields)``: ``kind`` names an entry of MESSAGE_IDS
+(documented in systemd/arqond.catalog); fields such as ZGENT, ROOM, CHANNEL, CLIENT_ID travel
+as journal fields and, on stderr, as trailing key=value pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": NOTICE,
+          "warning": logging.WARNING, "error": logging.ERROR}
+# syslog priorities, as journald and the <N> stderr prefix use them.
+PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, NOTICE: 5, logging.WARNING: 4,
+              logging.ERROR: 3, logging.CRITICAL: 2}
+
+# One stable id per kind of notable event; systemd/arqond.catalog explains each.
+MESSAGE_IDS = {
+    "listener_up": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a51",
+    "ready": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a52",
+    "stopping": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a53",
+    "reloaded": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a54",
+    "reload_failed": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a55",
+    "client_slow": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a56",
+    "auth_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a57",
+    "connection_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a58",
+    "stats": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a59",
+    "channel_created": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a5a",
+    "channel_deleted": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a5b",
+    "zgent_registered": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a5c",
+    "zgent_unregistered": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a5d",
+    "file_rotated": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a5e",
+    "line_malformed": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a5f",
+    "line_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a60",
+    "policy_refusal": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a61",
+    "file_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a62",
+    "checkpoint_corrupt": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a63",
+    "registry_corrupt": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a64",
+    "mailbox_full": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a65",
+}
+
+logger = logging.getLogger("arqond")
+
+
+def log_event(log: logging.Logger, level: int, kind: str, text: str, **fields: Any) -> None:
+    if not log.isEnabledFor(level):
+        return
+    journal = {"MESSAGE_ID": MESSAGE_IDS[kind]}
+    journal.update({key.upper(): value for key, value in fields.items() if value is not None})
+    log.log(level, text, extra={"journal": journal})
+
+
+class StderrFormatter(logging.Formatter):
+    """``<N>text key=value ...``: journald turns the prefix into PRIORITY when it reads stderr."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = PRIORITIES.get(record.levelno, 6)
+        text = record.getMessage()
+        fields = getattr(record, "journal", None)
+        extra = " ".join(f"{k}={v}" for k, v in (fields or {}).items() if k != "MESSAGE_ID")
+        if extra:
+            text += " " + extra
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+class JournalHandler(logging.Handler):
+    """Native journald protocol: one datagram of FIELD=value lines per record."""
+
+    def __init__(self, path: str = "/run/systemd/journal/socket") -> None:
+        super().__init__()
+        self.path = path
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.setblocking(False)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = {"MESSAGE": record.getMessage(),
+                  "PRIORITY": str(PRIORITIES.get(record.levelno, 6)),
+                  "SYSLOG_IDENTIFIER": "arqond",
+                  "CODE_FILE": record.pathname, "CODE_LINE": str(record.lineno),
+                  "CODE_FUNC": record.funcName}
+        if record.exc_info:
+            fields["MESSAGE"] += "\n" + logging.Formatter().formatException(record.exc_info)
+        fields.update({k: str(v) for k, v in (getattr(record, "journal", None) or {}).items()})
+        try:
+            self.socket.sendto(_journal_datagram(fields), self.path)
+        except OSError:
+            # journald gone or its queue full: fall back to stderr rather than lose the line.
+            sys.stderr.write(StderrFormatter().format(record) + "\n")
+
+    def close(self) -> None:
+        self.socket.close()
+        super().close()
+
+
+def _journal_datagram(fields: dict[str, str]) -> bytes:
+    out = bytearray()
+    for key, value in fields.items():
+        data = value.encode("utf-8", "replace")
+        if b"\n" in data:
+            out += key.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n"
+        else:
+            out += key.encode() + b"=" + data + b"\n"
+    return bytes(out)
+
+
+def _under_journald() -> bool:
+    """True when stderr is the journal stream systemd set up for us (JOURNAL_STREAM)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if not stream or not os.path.exists("/run/systemd/journal/socket"):
+        return False
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        info = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (info.st_dev, info.st_ino) == (device, inode)
+
+
+def setup(level: str) -> None:
+    handler: logging.Handler
+    if _under_journald():
+        handler = JournalHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(StderrFormatter())
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    logger.addHandler(handler)
+    logger.propagate = False
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    logger.setLevel(LEVELS[level])

@@ -1,0 +1,58 @@
+"""Listening sockets: bound by arqond itself (socket activation takes them from systemd)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+LISTEN_BACKLOG = 4096
+
+
+class ListenerError(Exception):
+    pass
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
+    """Listen on a Unix socket path; a stale socket file there is replaced, anything else not."""
+    try:
+        if os.path.exists(path) or os.path.islink(path):
+            info = os.lstat(path)
+            if not stat.S_ISSOCK(info.st_mode):
+                raise ListenerError(f"{path} exists and is not a socket; refusing to replace it")
+            os.unlink(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    except OSError as exc:
+        raise ListenerError(f"cannot prepare {path}: {exc.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(f"cannot listen on {path}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def describe(sock: socket.socket) -> str:
+    address = sock.getsockname()
+    if isinstance(address, tuple):
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        return f"{host}:{address[1]}"
+    return address.decode(errors="replace") if isinstance(address, bytes) else address
