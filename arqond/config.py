@@ -139,9 +139,10 @@ class Config:
 TABLE_VALIDATORS: dict[str, Callable[[Any], None]] = {}
 
 
-def _coerce(option: Option, value: Any, source: str) -> Any:
+def _coerce(option: Option, value: Any, source: str, *, text: bool = False) -> Any:
+    """Check a value against its option; ``text`` values (environment, flags) are parsed."""
     kind = option.kind
-    if isinstance(value, str) and kind is not str:
+    if text and isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         try:
             if kind is bool:
@@ -202,11 +203,12 @@ def load(path: str | None = None, *, environ: Mapping[str, str] | None = None,
     for option in SCHEMA:
         for name in option.env_names:
             if name in environ:
-                values[option.key] = _coerce(option, environ[name], f"environment {name}")
+                values[option.key] = _coerce(option, environ[name], f"environment {name}",
+                                             text=True)
                 break
     for key, value in (overrides or {}).items():
         option = OPTIONS[key]
-        values[key] = _coerce(option, value, f"flag {option.flag}")
+        values[key] = _coerce(option, value, f"flag {option.flag}", text=True)
     _check_whole(values, path or "configuration")
     return Config(values, path, tables)
 
