@@ -68,19 +68,24 @@ class Bus:
 
     def attach(self, sink: Sink, transport: str, *, admin: bool = False,
                claims: dict[str, Any] | None = None, identity: dict[str, Any] | None = None,
-               peer: str = "") -> Client:
-        """Register a new client, send its welcome frame and join it to the default channel."""
+               peer: str = "", welcome: bool = True, join_default: bool = True) -> Client:
+        """Register a new client, send its welcome frame and join it to the default channel.
+
+        Transports with their own framing (an HTTP stream, a JSON-RPC socket) may skip the
+        welcome frame or the default channel.
+        """
         client = Client(sink, transport, admin=admin, claims=claims, peer=peer)
         self.clients[client.id] = client
         self.stats.connections_total += 1
         self.stats.by_transport[transport] = self.stats.by_transport.get(transport, 0) + 1
-        self.send(client, {"type": "message", "sender": SERVER_SENDER, "payload": {
-            "welcome": "Connected to ArqonBus", "client_id": client.id}})
+        if welcome:
+            self.send(client, {"type": "message", "sender": SERVER_SENDER, "payload": {
+                "welcome": "Connected to ArqonBus", "client_id": client.id}})
         problems = client.identify(identity) if identity else []
         if problems:
             self.send_error(client, "VALIDATION_ERROR", "; ".join(problems), errors=problems)
         room, channel = self.settings.default_room, self.settings.default_channel
-        if room and channel:
+        if join_default and room and channel:
             self.router.join(client, room, channel, created_by=SERVER_SENDER)
             client.room, client.channel = room, channel
         self.emit("client_connected", client_id=client.id, transport=transport,
