@@ -1,0 +1,167 @@
+"""The Python client library: ArqonBusClient, call-compatible with the ArqonBus SDK.
+
+``connect``, ``close``, ``async with``, ``send_json`` and ``recv_json`` behave as existing
+ArqonBus code expects; ``join``, ``leave``, ``publish``, ``command`` and ``async for`` are the
+conveniences on top. While ``command`` waits for its response, frames that arrive meanwhile are
+kept (up to a bound) and returned by later ``recv_json`` calls, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from typing import Any, AsyncIterator, Mapping
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from arqond.core.envelope import IdGenerator
+
+PENDING_LIMIT = 10000
+
+
+class ArqonBusSDKError(Exception):
+    pass
+
+
+class ArqonBusConnectionError(ArqonBusSDKError):
+    pass
+
+
+class ArqonBusProtocolError(ArqonBusSDKError):
+    pass
+
+
+class CommandFailed(ArqonBusSDKError):
+    """A command answered with status "error"; ``response`` holds the whole frame."""
+
+    def __init__(self, response: dict[str, Any]) -> None:
+        super().__init__(f"{response.get('error_code')}: {response.get('error')}")
+        self.response = response
+
+
+class ArqonBusClient:
+    def __init__(self, ws_url: str, *, jwt_token: str | None = None,
+                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0) -> None:
+        self.ws_url = ws_url
+        self.jwt_token = jwt_token
+        self.headers = dict(headers or {})
+        self.connect_timeout = connect_timeout
+        self.client_id: str | None = None
+        self._connection: ClientConnection | None = None
+        self._pending: deque[dict[str, Any]] = deque()
+        self._ids = IdGenerator()
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
+    async def connect(self) -> None:
+        headers = dict(self.headers)
+        if self.jwt_token:
+            headers["Authorization"] = f"Bearer {self.jwt_token}"
+        try:
+            self._connection = await connect(self.ws_url, additional_headers=headers,
+                                             open_timeout=self.connect_timeout)
+        except Exception as exc:
+            raise ArqonBusConnectionError(f"Failed to connect to {self.ws_url}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def __aenter__(self) -> "ArqonBusClient":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def _require(self) -> ClientConnection:
+        if self._connection is None:
+            raise ArqonBusConnectionError("Not connected")
+        return self._connection
+
+    async def send_json(self, message: Mapping[str, Any]) -> None:
+        try:
+            await self._require().send(json.dumps(dict(message)))
+        except ConnectionClosed as exc:
+            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
+
+    async def _read(self, timeout: float | None) -> dict[str, Any]:
+        try:
+            raw = await asyncio.wait_for(self._require().recv(), timeout)
+        except asyncio.TimeoutError:
+            raise ArqonBusConnectionError("Timed out waiting for message") from None
+        except ConnectionClosed as exc:
+            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
+        try:
+            frame = json.loads(raw)
+        except (TypeError, ValueError) as exc:
+            raise ArqonBusProtocolError(f"Invalid JSON frame: {exc}") from None
+        if not isinstance(frame, dict):
+            raise ArqonBusProtocolError("Frame is not a JSON object")
+        payload = frame.get("payload")
+        if self.client_id is None and isinstance(payload, dict) and "welcome" in payload:
+            self.client_id = payload.get("client_id")
+        return frame
+
+    async def recv_json(self, timeout: float | None = None) -> dict[str, Any]:
+        if self._pending:
+            return self._pending.popleft()
+        return await self._read(timeout)
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            try:
+                yield await self.recv_json()
+            except ArqonBusConnectionError:
+                return
+
+    async def command(self, name: str, args: Mapping[str, Any] | None = None, *,
+                      timeout: float = 10.0, check: bool = True) -> dict[str, Any]:
+        """Send a command and return its ``response`` frame (its data in payload.data)."""
+        request_id = self._ids.next()
+        await self.send_json({"type": "command", "id": request_id, "command": name,
+                              "args": dict(args or {})})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        response = None
+        while True:
+            frame = await self._read(max(0.0, deadline - loop.time()))
+            if frame.get("request_id") == request_id and frame.get("type") in (
+                    "response", "error"):
+                response = frame
+                if frame["type"] == "error":
+                    break
+            elif frame.get("type") == "command_response" and frame.get("id") == request_id:
+                break  # the legacy ack always follows the response
+            elif len(self._pending) < PENDING_LIMIT:
+                self._pending.append(frame)
+            else:
+                raise ArqonBusProtocolError(
+                    f"more than {PENDING_LIMIT} frames arrived while waiting for {name}")
+        if check and (response is None or response.get("status") == "error"
+                      or response.get("type") == "error"):
+            raise CommandFailed(response or {"error": "no response", "error_code": "NO_RESPONSE"})
+        return response
+
+    async def join(self, target: str) -> dict[str, Any]:
+        """Join "room:channel" (``*`` wildcards allowed); returns the command's data."""
+        return (await self.command("join_channel", {"room": target}))["payload"]["data"]
+
+    async def leave(self, target: str) -> dict[str, Any]:
+        return (await self.command("leave_channel", {"room": target}))["payload"]["data"]
+
+    async def publish(self, target: str, payload: Any, *, kind: str = "message",
+                      metadata: Mapping[str, Any] | None = None) -> str:
+        """Send a message to "room:channel" (or "room" for the whole room); returns its id."""
+        message_id = self._ids.next()
+        frame: dict[str, Any] = {"type": kind, "id": message_id, "room": target,
+                                 "payload": payload}
+        if metadata:
+            frame["metadata"] = dict(metadata)
+        await self.send_json(frame)
+        return message_id
