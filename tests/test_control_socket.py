@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -152,6 +153,8 @@ async def test_a_reader_that_never_reads_is_cut_off_alone(make_daemon, connect_p
 @pytest.fixture
 def shared_dir():
     """A directory uid nobody can traverse (pytest's own temp dirs are root-only)."""
+    if os.geteuid() != 0:
+        pytest.skip("connecting as another uid needs root")
     path = Path(tempfile.mkdtemp(prefix="arqond-ctl-"))
     path.chmod(0o711)
     yield path
@@ -229,3 +232,17 @@ async def test_connection_limit_refuses_with_one_error_line(make_daemon, connect
     daemon.wait_for_line("control connection refused: server.max_connections reached")
     await ctl.send({"type": "message", "payload": {"still": "here"}})
     assert (await ws.recv_type("message"))["payload"] == {"still": "here"}
+
+
+async def test_admin_group_change_applies_on_reload(make_daemon, shared_dir):
+    daemon, path = start_shared(make_daemon, shared_dir, "arqond-no-such-group")
+    create = [sys.executable, "-m", "arqond.cli", "cmd", "--control-socket", path,
+              "create_channel"]
+    assert nobody_run(create + ["room=lab:one"]).returncode == 1
+    text = daemon.config_path.read_text()
+    daemon.config_path.write_text(text.replace('"arqond-no-such-group"', '"nogroup"'))
+    start = len(daemon.lines)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line("configuration reloaded", start=start)
+    created = nobody_run(create + ["room=lab:two"])
+    assert created.returncode == 0, created.stderr

@@ -26,6 +26,7 @@ import pwd
 import socket
 import stat
 import struct
+from typing import Any
 
 from arqond.config import Config
 from arqond.core.bus import Bus
@@ -38,7 +39,10 @@ PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def peer_is_admin(uid: int, group: str) -> bool:
-    """Root, or a uid whose primary or supplementary groups include ``group``."""
+    """Root, or a uid whose primary or supplementary groups include ``group``.
+
+    The group database is read once per connection (local files in practice), not per frame.
+    """
     if uid == 0:
         return True
     try:
@@ -169,6 +173,11 @@ class ControlAdapter:
         self.connections: set[ControlConnection] = set()
         self.refused_total = 0
         self.oversize_total = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"control": {"path": self.config.server.control_socket,
+                            "connections": len(self.connections),
+                            "refused": self.refused_total, "oversize": self.oversize_total}}
 
     def reload(self, config: Config) -> None:
         self.config = config
