@@ -7,8 +7,8 @@ import asyncio
 import grp
 import logging
 import os
-import socket
 import signal
+import socket
 import sys
 from typing import Any, Protocol
 

@@ -2,7 +2,8 @@
 
 ``connect``, ``close``, ``async with``, ``send_json`` and ``recv_json`` behave as existing
 ArqonBus code expects; ``join``, ``leave``, ``publish``, ``command`` and ``async for`` are the
-conveniences on top. While ``command`` waits for its response, frames that arrive meanwhile are
+conveniences on top. ControlSocketClient is the same client over arqond's local control
+socket. While ``command`` waits for its response, frames that arrive meanwhile are
 kept (up to a bound) and returned by later ``recv_json`` calls, so nothing is lost.
 """
 

@@ -314,3 +314,20 @@ def test_tail_jwt_flag_env_and_header_with_auth_on(make_daemon):
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr == (f"arqon: Failed to connect to {daemon.ws_url}: server rejected "
                               "WebSocket connection: HTTP 401\n")
+
+
+def test_tail_follow_ends_with_an_error_when_arqond_stops(daemon, control_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARQONBUS_")}
+    env.update(control_env)
+    proc = subprocess.Popen([sys.executable, "-m", "arqond.cli", "tail", "--follow"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT)
+    try:
+        assert "type=message sender=arqonbus" in proc.stdout.readline()  # the welcome
+        assert daemon.stop() == 0
+        assert proc.wait(10) == 1
+        assert proc.stderr.read() == "arqon: Connection closed by arqond\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

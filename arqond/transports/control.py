@@ -127,7 +127,7 @@ class ControlConnection(asyncio.Protocol):
             if line:  # blank lines (a human pressing Enter) are not frames
                 receive(client, line)
         del buffer[:start]
-        if len(buffer) > limit:
+        if client.open and len(buffer) > limit:
             self._too_long(limit)
 
     def _too_long(self, limit: int) -> None:
