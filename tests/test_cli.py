@@ -21,12 +21,20 @@ FRAME_LINE_RE = re.compile(r"^(\S+) type=(\S*) sender=(\S*) room=(\S*) channel=(
                            r"payload=(.*)$")
 
 
+ARQON = [sys.executable, "-m", "arqond.cli"]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without ARQONBUS_* variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARQONBUS_")}
+    env.update(extra or {})
+    return env
+
+
 def arqon(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
           timeout: float = 60) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ARQONBUS_")}
-    clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "arqond.cli", *args], input=stdin,
-                          capture_output=True, text=True, env=clean, cwd=ROOT, timeout=timeout)
+    return subprocess.run([*ARQON, *args], input=stdin, capture_output=True, text=True,
+                          env=cli_env(env), cwd=ROOT, timeout=timeout)
 
 
 def closed_port() -> int:
@@ -124,11 +132,9 @@ def test_tail_default_format(daemon, ws_env):
 async def test_tail_follow_room_channel_prints_only_that_channel(daemon, connect_peer):
     peer = await connect_peer(daemon.ws_url)
     await peer.command("join_channel", {"room": "lab:bench"})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARQONBUS_")}
-    env["ARQONBUS_WS_URL"] = daemon.ws_url
-    proc = subprocess.Popen([sys.executable, "-m", "arqond.cli", "tail", "--follow", "--raw",
-                             "--room", "lab", "--channel", "bench"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen([*ARQON, "tail", "--follow", "--raw", "--room", "lab", "--channel",
+                             "bench"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env({"ARQONBUS_WS_URL": daemon.ws_url}), cwd=ROOT)
     try:
         welcome = orjson.loads(proc.stdout.readline())  # printed once the join is done
         assert welcome["payload"]["welcome"] == "Connected to ArqonBus"
@@ -317,11 +323,8 @@ def test_tail_jwt_flag_env_and_header_with_auth_on(make_daemon):
 
 
 def test_tail_follow_ends_with_an_error_when_arqond_stops(daemon, control_env):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ARQONBUS_")}
-    env.update(control_env)
-    proc = subprocess.Popen([sys.executable, "-m", "arqond.cli", "tail", "--follow"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=ROOT)
+    proc = subprocess.Popen([*ARQON, "tail", "--follow"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env(control_env), cwd=ROOT)
     try:
         assert "type=message sender=arqonbus" in proc.stdout.readline()  # the welcome
         assert daemon.stop() == 0
@@ -331,3 +334,18 @@ def test_tail_follow_ends_with_an_error_when_arqond_stops(daemon, control_env):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_send_reads_stdin_from_a_regular_file(daemon, connect_peer, control_env,
+                                                    tmp_path):
+    peer = await connect_peer(daemon.ws_url)
+    source = tmp_path / "payloads.jsonl"
+    source.write_text('{"n": 1}\n{"n": 2}\n')
+    with source.open() as stdin:
+        result = subprocess.run([*ARQON, "send", "science:general"], stdin=stdin,
+                                capture_output=True, text=True, env=cli_env(control_env),
+                                cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [a["payload"] for a in lines(result.stdout)] == [{"n": 1}, {"n": 2}]
+    for n in (1, 2):
+        assert (await peer.recv_type("message"))["payload"] == {"n": n}
