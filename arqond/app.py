@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
 import logging
+import os
 import signal
+import socket
 import sys
 from typing import Any, Protocol
 
@@ -15,7 +18,8 @@ from arqond.config import Config, ConfigError
 from arqond.core.bus import Bus, BusSettings
 from arqond.system import journal
 from arqond.system.journal import NOTICE, log_event
-from arqond.system.listeners import ListenerError, bind_tcp, describe
+from arqond.system.listeners import ListenerError, bind_tcp, bind_unix, describe
+from arqond.transports.control import ControlAdapter
 from arqond.transports.websocket import WebSocketAdapter
 
 log = logging.getLogger("arqond")
@@ -39,6 +43,20 @@ def bus_settings(config: Config) -> BusSettings:
     room, _, channel = config.server.default_channel.partition(":")
     return BusSettings(default_room=room or None, default_channel=channel or None,
                        history_size=config.server.history_size)
+
+
+def control_listener(config: Config) -> socket.socket:
+    """The control socket, mode 0660 and owned by the admin group when that group exists."""
+    path = config.server.control_socket
+    sock = bind_unix(path, 0o660)
+    try:
+        os.chown(path, -1, grp.getgrnam(config.server.admin_group).gr_gid)
+    except KeyError:
+        pass  # no such group: the adapter warns that only root is admin
+    except OSError as exc:
+        log.warning("cannot give %s to group %s: %s", path, config.server.admin_group,
+                    exc.strerror)
+    return sock
 
 
 class Daemon:
@@ -85,6 +103,14 @@ class Daemon:
             await adapter.start()
         log_event(log, logging.INFO, "listener_up", f"listening ws on {describe(ws_sock)}",
                   listener="ws", address=describe(ws_sock))
+        # control socket: the local admin door for the arqon CLI
+        control_sock = control_listener(self.config)
+        control = ControlAdapter(self.bus, self.config, control_sock,
+                                 owned_path=self.config.server.control_socket)
+        self.adapters.append(control)
+        await control.start()
+        log_event(log, logging.INFO, "listener_up", f"listening control on "
+                  f"{describe(control_sock)}", listener="control", address=describe(control_sock))
 
     async def _stop(self) -> None:
         for adapter in reversed(self.adapters):

@@ -81,8 +81,8 @@ SCHEMA: tuple[Option, ...] = (
            "like.", flag="--state-dir", check=_absolute),
     Option("server.log_level", str, "info", "Least severe log level written.", reload=True,
            flag="--log-level", env=("ARQONBUS_LOG_LEVEL",), check=_one_of(*LOG_LEVELS)),
-    Option("server.max_message_size", int, 1048576, "Largest inbound WebSocket frame in bytes; "
-           "a larger one closes the connection with 1009.", env=("ARQONBUS_MAX_MESSAGE_SIZE",),
+    Option("server.max_message_size", int, 1048576, "Largest inbound WebSocket frame or "
+           "control-socket line in bytes; a larger one closes the connection (WebSocket: 1009).", env=("ARQONBUS_MAX_MESSAGE_SIZE",),
            check=_positive),
     Option("server.max_connections", int, 20000, "WebSocket clients served at once; one more "
            "is refused with HTTP 503.", reload=True, env=("ARQONBUS_MAX_CONNECTIONS",),
@@ -101,6 +101,11 @@ SCHEMA: tuple[Option, ...] = (
            env=("ARQONBUS_HISTORY_SIZE",), check=_positive),
     Option("server.stats_interval", float, 60.0, "Seconds between statistics log lines.",
            reload=True, check=_positive),
+    Option("server.control_socket", str, "/run/arqond/control.sock", "Unix socket of the "
+           "local admin door (mode 0660, group server.admin_group); the arqon CLI uses it.",
+           flag="--control-socket", env=("ARQONBUS_CONTROL_SOCKET",), check=_absolute),
+    Option("server.admin_group", str, "arqond", "Members of this group (and root) are admins "
+           "on the control socket; other peers are ordinary clients.", reload=True),
     Option("auth.enabled", bool, False, "Require an HS256 JWT at the WebSocket handshake.",
            reload=True, env=("ARQONBUS_ENABLE_AUTH",)),
     Option("auth.jwt_secret", str, "", "Shared secret for HS256 tokens; required when "

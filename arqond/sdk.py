@@ -2,7 +2,8 @@
 
 ``connect``, ``close``, ``async with``, ``send_json`` and ``recv_json`` behave as existing
 ArqonBus code expects; ``join``, ``leave``, ``publish``, ``command`` and ``async for`` are the
-conveniences on top. While ``command`` waits for its response, frames that arrive meanwhile are
+conveniences on top. ControlSocketClient is the same client over arqond's local control
+socket. While ``command`` waits for its response, frames that arrive meanwhile are
 kept (up to a bound) and returned by later ``recv_json`` calls, so nothing is lost.
 """
 
@@ -19,6 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from arqond.core.envelope import IdGenerator
 
 PENDING_LIMIT = 10000
+# Longest line accepted from the control socket (a history answer can be large).
+CONTROL_LINE_LIMIT = 1 << 28
 
 
 class ArqonBusSDKError(Exception):
@@ -85,18 +88,25 @@ class ArqonBusClient:
         return self._connection
 
     async def send_json(self, message: Mapping[str, Any]) -> None:
+        await self._send_text(json.dumps(dict(message)))
+
+    async def _send_text(self, text: str) -> None:
         try:
-            await self._require().send(json.dumps(dict(message)))
+            await self._require().send(text)
+        except ConnectionClosed as exc:
+            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
+
+    async def _recv_text(self) -> str | bytes:
+        try:
+            return await self._require().recv()
         except ConnectionClosed as exc:
             raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
 
     async def _read(self, timeout: float | None) -> dict[str, Any]:
         try:
-            raw = await asyncio.wait_for(self._require().recv(), timeout)
+            raw = await asyncio.wait_for(self._recv_text(), timeout)
         except asyncio.TimeoutError:
             raise ArqonBusConnectionError("Timed out waiting for message") from None
-        except ConnectionClosed as exc:
-            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
         try:
             frame = json.loads(raw)
         except (TypeError, ValueError) as exc:
@@ -165,3 +175,61 @@ class ArqonBusClient:
             frame["metadata"] = dict(metadata)
         await self.send_json(frame)
         return message_id
+
+
+class ControlSocketClient(ArqonBusClient):
+    """The same client over arqond's local control socket: one JSON object per line.
+
+    No JWT or headers: arqond reads who the peer is from the kernel.
+    """
+
+    def __init__(self, path: str, *, connect_timeout: float = 5.0) -> None:
+        super().__init__(path, connect_timeout=connect_timeout)
+        self.path = path
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def connect(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(self.path, limit=CONTROL_LINE_LIMIT),
+                self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise ArqonBusConnectionError(f"Failed to connect to {self.path}: timed out") \
+                from None
+        except OSError as exc:
+            raise ArqonBusConnectionError(
+                f"Failed to connect to {self.path}: {exc.strerror or exc}") from None
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except OSError:
+                pass  # already gone: nothing left to close
+            self._reader = self._writer = None
+
+    async def _send_text(self, text: str) -> None:
+        if self._writer is None:
+            raise ArqonBusConnectionError("Not connected")
+        self._writer.write(text.encode() + b"\n")
+        try:
+            await self._writer.drain()
+        except OSError as exc:
+            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
+
+    async def _recv_text(self) -> bytes:
+        if self._reader is None:
+            raise ArqonBusConnectionError("Not connected")
+        try:
+            line = await self._reader.readline()
+        except (OSError, ValueError) as exc:  # ValueError: a line over CONTROL_LINE_LIMIT
+            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
+        if not line:
+            raise ArqonBusConnectionError("Connection closed by arqond")
+        return line

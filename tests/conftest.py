@@ -56,7 +56,8 @@ class DaemonProcess:
         for path in (self.moo_dir, self.log_dir, self.state_dir):
             path.mkdir(exist_ok=True)
         sections: dict[str, dict[str, Any]] = {
-            "server": {"port": 0, "state_dir": str(self.state_dir), "log_level": "debug"},
+            "server": {"port": 0, "state_dir": str(self.state_dir), "log_level": "debug",
+                       "control_socket": str(tmp / "control.sock")},
             "moo": {"dir": str(self.moo_dir), "log_dir": str(self.log_dir)},
         }
         for section, body in (config or {}).items():
@@ -116,6 +117,10 @@ class DaemonProcess:
     def ws_url(self) -> str:
         return f"ws://{self.listeners['ws']}/"
 
+    @property
+    def control_path(self) -> str:
+        return self.listeners["control"]
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
@@ -169,10 +174,16 @@ class Peer:
         return self.welcome["payload"]["client_id"]
 
     async def send(self, frame: Any) -> None:
-        await self.connection.send(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+        await self.send_text(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+
+    async def send_text(self, text: str) -> None:
+        await self.connection.send(text)
+
+    async def recv_text(self) -> str | bytes:
+        return await self.connection.recv()
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        return orjson.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+        return orjson.loads(await asyncio.wait_for(self.recv_text(), timeout))
 
     async def recv_type(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
         """The next frame, which must be of type ``kind``."""
@@ -182,7 +193,7 @@ class Peer:
 
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
-            frame = await asyncio.wait_for(self.connection.recv(), seconds)
+            frame = await asyncio.wait_for(self.recv_text(), seconds)
         except asyncio.TimeoutError:
             return
         raise AssertionError(f"expected no frame, got {frame}")
@@ -202,17 +213,47 @@ class Peer:
         await self.connection.close()
 
 
+class ControlPeer(Peer):
+    """A client of the control socket: the same frames, one JSON object per line."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(None)
+        self.reader = reader
+        self.writer = writer
+
+    async def send_text(self, text: str) -> None:
+        self.writer.write(text.encode() + b"\n")
+        await self.writer.drain()
+
+    async def recv_text(self) -> bytes:
+        line = await self.reader.readline()
+        if not line:
+            raise ConnectionError("control socket closed by arqond")
+        return line
+
+    async def at_eof(self, timeout: float = 5.0) -> bool:
+        """True once arqond has closed the connection and every line was read."""
+        return await asyncio.wait_for(self.reader.read(1), timeout) == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+
+
 @pytest.fixture
 async def connect_peer():
     opened: list[Peer] = []
 
     async def factory(url: str, **kwargs: Any) -> Peer:
-        connection = await connect(url, open_timeout=5, **kwargs)
-        peer = Peer(connection)
+        """A ws:// URL, or the path of a control socket."""
+        peer: Peer
+        if url.startswith("/"):
+            peer = ControlPeer(*await asyncio.open_unix_connection(url, limit=1 << 24))
+        else:
+            peer = Peer(await connect(url, open_timeout=5, **kwargs))
         peer.welcome = await peer.recv()
         opened.append(peer)
         return peer
 
     yield factory
     for peer in opened:
-        await peer.connection.close()
+        await peer.close()

@@ -1,0 +1,3 @@
+from arqond.cli.main import main
+
+raise SystemExit(main())

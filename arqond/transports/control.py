@@ -1,0 +1,213 @@
+"""The control socket: the local admin door, one JSON envelope per line in each direction.
+
+It speaks exactly the WebSocket's protocol (welcome frame, envelopes, commands), framed by
+newlines instead of WebSocket frames. Who is an admin comes from the kernel: the peer's uid
+read with SO_PEERCRED is root or belongs to ``server.admin_group``; nothing a peer writes
+can change that.
+
+Bounds, each counted on the adapter:
+- an input line longer than ``server.max_message_size`` gets a ``LINE_TOO_LONG`` error line
+  and the connection is closed (``oversize_total``);
+- output waits in the transport buffer, at most ``server.client_buffer_bytes``; past that the
+  Bus cuts the client off (the connection is dropped, as a stuck reader would never drain it);
+- at ``server.max_connections`` clients a new peer gets one error line and is closed
+  (``refused_total``).
+A peer that shuts down its sending side gets the replies already produced, then the close,
+so ``echo '{...}' | socat - UNIX-CONNECT:...`` prints its answer and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+from typing import Any
+
+from arqond.config import Config
+from arqond.core.bus import Bus
+from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
+from arqond.core.envelope import SERVER_SENDER, now_iso, serialize
+from arqond.system.journal import log_event
+
+log = logging.getLogger("arqond.control")
+PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_is_admin(uid: int, group: str) -> bool:
+    """Root, or a uid whose primary or supplementary groups include ``group``.
+
+    The group database is read once per connection (local files in practice), not per frame.
+    """
+    if uid == 0:
+        return True
+    try:
+        gid = grp.getgrnam(group).gr_gid
+        user = pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return gid in os.getgrouplist(user.pw_name, user.pw_gid)
+
+
+class ControlSink:
+    """Writes into the connection's transport buffer without waiting; ``limit`` bounds it."""
+
+    __slots__ = ("transport", "limit")
+
+    def __init__(self, transport: asyncio.WriteTransport, limit: int) -> None:
+        self.transport = transport
+        self.limit = limit
+
+    def send(self, frame: bytes) -> bool:
+        transport = self.transport
+        if transport.is_closing():
+            return True  # closing already: the frame has nowhere to go and nobody to blame
+        if transport.get_write_buffer_size() > self.limit:
+            return False
+        transport.writelines((frame, b"\n"))
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if code == CLOSE_SLOW_CONSUMER:
+            self.transport.abort()  # flushing a full buffer would wait on the stuck reader
+        else:
+            self.transport.close()
+
+
+class ControlConnection(asyncio.Protocol):
+    def __init__(self, adapter: "ControlAdapter") -> None:
+        self.adapter = adapter
+        self.transport: asyncio.Transport | None = None
+        self.client: Client | None = None
+        self.buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        adapter = self.adapter
+        server = adapter.config.server
+        sock = transport.get_extra_info("socket")
+        pid, uid, _ = PEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
+        peer = f"pid={pid},uid={uid}"
+        if len(adapter.bus.clients) >= server.max_connections:
+            adapter.refused_total += 1
+            log_event(log, logging.WARNING, "connection_refused",
+                      "control connection refused: server.max_connections reached", peer=peer)
+            transport.write(_error_line("CONNECTION_REFUSED", "connection limit reached"))
+            transport.close()
+            return
+        adapter.connections.add(self)
+        self.client = adapter.bus.attach(
+            ControlSink(transport, server.client_buffer_bytes), "control",
+            admin=peer_is_admin(uid, server.admin_group), peer=peer)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None or not client.open:
+            return
+        buffer = self.buffer
+        buffer += data
+        limit = self.adapter.config.server.max_message_size
+        receive = self.adapter.bus.receive
+        start = 0
+        while client.open:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if end - start > limit:
+                self._too_long(limit)
+                return
+            line = bytes(buffer[start:end]).strip()
+            start = end + 1
+            if line:  # blank lines (a human pressing Enter) are not frames
+                receive(client, line)
+        del buffer[:start]
+        if client.open and len(buffer) > limit:
+            self._too_long(limit)
+
+    def _too_long(self, limit: int) -> None:
+        assert self.client is not None and self.transport is not None
+        self.adapter.oversize_total += 1
+        self.buffer.clear()
+        self.adapter.bus.reject(self.client, "LINE_TOO_LONG",
+                                f"line longer than {limit} bytes (server.max_message_size); "
+                                "closing the connection")
+        self.adapter.bus.detach(self.client, reason="line too long")
+        self.transport.close()
+
+    def eof_received(self) -> bool:
+        client = self.client
+        if client is not None and client.open and self.buffer.strip():
+            self.buffer += b"\n"  # a last line without its newline still counts
+            self.data_received(b"")
+        return False  # close once the replies are flushed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.adapter.connections.discard(self)
+        if self.client is not None:
+            self.adapter.bus.detach(self.client, reason=f"closed ({exc or 'eof'})")
+
+
+def _error_line(code: str, message: str) -> bytes:
+    return serialize({"id": None, "timestamp": now_iso(), "type": "error",
+                      "sender": SERVER_SENDER, "error": message, "error_code": code,
+                      "payload": {"errors": [message]}}) + b"\n"
+
+
+class ControlAdapter:
+    name = "control"
+
+    def __init__(self, bus: Bus, config: Config, sock: socket.socket,
+                 owned_path: str | None = None) -> None:
+        """``owned_path``: the socket file arqond bound itself, removed again at stop."""
+        self.bus = bus
+        self.config = config
+        self.sock = sock
+        self.owned_path = owned_path
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[ControlConnection] = set()
+        self.refused_total = 0
+        self.oversize_total = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"control": {"path": self.config.server.control_socket,
+                            "connections": len(self.connections),
+                            "refused": self.refused_total, "oversize": self.oversize_total}}
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+        self._check_admin_group()
+
+    def _check_admin_group(self) -> None:
+        group = self.config.server.admin_group
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            log.warning("admin group %r does not exist: only root is admin on the control "
+                        "socket", group)
+
+    async def start(self) -> None:
+        self._check_admin_group()
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_unix_server(lambda: ControlConnection(self),
+                                                    sock=self.sock)
+
+    async def stop(self) -> None:
+        if self.server is None:
+            return
+        self.server.close()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        await self.server.wait_closed()
+        if self.owned_path:
+            try:
+                if stat.S_ISSOCK(os.lstat(self.owned_path).st_mode):
+                    os.unlink(self.owned_path)
+            except FileNotFoundError:
+                pass
