@@ -246,3 +246,12 @@ async def test_admin_group_change_applies_on_reload(make_daemon, shared_dir):
     daemon.wait_for_line("configuration reloaded", start=start)
     created = nobody_run(create + ["room=lab:two"])
     assert created.returncode == 0, created.stderr
+
+
+async def test_a_control_socket_in_use_is_not_stolen(make_daemon):
+    first = make_daemon()
+    second = make_daemon({"server": {"control_socket": first.control_path}}, start=False)
+    second.start(wait_ready=False)
+    assert second.proc.wait(10) == 1
+    second.wait_for_line("is in use by another process")
+    assert first.proc.poll() is None

@@ -28,12 +28,18 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 
 def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
-    """Listen on a Unix socket path; a stale socket file there is replaced, anything else not."""
+    """Listen on a Unix socket path.
+
+    A stale socket file there (left by a crash) is replaced; a socket someone still answers on,
+    or anything that is not a socket, is refused rather than stolen.
+    """
     try:
         if os.path.exists(path) or os.path.islink(path):
             info = os.lstat(path)
             if not stat.S_ISSOCK(info.st_mode):
                 raise ListenerError(f"{path} exists and is not a socket; refusing to replace it")
+            if _answers(path):
+                raise ListenerError(f"{path} is in use by another process; refusing to take it")
             os.unlink(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     except OSError as exc:
@@ -48,6 +54,18 @@ def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
         raise ListenerError(f"cannot listen on {path}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
+
+
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def describe(sock: socket.socket) -> str:
