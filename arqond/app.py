@@ -13,16 +13,25 @@ from arqond import __version__
 from arqond import config as configuration
 from arqond.config import Config, ConfigError
 from arqond.core.bus import Bus, BusSettings
+from arqond.core.casil import Casil
+from arqond.core.cron import Cron
+from arqond.core.omega import Omega, OmegaSettings
+from arqond.core.webhooks import Webhooks
 from arqond.system import journal
 from arqond.system.journal import NOTICE, log_event
 from arqond.system.listeners import ListenerError, bind_tcp, describe
+from arqond.system.policy import CasilReloader
+from arqond.transports.scheduler import CronScheduler
+from arqond.transports.webhooks import WebhookDelivery
 from arqond.transports.websocket import WebSocketAdapter
 
 log = logging.getLogger("arqond")
 
 # Bus events worth a log line, with their level; the rest stay at debug.
 EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
-                "channel_deleted": logging.INFO}
+                "channel_deleted": logging.INFO, "policy_refusal": logging.WARNING,
+                "casil_reloaded": NOTICE,
+                "casil_internal_error": logging.ERROR}
 
 
 class Adapter(Protocol):
@@ -49,6 +58,15 @@ class Daemon:
         self.bus.listeners.append(self._log_bus_event)
         self.adapters: list[Adapter] = []
         self.stopping = asyncio.Event()
+        self._add_operator_lane()
+
+    def _add_operator_lane(self) -> None:
+        """The op.* commands beyond op.store/history: CASIL, webhooks, cron, Tier-Omega."""
+        bus = self.bus
+        casil = Casil(bus, configuration.casil_policy(self.config.values))
+        Omega(bus, OmegaSettings(**vars(self.config.omega)))
+        self.adapters += [CasilReloader(casil, self.config),
+                          WebhookDelivery(bus, Webhooks(bus)), CronScheduler(bus, Cron(bus))]
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
         level = EVENT_LEVELS.get(event, logging.DEBUG)
