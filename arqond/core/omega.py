@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 OMEGA_SENDER = "op-omega"
 VM_KINDS = frozenset({"firecracker", "microvm", "vm"})
 MAX_NAME_LENGTH = 128
+LIST_LIMIT_MAX = 100000     # a larger limit than the ring holds just returns the whole ring
 FIRECRACKER = {"enabled": False, "available": False,
                "reason": "arqond runs Tier-Omega substrates in memory only"}
 
@@ -130,7 +131,7 @@ class Omega:
 
     def _list_events(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx)
-        limit = ctx.limit(50, self.settings.max_events)
+        limit = ctx.limit(50, LIST_LIMIT_MAX)
         substrate_id = ctx.arg("substrate_id", str)
         signal = ctx.arg("signal", str)
         events = [e for e in self.events if _selected(e, substrate_id, signal)][-limit:]
