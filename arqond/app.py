@@ -63,10 +63,13 @@ class Daemon:
     def _add_operator_lane(self) -> None:
         """The op.* commands beyond op.store/history: CASIL, webhooks, cron, Tier-Omega."""
         bus = self.bus
-        casil = Casil(bus, configuration.casil_policy(self.config.values))
-        Omega(bus, OmegaSettings(**vars(self.config.omega)))
-        self.adapters += [CasilReloader(casil, self.config),
-                          WebhookDelivery(bus, Webhooks(bus)), CronScheduler(bus, Cron(bus))]
+        # Kept as attributes for their counters (*_total), which /metrics can export.
+        self.casil = Casil(bus, configuration.casil_policy(self.config.values))
+        self.omega = Omega(bus, OmegaSettings(**vars(self.config.omega)))
+        self.cron = Cron(bus)
+        self.webhook_delivery = WebhookDelivery(bus, Webhooks(bus))
+        self.adapters += [CasilReloader(self.casil, self.config), self.webhook_delivery,
+                          CronScheduler(bus, self.cron)]
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
         level = EVENT_LEVELS.get(event, logging.DEBUG)
