@@ -157,3 +157,33 @@ async def test_unregister_unknown_or_foreign_rule(daemon, connect_peer):
     refused = await stranger.command("op.webhook.unregister", {"rule_id": rule["rule_id"]})
     assert refused["error_code"] == "AUTHORIZATION_ERROR"
     assert (await owner.command("op.webhook.list"))["payload"]["data"]["count"] == 1
+
+
+async def test_full_delivery_queue_drops_and_logs_while_the_bus_delivers_all(daemon, connect_peer):
+    release = asyncio.Event()
+    hung = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        owner = await connect_peer(daemon.ws_url)
+        other = await connect_peer(daemon.ws_url)
+        await owner.command("op.webhook.register", {"url": f"http://127.0.0.1:{port}/slow",
+                                                    "timeout_seconds": 30})
+        # 4 deliveries hang in the workers, 1024 wait in the queue, the rest are dropped.
+        count = 1100
+        for n in range(count):
+            await owner.send({"type": "message", "payload": {"n": n}})
+        for n in range(count):
+            assert (await owner.recv_type("message_response"))["payload"] == {"n": n}
+            assert (await other.recv_type("message"))["payload"] == {"n": n}
+        line = daemon.wait_for_line("webhook queue full (1024): delivery dropped, 64 so far")
+        assert "RULE_ID=wh_" in line
+    finally:
+        release.set()
+        server.close()

@@ -157,7 +157,7 @@ class Bus:
 
     def _inspect(self, client: Client, env: dict[str, Any]) -> bool:
         """Apply the inspector's verdict; False when the frame is refused (nothing routed)."""
-        if env["type"] != "command":  # messages are inspected at the target they will reach
+        if env["type"] != "command":  # a message is inspected at the target it will reach
             env["room"], env["channel"] = self._target(client, env)
         verdict = self.inspector.inspect(env, client.id)
         if verdict is None:

@@ -71,7 +71,8 @@ class WebhookDelivery:
                 self.queue.put_nowait((rule, body))
             except asyncio.QueueFull:
                 self.dropped_total += 1
-                if self.dropped_total & (self.dropped_total - 1) == 0:  # 1, 2, 4, 8...: loud, not a flood
+                # Logged at the 1st, 2nd, 4th, 8th... drop: loud, but never a flood.
+                if self.dropped_total & (self.dropped_total - 1) == 0:
                     log_event(log, logging.WARNING, "webhook_dropped",
                               f"webhook queue full ({QUEUE_SIZE}): delivery dropped, "
                               f"{self.dropped_total} so far", rule_id=rule.rule_id,
