@@ -174,3 +174,19 @@ async def test_sighup_applies_a_changed_casil_section(make_daemon, connect_peer)
     line = daemon.wait_for_line("reload refused", start=mark)
     assert "casil.redaction_patterns" in line
     assert (await sender.command("op.casil.get"))["payload"]["data"]["max_payload_bytes"] == 64
+
+
+async def test_cron_payloads_are_screened_when_scheduled(make_daemon, connect_peer):
+    daemon = make_daemon({"casil": {"enabled": True, "mode": "enforce",
+                                    "block_on_probable_secret": True,
+                                    "redaction_patterns": ["malware"]}})
+    owner = await connect_peer(daemon.ws_url)
+    watcher = await connect_peer(daemon.ws_url)
+    refused = await owner.command("op.cron.schedule", {
+        "room": "science", "channel": "general", "payload": {"content": "malware"},
+        "delay_seconds": 0.05})
+    assert (refused["status"], refused["error_code"]) == ("error", "CASIL_POLICY_BLOCKED_SECRET")
+    assert refused["payload"] == {"message": "CASIL blocked message",
+                                  "data": {"reason": "CASIL_POLICY_BLOCKED_SECRET"}}
+    assert (await owner.command("op.cron.list"))["payload"]["data"]["count"] == 0
+    await watcher.expect_silence(0.3)

@@ -20,7 +20,7 @@ from arqond.core.envelope import SERVER_SENDER, EnvelopeError, IdGenerator, now_
 from arqond.core.router import Router, RoutingError, check_name, split_target
 
 if TYPE_CHECKING:
-    from arqond.core.casil import Casil
+    from arqond.core.casil import Casil, Verdict
 
 SCIENCE_ROOM = "science"
 SCIENCE_CHANNELS = ("general", "explore", "hypothesize", "design", "execute", "interpret", "share")
@@ -159,14 +159,11 @@ class Bus:
         """Apply the inspector's verdict; False when the frame is refused (nothing routed)."""
         if env["type"] != "command":  # a message is inspected at the target it will reach
             env["room"], env["channel"] = self._target(client, env)
-        verdict = self.inspector.inspect(env, client.id)
+        verdict = self.screen(env, client.id)
         if verdict is None:
             return True
-        for event, fields in verdict.events:
-            self.emit(event, **fields)
         if verdict.blocked:
             self.stats.errors_total += 1
-            self.stats.policy_blocks_total += 1
             self.send(client, {"type": "error", "sender": SERVER_SENDER, "request_id": env["id"],
                                "error": "CASIL blocked message", "error_code": verdict.reason,
                                "payload": {"reason": verdict.reason},
@@ -177,6 +174,21 @@ class Bus:
         if verdict.metadata is not None:
             env["metadata"] = {**(env.get("metadata") or {}), "casil": verdict.metadata}
         return True
+
+    def screen(self, env: dict[str, Any], client_id: str) -> "Verdict | None":
+        """The inspector's verdict on ``env`` (None if not inspected), its events emitted.
+
+        Commands that publish later on a client's behalf (op.cron) screen their payload too.
+        """
+        if self.inspector is None:
+            return None
+        verdict = self.inspector.inspect(env, client_id)
+        if verdict is not None:
+            for event, fields in verdict.events:
+                self.emit(event, **fields)
+            if verdict.blocked:
+                self.stats.policy_blocks_total += 1
+        return verdict
 
     def _target(self, client: Client, env: dict[str, Any]) -> tuple[str, str | None]:
         room, channel = split_target(env.get("room"), env.get("channel"))

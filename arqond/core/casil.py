@@ -139,9 +139,9 @@ INT_KEYS = tuple(k for k in KEYS if type(getattr(Policy, k)) is int)
 def _loose(key: str, value: Any) -> Any:
     """Booleans may be words, lists a single string, numbers digit strings (as ArqonBus)."""
     if key in BOOL_KEYS:
-        word = str(value).strip().lower()
         if isinstance(value, bool):
             return value
+        word = str(value).strip().lower()
         if word in TRUE_WORDS or word in FALSE_WORDS:
             return word in TRUE_WORDS
         raise PolicyError(f"{key}: must be a boolean (true/false, yes/no, on/off, 1/0), "

@@ -105,6 +105,14 @@ class Cron:
             raise CommandError("LIMIT_EXCEEDED", f"cron job limit reached ({owned} of "
                                f"{MAX_JOBS_PER_OWNER} for this client, {len(self.jobs)} of "
                                f"{MAX_JOBS} in all)")
+        # Content inspection applies to what will be published, as if the client sent it now.
+        verdict = self.bus.screen({"id": ctx.envelope["id"], "type": "message", "room": room,
+                                   "channel": channel, "payload": payload}, ctx.client.id)
+        if verdict is not None and verdict.blocked:
+            raise CommandError(verdict.reason, "CASIL blocked message",
+                               {"reason": verdict.reason})
+        if verdict is not None and verdict.replace_payload:
+            payload = verdict.payload
         job = Job("cron_" + os.urandom(6).hex(), ctx.client.id, room, channel, payload, delay,
                   interval, repeat, now_iso())
         self.jobs[job.job_id] = job
