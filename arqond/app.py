@@ -16,17 +16,26 @@ from arqond import __version__
 from arqond import config as configuration
 from arqond.config import Config, ConfigError
 from arqond.core.bus import Bus, BusSettings
+from arqond.core.casil import Casil
+from arqond.core.cron import Cron
+from arqond.core.omega import Omega, OmegaSettings
+from arqond.core.webhooks import Webhooks
 from arqond.system import journal
 from arqond.system.journal import NOTICE, log_event
 from arqond.system.listeners import ListenerError, bind_tcp, bind_unix, describe
+from arqond.system.policy import CasilReloader
 from arqond.transports.control import ControlAdapter
+from arqond.transports.scheduler import CronScheduler
+from arqond.transports.webhooks import WebhookDelivery
 from arqond.transports.websocket import WebSocketAdapter
 
 log = logging.getLogger("arqond")
 
 # Bus events worth a log line, with their level; the rest stay at debug.
 EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
-                "channel_deleted": logging.INFO}
+                "channel_deleted": logging.INFO, "policy_refusal": logging.WARNING,
+                "casil_reloaded": NOTICE,
+                "casil_internal_error": logging.ERROR}
 
 
 class Adapter(Protocol):
@@ -67,6 +76,18 @@ class Daemon:
         self.bus.listeners.append(self._log_bus_event)
         self.adapters: list[Adapter] = []
         self.stopping = asyncio.Event()
+        self._add_operator_lane()
+
+    def _add_operator_lane(self) -> None:
+        """The op.* commands beyond op.store/history: CASIL, webhooks, cron, Tier-Omega."""
+        bus = self.bus
+        # Kept as attributes for their counters (*_total), which /metrics can export.
+        self.casil = Casil(bus, configuration.casil_policy(self.config.values))
+        self.omega = Omega(bus, OmegaSettings(**vars(self.config.omega)))
+        self.cron = Cron(bus)
+        self.webhook_delivery = WebhookDelivery(bus, Webhooks(bus))
+        self.adapters += [CasilReloader(self.casil, self.config), self.webhook_delivery,
+                          CronScheduler(bus, self.cron)]
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
         level = EVENT_LEVELS.get(event, logging.DEBUG)

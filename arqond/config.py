@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
+from arqond.core.casil import KEYS as CASIL_KEYS
+from arqond.core.casil import Policy, PolicyError
+
 DEFAULT_CONFIG_PATH = "/etc/arqond/arqond.toml"
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -64,6 +67,11 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return check
 
 
+def _name(value: str) -> str | None:
+    return None if value and ":" not in value and "*" not in value else \
+        "must be a non-empty room or channel name without ':' or '*'"
+
+
 def _target_or_empty(value: str) -> str | None:
     if value == "":
         return None
@@ -114,6 +122,48 @@ SCHEMA: tuple[Option, ...] = (
            "broadcast log.", flag="--moo-dir", env=("ARQONBUS_MOO_DIR",), check=_absolute),
     Option("moo.log_dir", str, "/var/log/moo", "Watched narrative log dir.",
            flag="--log-dir", env=("ARQONBUS_LOG_DIR",), check=_absolute),
+    # CASIL, the content inspection of message and command frames: see arqond/core/casil.py.
+    Option("casil.enabled", bool, False, "Inspect message and command frames.", reload=True),
+    Option("casil.mode", str, "monitor", "monitor (decide and report, deliver anyway) or "
+           "enforce (refuse what the policy blocks).", reload=True),
+    Option("casil.default_decision", str, "allow", "Decision when inspection itself fails: "
+           "allow or block.", reload=True),
+    Option("casil.scope_include", list, (), 'Targets ("room:channel") inspected; empty means '
+           'all. A pattern ending in * is a prefix, others are globs; a pattern without ":" '
+           "also matches the room alone.", reload=True),
+    Option("casil.scope_exclude", list, (), "Targets never inspected; checked before "
+           "scope_include.", reload=True),
+    Option("casil.max_payload_bytes", int, 262144, "Serialized payloads larger than this are "
+           "blocked (reason CASIL_POLICY_OVERSIZE); 0 means no limit.", reload=True),
+    Option("casil.max_inspect_bytes", int, 65536, "Bytes of the serialized payload the secret "
+           "detectors scan.", reload=True),
+    Option("casil.max_patterns", int, 32, "Most redaction_patterns allowed.", reload=True),
+    Option("casil.block_on_probable_secret", bool, False, "Block (in enforce mode) frames in "
+           "which a secret detector matches.", reload=True),
+    Option("casil.redaction_paths", list, ("password", "token", "secret"), "Payload keys "
+           "whose values are redacted: a name matches at any depth, a dotted path from the "
+           "top.", reload=True),
+    Option("casil.redaction_patterns", list, (), "Regular expressions redacted inside string "
+           "values; when set they replace the built-in secret detectors.", reload=True),
+    Option("casil.transport_redaction", bool, False, "Deliver, store and acknowledge the "
+           "redacted payload instead of the original.", reload=True),
+    Option("casil.never_log_payload_for", list, (), "Targets whose payload never appears in "
+           "logs or decision events, not even redacted.", reload=True),
+    Option("casil.metadata_to_logs", bool, True, "Log blocked frames (policy_refusal).",
+           reload=True),
+    Option("casil.metadata_to_telemetry", bool, True, "Emit casil_decision events for "
+           "telemetry.", reload=True),
+    Option("casil.metadata_to_envelope", bool, False, "Add metadata.casil to routed "
+           "messages.", reload=True),
+    # Tier-Omega lab lane (op.omega.*): off unless enabled; in-memory runtime only.
+    Option("omega.enabled", bool, False, "Serve the op.omega.* commands."),
+    Option("omega.lab_room", str, "omega-lab", "Room of the lab channel omega events go to.",
+           check=_name),
+    Option("omega.lab_channel", str, "signals", "Channel omega events go to.", check=_name),
+    Option("omega.max_events", int, 1000, "Omega events kept; the oldest is dropped.",
+           check=_positive),
+    Option("omega.max_substrates", int, 128, "Substrates that may be registered at once.",
+           check=_positive),
 )
 
 OPTIONS: dict[str, Option] = {option.key: option for option in SCHEMA}
@@ -147,6 +197,8 @@ TABLE_VALIDATORS: dict[str, Callable[[Any], None]] = {}
 def _coerce(option: Option, value: Any, source: str, *, text: bool = False) -> Any:
     """Check a value against its option; ``text`` values (environment, flags) are parsed."""
     kind = option.kind
+    if kind is list:
+        return _coerce_list(option, value, source, text=text)
     if text and isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         try:
@@ -174,8 +226,23 @@ def _coerce(option: Option, value: Any, source: str, *, text: bool = False) -> A
     return value
 
 
+def _coerce_list(option: Option, value: Any, source: str, *, text: bool) -> tuple[str, ...]:
+    """Lists are TOML arrays of strings, or comma-separated text in the environment."""
+    if text and isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: {option.key}: must be {_kind_name(list)}, not {value!r}")
+    value = tuple(value)
+    if option.check is not None:
+        complaint = option.check(value)
+        if complaint:
+            raise ConfigError(f"{source}: {option.key}: {complaint}")
+    return value
+
+
 def _kind_name(kind: type) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[kind]
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list of strings"}[kind]
 
 
 def read_file(path: str) -> dict[str, Any]:
@@ -246,3 +313,12 @@ def _apply_document(document: dict[str, Any], values: dict[str, Any], tables: di
 def _check_whole(values: dict[str, Any], source: str) -> None:
     if values["auth.enabled"] and not values["auth.jwt_secret"]:
         raise ConfigError(f"{source}: auth.jwt_secret: must be set when auth.enabled is true")
+    try:
+        casil_policy(values)
+    except PolicyError as exc:
+        raise ConfigError(f"{source}: casil.{exc}") from None
+
+
+def casil_policy(values: Mapping[str, Any]) -> Policy:
+    """The CASIL policy the [casil] section describes (validated by Policy itself)."""
+    return Policy(**{key: values[f"casil.{key}"] for key in CASIL_KEYS})

@@ -55,6 +55,11 @@ def test_precedence_defaults_file_env_flags(tmp_path):
     ({"server": {"default_channel": "science"}}, "server.default_channel"),
     ({"moo": {"dir": "relative/moo"}}, "moo.dir: must be an absolute path"),
     ({"auth": {"enabled": True}}, "auth.jwt_secret: must be set"),
+    ({"casil": {"mode": "audit"}}, "casil.mode: must be one of monitor, enforce"),
+    ({"casil": {"scope_include": "science:*"}}, "casil.scope_include: must be a list of"),
+    ({"casil": {"redaction_patterns": ["(x"]}}, "casil.redaction_patterns: '(x' is not a"),
+    ({"casil": {"redaction_patterns": ["a", "b"], "max_patterns": 1}}, "more than max_patt"),
+    ({"omega": {"lab_room": "a:b"}}, "omega.lab_room: must be a non-empty room"),
 ])
 def test_bad_file_names_the_key(tmp_path, sections, needle):
     path = write_config(tmp_path / "bad.toml", sections)

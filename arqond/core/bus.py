@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from arqond import PROTOCOL_VERSION, __version__
 from arqond.core import envelope as envelopes
@@ -19,9 +19,14 @@ from arqond.core.commands import CommandContext, CommandError, CommandRegistry, 
 from arqond.core.envelope import SERVER_SENDER, EnvelopeError, IdGenerator, now_iso, serialize
 from arqond.core.router import Router, RoutingError, check_name, split_target
 
+if TYPE_CHECKING:
+    from arqond.core.casil import Casil, Verdict
+
 SCIENCE_ROOM = "science"
 SCIENCE_CHANNELS = ("general", "explore", "hypothesize", "design", "execute", "interpret", "share")
 TELEMETRY_TARGET = ("integriguard", "telemetry-stream")
+# Frame types that content inspection (CASIL) looks at.
+INSPECTED_TYPES = frozenset({"message", "event", "command"})
 PM_CHANNEL = "pm"
 
 
@@ -41,6 +46,7 @@ class Stats:
     commands_total: int = 0
     errors_total: int = 0
     slow_consumers_total: int = 0
+    policy_blocks_total: int = 0
     by_transport: dict[str, int] = field(default_factory=dict)
 
 
@@ -61,6 +67,8 @@ class Bus:
         self.started = time.time()
         self.listeners: list[EventListener] = []
         self.observers: list[MessageObserver] = []
+        # Content inspection of client frames (CASIL); None while it is disabled.
+        self.inspector: "Casil | None" = None
         for name in SCIENCE_CHANNELS:
             self.router.ensure_channel(SCIENCE_ROOM, name, kind="general", hardcoded=True)
 
@@ -130,6 +138,9 @@ class Bus:
         env["sender"] = client.id
         kind = env["type"]
         try:
+            if self.inspector is not None and kind in INSPECTED_TYPES \
+                    and not self._inspect(client, env):
+                return
             if kind in ("message", "event"):
                 self._route(client, env)
             elif kind == "command":
@@ -143,6 +154,41 @@ class Bus:
             # "response" and "error" frames from clients have no addressee; ignored as ArqonBus does.
         except RoutingError as exc:
             self.send_error(client, exc.code, exc.message, request_id=env["id"])
+
+    def _inspect(self, client: Client, env: dict[str, Any]) -> bool:
+        """Apply the inspector's verdict; False when the frame is refused (nothing routed)."""
+        if env["type"] != "command":  # a message is inspected at the target it will reach
+            env["room"], env["channel"] = self._target(client, env)
+        verdict = self.screen(env, client.id)
+        if verdict is None:
+            return True
+        if verdict.blocked:
+            self.stats.errors_total += 1
+            self.send(client, {"type": "error", "sender": SERVER_SENDER, "request_id": env["id"],
+                               "error": "CASIL blocked message", "error_code": verdict.reason,
+                               "payload": {"reason": verdict.reason},
+                               "room": env.get("room"), "channel": env.get("channel")})
+            return False
+        if verdict.replace_payload:
+            env["payload"] = verdict.payload
+        if verdict.metadata is not None:
+            env["metadata"] = {**(env.get("metadata") or {}), "casil": verdict.metadata}
+        return True
+
+    def screen(self, env: dict[str, Any], client_id: str) -> "Verdict | None":
+        """The inspector's verdict on ``env`` (None if not inspected), its events emitted.
+
+        Commands that publish later on a client's behalf (op.cron) screen their payload too.
+        """
+        if self.inspector is None:
+            return None
+        verdict = self.inspector.inspect(env, client_id)
+        if verdict is not None:
+            for event, fields in verdict.events:
+                self.emit(event, **fields)
+            if verdict.blocked:
+                self.stats.policy_blocks_total += 1
+        return verdict
 
     def _target(self, client: Client, env: dict[str, Any]) -> tuple[str, str | None]:
         room, channel = split_target(env.get("room"), env.get("channel"))
@@ -367,5 +413,6 @@ class Bus:
                          "deliveries": self.stats.deliveries_total,
                          "commands": self.stats.commands_total,
                          "errors": self.stats.errors_total,
+                         "policy_blocks": self.stats.policy_blocks_total,
                          "slow_consumers": self.stats.slow_consumers_total},
         }

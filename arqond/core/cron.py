@@ -1,0 +1,146 @@
+"""op.cron.*: messages published later, once or repeatedly, on behalf of a client.
+
+The job table and the commands live here, without clocks: scheduling emits a ``cron_scheduled``
+bus event carrying the first delay, and the scheduler adapter calls ``fire`` when it is due.
+``fire`` builds the envelope to publish and says when the next firing is due. A client's jobs
+are cancelled when it disconnects (``cron_cancelled``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from arqond.core.commands import CommandContext, CommandError
+from arqond.core.envelope import now_iso
+from arqond.core.router import check_name, split_target
+
+if TYPE_CHECKING:
+    from arqond.core.bus import Bus
+
+MAX_JOBS = 1024
+MAX_JOBS_PER_OWNER = 64
+MIN_SECONDS = 0.01          # shortest delay or interval: bounds the publish rate of one job
+MAX_SECONDS = 31 * 86400.0
+MAX_REPEAT = 1_000_000
+CRON_SENDER = "op-cron"
+
+
+@dataclass
+class Job:
+    job_id: str
+    owner: str
+    room: str
+    channel: str
+    payload: dict[str, Any]
+    delay_seconds: float
+    interval_seconds: float | None
+    repeat_count: int
+    created_at: str
+    iteration: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "room": self.room, "channel": self.channel,
+                "delay_seconds": self.delay_seconds, "interval_seconds": self.interval_seconds,
+                "repeat_count": self.repeat_count, "created_at": self.created_at}
+
+
+class Cron:
+    def __init__(self, bus: "Bus") -> None:
+        self.bus = bus
+        self.jobs: dict[str, Job] = {}
+        self.fired_total = 0
+        register = bus.commands.register
+        register("op.cron.schedule", self._schedule,
+                 summary="publish payload to room:channel after delay_seconds (repeatable)")
+        register("op.cron.list", self._list, summary="your scheduled jobs (admin: all)")
+        register("op.cron.cancel", self._cancel, summary="cancel a scheduled job")
+        bus.listeners.append(self._on_event)
+
+    def fire(self, job_id: str) -> tuple[dict[str, Any] | None, float | None]:
+        """The envelope of this firing (None if the job is gone) and the next delay, if any."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None, None
+        job.iteration += 1
+        self.fired_total += 1
+        env = {"type": "message", "sender": CRON_SENDER, "room": job.room,
+               "channel": job.channel, "payload": job.payload,
+               "metadata": {"cron_job_id": job.job_id, "iteration": job.iteration}}
+        if job.iteration >= job.repeat_count:
+            del self.jobs[job_id]
+            return env, None
+        return env, job.interval_seconds
+
+    def _on_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "client_disconnected":
+            owner = fields["client_id"]
+            for job_id in [j.job_id for j in self.jobs.values() if j.owner == owner]:
+                self._drop(job_id, "owner disconnected")
+
+    def _drop(self, job_id: str, reason: str) -> None:
+        del self.jobs[job_id]
+        self.bus.emit("cron_cancelled", job_id=job_id, reason=reason)
+
+    def _schedule(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        room, channel = split_target(ctx.arg("room", str), ctx.arg("channel", str))
+        if room is None or channel is None:
+            raise CommandError("VALIDATION_ERROR", "Validation error: op.cron.schedule requires "
+                               "non-empty room and channel")
+        check_name("room", room)
+        check_name("channel", channel)
+        payload = ctx.arg("payload", dict, required=True)
+        delay = _seconds(ctx, "delay_seconds", 1.0)
+        repeat = ctx.arg("repeat_count", int, 1)
+        if not 0 < repeat <= MAX_REPEAT:
+            raise CommandError("VALIDATION_ERROR", "Validation error: repeat_count must be "
+                               f"from 1 to {MAX_REPEAT}")
+        interval = _seconds(ctx, "interval_seconds", None)
+        if repeat > 1 and interval is None:
+            raise CommandError("VALIDATION_ERROR", "Validation error: interval_seconds is "
+                               "required when repeat_count > 1")
+        owned = sum(1 for j in self.jobs.values() if j.owner == ctx.client.id)
+        if owned >= MAX_JOBS_PER_OWNER or len(self.jobs) >= MAX_JOBS:
+            raise CommandError("LIMIT_EXCEEDED", f"cron job limit reached ({owned} of "
+                               f"{MAX_JOBS_PER_OWNER} for this client, {len(self.jobs)} of "
+                               f"{MAX_JOBS} in all)")
+        # Content inspection applies to what will be published, as if the client sent it now.
+        verdict = self.bus.screen({"id": ctx.envelope["id"], "type": "message", "room": room,
+                                   "channel": channel, "payload": payload}, ctx.client.id)
+        if verdict is not None and verdict.blocked:
+            raise CommandError(verdict.reason, "CASIL blocked message",
+                               {"reason": verdict.reason})
+        if verdict is not None and verdict.replace_payload:
+            payload = verdict.payload
+        job = Job("cron_" + os.urandom(6).hex(), ctx.client.id, room, channel, payload, delay,
+                  interval, repeat, now_iso())
+        self.jobs[job.job_id] = job
+        self.bus.emit("cron_scheduled", job_id=job.job_id, delay=delay, client_id=ctx.client.id)
+        return "Cron job scheduled", job.describe()
+
+    def _list(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        jobs = [{**j.describe(), "owner_client_id": j.owner, "iteration": j.iteration}
+                for j in self.jobs.values() if ctx.client.admin or j.owner == ctx.client.id]
+        return "Cron jobs listed", {"jobs": jobs, "count": len(jobs)}
+
+    def _cancel(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        job_id = ctx.arg("job_id", str, required=True)
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise CommandError("NOT_FOUND", f"no cron job {job_id!r}", {"job_id": job_id})
+        if job.owner != ctx.client.id and not ctx.client.admin:
+            raise CommandError("AUTHORIZATION_ERROR",
+                               "only the job's owner or an admin may cancel it")
+        self._drop(job_id, f"cancelled by {ctx.client.id}")
+        return "Cron job cancelled", {"job_id": job_id, "cancelled": True}
+
+
+def _seconds(ctx: CommandContext, key: str, default: float | None) -> float | None:
+    value = ctx.arg(key, (int, float), default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not MIN_SECONDS <= value <= MAX_SECONDS:
+        raise CommandError("VALIDATION_ERROR", f"Validation error: {key} must be from "
+                           f"{MIN_SECONDS:g} to {MAX_SECONDS:g}")
+    return float(value)

@@ -1,0 +1,141 @@
+"""op.webhook.*: per-owner rules that POST routed messages to HTTP endpoints.
+
+The table and the commands live here, without I/O. ``Webhooks.matching`` tells the delivery
+adapter which rules a routed envelope matches; the adapter does the POSTs. A client's rules go
+when it disconnects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import urlsplit
+
+from arqond.core.commands import CommandContext, CommandError
+from arqond.core.envelope import now_iso
+from arqond.core.router import check_name, split_target
+
+if TYPE_CHECKING:
+    from arqond.core.bus import Bus
+
+MAX_RULES = 1024            # in the whole daemon
+MAX_RULES_PER_OWNER = 32
+MAX_HEADERS = 32
+MAX_URL_LENGTH = 2048
+MAX_TIMEOUT_SECONDS = 60.0
+DEFAULT_TIMEOUT_SECONDS = 2.0
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# Headers the delivery itself must control.
+RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "connection",
+                              "transfer-encoding"})
+
+
+@dataclass
+class Rule:
+    rule_id: str
+    owner: str
+    url: str
+    room: str | None
+    channel: str | None
+    headers: dict[str, str]
+    timeout_seconds: float
+    created_at: str
+
+    def describe(self, *, owner: bool = False) -> dict[str, Any]:
+        data = {"rule_id": self.rule_id, "url": self.url, "room": self.room,
+                "channel": self.channel, "timeout_seconds": self.timeout_seconds,
+                "created_at": self.created_at}
+        if owner:  # header values may hold credentials: never listed
+            data["owner_client_id"] = self.owner
+        return data
+
+    def matches(self, room: str | None, channel: str | None) -> bool:
+        return (self.room is None or self.room == room) and \
+            (self.channel is None or self.channel == channel)
+
+
+class Webhooks:
+    def __init__(self, bus: "Bus") -> None:
+        self.rules: dict[str, Rule] = {}
+        register = bus.commands.register
+        register("op.webhook.register", self._register,
+                 summary="POST messages of room/channel to url (rules end with the client)")
+        register("op.webhook.list", self._list, summary="your webhook rules (admin: all)")
+        register("op.webhook.unregister", self._unregister, summary="remove a webhook rule")
+        bus.listeners.append(self._on_event)
+
+    def matching(self, room: str | None, channel: str | None) -> Iterator[Rule]:
+        return (rule for rule in self.rules.values() if rule.matches(room, channel))
+
+    def _on_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "client_disconnected":
+            owner = fields["client_id"]
+            for rule_id in [r.rule_id for r in self.rules.values() if r.owner == owner]:
+                del self.rules[rule_id]
+
+    def _register(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        url = _check_url(ctx.arg("url", str, required=True))
+        room, channel = split_target(ctx.arg("room", str), ctx.arg("channel", str))
+        for kind, name in (("room", room), ("channel", channel)):
+            if name is not None:
+                check_name(kind, name)
+        headers = _check_headers(ctx.arg("headers", dict, {}))
+        timeout = ctx.arg("timeout_seconds", (int, float), DEFAULT_TIMEOUT_SECONDS)
+        if isinstance(timeout, bool) or not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+            raise CommandError("VALIDATION_ERROR", "Validation error: timeout_seconds must be "
+                               f"greater than 0 and at most {MAX_TIMEOUT_SECONDS:g}")
+        owned = sum(1 for r in self.rules.values() if r.owner == ctx.client.id)
+        if owned >= MAX_RULES_PER_OWNER or len(self.rules) >= MAX_RULES:
+            raise CommandError("LIMIT_EXCEEDED", f"webhook rule limit reached ({owned} of "
+                               f"{MAX_RULES_PER_OWNER} for this client, {len(self.rules)} of "
+                               f"{MAX_RULES} in all)")
+        rule = Rule("wh_" + os.urandom(6).hex(), ctx.client.id, url, room, channel, headers,
+                    float(timeout), now_iso())
+        self.rules[rule.rule_id] = rule
+        return "Webhook registered", rule.describe()
+
+    def _list(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        rules = [r.describe(owner=True) for r in self.rules.values()
+                 if ctx.client.admin or r.owner == ctx.client.id]
+        return "Webhook rules listed", {"rules": rules, "count": len(rules)}
+
+    def _unregister(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        rule_id = ctx.arg("rule_id", str, required=True)
+        rule = self.rules.get(rule_id)
+        if rule is None:
+            raise CommandError("NOT_FOUND", f"no webhook rule {rule_id!r}", {"rule_id": rule_id})
+        if rule.owner != ctx.client.id and not ctx.client.admin:
+            raise CommandError("AUTHORIZATION_ERROR",
+                               "only the rule's owner or an admin may unregister it")
+        del self.rules[rule_id]
+        return "Webhook unregistered", {"rule_id": rule_id, "removed": True}
+
+
+def _check_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise CommandError("VALIDATION_ERROR", f"Validation error: bad url: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError("VALIDATION_ERROR", "Validation error: url must start with http:// "
+                           "or https:// and name a host")
+    if len(url) > MAX_URL_LENGTH or any(c in url for c in "\r\n ") or port == 0:
+        raise CommandError("VALIDATION_ERROR", "Validation error: url is too long, contains "
+                           "whitespace, or names port 0")
+    return url
+
+
+def _check_headers(headers: dict[str, Any]) -> dict[str, str]:
+    if len(headers) > MAX_HEADERS:
+        raise CommandError("VALIDATION_ERROR", f"Validation error: at most {MAX_HEADERS} headers")
+    for name, value in headers.items():
+        if not HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+            raise CommandError("VALIDATION_ERROR", f"Validation error: header name {name!r} is "
+                               "not a valid token or is set by arqond itself")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise CommandError("VALIDATION_ERROR", f"Validation error: header {name!r} must be "
+                               "a string without line breaks")
+    return dict(headers)

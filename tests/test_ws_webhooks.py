@@ -1,0 +1,189 @@
+"""op.webhook.*: real deliveries to an HTTP receiver on loopback, started by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import orjson
+import pytest
+
+FENCE_TIMEOUT = 5.0
+
+
+class Receiver:
+    """A minimal HTTP/1.1 server: records each POST (path, headers, JSON body), answers 200."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.requests: asyncio.Queue[dict] = asyncio.Queue()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> "Receiver":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    def url(self, path: str) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}{path}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = (await reader.readline()).decode().split()
+        headers = {}
+        while (line := (await reader.readline()).decode().rstrip("\r\n")):
+            name, _, value = line.partition(":")
+            headers[name.lower()] = value.strip()
+        body = await reader.readexactly(int(headers["content-length"]))
+        await self.requests.put({"method": request_line[0], "path": request_line[1],
+                                 "headers": headers, "body": orjson.loads(body)})
+        writer.write(f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    async def next(self) -> dict:
+        return await asyncio.wait_for(self.requests.get(), FENCE_TIMEOUT)
+
+
+async def test_message_is_posted_to_matching_rule(daemon, connect_peer):
+    async with Receiver() as receiver:
+        owner = await connect_peer(daemon.ws_url)
+        sender = await connect_peer(daemon.ws_url)
+        response = await owner.command("op.webhook.register", {
+            "url": receiver.url("/hook?x=1"), "room": "science", "channel": "general",
+            "headers": {"X-Token": "abc"}, "timeout_seconds": 1.5})
+        rule = response["payload"]["data"]
+        assert rule["rule_id"].startswith("wh_") and rule["timeout_seconds"] == 1.5
+        assert (rule["room"], rule["channel"]) == ("science", "general")
+        await sender.send({"type": "message", "id": "arq_1_1_abcdef",
+                           "payload": {"content": "hi"}})
+        await sender.recv_type("message_response")
+        await owner.recv_type("message")  # the owner is a subscriber too
+        posted = await receiver.next()
+        assert (posted["method"], posted["path"]) == ("POST", "/hook?x=1")
+        assert posted["headers"]["content-type"] == "application/json"
+        assert posted["headers"]["x-token"] == "abc"
+        body = posted["body"]
+        assert body["rule_version"] == "v1" and body["sender_client_id"] == sender.id
+        envelope = body["envelope"]
+        assert (envelope["id"], envelope["payload"], envelope["room"], envelope["channel"]) == (
+            "arq_1_1_abcdef", {"content": "hi"}, "science", "general")
+        # A message elsewhere does not match; a wildcard rule (no room/channel) sees it.
+        await sender.command("join_channel", {"room": "other:place"})
+        await owner.command("op.webhook.register", {"url": receiver.url("/all")})
+        await sender.send({"type": "message", "room": "other:place", "payload": {"n": 2}})
+        await sender.recv_type("message_response")
+        posted = await receiver.next()
+        assert posted["path"] == "/all" and posted["body"]["envelope"]["payload"] == {"n": 2}
+        listed = (await owner.command("op.webhook.list"))["payload"]["data"]
+        assert listed["count"] == 2
+        assert {r["owner_client_id"] for r in listed["rules"]} == {owner.id}
+        assert "headers" not in listed["rules"][0]  # header values may be credentials
+        assert (await sender.command("op.webhook.list"))["payload"]["data"]["count"] == 0
+
+
+async def test_unregister_and_disconnect_remove_rules(daemon, connect_peer):
+    async with Receiver() as receiver:
+        owner = await connect_peer(daemon.ws_url)
+        sender = await connect_peer(daemon.ws_url)
+        fence = await connect_peer(daemon.ws_url)
+        rule = (await owner.command("op.webhook.register",
+                                    {"url": receiver.url("/gone")}))["payload"]["data"]
+        removed = await owner.command("op.webhook.unregister", {"rule_id": rule["rule_id"]})
+        assert removed["payload"]["data"] == {"rule_id": rule["rule_id"], "removed": True}
+        await owner.command("op.webhook.register", {"url": receiver.url("/owner-left")})
+        await owner.close()
+        await fence.command("op.webhook.register", {"url": receiver.url("/fence")})
+        await sender.send({"type": "message", "payload": {"after": "cleanup"}})
+        posted = await receiver.next()
+        assert posted["path"] == "/fence"  # neither removed rule delivered anything
+        assert receiver.requests.empty()
+
+
+async def test_failed_delivery_is_logged_and_bus_unaffected(daemon, connect_peer):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    async with Receiver(status=500) as receiver:
+        owner = await connect_peer(daemon.ws_url)
+        other = await connect_peer(daemon.ws_url)
+        await owner.command("op.webhook.register", {"url": f"http://127.0.0.1:{dead_port}/x"})
+        await owner.command("op.webhook.register", {"url": receiver.url("/err")})
+        await owner.send({"type": "message", "payload": {"k": 1}})
+        assert (await other.recv_type("message"))["payload"] == {"k": 1}
+        await owner.recv_type("message_response")
+        assert (await receiver.next())["path"] == "/err"
+        daemon.wait_for_line(f"webhook delivery to http://127.0.0.1:{dead_port}/x failed")
+        daemon.wait_for_line("failed: HTTP status 500")
+        await owner.send({"type": "message", "payload": {"k": 2}})
+        assert (await other.recv_type("message"))["payload"] == {"k": 2}
+
+
+@pytest.mark.parametrize("args, needle", [
+    ({}, "requires argument 'url'"),
+    ({"url": "ftp://example.org/"}, "must start with http:// or https://"),
+    ({"url": "http:///nohost"}, "must start with http:// or https://"),
+    ({"url": "http://127.0.0.1:99999/"}, "bad url"),
+    ({"url": "http://127.0.0.1/", "timeout_seconds": 0}, "timeout_seconds must be greater"),
+    ({"url": "http://127.0.0.1/", "headers": {"Host": "evil"}}, "set by arqond itself"),
+    ({"url": "http://127.0.0.1/", "headers": {"X-A": "a\r\nX-B: b"}}, "without line breaks"),
+    ({"url": "http://127.0.0.1/", "headers": "X-A: a"}, "'headers' must be dict"),
+    ({"url": "http://127.0.0.1/", "room": "bad room"}, "invalid room name"),
+])
+async def test_register_bad_input(daemon, connect_peer, args, needle):
+    peer = await connect_peer(daemon.ws_url)
+    watcher = await connect_peer(daemon.ws_url)
+    response = await peer.command("op.webhook.register", args)
+    assert (response["status"], response["error_code"]) == ("error", "VALIDATION_ERROR")
+    assert needle in response["payload"]["message"]
+    assert (await peer.command("op.webhook.list"))["payload"]["data"]["count"] == 0
+    await watcher.expect_silence(0.2)
+
+
+async def test_unregister_unknown_or_foreign_rule(daemon, connect_peer):
+    owner = await connect_peer(daemon.ws_url)
+    stranger = await connect_peer(daemon.ws_url)
+    missing = await stranger.command("op.webhook.unregister", {"rule_id": "wh_000000000000"})
+    assert missing["error_code"] == "NOT_FOUND"
+    assert missing["payload"]["data"] == {"rule_id": "wh_000000000000"}
+    rule = (await owner.command("op.webhook.register",
+                                {"url": "http://127.0.0.1:9/"}))["payload"]["data"]
+    refused = await stranger.command("op.webhook.unregister", {"rule_id": rule["rule_id"]})
+    assert refused["error_code"] == "AUTHORIZATION_ERROR"
+    assert (await owner.command("op.webhook.list"))["payload"]["data"]["count"] == 1
+
+
+async def test_full_delivery_queue_drops_and_logs_while_the_bus_delivers_all(daemon, connect_peer):
+    release = asyncio.Event()
+    hung = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        owner = await connect_peer(daemon.ws_url)
+        other = await connect_peer(daemon.ws_url)
+        await owner.command("op.webhook.register", {"url": f"http://127.0.0.1:{port}/slow",
+                                                    "timeout_seconds": 30})
+        # 4 deliveries hang in the workers, 1024 wait in the queue, the rest are dropped.
+        count = 1100
+        for n in range(count):
+            await owner.send({"type": "message", "payload": {"n": n}})
+        for n in range(count):
+            assert (await owner.recv_type("message_response"))["payload"] == {"n": n}
+            assert (await other.recv_type("message"))["payload"] == {"n": n}
+        line = daemon.wait_for_line("webhook queue full (1024): delivery dropped, 64 so far")
+        assert "RULE_ID=wh_" in line
+    finally:
+        release.set()
+        server.close()
