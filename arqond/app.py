@@ -79,7 +79,7 @@ class Daemon:
     async def run(self) -> int:
         try:
             await self._start()
-        except (ListenerError, ActivationError) as exc:
+        except ListenerError as exc:
             log.error("%s", exc)
             await self._stop()
             return 1
@@ -121,8 +121,9 @@ class Daemon:
         for name, sock in self.activation.listeners.items():
             # systemd keeps its own copy, so closing ours refuses nothing that was queued
             # for a later arqond that serves it.
-            log.warning("socket activation passed a %r listener (%s) that nothing here serves",
-                        name, describe(sock))
+            log_event(log, logging.WARNING, "listener_unserved",
+                      f"socket activation passed a {name!r} listener that nothing here serves",
+                      listener=name, address=describe(sock))
             sock.close()
         self.activation.listeners.clear()
         for name in self.fdstore.close_unclaimed():
@@ -239,6 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             activated = activation.take()
         except ActivationError as exc:
-            log.error("%s", exc)
+            log_event(log, logging.ERROR, "activation_refused", str(exc))
             return 1
         return asyncio.run(Daemon(config, overrides, activated, Notifier()).run())

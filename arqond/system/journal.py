@@ -45,6 +45,8 @@ MESSAGE_IDS = {
     "checkpoint_corrupt": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a63",
     "registry_corrupt": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a64",
     "mailbox_full": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a65",
+    "activation_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a66",
+    "listener_unserved": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a67",
 }
 
 logger = logging.getLogger("arqond")
