@@ -26,6 +26,9 @@ from arqond.system.journal import log_event
 log = logging.getLogger("arqond.ws")
 # The library's own per-connection chatter is debug material; its warnings still show.
 library_log = logging.getLogger("arqond.ws.library")
+# Seconds a client gets to answer our close frame (1001 at shutdown) before the connection is
+# dropped; keeps SIGTERM well inside its 5 s promise when a client does not answer.
+CLOSE_TIMEOUT = 2.0
 IDENTITY_QUERY_ALIASES = {"client_type": "type", "type": "type", "screen_name": "screen_name",
                           "personality": "personality", "avatar": "avatar"}
 
@@ -94,7 +97,7 @@ class WebSocketAdapter:
         self.server = await serve(
             self._handle, sock=self.sock, max_size=server.max_message_size,
             ping_interval=server.ping_interval, ping_timeout=server.ping_timeout,
-            compression=None, process_request=self._process_request,
+            close_timeout=CLOSE_TIMEOUT, compression=None, process_request=self._process_request,
             server_header=f"arqond/{__version__}", logger=library_log)
 
     async def stop(self) -> None:
