@@ -31,17 +31,13 @@ class Notifier:
         watchdog_pid = env.pop("WATCHDOG_PID", None)
         self.socket: socket.socket | None = None
         if address:
-            env["NOTIFY_SOCKET"] = address
             try:
-                notifier = sdnotify.SystemdNotifier(debug=True)
+                self._plain = _connect(address)
             except OSError as exc:
                 log.warning("cannot reach the service manager at NOTIFY_SOCKET=%s: %s",
                             address, exc.strerror)
             else:
-                self.socket = notifier.socket
-                self._plain = notifier
-            finally:
-                env.pop("NOTIFY_SOCKET", None)
+                self.socket = self._plain.socket
         self.watchdog_interval: float | None = None
         if watchdog_usec and (not watchdog_pid or watchdog_pid == str(os.getpid())):
             try:
@@ -109,6 +105,19 @@ class Notifier:
 
     def remove_fd(self, name: str) -> bool:
         return self.send(FDSTOREREMOVE=1, FDNAME=name)
+
+
+def _connect(address: str) -> sdnotify.SystemdNotifier:
+    """sdnotify reads the address from os.environ only; lend it there for the connect."""
+    saved = os.environ.get("NOTIFY_SOCKET")
+    os.environ["NOTIFY_SOCKET"] = address
+    try:
+        return sdnotify.SystemdNotifier(debug=True)
+    finally:
+        if saved is None:
+            del os.environ["NOTIFY_SOCKET"]
+        else:
+            os.environ["NOTIFY_SOCKET"] = saved
 
 
 def _message(fields: dict[str, object]) -> str:
