@@ -147,16 +147,17 @@ async def test_listen_fds_harness_with_a_fifo_for_the_fd_store(make_daemon, tmp_
     assert daemon.stop() == 0
 
 
-def test_take_sorts_listeners_and_stored_fds(tmp_path):
-    """In-process: the parsing rules, with real fds at 3.. in a forked child."""
+def take_in_child(tmp_path, names: str) -> str:
+    """Run activation.take() in a forked child whose fds 3, 4, 5 are a listening TCP socket,
+    a pipe and a listening Unix socket, with LISTEN_FDNAMES=``names``; return its report."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: place fds at 3, 4, 5 and report what take() made of them
+    if pid == 0:
         try:
             tcp = socket.socket()
             tcp.bind(("127.0.0.1", 0))
             tcp.listen(1)
-            pipe_r, pipe_w = os.pipe()
+            pipe_r, _ = os.pipe()
             unix = socket.socket(socket.AF_UNIX)
             unix.bind(str(tmp_path / "c.sock"))
             unix.listen(1)
@@ -165,19 +166,31 @@ def test_take_sorts_listeners_and_stored_fds(tmp_path):
             for target in (3, 4, 5):
                 os.dup2(target + 50, target)
             env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "3",
-                   "LISTEN_FDNAMES": "arqond.socket:zed-inbox:control", "OTHER": "kept"}
+                   "LISTEN_FDNAMES": names, "OTHER": "kept"}
             result = activation.take(env)
             report = (f"{sorted(result.listeners)} {result.stored} {sorted(env)} "
                       f"{result.listeners['ws'].family.name} {os.get_inheritable(3)}")
         except BaseException as exc:  # noqa: BLE001 (the parent shows it)
-            report = f"error {exc!r}"
+            report = f"error {exc}"
         os.write(write, report.encode())
         os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     report = os.read(read, 4096).decode()
     os.close(read)
-    assert report == "['control', 'ws'] {'zed-inbox': 4} ['OTHER'] AF_INET False"
+    return report
+
+
+def test_take_sorts_listeners_and_stored_fds(tmp_path):
+    # A unit-named fd counts as unnamed (it becomes ws); the pipe is a stored fd.
+    assert take_in_child(tmp_path, "arqond.socket:zed-inbox:control") == \
+        "['control', 'ws'] {'zed-inbox': 4} ['OTHER'] AF_INET False"
+
+
+def test_take_refuses_one_name_for_two_listeners(tmp_path):
+    assert take_in_child(tmp_path, "ws:zed-inbox:ws") == (
+        "error socket activation: more than one fd named 'ws' (fd 5); give each "
+        "ListenStream= its own .socket unit")
 
 
 def test_take_ignores_fds_meant_for_another_process():

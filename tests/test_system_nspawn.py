@@ -172,6 +172,8 @@ async def test_socket_activated_service_restarts_without_refusing(container):
     assert container.sh(f"stat -c '%U %G' /proc/{first_pid}").split() == ["arqond", "zgents"]
     assert container.sh("stat -c '%a %U %G' /var/moo /var/log/moo").split() == \
         ["2775", "arqond", "zgents"] * 2
+    assert container.sh("stat -c '%F %a %U %G' /run/arqond/control.sock").split() == \
+        ["socket", "660", "arqond", "arqond"]
 
     # systemctl restart under a stream of connects: the listening socket stays with systemd,
     # so every connect is queued and served, none refused or dropped.
@@ -196,6 +198,10 @@ async def test_socket_activated_service_restarts_without_refusing(container):
     # kernel's queue must not: nothing may be refused.
     assert not [f for f in load.failures if "ConnectionRefused" in f]
     assert container.show("arqond.service", "NRestarts")["NRestarts"] == "1"
+
+    # The listening sockets stayed with systemd all along.
+    for unit in SOCKETS:
+        assert container.show(unit, "SubState")["SubState"] == "running", unit
 
     # SIGHUP through systemctl reload: same process, READY again, a journal entry.
     container.sh("systemctl reload arqond.service")
