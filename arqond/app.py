@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -219,6 +220,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.config:
+        # SIGHUP re-reads this path, and a detached daemon runs in /.
+        args.config = os.path.abspath(args.config)
     overrides = {option.key: getattr(args, option.key) for option in configuration.SCHEMA
                  if option.flag and getattr(args, option.key) is not None}
     try:

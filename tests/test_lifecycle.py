@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -214,10 +215,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_arqond(*args: str) -> subprocess.CompletedProcess[str]:
+def run_arqond(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARQONBUS_", "NOTIFY_"))}
+    env["PYTHONPATH"] = str(ROOT)
     return subprocess.run([sys.executable, "-m", "arqond", *args], capture_output=True,
-                          text=True, timeout=30, cwd=ROOT, env=env)
+                          text=True, timeout=30, cwd=cwd, env=env)
 
 
 def wait_for(predicate, timeout: float = 15.0) -> None:
@@ -225,6 +227,14 @@ def wait_for(predicate, timeout: float = 15.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return False
+    return True
 
 
 def alive(pid: int) -> bool:
@@ -239,16 +249,34 @@ async def test_daemon_mode_pidfile(tmp_path):
     pidfile = tmp_path / "run" / "arqond.pid"
     pidfile.parent.mkdir()
     port = free_port()
-    config = str(write_config(tmp_path / "arqond.toml", {
-        "server": {"port": port, "state_dir": str(tmp_path)}}))
-    started = run_arqond("--config", config, "--daemon", "--pidfile", str(pidfile))
+    settings = {"server": {"port": port, "state_dir": str(tmp_path)}}
+    config = write_config(tmp_path / "arqond.toml", settings)
+    # A relative --config: the detached daemon runs in / and must still find it on SIGHUP.
+    started = run_arqond("--config", "arqond.toml", "--daemon", "--pidfile", str(pidfile),
+                         cwd=tmp_path)
     assert started.returncode == 0, started.stderr   # the parent returns once detached
     wait_for(pidfile.exists)
     pid = int(pidfile.read_text())
     try:
         assert pid != os.getpid() and alive(pid)
+        # The pidfile comes before the listener: a detached daemon has no readiness signal.
+        wait_for(lambda: listening(port))
         async with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as client:
             assert "welcome" in (await client.recv())
+            settings["server"]["max_connections"] = 1
+            write_config(config, settings)
+            os.kill(pid, signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while True:   # the daemon logs to syslog, so watch the effect instead
+                try:
+                    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
+                        pass
+                except InvalidStatus as refused:
+                    assert refused.response.status_code == 503
+                    break
+                assert time.monotonic() < deadline, "SIGHUP did not apply the new config"
+                await asyncio.sleep(0.05)
+        config = str(config)
         # A second start while the first lives is refused, and the first is left alone.
         second = run_arqond("--config", config, "--port", "0", "--daemon",
                             "--pidfile", str(pidfile))

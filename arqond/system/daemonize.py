@@ -43,9 +43,11 @@ def claim_stale(path: str) -> None:
 
 def context(pidfile: str | None, detach: bool) -> ContextManager[object]:
     """What to run the daemon inside: detached with python-daemon, or in the foreground."""
-    lock = TimeoutPIDLockFile(os.path.abspath(pidfile), 0) if pidfile else None
     if pidfile:
         claim_stale(pidfile)
+    # Absolute: the detached process runs in /. Timeout 0: a pidfile that appeared since the
+    # check above (a racing start) makes this one fail rather than wait.
+    lock = TimeoutPIDLockFile(os.path.abspath(pidfile), 0) if pidfile else None
     if detach:
         return daemon.DaemonContext(pidfile=lock, umask=0o022, detach_process=True)
     return lock if lock is not None else contextlib.nullcontext()
