@@ -50,7 +50,9 @@ while IFS=: read -r _ controllers path; do
     moved+=("$parent/$name|$parent")
 done <<<"$groups"
 
-timeout "$limit" systemd-nspawn -D "$root" --register=no --keep-unit -b --volatile=overlay \
+# A machine name of its own, so that two test runs can boot the same cached tree at once.
+timeout "$limit" systemd-nspawn -D "$root" -M "arqond-test-$$" --register=no --keep-unit -b \
+    --volatile=overlay \
     --bind-ro="$source":/opt/arqond/src --console=passive -q >"${NSPAWN_LOG:-/dev/null}" 2>&1 &
 ns=$!
 leader=
