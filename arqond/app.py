@@ -127,6 +127,8 @@ class Daemon:
                       listener=name, address=describe(sock))
             sock.close()
         self.activation.listeners.clear()
+        for name in self.activation.duplicates:
+            log.warning("fd store held more than one fd named %r; kept the first", name)
         for name in self.fdstore.close_unclaimed():
             log.warning("fd store entry %r was not claimed by any part; dropped it", name)
         self.notifier.ready(self.status_line())

@@ -168,8 +168,9 @@ def take_in_child(tmp_path, names: str) -> str:
             env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "3",
                    "LISTEN_FDNAMES": names, "OTHER": "kept"}
             result = activation.take(env)
-            report = (f"{sorted(result.listeners)} {result.stored} {sorted(env)} "
-                      f"{result.listeners['ws'].family.name} {os.get_inheritable(3)}")
+            report = (f"{sorted(result.listeners)} {result.stored} {result.duplicates} "
+                      f"{sorted(env)} {result.listeners['ws'].family.name} "
+                      f"{os.get_inheritable(3)}")
         except BaseException as exc:  # noqa: BLE001 (the parent shows it)
             report = f"error {exc}"
         os.write(write, report.encode())
@@ -184,7 +185,13 @@ def take_in_child(tmp_path, names: str) -> str:
 def test_take_sorts_listeners_and_stored_fds(tmp_path):
     # A unit-named fd counts as unnamed (it becomes ws); the pipe is a stored fd.
     assert take_in_child(tmp_path, "arqond.socket:zed-inbox:control") == \
-        "['control', 'ws'] {'zed-inbox': 4} ['OTHER'] AF_INET False"
+        "['control', 'ws'] {'zed-inbox': 4} [] ['OTHER'] AF_INET False"
+
+
+def test_take_keeps_the_first_of_two_stored_fds_with_one_name(tmp_path):
+    # fd 5 is a listening Unix socket stored under the same name as the pipe at fd 4.
+    assert take_in_child(tmp_path, "ws:zed-inbox:zed-inbox") == \
+        "['ws'] {'zed-inbox': 4} ['zed-inbox'] ['OTHER'] AF_INET False"
 
 
 def test_take_refuses_one_name_for_two_listeners(tmp_path):

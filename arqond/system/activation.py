@@ -15,12 +15,13 @@ import stat
 from dataclasses import dataclass, field
 
 LISTEN_FDS_START = 3
-LISTENER_NAMES = ("ws", "telemetry", "http", "control")
-# What each listener must be: a listening stream socket of one of these families.
+# What each listener must be: a listening stream socket of one of these families. The order
+# is the one unnamed listening sockets fill.
 LISTENER_FAMILIES = {"ws": (socket.AF_INET, socket.AF_INET6),
                      "telemetry": (socket.AF_INET, socket.AF_INET6),
                      "http": (socket.AF_INET, socket.AF_INET6),
                      "control": (socket.AF_UNIX,)}
+LISTENER_NAMES = tuple(LISTENER_FAMILIES)
 FAMILY_NAMES = {socket.AF_INET: "TCP/IPv4", socket.AF_INET6: "TCP/IPv6", socket.AF_UNIX: "AF_UNIX"}
 
 
@@ -32,6 +33,7 @@ class ActivationError(Exception):
 class Activation:
     listeners: dict[str, socket.socket] = field(default_factory=dict)
     stored: dict[str, int] = field(default_factory=dict)   # fd-store entries, by FDNAME
+    duplicates: list[str] = field(default_factory=list)     # names seen twice: extras closed
     active: bool = False                                     # LISTEN_FDS was meant for us
 
 
@@ -116,6 +118,9 @@ def take(environ: dict[str, str] | None = None) -> Activation:
             result.listeners[label] = adopt_listener(label, fd)
         elif _is_default_name(label) and _is_listening_stream(fd):
             unnamed.append(fd)
+        elif label in result.stored:
+            result.duplicates.append(label)
+            os.close(fd)
         else:
             result.stored[label] = fd
     free = [name for name in LISTENER_NAMES if name not in result.listeners]
