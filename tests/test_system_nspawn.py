@@ -25,6 +25,9 @@ from arqond.system.journal import MESSAGE_IDS
 
 from .conftest import ROOT
 
+# The first run builds the root filesystem (about a minute) inside the first test's setup.
+pytestmark = pytest.mark.timeout(900)
+
 CACHE = Path(os.environ.get("ARQOND_TEST_CACHE", "/var/cache/arqond-test"))
 SYSTEM = ROOT / "tests" / "system"
 BOOT_LIMIT = 300        # seconds the container may live at most (timeout around nspawn)
