@@ -229,6 +229,19 @@ def wait_for(predicate, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def read_pid(pidfile: Path, other_than: int = 0) -> int:
+    """The pid in ``pidfile`` once the daemon has written it (the file exists a moment before
+    its content does)."""
+    found: list[int] = []
+
+    def written() -> bool:
+        text = pidfile.read_text().strip() if pidfile.exists() else ""
+        found[:] = [int(text)] if text.isdigit() and int(text) != other_than else []
+        return bool(found)
+    wait_for(written)
+    return found[0]
+
+
 def listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -255,8 +268,7 @@ async def test_daemon_mode_pidfile(tmp_path):
     started = run_arqond("--config", "arqond.toml", "--daemon", "--pidfile", str(pidfile),
                          cwd=tmp_path)
     assert started.returncode == 0, started.stderr   # the parent returns once detached
-    wait_for(pidfile.exists)
-    pid = int(pidfile.read_text())
+    pid = read_pid(pidfile)
     try:
         assert pid != os.getpid() and alive(pid)
         # The pidfile comes before the listener: a detached daemon has no readiness signal.
@@ -300,8 +312,7 @@ def test_pidfile_of_a_dead_process_is_replaced_and_garbage_refused(tmp_path):
     config = str(write_config(tmp_path / "arqond.toml", {
         "server": {"port": port, "state_dir": str(tmp_path)}}))
     assert run_arqond("--config", config, "--daemon", "--pidfile", str(pidfile)).returncode == 0
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != str(dead.pid))
-    pid = int(pidfile.read_text())
+    pid = read_pid(pidfile, other_than=dead.pid)
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not alive(pid))
     assert not pidfile.exists()
