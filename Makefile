@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps
+APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps systemd-container debootstrap
 PYTEST_ARGS ?=
 
 .PHONY: run test setup system-deps clean

@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from arqond import __version__
 from arqond import config as configuration
@@ -20,9 +20,12 @@ from arqond.core.casil import Casil
 from arqond.core.cron import Cron
 from arqond.core.omega import Omega, OmegaSettings
 from arqond.core.webhooks import Webhooks
-from arqond.system import journal
+from arqond.system import activation, daemonize, journal
+from arqond.system.activation import Activation, ActivationError
+from arqond.system.fdstore import FdStore
 from arqond.system.journal import NOTICE, log_event
 from arqond.system.listeners import ListenerError, bind_tcp, bind_unix, describe
+from arqond.system.notify import Notifier
 from arqond.system.policy import CasilReloader
 from arqond.transports.control import ControlAdapter
 from arqond.transports.scheduler import CronScheduler
@@ -36,6 +39,12 @@ EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
                 "channel_deleted": logging.INFO, "policy_refusal": logging.WARNING,
                 "casil_reloaded": NOTICE,
                 "casil_internal_error": logging.ERROR}
+# SIGTERM to exit: every stop callback and adapter shares this budget (the contract is 5 s).
+STOP_BUDGET = 4.0
+# How often STATUS= is refreshed when no watchdog asks for more.
+STATUS_INTERVAL = 5.0
+
+StopCallback = Callable[[], Awaitable[None]]
 
 
 class Adapter(Protocol):
@@ -69,13 +78,21 @@ def control_listener(config: Config) -> socket.socket:
 
 
 class Daemon:
-    def __init__(self, config: Config, overrides: dict[str, Any]) -> None:
+    def __init__(self, config: Config, overrides: dict[str, Any],
+                 activated: Activation | None = None, notifier: Notifier | None = None) -> None:
         self.config = config
         self.overrides = overrides
         self.bus = Bus(bus_settings(config))
         self.bus.listeners.append(self._log_bus_event)
         self.adapters: list[Adapter] = []
         self.stopping = asyncio.Event()
+        self.activation = activated or Activation()
+        self.notifier = notifier or Notifier({})
+        # Fds systemd kept for us (FIFOs, Zgent sockets): the MOO layer takes them back by name.
+        self.fdstore = FdStore(self.activation.stored, self.notifier)
+        # Flush hooks run on SIGTERM before the adapters stop (checkpoints, registry, ...).
+        self.stop_callbacks: list[StopCallback] = []
+        self.addresses: dict[str, str] = {}
         self._add_operator_lane()
 
     def _add_operator_lane(self) -> None:
@@ -108,36 +125,97 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        stats = asyncio.create_task(self._log_stats())
-        log_event(log, NOTICE, "ready", f"arqond {__version__} ready")
+        tasks = [asyncio.create_task(self._log_stats()), asyncio.create_task(self._heartbeat())]
+        self._announce_ready()
         await self.stopping.wait()
+        self.notifier.stopping()
         log_event(log, NOTICE, "stopping", "arqond stopping")
-        stats.cancel()
+        for task in tasks:
+            task.cancel()
         await self._stop()
         return 0
 
+    def listener(self, name: str, bind_fallback: Callable[[], socket.socket]) -> socket.socket:
+        """The listening socket for ``name``: systemd's when socket-activated, else our own."""
+        sock = self.activation.listeners.pop(name, None)
+        origin = "from systemd"
+        if sock is None:
+            sock = bind_fallback()
+            origin = "bound"
+        self.addresses[name] = address = describe(sock)
+        log_event(log, logging.INFO, "listener_up", f"listening {name} on {address} ({origin})",
+                  listener=name, address=address)
+        return sock
+
     async def _start(self) -> None:
         server = self.config.server
-        ws_sock = bind_tcp(server.host, server.port)
+        ws_sock = self.listener("ws", lambda: bind_tcp(server.host, server.port))
         self.adapters.append(WebSocketAdapter(self.bus, self.config, ws_sock))
         for adapter in self.adapters:
             await adapter.start()
-        log_event(log, logging.INFO, "listener_up", f"listening ws on {describe(ws_sock)}",
-                  listener="ws", address=describe(ws_sock))
-        # control socket: the local admin door for the arqon CLI
-        control_sock = control_listener(self.config)
+        # control socket: the local admin door for the arqon CLI. Under socket activation the
+        # file belongs to systemd, so arqond must not remove it on stop.
+        activated = "control" in self.activation.listeners
+        control_sock = self.listener("control", lambda: control_listener(self.config))
         control = ControlAdapter(self.bus, self.config, control_sock,
-                                 owned_path=self.config.server.control_socket)
+                                 owned_path=None if activated else server.control_socket)
         self.adapters.append(control)
         await control.start()
-        log_event(log, logging.INFO, "listener_up", f"listening control on "
-                  f"{describe(control_sock)}", listener="control", address=describe(control_sock))
+
+    def _announce_ready(self) -> None:
+        """The last step of startup: everything is serving, so tell systemd and the log."""
+        for name, sock in self.activation.listeners.items():
+            # systemd keeps its own copy, so closing ours refuses nothing that was queued
+            # for a later arqond that serves it.
+            log_event(log, logging.WARNING, "listener_unserved",
+                      f"socket activation passed a {name!r} listener that nothing here serves",
+                      listener=name, address=describe(sock))
+            sock.close()
+        self.activation.listeners.clear()
+        for name in self.activation.duplicates:
+            log.warning("fd store held more than one fd named %r; kept the first", name)
+        for name in self.fdstore.close_unclaimed():
+            log.warning("fd store entry %r was not claimed by any part; dropped it", name)
+        self.notifier.ready(self.status_line())
+        log_event(log, NOTICE, "ready", f"arqond {__version__} ready")
+
+    def status_line(self) -> str:
+        snapshot = self.bus.snapshot()
+        serving = ", ".join(f"{name} {address}" for name, address in self.addresses.items())
+        return (f"{snapshot['connections']['active']} client(s), "
+                f"{snapshot['messages']['total']} message(s); serving {serving}")
+
+    async def _heartbeat(self) -> None:
+        """WATCHDOG=1 from the event loop itself, so a stuck loop stops the pings and systemd
+        restarts us; STATUS= rides along when it changed."""
+        interval = min(self.notifier.watchdog_interval or STATUS_INTERVAL, STATUS_INTERVAL)
+        while True:
+            if self.notifier.watchdog_interval:
+                self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(interval)
 
     async def _stop(self) -> None:
-        for adapter in reversed(self.adapters):
-            await adapter.stop()
+        deadline = asyncio.get_running_loop().time() + STOP_BUDGET
+        steps = [*self.stop_callbacks, *(adapter.stop for adapter in reversed(self.adapters))]
+        for step in steps:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(step(), max(remaining, 0.1))
+            except asyncio.TimeoutError:
+                log.warning("shutdown step %s overran the %.0f s stop budget; cut short",
+                            getattr(step, "__qualname__", step), STOP_BUDGET)
+            except Exception:
+                log.exception("shutdown step %s failed", getattr(step, "__qualname__", step))
 
     def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready(self.status_line())
+
+    def _reload(self) -> None:
         try:
             fresh = configuration.load(self.config.path, overrides=self.overrides)
         except ConfigError as exc:
@@ -177,12 +255,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 help=f"{option.doc} [{option.key}]")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the configuration and exit 0, or 1 naming the bad key")
+    parser.add_argument("--daemon", action="store_true",
+                        help="detach from the terminal (double fork) for inits without systemd; "
+                             "logs go to syslog")
+    parser.add_argument("--pidfile", metavar="PATH",
+                        help="write the process id to PATH, removed on exit; refuse to start "
+                             "while PATH names a live process")
     parser.add_argument("--version", action="version", version=f"arqond {__version__}")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.config:
+        # SIGHUP re-reads this path, and a detached daemon runs in /.
+        args.config = os.path.abspath(args.config)
     overrides = {option.key: getattr(args, option.key) for option in configuration.SCHEMA
                  if option.flag and getattr(args, option.key) is not None}
     try:
@@ -193,6 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"arqond: configuration OK ({config.path or 'built-in defaults'})")
         return 0
-    journal.setup(config.server.log_level)
-    logging.getLogger("arqond.ws.library").setLevel(logging.WARNING)
-    return asyncio.run(Daemon(config, overrides).run())
+    try:
+        scope = daemonize.context(args.pidfile, args.daemon)
+    except daemonize.PidfileError as exc:
+        print(f"arqond: {exc}", file=sys.stderr)
+        return 1
+    with scope:
+        journal.setup(config.server.log_level, syslog=args.daemon)
+        logging.getLogger("arqond.ws.library").setLevel(logging.WARNING)
+        try:
+            activated = activation.take()
+        except ActivationError as exc:
+            log_event(log, logging.ERROR, "activation_refused", str(exc))
+            return 1
+        return asyncio.run(Daemon(config, overrides, activated, Notifier()).run())

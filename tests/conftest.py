@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -70,14 +74,22 @@ class DaemonProcess:
         self.listeners: dict[str, str] = {}
         self.proc: subprocess.Popen[str] | None = None
         self._changed = threading.Condition()
+        # How to launch: a wrapper in front of the command (systemd-socket-activate, sh to set
+        # LISTEN_PID) and extra Popen arguments (pass_fds, preexec_fn).
+        self.prefix: list[str] = []
+        self.popen_extra: dict[str, Any] = {}
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "arqond", "--config", str(self.config_path), *self.args]
 
     def start(self, wait_ready: bool = True) -> "DaemonProcess":
         self.lines.clear()
         self.listeners.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arqond", "--config", str(self.config_path), *self.args],
+            [*self.prefix, *self.command],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, env=self.env, cwd=ROOT)
+            text=True, env=self.env, cwd=ROOT, **self.popen_extra)
         threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
         if wait_ready:
             self.wait_for_line("ready", START_TIMEOUT)
@@ -160,6 +172,66 @@ def make_daemon(tmp_path):
 @pytest.fixture
 def daemon(make_daemon):
     return make_daemon()
+
+
+class Notification:
+    """One datagram on the notify socket: its fields, the sender's pid, the fds it carried."""
+
+    def __init__(self, data: bytes, pid: int, fds: list[int]) -> None:
+        self.fields = dict(line.split("=", 1) for line in data.decode().splitlines() if line)
+        self.pid = pid
+        self.fds = fds
+
+    def __repr__(self) -> str:
+        return f"Notification({self.fields}, pid={self.pid}, fds={self.fds})"
+
+
+class NotifySocket:
+    """A NOTIFY_SOCKET owned by the test, as systemd sets it up: SOCK_DGRAM, SO_PASSCRED."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(self.path)
+        self.received: list[Notification] = []
+
+    def receive(self, timeout: float = 10.0) -> Notification:
+        self.sock.settimeout(timeout)
+        fd_space = socket.CMSG_SPACE(16 * array.array("i").itemsize)
+        cred_space = socket.CMSG_SPACE(struct.calcsize("3i"))
+        data, ancillary, _, _ = self.sock.recvmsg(4096, fd_space + cred_space)
+        pid, fds = 0, []
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("3i", payload[:struct.calcsize("3i")])[0]
+            elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
+        note = Notification(data, pid, fds)
+        self.received.append(note)
+        return note
+
+    def until(self, key: str, timeout: float = 10.0) -> Notification:
+        """Receive until a message with field ``key`` arrives; return that message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            note = self.receive(max(deadline - time.monotonic(), 0.01))
+            if key in note.fields:
+                return note
+
+    def close(self) -> None:
+        for note in self.received:
+            for fd in note.fds:
+                with contextlib.suppress(OSError):  # the test may have closed it already
+                    os.close(fd)
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    listener = NotifySocket(tmp_path / "notify.sock")
+    yield listener
+    listener.close()
 
 
 class Peer:

@@ -8,6 +8,7 @@ as journal fields and, on stderr, as trailing key=value pairs.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import socket
 import sys
@@ -46,6 +47,8 @@ MESSAGE_IDS = {
     "mailbox_full": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a65",
     "webhook_failed": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a66",
     "webhook_dropped": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a67",
+    "activation_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a68",
+    "listener_unserved": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a69",
 }
 
 logger = logging.getLogger("arqond")
@@ -59,11 +62,10 @@ def log_event(log: logging.Logger, level: int, kind: str, text: str, **fields: A
     log.log(level, text, extra={"journal": journal})
 
 
-class StderrFormatter(logging.Formatter):
-    """``<N>text key=value ...``: journald turns the prefix into PRIORITY when it reads stderr."""
+class FieldsFormatter(logging.Formatter):
+    """``text key=value ...``: the structured fields spelled out for plain-text sinks."""
 
     def format(self, record: logging.LogRecord) -> str:
-        priority = PRIORITIES.get(record.levelno, 6)
         text = record.getMessage()
         fields = getattr(record, "journal", None)
         extra = " ".join(f"{k}={v}" for k, v in (fields or {}).items() if k != "MESSAGE_ID")
@@ -71,7 +73,27 @@ class StderrFormatter(logging.Formatter):
             text += " " + extra
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+        return text
+
+
+class StderrFormatter(FieldsFormatter):
+    """``<N>text key=value ...``: journald turns the prefix into PRIORITY when it reads stderr."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = PRIORITIES.get(record.levelno, 6)
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+class SyslogHandler(logging.handlers.SysLogHandler):
+    """For the detached (--daemon) mode: the host's syslog, tagged arqond[PID]."""
+
+    def __init__(self) -> None:
+        super().__init__("/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        self.ident = f"arqond[{os.getpid()}]: "
+        self.setFormatter(FieldsFormatter())
+
+    def mapPriority(self, levelName: str) -> str:  # noqa: N802 (the base class's name)
+        return {"NOTICE": "notice"}.get(levelName, super().mapPriority(levelName))
 
 
 class JournalHandler(logging.Handler):
@@ -127,10 +149,17 @@ def _under_journald() -> bool:
     return (info.st_dev, info.st_ino) == (device, inode)
 
 
-def setup(level: str) -> None:
+def setup(level: str, syslog: bool = False) -> None:
+    """Log to journald when stderr is the journal, to syslog when detached (dropping the
+    lines when no syslog listens on /dev/log), else to stderr."""
     handler: logging.Handler
     if _under_journald():
         handler = JournalHandler()
+    elif syslog:
+        try:
+            handler = SyslogHandler()
+        except OSError:
+            handler = logging.NullHandler()
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(StderrFormatter())

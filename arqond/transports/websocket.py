@@ -26,6 +26,12 @@ from arqond.system.journal import log_event
 log = logging.getLogger("arqond.ws")
 # The library's own per-connection chatter is debug material; its warnings still show.
 library_log = logging.getLogger("arqond.ws.library")
+# Seconds a client gets to answer our close frame (1001 at shutdown) before the connection is
+# dropped; keeps SIGTERM well inside its 5 s promise when a client does not answer.
+CLOSE_TIMEOUT = 2.0
+# Seconds that handshakes already under way at shutdown get to finish (see stop()).
+HANDSHAKE_GRACE = 1.0
+HANDSHAKE_SETTLE = 0.05
 IDENTITY_QUERY_ALIASES = {"client_type": "type", "type": "type", "screen_name": "screen_name",
                           "personality": "personality", "avatar": "avatar"}
 
@@ -94,13 +100,27 @@ class WebSocketAdapter:
         self.server = await serve(
             self._handle, sock=self.sock, max_size=server.max_message_size,
             ping_interval=server.ping_interval, ping_timeout=server.ping_timeout,
-            compression=None, process_request=self._process_request,
+            close_timeout=CLOSE_TIMEOUT, compression=None, process_request=self._process_request,
             server_header=f"arqond/{__version__}", logger=library_log)
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close(close_connections=True)  # clients see 1001 going away
-            await self.server.wait_closed()
+        if self.server is None:
+            return
+        # Stop accepting first, without closing the server: connects still in the kernel's
+        # queue then wait for the next arqond (systemd keeps the listening socket), and the
+        # handshakes already under way finish and are served before the 1001 close below,
+        # where the library would answer them 503. The accept loop is the loop's reader on
+        # the listening socket; sockets it accepted a moment ago get their connection objects
+        # a few loop turns later, hence the short settle before looking for handshakes.
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.sock.fileno())
+        deadline = loop.time() + HANDSHAKE_GRACE
+        await asyncio.sleep(HANDSHAKE_SETTLE)
+        while any(c.protocol.state is State.CONNECTING for c in self.server.all_connections) \
+                and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        self.server.close(close_connections=True)  # clients see 1001 going away
+        await self.server.wait_closed()
 
     def _process_request(self, connection: ServerConnection,
                          request: Request) -> Response | None:

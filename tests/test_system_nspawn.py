@@ -1,0 +1,244 @@
+"""arqond under a real systemd as PID 1: a Debian 12 container booted with systemd-nspawn.
+
+The root filesystem is built once (debootstrap, about a minute) and cached in
+$ARQOND_TEST_CACHE (default /var/cache/arqond-test); the source tree is bind-mounted read-only,
+so the cache never holds the code under test. Nothing here is skipped: a machine that cannot
+build or boot the container fails the test with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+
+from arqond.system.journal import MESSAGE_IDS
+
+from .conftest import ROOT
+
+# The first run builds the root filesystem (about a minute) inside the first test's setup.
+pytestmark = pytest.mark.timeout(900)
+
+CACHE = Path(os.environ.get("ARQOND_TEST_CACHE", "/var/cache/arqond-test"))
+SYSTEM = ROOT / "tests" / "system"
+BOOT_LIMIT = 300        # seconds the container may live at most (timeout around nspawn)
+SOCKETS = ("arqond.socket", "arqond-telemetry.socket", "arqond-http.socket",
+           "arqond-control.socket")
+
+
+@pytest.fixture(scope="module")
+def rootfs() -> Path:
+    if os.geteuid() != 0:
+        pytest.fail("the systemd system test needs root (debootstrap, systemd-nspawn)")
+    result = subprocess.run([str(SYSTEM / "build-rootfs.sh"), str(CACHE), sys.executable],
+                            capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f"cannot build the Debian 12 root filesystem:\n{result.stderr}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Container:
+    def __init__(self, boot: subprocess.Popen[str], leader: int) -> None:
+        self.boot = boot
+        self.leader = leader
+
+    def sh(self, command: str, check: bool = True) -> str:
+        result = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "sh", "-c", command],
+                                capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{command!r} failed ({result.returncode}):\n"
+                                 f"{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def wait_active(self, unit: str, other_than: str = "", timeout: float = 30.0) -> str:
+        """Wait until ``unit`` runs with a main pid other than ``other_than``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.show(unit, "ActiveState", "SubState", "MainPID")
+            if state["SubState"] == "running" and state["MainPID"] not in ("0", other_than):
+                return state["MainPID"]
+            assert time.monotonic() < deadline, f"{unit} not running again: {state}"
+            time.sleep(0.05)
+
+    def journal(self, unit: str) -> list[dict]:
+        out = self.sh(f"journalctl -u {unit} -o json --no-pager")
+        return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture
+def container(rootfs, tmp_path):
+    boot = subprocess.Popen([str(SYSTEM / "nspawn-boot.sh"), str(rootfs), str(ROOT),
+                             str(BOOT_LIMIT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NSPAWN_LOG": str(tmp_path / "nspawn.log")})
+    ready, _, _ = select.select([boot.stdout], [], [], 120)
+    line = boot.stdout.readline() if ready else ""
+    if not line.startswith("LEADER="):
+        boot.kill()
+        pytest.fail(f"the container did not boot: {line}{boot.stderr.read()}")
+    fields = dict(part.split("=", 1) for part in line.split())
+    assert fields["STATE"] == "running", line   # no failed units at boot
+    machine = Container(boot, int(fields["LEADER"]))
+    try:
+        yield machine
+    finally:
+        boot.stdin.close()
+        boot.wait(60)
+
+
+def install(machine: Container, ports: dict[str, int], service_dropin: str = "") -> None:
+    """What a package does: units, sysusers.d, tmpfiles.d, catalog; ports moved off the
+    defaults with drop-ins (the container shares the host's loopback)."""
+    src = "/opt/arqond/src/systemd"
+    script = [f"mkdir -p /etc/sysusers.d /etc/tmpfiles.d /usr/lib/systemd/catalog",
+              f"cp {src}/arqond.service {src}/arqond*.socket /etc/systemd/system/",
+              f"cp {src}/sysusers.d/arqond.conf /etc/sysusers.d/",
+              f"cp {src}/tmpfiles.d/arqond.conf /etc/tmpfiles.d/",
+              f"cp {src}/arqond.catalog /usr/lib/systemd/catalog/",
+              "systemd-sysusers", "systemd-tmpfiles --create /etc/tmpfiles.d/arqond.conf",
+              "journalctl --update-catalog"]
+    for unit, port in (("arqond.socket", ports["ws"]), ("arqond-telemetry.socket",
+                                                        ports["telemetry"]),
+                       ("arqond-http.socket", ports["http"])):
+        script += [f"mkdir -p /etc/systemd/system/{unit}.d",
+                   f"printf '[Socket]\\nListenStream=\\nListenStream=127.0.0.1:{port}\\n' "
+                   f"> /etc/systemd/system/{unit}.d/port.conf"]
+    if service_dropin:
+        script += ["mkdir -p /etc/systemd/system/arqond.service.d",
+                   f"printf '{service_dropin}' > /etc/systemd/system/arqond.service.d/test.conf"]
+    script += ["systemctl daemon-reload", "systemctl start " + " ".join(SOCKETS)]
+    machine.sh(" && ".join(script))
+
+
+async def welcome(port: int) -> str:
+    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=30) as ws:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    return frame["payload"]["client_id"]
+
+
+class Load:
+    """A steady stream of WebSocket connects, each counted once its welcome arrived."""
+
+    def __init__(self, port: int, workers: int = 4) -> None:
+        self.port = port
+        self.served = 0
+        self.failures: list[str] = []
+        self.running = True
+        self.tasks = [asyncio.create_task(self._worker()) for _ in range(workers)]
+
+    async def _worker(self) -> None:
+        while self.running:
+            try:
+                await welcome(self.port)
+                self.served += 1
+            except Exception as exc:   # every failure is reported by the test
+                self.failures.append(repr(exc))
+
+    async def until_served(self, count: int) -> None:
+        target = self.served + count
+        while self.served < target:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self.running = False
+        await asyncio.gather(*self.tasks)
+
+
+async def test_socket_activated_service_restarts_without_refusing(container):
+    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
+    install(container, ports)
+    # Socket-activated: nothing runs until the first client, which is queued and served.
+    assert container.show("arqond.service", "ActiveState")["ActiveState"] == "inactive"
+    assert (await welcome(ports["ws"])).startswith("arq_client_")
+    first_pid = container.wait_active("arqond.service")
+    status = container.show("arqond.service", "StatusText", "User", "Group")
+    assert f"serving ws 127.0.0.1:{ports['ws']}" in status["StatusText"], status
+    assert container.sh(f"stat -c '%U %G' /proc/{first_pid}").split() == ["arqond", "zgents"]
+    assert container.sh("stat -c '%a %U %G' /var/moo /var/log/moo").split() == \
+        ["2775", "arqond", "zgents"] * 2
+    assert container.sh("stat -c '%F %a %U %G' /run/arqond/control.sock").split() == \
+        ["socket", "660", "arqond", "arqond"]
+
+    # systemctl restart under a stream of connects: the listening socket stays with systemd,
+    # so every connect is queued and served, none refused or dropped.
+    load = Load(ports["ws"])
+    await load.until_served(10)
+    await asyncio.to_thread(container.sh, "systemctl restart arqond.service")
+    second_pid = container.wait_active("arqond.service", other_than=first_pid)
+    await load.until_served(10)
+    await load.stop()
+    print(f"restart: {load.served} connects served, failures {load.failures}")
+    assert load.failures == []
+
+    # kill -9: Restart=on-failure brings it back on its own; connects keep being served.
+    load = Load(ports["ws"])
+    await load.until_served(10)
+    container.sh(f"kill -9 {second_pid}")
+    third_pid = container.wait_active("arqond.service", other_than=second_pid)
+    await load.until_served(10)
+    await load.stop()
+    print(f"kill -9: {load.served} connects served, failures {load.failures}")
+    # A connection the killed process had already accepted dies with it; one still in the
+    # kernel's queue must not: nothing may be refused.
+    assert not [f for f in load.failures if "ConnectionRefused" in f]
+    assert container.show("arqond.service", "NRestarts")["NRestarts"] == "1"
+
+    # The listening sockets stayed with systemd all along.
+    for unit in SOCKETS:
+        assert container.show(unit, "SubState")["SubState"] == "running", unit
+
+    # SIGHUP through systemctl reload: same process, READY again, a journal entry.
+    container.sh("systemctl reload arqond.service")
+    assert container.wait_active("arqond.service") == third_pid
+
+    entries = container.journal("arqond.service")
+    ours = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "arqond" and "MESSAGE_ID" in e]
+    by_kind = {}
+    for entry in ours:
+        by_kind.setdefault(entry["MESSAGE_ID"], []).append(entry)
+    listener = [e for e in by_kind[MESSAGE_IDS["listener_up"]] if e["LISTENER"] == "ws"][-1]
+    assert (listener["ADDRESS"], listener["PRIORITY"]) == (f"127.0.0.1:{ports['ws']}", "6")
+    assert listener["_SYSTEMD_UNIT"] == "arqond.service"
+    assert len(by_kind[MESSAGE_IDS["ready"]]) == 3        # three processes
+    assert len(by_kind[MESSAGE_IDS["stopping"]]) == 1     # only the restart stopped cleanly
+    assert by_kind[MESSAGE_IDS["reloaded"]][0]["PRIORITY"] == "5"
+    # The catalog is installed: journalctl -x explains the entries.
+    explained = container.sh("journalctl -u arqond.service -x --no-pager")
+    assert "arqond serves its ws listener on" in explained
+    score = container.sh("systemd-analyze security arqond.service --no-pager | tail -n 1")
+    assert float(score.split("arqond.service: ")[1].split()[0]) <= 2.0, score
+
+
+async def test_a_stuck_event_loop_is_restarted_by_the_watchdog(container):
+    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
+    install(container, ports, "[Service]\\nWatchdogSec=2s\\nTimeoutAbortSec=2s\\n")
+    await welcome(ports["ws"])
+    pid = container.wait_active("arqond.service")
+    time.sleep(3)   # longer than WatchdogSec: the pings from the running loop keep it alive
+    assert container.wait_active("arqond.service") == pid
+    container.sh(f"kill -STOP {pid}")   # the loop stops: no more WATCHDOG=1
+    fresh = container.wait_active("arqond.service", other_than=pid, timeout=30)
+    assert (await welcome(ports["ws"])).startswith("arq_client_")
+    state = container.show("arqond.service", "NRestarts")
+    assert state["NRestarts"] == "1" and fresh != pid
+    systemd_said = container.sh("journalctl -u arqond.service --no-pager -o cat")
+    assert "Watchdog timeout" in systemd_said
