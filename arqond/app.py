@@ -13,7 +13,9 @@ from arqond import __version__
 from arqond import config as configuration
 from arqond.config import Config, ConfigError
 from arqond.core.bus import Bus, BusSettings
+from arqond.moo.layer import MooLayer
 from arqond.system import journal
+from arqond.system.fdstore import FdStore
 from arqond.system.journal import NOTICE, log_event
 from arqond.system.listeners import ListenerError, bind_tcp, describe
 from arqond.transports.websocket import WebSocketAdapter
@@ -81,6 +83,9 @@ class Daemon:
         server = self.config.server
         ws_sock = bind_tcp(server.host, server.port)
         self.adapters.append(WebSocketAdapter(self.bus, self.config, ws_sock))
+        # MOO layer: Zgent FIFOs, sockets, registry.json, broadcast log (arqond/moo).
+        self.moo = MooLayer(self.bus, self.config, FdStore())
+        self.adapters.append(self.moo)
         for adapter in self.adapters:
             await adapter.start()
         log_event(log, logging.INFO, "listener_up", f"listening ws on {describe(ws_sock)}",

@@ -48,6 +48,9 @@ class Stats:
 EventListener = Callable[[str, dict[str, Any]], None]
 # An observer sees every envelope routed on behalf of a client (None for server publishes).
 MessageObserver = Callable[[dict[str, Any], "Client | None"], None]
+# An intercept takes over client messages to one room:channel instead of routing them (the
+# broadcast log appends before publishing); it raises RoutingError to refuse one.
+Intercept = Callable[["Client", dict[str, Any]], None]
 
 
 class Bus:
@@ -61,6 +64,7 @@ class Bus:
         self.started = time.time()
         self.listeners: list[EventListener] = []
         self.observers: list[MessageObserver] = []
+        self.intercepts: dict[tuple[str, str], Intercept] = {}
         for name in SCIENCE_CHANNELS:
             self.router.ensure_channel(SCIENCE_ROOM, name, kind="general", hardcoded=True)
 
@@ -170,6 +174,11 @@ class Bus:
             self._private(client, env)
             return
         env["room"], env["channel"] = room, channel
+        intercept = self.intercepts.get((room, channel))
+        if intercept is not None:
+            intercept(client, env)
+            self._ack(client, env)
+            return
         self._fanout(env, self.router.recipients(room, channel), exclude=client)
         self._ack(client, env)
         for observer in self.observers:
