@@ -31,7 +31,7 @@ class ZgentError(Exception):
 def check_name(name: Any) -> str:
     if not isinstance(name, str):
         raise ZgentError(f"a Zgent name must be a string, not {type(name).__name__}")
-    if not NAME_RE.match(name) or ".." in name:
+    if not NAME_RE.fullmatch(name) or ".." in name:
         raise ZgentError(f"invalid Zgent name {name!r}: 1 to 63 of a-z 0-9 . _ -, starting "
                          "with a letter or digit, without '..'")
     return name
