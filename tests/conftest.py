@@ -31,6 +31,8 @@ def toml_value(value: Any) -> str:
         return orjson.dumps(value).decode()
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # inline table, e.g. one [zgents.NAME] under [zgents]
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(value)
 
 
