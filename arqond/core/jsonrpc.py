@@ -68,10 +68,6 @@ def is_request(obj: dict[str, Any]) -> bool:
     return "method" in obj
 
 
-def is_response(obj: dict[str, Any]) -> bool:
-    return "method" not in obj and ("result" in obj or "error" in obj)
-
-
 def _valid_id(value: Any) -> bool:
     return value is None or isinstance(value, str) or (
         isinstance(value, int) and not isinstance(value, bool))

@@ -557,7 +557,7 @@ class MooLayer:
 
     def expecting(self, connection: ZgentConnection) -> bool:
         """Whether something is still due to a half-closed client."""
-        if connection.serving or connection.wrap or self.pending.count_for(connection):
+        if connection.wrap or self.pending.count_for(connection):
             return True
         served = self.served.get(connection.zgent_id)
         return served is not None and any(w.connection is connection for w in served.waiters)
@@ -567,7 +567,7 @@ class MooLayer:
         try:
             obj = jsonrpc.decode(raw)
             if not jsonrpc.is_request(obj):
-                if connection.serving and jsonrpc.is_response(obj):
+                if connection.serving and "id" in obj and "type" not in obj:
                     self._handler_reply(connection, obj)
                 elif "type" in obj or "command" in obj:
                     self._bus_envelope(connection, raw)

@@ -68,8 +68,9 @@ class ZgentConnection(asyncio.Protocol):
         return True
 
     def finish_if_done(self) -> None:
-        """Close once a half-closed client has nothing more coming to it."""
-        if self.read_closed and self.open and not self.layer.expecting(self):
+        """Close once a half-closed client has nothing more coming to it; a handler that
+        half-closes can send no more replies, so it is done at once."""
+        if self.read_closed and self.open and (self.serving or not self.layer.expecting(self)):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
