@@ -740,14 +740,23 @@ class MooLayer:
 
     # -- commands ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _command_id(ctx: CommandContext) -> str:
+        """The Zgent a command is about: args id (or zgent, or name), validated."""
+        for key in ("id", "zgent", "name"):
+            if key in ctx.args:
+                try:
+                    return zgents.check_name(ctx.args[key])
+                except ZgentError as exc:
+                    raise CommandError("VALIDATION_ERROR", str(exc)) from None
+        raise CommandError("VALIDATION_ERROR", f"{ctx.name} requires argument 'id' (the "
+                           "Zgent name, e.g. \"dreader\")")
+
     def _command_spec(self, ctx: CommandContext) -> Spec:
-        args = dict(ctx.args)
-        zgent_id = args.pop("id", None) or args.pop("zgent", None) or args.get("name")
-        if zgent_id is None:
-            raise CommandError("VALIDATION_ERROR", f"{ctx.name} requires argument 'id' (the "
-                               "Zgent name, e.g. \"dreader\")")
+        zgent_id = self._command_id(ctx)
+        table = {k: v for k, v in ctx.args.items() if k not in ("id", "zgent")}
         try:
-            return Spec.from_table(zgents.check_name(zgent_id), args, "command")
+            return Spec.from_table(zgent_id, table, "command")
         except ZgentError as exc:
             raise CommandError("VALIDATION_ERROR", str(exc)) from None
 
@@ -765,11 +774,7 @@ class MooLayer:
         return f"Zgent {spec.id} registered", {"id": spec.id, **served.zgent.entry()}
 
     def _cmd_unregister(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
-        zgent_id = ctx.args.get("id") or ctx.args.get("zgent") or ctx.args.get("name")
-        try:
-            zgents.check_name(zgent_id)
-        except ZgentError as exc:
-            raise CommandError("VALIDATION_ERROR", str(exc)) from None
+        zgent_id = self._command_id(ctx)
         served = self.served.get(zgent_id)
         if served is None:
             raise CommandError("NOT_FOUND", f"no registered Zgent {zgent_id}")
