@@ -45,10 +45,6 @@ def result(request_id: Any, value: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "result": value}
 
 
-def notification(method: str, params: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params}
-
-
 def line(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj) + b"\n"
 

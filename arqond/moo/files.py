@@ -54,10 +54,10 @@ def set_owner_mode(path: str, mode: int, gid: int | None) -> None:
     os.chmod(path, mode)
 
 
-def open_fifo(path: str, gid: int | None, inherited: int | None = None) -> tuple[int, bool]:
+def open_fifo(path: str, gid: int | None, inherited: int | None = None) -> int:
     """Open the inbox FIFO at ``path`` for reading, creating it if needed.
 
-    Returns (fd, reused). A FIFO left there (a crash, or systemd's fd store across a restart)
+    A FIFO left there (a crash, or systemd's fd store across a restart)
     is taken over with its mode and group reset, so writers already blocked in open() on it
     get through. ``inherited`` is a read fd from the fd store, used when it is that FIFO.
     """
@@ -71,14 +71,14 @@ def open_fifo(path: str, gid: int | None, inherited: int | None = None) -> tuple
         held = os.fstat(inherited)
         if info is not None and (held.st_dev, held.st_ino) == (info.st_dev, info.st_ino):
             os.set_blocking(inherited, False)
-            return inherited, True
+            return inherited
         os.close(inherited)
     fd = open_fifo_reader(path)
     try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
         pass  # above /proc/sys/fs/pipe-max-size for this user: keep the default 64 KiB
-    return fd, info is not None
+    return fd
 
 
 def open_fifo_reader(path: str) -> int:

@@ -229,7 +229,7 @@ class MooLayer:
         served = Served(zgent)
         self._resolve_principals(served)
         try:
-            fd, _ = files.open_fifo(inbox, self.gid, self.fdstore.inherited(f"{spec.id}-inbox"))
+            fd = files.open_fifo(inbox, self.gid, self.fdstore.inherited(f"{spec.id}-inbox"))
         except OSError as exc:
             raise NotOurs(f"{inbox}: {exc.strerror}") from None
         try:
