@@ -157,11 +157,12 @@ class MooLayer:
     async def stop(self) -> None:
         if self._stale_timer is not None:
             self._stale_timer.cancel()
-        keep_files = getattr(self.fdstore, "active", False)
+        # Sockets systemd keeps in its fd store stay on disk: the next run takes them over.
+        kept = getattr(self.fdstore, "stored", ())
         for connection in list(self.connections):
             connection.close()
-        for served in self.served.values():
-            self._close_served(served, remove_socket=not keep_files)
+        for name, served in self.served.items():
+            self._close_served(served, remove_socket=f"{name}.sock" not in kept)
             served.zgent.status = "offline"
         self._write_registry()
         if self.broadcast is not None:
