@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from tests.conftest import sh
+from tests.conftest import sh, write_config
 
 ZGENTS = {"dreader": {"name": "DReader", "capabilities": [
     "query:volume", "query:sentiment", "query:history", "subscribe:narrative"]}}
@@ -215,3 +215,23 @@ async def test_a_bus_broadcast_is_appended_first_then_published_once(make_daemon
     assert "priority" in error["error"]
     assert len(log.read_text().splitlines()) == 1
     await listener.expect_silence(0.2)
+
+
+def test_sighup_applies_added_removed_and_changed_zgent_tables(make_daemon):
+    daemon = make_daemon({"zgents": {**ZGENTS, "leaving": {}}})
+    assert sh(f"echo '{{\"kept\":1}}' > {daemon.moo_dir}/dreader-inbox").returncode == 0
+    write_config(daemon.config_path, {
+        "server": {"port": 0, "state_dir": str(daemon.state_dir)},
+        "moo": {"dir": str(daemon.moo_dir), "log_dir": str(daemon.log_dir)},
+        "zgents": {"dreader": {"capabilities": ["query:everything"]}, "arriving": {}}})
+    start = len(daemon.lines)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line("configuration reloaded", start=start)
+    wait_for(lambda: sorted(registry(daemon)["zgents"]) == ["arriving", "dreader", "leaving"]
+             and registry(daemon)["zgents"]["leaving"]["status"] == "offline", "reload")
+    assert registry(daemon)["zgents"]["dreader"]["capabilities"] == ["query:everything"]
+    assert not os.path.lexists(daemon.moo_dir / "leaving-inbox")
+    assert stat.S_ISFIFO(os.lstat(daemon.moo_dir / "arriving-inbox").st_mode)
+    got = sh(f"echo '{{\"id\":1,\"method\":\"arqon.recv\"}}' | socat - "
+             f"UNIX-CONNECT:{daemon.moo_dir}/dreader.sock | jq -c .result")
+    assert got.stdout == '{"kept":1}\n'

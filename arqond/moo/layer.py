@@ -146,11 +146,7 @@ class MooLayer:
             if zgent_id not in specs:
                 specs[zgent_id] = Spec.from_table(zgent_id, table, "command")
         for spec in specs.values():
-            try:
-                self._register(spec)
-            except NotOurs as exc:
-                log_event(log, logging.ERROR, "file_refused",
-                          f"Zgent {spec.id} not served: {exc}", zgent=spec.id)
+            self._register_logged(spec)
         self._write_registry()
         self._schedule_stale_check()
 
@@ -174,7 +170,25 @@ class MooLayer:
         for served in self.served.values():
             dropped = served.zgent.mailbox.resize(config.moo.mailbox_size)
             self.mailbox_dropped_total += dropped
+        self._apply_config_zgents(zgents.check_table(config.tables.get("zgents", {})))
+        self._changed()
         self._schedule_stale_check()
+
+    def _apply_config_zgents(self, wanted: dict[str, Spec]) -> None:
+        """[zgents.NAME] after a reload: new tables registered, removed ones unregistered,
+        changed ones updated in place (their FIFO, socket and mailbox stay)."""
+        for name, served in list(self.served.items()):
+            if served.zgent.spec.source == "config" and name not in wanted:
+                self.unregister(name)
+        for name, spec in wanted.items():
+            served = self.served.get(name)
+            if served is None:
+                self._register_logged(spec)
+            elif served.zgent.spec != spec:
+                served.zgent.spec = spec
+                served.uids.clear()
+                served.gids.clear()
+                self._resolve_principals(served)
 
     def _resolve_group(self) -> None:
         name = self.config.moo.group
@@ -295,15 +309,20 @@ class MooLayer:
                 waiter.timer.cancel()
         served.waiters.clear()
 
+    def _register_logged(self, spec: Spec) -> bool:
+        try:
+            self._register(spec)
+        except NotOurs as exc:
+            log_event(log, logging.ERROR, "file_refused", f"Zgent {spec.id} not served: {exc}",
+                      zgent=spec.id)
+            return False
+        return True
+
     def ensure_zgent(self, name: str, source: str) -> None:
         """Register NAME with default attributes unless it is served already."""
         zgents.check_name(name)
         if name not in self.served:
-            try:
-                self._register(Spec.from_table(name, {}, source))
-            except NotOurs as exc:
-                log_event(log, logging.ERROR, "file_refused",
-                          f"Zgent {name} not served: {exc}", zgent=name)
+            if not self._register_logged(Spec.from_table(name, {}, source)):
                 return
             self._changed()
         self.touch(name)
