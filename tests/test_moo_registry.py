@@ -235,3 +235,14 @@ def test_sighup_applies_added_removed_and_changed_zgent_tables(make_daemon):
     got = sh(f"echo '{{\"id\":1,\"method\":\"arqon.recv\"}}' | socat - "
              f"UNIX-CONNECT:{daemon.moo_dir}/dreader.sock | jq -c .result")
     assert got.stdout == '{"kept":1}\n'
+
+
+async def test_a_zgent_with_a_handler_attached_does_not_go_stale(make_daemon, zgent_socket):
+    daemon = make_daemon({"zgents": {**ZGENTS, "idle": {}}, "moo": {"stale_after": 0.5}})
+    handler = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert (await handler.call("arqon.serve"))["result"] == {"serving": "dreader"}
+    wait_for(lambda: registry(daemon)["zgents"]["idle"]["status"] == "stale", "idle stale")
+    # Meanwhile the served one stays active, its lastSeen refreshed by the checks.
+    first = registry(daemon)["zgents"]["dreader"]["lastSeen"]
+    wait_for(lambda: registry(daemon)["zgents"]["dreader"]["lastSeen"] != first, "refresh")
+    assert registry(daemon)["zgents"]["dreader"]["status"] == "active"

@@ -41,20 +41,11 @@ from arqond.system.listeners import ListenerError
 log = logging.getLogger("arqond.moo")
 
 BROADCAST_TARGET = ("moo", "broadcast")
-# Requests one socket client may have waiting on a handler at once; more get -32004, so a
-# flooding client cannot bury a handler under work nobody else asked for.
+# Requests one socket client (or one replyTo Zgent) may have waiting on a handler at once;
+# more get -32004, so a flooding client cannot bury a handler under work nobody else asked for.
 MAX_PENDING_PER_CLIENT = 256
 MAX_RECV_WAIT = 3600.0
 STATE_FILE = "moo-zgents.json"
-
-
-class FifoOrigin:
-    """A request read from an inbox FIFO: its reply goes to the replyTo Zgent's inbox."""
-
-    __slots__ = ("reply_to",)
-
-    def __init__(self, reply_to: str) -> None:
-        self.reply_to = reply_to
 
 
 class Waiter:
@@ -389,7 +380,14 @@ class MooLayer:
 
     def _stale_check(self) -> None:
         now, window = time.time(), self.config.moo.stale_after
-        if any([s.zgent.check_stale(now, window) for s in self.served.values()]):
+        changed = False
+        for served in self.served.values():
+            # An attached handler is a standing sign of life.
+            if served.handler is not None:
+                changed |= served.zgent.touch(now)
+            else:
+                changed |= served.zgent.check_stale(now, window)
+        if changed:
             self._changed()
         self._schedule_stale_check()
 
@@ -446,8 +444,10 @@ class MooLayer:
         if "id" not in obj:
             self._forward(served, obj, None, None)
         else:
+            # The requesting Zgent is the origin: its pending requests are capped like a
+            # socket client's.
             self._forward(served, obj, lambda answer: self.inbox_line(reply_to, answer),
-                          FifoOrigin(reply_to))
+                          self.served[reply_to])
         return True
 
     def _deliver(self, served: Served, obj: dict[str, Any]) -> None:
