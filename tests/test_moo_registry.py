@@ -246,3 +246,21 @@ async def test_a_zgent_with_a_handler_attached_does_not_go_stale(make_daemon, zg
     first = registry(daemon)["zgents"]["dreader"]["lastSeen"]
     wait_for(lambda: registry(daemon)["zgents"]["dreader"]["lastSeen"] != first, "refresh")
     assert registry(daemon)["zgents"]["dreader"]["status"] == "active"
+
+
+def test_a_valid_but_hand_edited_registry_is_set_aside_at_start(make_daemon):
+    daemon = make_daemon({"zgents": ZGENTS})
+    daemon.stop()
+    path = daemon.moo_dir / "registry.json"
+    edited = registry(daemon)
+    edited["zgents"]["dreader"]["capabilities"] = ["query:everything"]
+    path.write_bytes(orjson.dumps(edited))
+    daemon.start()
+    assert "changed since arqond wrote it" in daemon.wait_for_line("unusable registry")
+    assert orjson.loads((daemon.moo_dir / "registry.json.bad").read_bytes()) == edited
+    assert registry(daemon)["zgents"]["dreader"]["capabilities"] == ZGENTS["dreader"][
+        "capabilities"]
+    # Its own file, left by a clean stop, is taken as it is.
+    daemon.stop()
+    daemon.start()  # (start() clears the collected lines)
+    assert not any("unusable" in line for line in daemon.lines)

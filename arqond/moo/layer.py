@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import hashlib
 import logging
 import os
 import pwd
@@ -122,8 +123,10 @@ class MooLayer:
             raise ListenerError(f"cannot create the MOO dir {self.dir}: {exc.strerror}") \
                 from None
         self._resolve_group()
-        self._set_aside_corrupt(self.registry_path, "registry", zgents.check_registry)
-        saved = self._set_aside_corrupt(self.state_path, "saved Zgents", _check_state) or {}
+        state = self._set_aside_corrupt(self.state_path, "saved Zgents", _check_state) or {}
+        saved, written = state.get("zgents", {}), state.get("registry_sha256")
+        self._set_aside_corrupt(self.registry_path, "registry",
+                                lambda raw: _check_registry(raw, written))
         self.bus.router.ensure_channel(*BROADCAST_TARGET, kind="system")
         self._open_broadcast()
         self.bus.commands.register("zgent.register", self._cmd_register,
@@ -188,11 +191,11 @@ class MooLayer:
             log.warning("group %r does not exist: MOO files keep arqond's group (create it, "
                         "or set moo.group)", name)
 
-    def _set_aside_corrupt(self, path: str, what: str, check: Callable[[Any], Any]) -> Any:
+    def _set_aside_corrupt(self, path: str, what: str, check: Callable[[bytes], Any]) -> Any:
         """Read a JSON file arqond wrote earlier; a broken one is renamed to PATH.bad."""
         try:
             with open(path, "rb") as handle:
-                return check(orjson.loads(handle.read()))
+                return check(handle.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError, ZgentError) as exc:
@@ -356,15 +359,17 @@ class MooLayer:
     def _write_registry(self) -> None:
         self._flush_scheduled = False
         document = zgents.registry_document(self.entries())
+        data = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
         try:
-            files.write_atomically(self.registry_path,
-                                   orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n",
-                                   0o644, self.gid)
+            files.write_atomically(self.registry_path, data, 0o644, self.gid)
             self.registry_writes_total += 1
         except OSError as exc:
             log.error("cannot write %s: %s", self.registry_path, exc.strerror)
+        # Zgents registered at run time come back after a restart; the registry's digest
+        # tells a file edited by hand from the one arqond left.
         saved = {"zgents": {name: s.zgent.spec.table() for name, s in sorted(self.served.items())
-                            if s.zgent.spec.source != "config"}}
+                            if s.zgent.spec.source != "config"},
+                 "registry_sha256": hashlib.sha256(data).hexdigest()}
         try:
             os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
             files.write_atomically(self.state_path, orjson.dumps(saved) + b"\n", 0o644, None)
@@ -817,10 +822,19 @@ class MooLayer:
                 for name, entry in self.entries().items()}
 
 
-def _check_state(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict) or not isinstance(document.get("zgents"), dict):
-        raise ZgentError('expected {"zgents": {NAME: {...}}}')
+def _check_state(raw: bytes) -> dict[str, Any]:
+    document = orjson.loads(raw)
+    if not isinstance(document, dict) or not isinstance(document.get("zgents"), dict) \
+            or not isinstance(document.get("registry_sha256"), str):
+        raise ZgentError('expected {"zgents": {NAME: {...}}, "registry_sha256": "..."}')
     for zgent_id, table in document["zgents"].items():
         Spec.from_table(zgent_id, table, "command")
-    return document["zgents"]
+    return document
+
+
+def _check_registry(raw: bytes, written_sha256: str | None) -> None:
+    zgents.check_registry(orjson.loads(raw))
+    if written_sha256 is not None and hashlib.sha256(raw).hexdigest() != written_sha256:
+        raise ZgentError("changed since arqond wrote it (declare Zgents in [zgents.NAME] or "
+                         "with arqon zgent register instead)")
 
