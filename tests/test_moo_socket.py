@@ -156,6 +156,15 @@ async def test_over_long_and_garbage_lines_on_a_socket_leave_the_connection_usab
     assert (await client.recv())["error"]["code"] == -32700
     assert (await client.call("arqon.ping", request_id=2))["id"] == 2
     daemon.wait_for_line("dreader.sock: line refused: line longer than 1000 bytes")
+    # Over-long up to the end of the stream (no newline at all): refused too, in one line.
+    result = sh(f"head -c 3000 /dev/zero | tr '\\0' x | socat - "
+                f"UNIX-CONNECT:{daemon.moo_dir}/dreader.sock")
+    [answer] = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert answer["error"]["code"] == -32600 and "longer than 1000" in answer["error"]["message"]
+    # A last request without its newline is answered.
+    result = sh(f"printf '{{\"id\":7,\"method\":\"arqon.ping\"}}' | socat - "
+                f"UNIX-CONNECT:{daemon.moo_dir}/dreader.sock")
+    assert orjson.loads(result.stdout)["id"] == 7
 
 
 async def test_a_client_flooding_without_reading_is_cut_off_alone(make_daemon, zgent_socket):

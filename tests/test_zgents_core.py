@@ -125,6 +125,8 @@ def test_framer_cut_drops_an_unfinished_line():
     assert refused is not None and refused.size == 4
     assert framer.feed(b"whole\n") == [b"whole"]
     assert framer.cut() is None
+    framer.feed(b"y" * 11)
+    assert framer.cut() == Refused("line longer than 10 bytes", 11)
 
 
 def test_json_rpc_decoding_and_request_checks():

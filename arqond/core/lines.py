@@ -57,10 +57,14 @@ class LineFramer:
 
     def cut(self) -> Refused | None:
         """The stream's writers left mid-line: drop the unfinished line so nothing joins it."""
-        if not self.pending and not self._skipping:
+        if self._skipping:
+            refused = Refused(f"line longer than {self.max_bytes} bytes", self._skipped)
+        elif self.pending:
+            refused = Refused("the writer closed before ending its line with a newline",
+                              len(self.pending))
+        else:
             return None
-        size = self._skipped if self._skipping else len(self.pending)
         self.pending.clear()
         self._skipping = False
         self._skipped = 0
-        return Refused("the writer closed before ending its line with a newline", size)
+        return refused

@@ -60,9 +60,11 @@ class ZgentConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         # The client may half-close after its last request (socat does): answer first.
         last = bytes(self.framer.pending)
-        self.framer.cut()
+        refused = self.framer.cut()
         if last.strip():
-            self.layer.socket_line(self, last)
+            self.layer.socket_line(self, last)  # a last line without its newline is whole
+        elif refused is not None and not last:
+            self.layer.socket_refused(self, refused.reason)
         self.read_closed = True
         self.finish_if_done()
         return True
