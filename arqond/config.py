@@ -123,6 +123,9 @@ SCHEMA: tuple[Option, ...] = (
            "when its handler disconnects (until its next sign of life).", reload=True),
     Option("moo.max_line_bytes", int, 65536, "Longest line accepted on an inbox FIFO or Zgent "
            "socket; a longer one is refused whole and logged.", check=_positive),
+    Option("moo.max_clients", int, 1024, "Zgent socket clients served at once, all sockets "
+           "together; one more gets error -32004 and is disconnected.", reload=True,
+           check=_positive),
     Option("moo.client_buffer_bytes", int, 1048576, "Bytes that may wait unsent for one Zgent "
            "socket client; one that falls further behind is disconnected and counted.",
            reload=True, check=_positive),

@@ -261,3 +261,27 @@ def test_serve_is_allowed_only_to_configured_uids(make_daemon, shared_moo_dir):
     allowed = sh(f"echo '{serve}' | {as_nobody} socat - "
                  f"UNIX-CONNECT:{shared_moo_dir}/nobodys.sock")
     assert orjson.loads(allowed.stdout.splitlines()[0])["result"] == {"serving": "nobodys"}
+
+
+async def test_clients_past_max_clients_are_refused_and_the_others_served(make_daemon,
+                                                                          zgent_socket):
+    daemon = make_daemon(moo_config(max_clients=2))
+    first = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    second = await zgent_socket(daemon.moo_dir / "parseclipmate.sock")
+    assert (await first.call("arqon.ping"))["result"]["pong"]
+    third = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    refused = await third.recv()
+    assert refused["error"]["code"] == -32004 and "2 Zgent socket clients" in \
+        refused["error"]["message"]
+    assert await third.reader.read() == b""  # and closed
+    daemon.wait_for_line("moo.max_clients (2) reached")
+    assert (await second.call("arqon.ping"))["result"]["pong"]
+    await first.close()
+    # Its slot frees once arqond has seen it go.
+    for _ in range(100):
+        fourth = await zgent_socket(daemon.moo_dir / "dreader.sock")
+        if "result" in await fourth.call("arqon.ping", request_id=4):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the closed client's slot was never freed")

@@ -107,6 +107,7 @@ class MooLayer:
         self.socket_requests_total = 0
         self.socket_errors_total = 0
         self.socket_clients_cut_total = 0
+        self.socket_clients_refused_total = 0
         self.handler_requests_total = 0
         self.handler_timeouts_total = 0
         self.late_replies_total = 0
@@ -542,8 +543,19 @@ class MooLayer:
     # -- socket connections -----------------------------------------------------------------
 
     def socket_connected(self, connection: ZgentConnection) -> None:
-        self.connections.add(connection)
         self.socket_connections_total += 1
+        limit = self.config.moo.max_clients
+        if len(self.connections) >= limit:
+            self.socket_clients_refused_total += 1
+            log_event(log, logging.WARNING, "connection_refused",
+                      f"{connection.zgent_id}.sock: client ({connection.peer}) refused: "
+                      f"moo.max_clients ({limit}) reached", zgent=connection.zgent_id)
+            connection.write(jsonrpc.error(None, jsonrpc.BUSY, f"arqond serves {limit} Zgent "
+                                           "socket clients already; try again later"))
+            connection.open = False
+            connection.transport.close()
+            return
+        self.connections.add(connection)
 
     def socket_gone(self, connection: ZgentConnection) -> None:
         self.connections.discard(connection)
