@@ -167,3 +167,20 @@ async def test_request_with_reply_to_goes_to_the_handler_and_back_to_the_request
     finally:
         serve.terminate()
         serve.wait()
+
+
+async def test_a_bad_reply_to_keeps_the_request_as_a_plain_message(make_daemon, zgent_socket):
+    daemon = make_daemon(moo_config())
+    handler = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert (await handler.call("arqon.serve"))["result"] == {"serving": "dreader"}
+    requests = [{"id": "q-1", "method": "query", "replyTo": "../../etc/passwd"},
+                {"id": "q-2", "method": "query", "replyTo": "ghost"}]
+    with open(daemon.moo_dir / "dreader-inbox", "wb") as inbox:
+        inbox.write(b"".join(orjson.dumps(r) + b"\n" for r in requests))
+    daemon.wait_for_line("replyTo 'ghost' is not a registered Zgent")
+    assert any("invalid Zgent name '../../etc/passwd'" in line for line in daemon.lines)
+    await handler.expect_silence(0.2)
+    reader = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert await drain(reader, 2) == requests
+    assert not os.path.lexists(daemon.moo_dir / "ghost-inbox")
+    assert not os.path.lexists("/etc/passwd-inbox")
