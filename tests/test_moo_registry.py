@@ -264,3 +264,19 @@ def test_a_valid_but_hand_edited_registry_is_set_aside_at_start(make_daemon):
     daemon.stop()
     daemon.start()  # (start() clears the collected lines)
     assert not any("unusable" in line for line in daemon.lines)
+
+
+async def test_unregistering_a_served_zgent_answers_its_open_requests(make_daemon, connect_peer,
+                                                                      zgent_socket):
+    daemon = make_daemon()
+    peer = await connect_peer(daemon.ws_url)
+    await peer.command("zgent.register", {"id": "brief"})
+    handler = await zgent_socket(daemon.moo_dir / "brief.sock")
+    assert (await handler.call("arqon.serve"))["result"] == {"serving": "brief"}
+    asker = await zgent_socket(daemon.moo_dir / "brief.sock")
+    await asker.send({"id": "q", "method": "query"})
+    await handler.recv()
+    await peer.command("zgent.unregister", {"id": "brief"})
+    answer = await asker.recv()
+    assert answer["id"] == "q" and answer["error"]["code"] == -32001
+    assert await handler.reader.read() == b""  # the handler's connection is closed too

@@ -4,6 +4,7 @@ errors, floods and SO_PEERCRED."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import os
 import shutil
 import tempfile
@@ -285,3 +286,16 @@ async def test_clients_past_max_clients_are_refused_and_the_others_served(make_d
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the closed client's slot was never freed")
+
+
+async def test_stopping_answers_open_requests_then_closes(make_daemon, zgent_socket):
+    daemon = make_daemon(moo_config())
+    handler = await attach_handler(zgent_socket, daemon.moo_dir / "dreader.sock")
+    asker = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    await asker.send({"id": "q", "method": "query"})
+    await handler.recv()
+    daemon.signal(signal.SIGTERM)
+    answer = await asker.recv()
+    assert answer["error"] == {"code": -32001, "message": "arqond is stopping"}
+    assert await asker.reader.read() == b""
+    assert daemon.proc.wait(10) == 0

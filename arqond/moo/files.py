@@ -63,6 +63,8 @@ def open_fifo(path: str, gid: int | None, inherited: int | None = None) -> int:
     """
     info = _existing(path)
     if info is not None and not stat.S_ISFIFO(info.st_mode):
+        if inherited is not None:
+            os.close(inherited)
         raise NotOurs(f"{path} is {_kind(info.st_mode)}, not a FIFO; refusing to touch it")
     if info is None:
         os.mkfifo(path, 0o660)

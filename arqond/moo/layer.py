@@ -150,8 +150,11 @@ class MooLayer:
             self._stale_timer.cancel()
         # Sockets systemd keeps in its fd store stay on disk: the next run takes them over.
         kept = getattr(self.fdstore, "stored", ())
+        for pending in self.pending.take(lambda p: True):
+            self._answer(pending, jsonrpc.error(pending.original_id, jsonrpc.NOT_SERVING,
+                                                "arqond is stopping"))
         for connection in list(self.connections):
-            connection.close()
+            connection.end()
         for name, served in self.served.items():
             self._close_served(served, remove_socket=f"{name}.sock" not in kept)
             served.zgent.status = "offline"
@@ -331,8 +334,11 @@ class MooLayer:
     def unregister(self, name: str) -> dict[str, Any]:
         served = self.served.pop(name)
         zgent = served.zgent
-        if served.handler is not None:
-            served.handler.close()
+        for pending in self.pending.take(lambda p: p.handler is served.handler):
+            self._answer(pending, jsonrpc.error(pending.original_id, jsonrpc.NOT_SERVING,
+                                                f"{name} was unregistered"))
+        for connection in [c for c in self.connections if c.zgent_id == name]:
+            connection.end()
         self._close_served(served, remove_socket=True)
         files.remove_if(zgent.inbox, stat.S_ISFIFO)
         self.fdstore.remove(f"{name}-inbox")
@@ -562,16 +568,16 @@ class MooLayer:
         if connection.client is not None:
             self.bus.detach(connection.client, reason="socket closed")
         self.pending.take(lambda p: p.origin is connection)
+        for pending in self.pending.take(lambda p: p.handler is connection):
+            self._answer(pending, jsonrpc.error(
+                pending.original_id, jsonrpc.NOT_SERVING,
+                f"{connection.zgent_id}'s handler went away before answering"))
         served = self.served.get(connection.zgent_id)
         if served is None:
             return
         served.waiters = [w for w in served.waiters if w.connection is not connection]
         if served.handler is connection:
             served.handler = None
-            for pending in self.pending.take(lambda p: p.handler is connection):
-                self._answer(pending, jsonrpc.error(
-                    pending.original_id, jsonrpc.NOT_SERVING,
-                    f"{connection.zgent_id}'s handler went away before answering"))
             log.info("Zgent %s: handler detached (%s)", connection.zgent_id, connection.peer)
             if self.config.moo.offline_without_handler:
                 served.zgent.status = "offline"

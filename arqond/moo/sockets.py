@@ -93,8 +93,14 @@ class ZgentConnection(asyncio.Protocol):
         self.write_frame(jsonrpc.line(obj))
 
     def close(self) -> None:
+        """Drop the connection now, unsent output included (a client cut off)."""
         if self.transport is not None:
             self.transport.abort()
+
+    def end(self) -> None:
+        """Close after what is queued has been sent."""
+        if self.transport is not None:
+            self.transport.close()
 
 
 class SocketSink:
