@@ -4,9 +4,9 @@ errors, floods and SO_PEERCRED."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import os
 import shutil
+import signal
 import tempfile
 
 import orjson
