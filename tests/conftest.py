@@ -159,67 +159,6 @@ def daemon(make_daemon):
     return make_daemon()
 
 
-class Peer:
-    """A raw WebSocket client that reads JSON frames with a deadline."""
-
-    def __init__(self, connection) -> None:
-        self.connection = connection
-        self.welcome: dict[str, Any] = {}
-
-    @property
-    def id(self) -> str:
-        return self.welcome["payload"]["client_id"]
-
-    async def send(self, frame: Any) -> None:
-        await self.connection.send(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
-
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        return orjson.loads(await asyncio.wait_for(self.connection.recv(), timeout))
-
-    async def recv_type(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
-        """The next frame, which must be of type ``kind``."""
-        frame = await self.recv(timeout)
-        assert frame["type"] == kind, frame
-        return frame
-
-    async def expect_silence(self, seconds: float = 0.3) -> None:
-        try:
-            frame = await asyncio.wait_for(self.connection.recv(), seconds)
-        except asyncio.TimeoutError:
-            return
-        raise AssertionError(f"expected no frame, got {frame}")
-
-    async def command(self, name: str, args: dict[str, Any] | None = None,
-                      **extra: Any) -> dict[str, Any]:
-        """Send a command; return its response after checking the command_response ack."""
-        frame = {"type": "command", "command": name, "args": args or {}, **extra}
-        await self.send(frame)
-        response = await self.recv_type("response")
-        ack = await self.recv_type("command_response")
-        assert ack["id"] == response["request_id"], (response, ack)
-        assert ack["payload"] == {"result": "ok"}
-        return response
-
-    async def close(self) -> None:
-        await self.connection.close()
-
-
-@pytest.fixture
-async def connect_peer():
-    opened: list[Peer] = []
-
-    async def factory(url: str, **kwargs: Any) -> Peer:
-        connection = await connect(url, open_timeout=5, **kwargs)
-        peer = Peer(connection)
-        peer.welcome = await peer.recv()
-        opened.append(peer)
-        return peer
-
-    yield factory
-    for peer in opened:
-        await peer.connection.close()
-
-
 # -- MOO helpers: Zgent sockets and the arqon subcommands of arqond/cli/moo.py ---------------
 
 # Runs the moo subcommands the way arqon will (until arqond/cli/main.py registers them).
@@ -237,7 +176,7 @@ def run_arqon(daemon: DaemonProcess, *args: str, timeout: float = 30,
               **kwargs: Any) -> subprocess.CompletedProcess:
     env = {**daemon.env, "ARQONBUS_CONFIG": str(daemon.config_path)}
     if "ws" in daemon.listeners:
-        env["ARQONBUS_URL"] = daemon.ws_url
+        env["ARQONBUS_WS_URL"] = daemon.ws_url
     return subprocess.run(arqon_command(*args), capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=timeout, **kwargs)
 
@@ -305,3 +244,65 @@ async def zgent_socket():
     yield factory
     for sock in opened:
         await sock.close()
+
+
+class Peer:
+    """A raw WebSocket client that reads JSON frames with a deadline."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.welcome: dict[str, Any] = {}
+
+    @property
+    def id(self) -> str:
+        return self.welcome["payload"]["client_id"]
+
+    async def send(self, frame: Any) -> None:
+        await self.connection.send(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        return orjson.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+
+    async def recv_type(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame, which must be of type ``kind``."""
+        frame = await self.recv(timeout)
+        assert frame["type"] == kind, frame
+        return frame
+
+    async def expect_silence(self, seconds: float = 0.3) -> None:
+        try:
+            frame = await asyncio.wait_for(self.connection.recv(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError(f"expected no frame, got {frame}")
+
+    async def command(self, name: str, args: dict[str, Any] | None = None,
+                      **extra: Any) -> dict[str, Any]:
+        """Send a command; return its response after checking the command_response ack."""
+        frame = {"type": "command", "command": name, "args": args or {}, **extra}
+        await self.send(frame)
+        response = await self.recv_type("response")
+        ack = await self.recv_type("command_response")
+        assert ack["id"] == response["request_id"], (response, ack)
+        assert ack["payload"] == {"result": "ok"}
+        return response
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+@pytest.fixture
+async def connect_peer():
+    opened: list[Peer] = []
+
+    async def factory(url: str, **kwargs: Any) -> Peer:
+        connection = await connect(url, open_timeout=5, **kwargs)
+        peer = Peer(connection)
+        peer.welcome = await peer.recv()
+        opened.append(peer)
+        return peer
+
+    yield factory
+    for peer in opened:
+        await peer.connection.close()
+

@@ -39,7 +39,7 @@ def test_bad_names_and_unreachable_daemon_give_one_clear_line(make_daemon):
         result = run_arqon(daemon, *args)
         assert result.returncode == 1 and result.stderr.startswith("arqon: invalid Zgent name")
         assert result.stdout == ""
-    nowhere = run_arqon(daemon, "zgent", "list", "--url", "ws://127.0.0.1:1/")
+    nowhere = run_arqon(daemon, "zgent", "list", "--ws-url", "ws://127.0.0.1:1/")
     assert nowhere.returncode == 1 and nowhere.stderr.startswith("arqon: cannot reach arqond")
     absent = run_arqon(daemon, "recv", "nobody-here")
     assert absent.returncode == 1 and "cannot connect to" in absent.stderr

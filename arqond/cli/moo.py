@@ -2,8 +2,8 @@
 
 ``register(subparsers)`` adds them to the arqon parser; each sets ``func(args) -> int``.
 The MOO dir comes from the configuration (``--config`` of arqon if it has one,
-ARQONBUS_CONFIG, ARQONBUS_MOO_DIR); the bus URL for ``zgent`` from ``--url``, ARQONBUS_URL or
-the configured host and port.
+ARQONBUS_CONFIG, ARQONBUS_MOO_DIR); the bus URL for ``zgent`` from ``--ws-url``,
+ARQONBUS_WS_URL or the configured host and port.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def _run(func):
 # -- zgent register|unregister|list: commands on the bus --------------------------------------
 
 def _bus_url(args: argparse.Namespace) -> str:
-    if args.url:
-        return args.url
-    if os.environ.get("ARQONBUS_URL"):
-        return os.environ["ARQONBUS_URL"]
+    if args.ws_url:
+        return args.ws_url
+    if os.environ.get("ARQONBUS_WS_URL"):
+        return os.environ["ARQONBUS_WS_URL"]
     server = _config(args).server
     host = f"[{server.host}]" if ":" in server.host else server.host
     return f"ws://{host}:{server.port}/"
@@ -261,7 +261,7 @@ def _serve(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     zgent = subparsers.add_parser("zgent", help="register, unregister or list Zgents")
     actions = zgent.add_subparsers(dest="zgent_action", required=True, metavar="ACTION")
-    url_help = "arqond's WebSocket URL (default $ARQONBUS_URL or the configured host:port)"
+    url_help = "arqond's WebSocket URL (default $ARQONBUS_WS_URL or the configured host:port)"
 
     add = actions.add_parser("register", help="register a Zgent: NAME-inbox and NAME.sock")
     add.add_argument("zgent", metavar="NAME")
@@ -274,16 +274,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="user allowed to serve it (repeatable)")
     add.add_argument("--group", action="append", default=[], metavar="GROUP",
                      help="group allowed to serve it (repeatable)")
-    add.add_argument("--url", help=url_help)
+    add.add_argument("--ws-url", help=url_help)
     add.set_defaults(func=_zgent_register)
 
     remove = actions.add_parser("unregister", help="remove a Zgent's inbox and socket")
     remove.add_argument("zgent", metavar="NAME")
-    remove.add_argument("--url", help=url_help)
+    remove.add_argument("--ws-url", help=url_help)
     remove.set_defaults(func=_zgent_unregister)
 
     listing = actions.add_parser("list", help="the registry, as JSON")
-    listing.add_argument("--url", help=url_help)
+    listing.add_argument("--ws-url", help=url_help)
     listing.set_defaults(func=_zgent_list)
 
     recv = subparsers.add_parser("recv", help="print NAME's next inbox message as one JSON line")
