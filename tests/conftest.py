@@ -305,4 +305,3 @@ async def connect_peer():
     yield factory
     for peer in opened:
         await peer.connection.close()
-

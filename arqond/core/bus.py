@@ -63,8 +63,8 @@ class Bus:
         self.stats = Stats()
         self.started = time.time()
         self.listeners: list[EventListener] = []
-        self.observers: list[MessageObserver] = []
         self.intercepts: dict[tuple[str, str], Intercept] = {}
+        self.observers: list[MessageObserver] = []
         for name in SCIENCE_CHANNELS:
             self.router.ensure_channel(SCIENCE_ROOM, name, kind="general", hardcoded=True)
 
