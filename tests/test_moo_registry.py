@@ -189,23 +189,28 @@ async def test_command_registered_zgents_come_back_after_a_restart(make_daemon, 
 async def test_a_bus_broadcast_is_appended_first_then_published_once(make_daemon,
                                                                       connect_peer):
     daemon = make_daemon()
+    sender = await connect_peer(daemon.ws_url)
+    # Accepted before anyone made the channel: the log is the destination.
+    await sender.send({"type": "message", "room": "moo:broadcast", "payload": "Hello"})
+    await sender.recv_type("message_response")
+    log = daemon.log_dir / "broadcast.jsonl"
+    first = log.read_bytes()
+    assert orjson.loads(first)["content"] == "Hello"
     listener = await connect_peer(daemon.ws_url)
     await listener.command("join_channel", {"room": "moo", "channel": "broadcast"})
-    sender = await connect_peer(daemon.ws_url)
     await sender.send({"type": "message", "room": "moo", "channel": "broadcast",
                        "payload": {"from": "orchestrator", "content":
                                    "Market closed. Switching to review mode.",
                                    "priority": "normal"}})
     ack = await sender.recv_type("message_response")
-    log = daemon.log_dir / "broadcast.jsonl"
     assert os.readlink(log) == str(daemon.moo_dir / "broadcast.jsonl")
-    [line] = [orjson.loads(text) for text in log.read_text().splitlines()]
+    [_, line] = [orjson.loads(text) for text in log.read_text().splitlines()]
     assert set(line) == {"ts", "from", "type", "content", "priority"}
     assert (line["from"], line["type"], line["priority"]) == ("orchestrator", "broadcast",
                                                               "normal")
     got = await listener.recv_type("event")
     assert got["payload"] == line and got["id"] == ack["id"]
-    assert got["metadata"]["source"] == {"path": str(log), "offset": 0}
+    assert got["metadata"]["source"] == {"path": str(log), "offset": len(first)}
     await listener.expect_silence(0.3)
     await sender.expect_silence(0.1)
     bad = {"type": "message", "room": "moo:broadcast", "payload": {"content": "x",
@@ -213,7 +218,7 @@ async def test_a_bus_broadcast_is_appended_first_then_published_once(make_daemon
     await sender.send(bad)
     error = await sender.recv_type("error")
     assert "priority" in error["error"]
-    assert len(log.read_text().splitlines()) == 1
+    assert len(log.read_text().splitlines()) == 2
     await listener.expect_silence(0.2)
 
 

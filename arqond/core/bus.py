@@ -162,7 +162,8 @@ class Bus:
         check_name("room", room)
         if channel is not None:
             check_name("channel", channel)
-            if channel != PM_CHANNEL:
+            # An intercepted target (moo:broadcast) is served even before it has a channel.
+            if channel != PM_CHANNEL and (room, channel) not in self.intercepts:
                 self.router.require_channel(room, channel)
         else:
             self.router.require_room(room)

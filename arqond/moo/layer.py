@@ -128,7 +128,6 @@ class MooLayer:
         saved, written = state.get("zgents", {}), state.get("registry_sha256")
         self._set_aside_corrupt(self.registry_path, "registry",
                                 lambda raw: _check_registry(raw, written))
-        self.bus.router.ensure_channel(*BROADCAST_TARGET, kind="system")
         self._open_broadcast()
         self.bus.commands.register("zgent.register", self._cmd_register,
                                    summary="register a Zgent: its inbox FIFO and socket")
