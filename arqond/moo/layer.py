@@ -321,7 +321,7 @@ class MooLayer:
         if name not in self.served:
             if not self._register_logged(Spec.from_table(name, {}, source)):
                 return
-            self._changed()
+            self._write_registry()
         self.touch(name)
 
     def touch(self, name: str) -> None:
@@ -346,7 +346,7 @@ class MooLayer:
         self.retired[name] = zgent.entry()
         log_event(log, logging.INFO, "zgent_unregistered", f"Zgent {name} unregistered",
                   zgent=name)
-        self._changed()
+        self._write_registry()
         return self.retired[name]
 
     # -- registry -------------------------------------------------------------------------
@@ -357,7 +357,8 @@ class MooLayer:
         return entries
 
     def _changed(self) -> None:
-        """Rewrite registry.json soon: changes made in one loop turn become one write."""
+        """Rewrite registry.json soon: status and lastSeen changes made in one loop turn
+        become one write (registrations are written at once)."""
         if not self._flush_scheduled and self.loop is not None:
             self._flush_scheduled = True
             self.loop.call_soon(self._write_registry)
@@ -812,7 +813,7 @@ class MooLayer:
             log_event(log, logging.ERROR, "file_refused", f"Zgent {spec.id} not registered: "
                       f"{exc}", zgent=spec.id)
             raise CommandError("FILE_REFUSED", str(exc)) from None
-        self._changed()
+        self._write_registry()  # on disk before the reply, so the caller can read it
         return f"Zgent {spec.id} registered", {"id": spec.id, **served.zgent.entry()}
 
     def _cmd_unregister(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
