@@ -20,6 +20,7 @@ from arqond.core.casil import Casil
 from arqond.core.cron import Cron
 from arqond.core.omega import Omega, OmegaSettings
 from arqond.core.webhooks import Webhooks
+from arqond.moo.layer import MooLayer
 from arqond.system import activation, daemonize, journal
 from arqond.system.activation import Activation, ActivationError
 from arqond.system.fdstore import FdStore
@@ -151,6 +152,9 @@ class Daemon:
         server = self.config.server
         ws_sock = self.listener("ws", lambda: bind_tcp(server.host, server.port))
         self.adapters.append(WebSocketAdapter(self.bus, self.config, ws_sock))
+        # MOO layer: Zgent FIFOs, sockets, registry.json, broadcast log (arqond/moo).
+        self.moo = MooLayer(self.bus, self.config, self.fdstore)
+        self.adapters.append(self.moo)
         for adapter in self.adapters:
             await adapter.start()
         # control socket: the local admin door for the arqon CLI. Under socket activation the

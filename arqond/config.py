@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from arqond.core.casil import KEYS as CASIL_KEYS
 from arqond.core.casil import Policy, PolicyError
+from arqond.core import zgents
 
 DEFAULT_CONFIG_PATH = "/etc/arqond/arqond.toml"
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
@@ -164,6 +165,24 @@ SCHEMA: tuple[Option, ...] = (
            check=_positive),
     Option("omega.max_substrates", int, 128, "Substrates that may be registered at once.",
            check=_positive),
+    Option("moo.group", str, "zgents", "Group owning the inbox FIFOs, Zgent sockets, "
+           "registry and broadcast log; if it does not exist the files keep arqond's group."),
+    Option("moo.mailbox_size", int, 1000, "Messages kept per Zgent until read; past that the "
+           "oldest is dropped and counted.", reload=True, check=_positive),
+    Option("moo.handler_timeout", float, 30.0, "Seconds a Zgent handler has to answer a "
+           "request before the caller gets error -32002.", reload=True, check=_positive),
+    Option("moo.stale_after", float, 300.0, "Seconds without a sign of life before a Zgent's "
+           "registry status becomes stale.", reload=True, check=_positive),
+    Option("moo.offline_without_handler", bool, False, "Mark a Zgent offline in the registry "
+           "when its handler disconnects (until its next sign of life).", reload=True),
+    Option("moo.max_line_bytes", int, 65536, "Longest line accepted on an inbox FIFO or Zgent "
+           "socket; a longer one is refused whole and logged.", check=_positive),
+    Option("moo.max_clients", int, 1024, "Zgent socket clients served at once, all sockets "
+           "together; one more gets error -32004 and is disconnected.", reload=True,
+           check=_positive),
+    Option("moo.client_buffer_bytes", int, 1048576, "Bytes that may wait unsent for one Zgent "
+           "socket client; one that falls further behind is disconnected and counted.",
+           reload=True, check=_positive),
 )
 
 OPTIONS: dict[str, Option] = {option.key: option for option in SCHEMA}
@@ -190,8 +209,15 @@ class Config:
         return sorted(k for k in self.values if self.values[k] != other.values.get(k))
 
 
+def _zgents_table(body: Any) -> None:
+    try:
+        zgents.check_table(body)
+    except zgents.ZgentError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 # Tables the schema does not list but another part of arqond validates (name -> validator).
-TABLE_VALIDATORS: dict[str, Callable[[Any], None]] = {}
+TABLE_VALIDATORS: dict[str, Callable[[Any], None]] = {"zgents": _zgents_table}
 
 
 def _coerce(option: Option, value: Any, source: str, *, text: bool = False) -> Any:

@@ -35,6 +35,8 @@ def toml_value(value: Any) -> str:
         return orjson.dumps(value).decode()
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # inline table, e.g. one [zgents.NAME] under [zgents]
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(value)
 
 
@@ -232,6 +234,91 @@ def notify_socket(tmp_path):
     listener = NotifySocket(tmp_path / "notify.sock")
     yield listener
     listener.close()
+# -- MOO helpers: Zgent sockets and the arqon subcommands of arqond/cli/moo.py ---------------
+
+# Runs the moo subcommands the way arqon will (until arqond/cli/main.py registers them).
+ARQON_SHIM = ("import argparse, sys; from arqond.cli import moo; "
+              "p = argparse.ArgumentParser(prog='arqon'); "
+              "moo.register(p.add_subparsers(required=True)); "
+              "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+
+
+def arqon_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", ARQON_SHIM, *args]
+
+
+def run_arqon(daemon: DaemonProcess, *args: str, timeout: float = 30,
+              **kwargs: Any) -> subprocess.CompletedProcess:
+    env = {**daemon.env, "ARQONBUS_CONFIG": str(daemon.config_path)}
+    if "ws" in daemon.listeners:
+        env["ARQONBUS_WS_URL"] = daemon.ws_url
+    return subprocess.run(arqon_command(*args), capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout, **kwargs)
+
+
+def sh(script: str, timeout: float = 30, **kwargs: Any) -> subprocess.CompletedProcess:
+    """A shell snippet as a user would type it (the seed's echo/socat/jq examples)."""
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+class ZgentSocket:
+    """A JSON-lines client of MOO_DIR/NAME.sock."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, path: Path | str) -> "ZgentSocket":
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 22)
+        return cls(reader, writer)
+
+    async def send(self, obj: Any) -> None:
+        data = obj if isinstance(obj, bytes) else orjson.dumps(obj) + b"\n"
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        line = await asyncio.wait_for(self.reader.readline(), timeout)
+        assert line, "socket closed"
+        return orjson.loads(line)
+
+    async def call(self, method: str, params: Any = None, request_id: Any = 1,
+                   timeout: float = 5.0) -> dict[str, Any]:
+        request = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            request["params"] = params
+        await self.send(request)
+        return await self.recv(timeout)
+
+    async def expect_silence(self, seconds: float = 0.3) -> None:
+        try:
+            line = await asyncio.wait_for(self.reader.readline(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError(f"expected nothing, got {line!r}")
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+async def zgent_socket():
+    opened: list[ZgentSocket] = []
+
+    async def factory(path: Path | str) -> ZgentSocket:
+        sock = await ZgentSocket.open(path)
+        opened.append(sock)
+        return sock
+
+    yield factory
+    for sock in opened:
+        await sock.close()
 
 
 class Peer:

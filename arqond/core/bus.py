@@ -54,6 +54,9 @@ class Stats:
 EventListener = Callable[[str, dict[str, Any]], None]
 # An observer sees every envelope routed on behalf of a client (None for server publishes).
 MessageObserver = Callable[[dict[str, Any], "Client | None"], None]
+# An intercept takes over client messages to one room:channel instead of routing them (the
+# broadcast log appends before publishing); it raises RoutingError to refuse one.
+Intercept = Callable[["Client", dict[str, Any]], None]
 
 
 class Bus:
@@ -66,6 +69,7 @@ class Bus:
         self.stats = Stats()
         self.started = time.time()
         self.listeners: list[EventListener] = []
+        self.intercepts: dict[tuple[str, str], Intercept] = {}
         self.observers: list[MessageObserver] = []
         # Content inspection of client frames (CASIL); None while it is disabled.
         self.inspector: "Casil | None" = None
@@ -204,7 +208,8 @@ class Bus:
         check_name("room", room)
         if channel is not None:
             check_name("channel", channel)
-            if channel != PM_CHANNEL:
+            # An intercepted target (moo:broadcast) is served even before it has a channel.
+            if channel != PM_CHANNEL and (room, channel) not in self.intercepts:
                 self.router.require_channel(room, channel)
         else:
             self.router.require_room(room)
@@ -216,6 +221,11 @@ class Bus:
             self._private(client, env)
             return
         env["room"], env["channel"] = room, channel
+        intercept = self.intercepts.get((room, channel))
+        if intercept is not None:
+            intercept(client, env)
+            self._ack(client, env)
+            return
         self._fanout(env, self.router.recipients(room, channel), exclude=client)
         self._ack(client, env)
         for observer in self.observers:

@@ -1,0 +1,154 @@
+"""JSON-RPC 2.0 as Zgents speak it: one object per line, requests, replies, error shapes.
+
+The seed's requests carry no ``"jsonrpc"`` member, so it is optional inbound (but must be
+"2.0" when present); every reply arqond writes carries it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import orjson
+
+from arqond.core.envelope import json_type
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+NOT_SERVING = -32001
+TIMEOUT = -32002
+FORBIDDEN = -32003
+BUSY = -32004
+
+# A request line may name its reply inbox; the seed's pipe protocol does.
+REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params", "replyTo"})
+RESPONSE_KEYS = frozenset({"jsonrpc", "id", "result", "error"})
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, request_id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+def error(request_id: Any, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def result(request_id: Any, value: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+def line(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj) + b"\n"
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    """One line to a JSON object, or RpcError(-32700 / -32600)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RpcError(PARSE_ERROR, f"parse error: {exc}") from None
+    if not isinstance(data, dict):
+        raise RpcError(INVALID_REQUEST, f"a line must be a JSON object, not {json_type(data)}")
+    return data
+
+
+def is_request(obj: dict[str, Any]) -> bool:
+    return "method" in obj
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or isinstance(value, str) or (
+        isinstance(value, int) and not isinstance(value, bool))
+
+
+def check_request(obj: dict[str, Any]) -> None:
+    """Raise RpcError(-32600) naming what is wrong with a request object."""
+    request_id = obj.get("id") if _valid_id(obj.get("id")) else None
+    problems = []
+    if obj.get("jsonrpc", "2.0") != "2.0":
+        problems.append('"jsonrpc" must be "2.0"')
+    if not isinstance(obj.get("method"), str) or not obj["method"]:
+        problems.append('"method" must be a non-empty string')
+    if not _valid_id(obj.get("id")):
+        problems.append('"id" must be a string, an integer or null')
+    if "params" in obj and not isinstance(obj["params"], (dict, list)):
+        problems.append('"params" must be an object or an array')
+    if "replyTo" in obj and not isinstance(obj["replyTo"], str):
+        problems.append('"replyTo" must be a Zgent name')
+    unknown = obj.keys() - REQUEST_KEYS
+    if unknown:
+        problems.append("unknown member(s) " + ", ".join(sorted(repr(k) for k in unknown)))
+    if problems:
+        raise RpcError(INVALID_REQUEST, "invalid request: " + "; ".join(problems), request_id)
+
+
+def check_response(obj: dict[str, Any]) -> str | None:
+    """What is wrong with a handler's reply, or None."""
+    if ("result" in obj) == ("error" in obj):
+        return 'a reply has exactly one of "result" and "error"'
+    err = obj.get("error")
+    if "error" in obj and not (isinstance(err, dict) and isinstance(err.get("code"), int)
+                               and isinstance(err.get("message"), str)):
+        return '"error" must be {"code": integer, "message": string}'
+    unknown = obj.keys() - RESPONSE_KEYS
+    if unknown:
+        return "unknown member(s) " + ", ".join(sorted(repr(k) for k in unknown))
+    return None
+
+
+def params_dict(obj: dict[str, Any]) -> dict[str, Any]:
+    params = obj.get("params", {})
+    if not isinstance(params, dict):
+        raise RpcError(INVALID_PARAMS, '"params" must be an object for this method',
+                       obj.get("id"))
+    return params
+
+
+Reply = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Pending:
+    """A request forwarded to a handler under arqond's own id, awaiting its reply."""
+
+    original_id: Any
+    reply: Reply
+    origin: object            # who asked: a socket connection, or a FIFO writer's replyTo
+    handler: object           # the handler connection the request went to
+    timer: Any = None         # the adapter's timeout handle (has .cancel())
+
+
+@dataclass
+class PendingTable:
+    """Forwarded requests by internal id. Requests are renamed so that two clients using the
+    same id (both sending "q-1") never receive each other's answer."""
+
+    items: dict[str, Pending] = field(default_factory=dict)
+    _counter: Any = field(default_factory=lambda: itertools.count(1))
+
+    def add(self, pending: Pending) -> str:
+        internal = f"arqond-{next(self._counter)}"
+        self.items[internal] = pending
+        return internal
+
+    def pop(self, internal: Any) -> Pending | None:
+        found = self.items.pop(internal, None) if isinstance(internal, str) else None
+        if found is not None and found.timer is not None:
+            found.timer.cancel()
+        return found
+
+    def count_for(self, origin: object) -> int:
+        return sum(1 for p in self.items.values() if p.origin is origin)
+
+    def take(self, predicate: Callable[[Pending], bool]) -> list[Pending]:
+        """Remove and return every entry matching ``predicate`` (timers cancelled)."""
+        keys = [k for k, p in self.items.items() if predicate(p)]
+        return [p for p in (self.pop(k) for k in keys) if p is not None]

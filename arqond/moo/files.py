@@ -1,0 +1,165 @@
+"""The files arqond owns in the MOO dir: FIFOs, sockets, atomically replaced JSON files.
+
+Anything found where one of them belongs that is not of the right kind (a regular file, a
+symlink, a directory, a socket someone is still listening on) is refused, never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import os
+import socket
+import stat
+
+from arqond.system.listeners import LISTEN_BACKLOG
+
+# Pipe capacity asked for each inbox. Linux writes a whole write() into a pipe in one go while
+# there is room, so with arqond draining it, lines up to this size from concurrent writers stay
+# whole (POSIX promises it only up to PIPE_BUF, 4096 bytes).
+PIPE_SIZE = 1 << 20
+
+
+class NotOurs(Exception):
+    """A path arqond must not touch; the text says what was found there."""
+
+
+def group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISLNK, "a symlink"), (stat.S_ISREG, "a regular file"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return word
+    return "a device or other special file"
+
+
+def _existing(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def set_owner_mode(path: str, mode: int, gid: int | None) -> None:
+    if gid is not None:
+        os.chown(path, -1, gid, follow_symlinks=False)
+    os.chmod(path, mode)
+
+
+def open_fifo(path: str, gid: int | None, inherited: int | None = None) -> int:
+    """Open the inbox FIFO at ``path`` for reading, creating it if needed.
+
+    A FIFO left there (a crash, or systemd's fd store across a restart)
+    is taken over with its mode and group reset, so writers already blocked in open() on it
+    get through. ``inherited`` is a read fd from the fd store, used when it is that FIFO.
+    """
+    info = _existing(path)
+    if info is not None and not stat.S_ISFIFO(info.st_mode):
+        if inherited is not None:
+            os.close(inherited)
+        raise NotOurs(f"{path} is {_kind(info.st_mode)}, not a FIFO; refusing to touch it")
+    if info is None:
+        os.mkfifo(path, 0o660)
+    set_owner_mode(path, 0o660, gid)
+    if inherited is not None:
+        held = os.fstat(inherited)
+        if info is not None and (held.st_dev, held.st_ino) == (info.st_dev, info.st_ino):
+            os.set_blocking(inherited, False)
+            return inherited
+        os.close(inherited)
+    fd = open_fifo_reader(path)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size for this user: keep the default 64 KiB
+    return fd
+
+
+def open_fifo_reader(path: str) -> int:
+    # Read-only, not O_RDWR: when the last writer closes, read() returns 0 and a line left
+    # unfinished can be dropped instead of being glued to the next writer's line.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotOurs(f"{path} was replaced by something that is not a FIFO")
+    return fd
+
+
+def _listening(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError as exc:
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        probe.close()
+
+
+def listen_socket(path: str, gid: int | None, inherited: int | None = None) -> socket.socket:
+    """A listening Unix socket at ``path`` (mode 0660); a stale one left by a crash is replaced,
+    one that something still listens on is refused."""
+    if inherited is not None:
+        sock = socket.socket(fileno=inherited)
+        info = _existing(path)
+        if info is not None and stat.S_ISSOCK(info.st_mode) and sock.getsockname() == path:
+            sock.setblocking(False)
+            return sock
+        sock.close()
+    info = _existing(path)
+    if info is not None:
+        if not stat.S_ISSOCK(info.st_mode):
+            raise NotOurs(f"{path} is {_kind(info.st_mode)}, not a socket; refusing to touch it")
+        if _listening(path):
+            raise NotOurs(f"{path} is a socket another process is listening on; "
+                          "refusing to take it over")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        set_owner_mode(path, 0o660, gid)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def remove_if(path: str, test) -> None:
+    """Unlink ``path`` if it is still of the kind arqond made (``stat.S_ISSOCK``...)."""
+    info = _existing(path)
+    if info is not None and test(info.st_mode):
+        os.unlink(path)
+
+
+def write_atomically(path: str, data: bytes, mode: int, gid: int | None) -> None:
+    """Temp file in the same dir, fsync, rename: readers see the old or the new file, whole."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

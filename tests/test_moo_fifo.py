@@ -1,0 +1,186 @@
+"""Inbox FIFOs against the real daemon: shell writers, framing, refusals, concurrency."""
+
+from __future__ import annotations
+
+import grp
+import os
+import stat
+import subprocess
+
+import orjson
+
+from tests.conftest import run_arqon, sh
+
+ZGENTS = {"dreader": {"name": "DReader", "capabilities": ["query:volume"]},
+          "parseclipmate": {}}
+
+
+def moo_config(**moo):
+    return {"moo": moo, "zgents": ZGENTS}
+
+
+async def drain(sock, count):
+    """``count`` messages from the mailbox through arqon.recv, then check it is empty."""
+    got = []
+    for n in range(count):
+        answer = await sock.call("arqon.recv", {"wait": 5}, request_id=n)
+        assert answer["id"] == n and answer["result"] is not None, answer
+        got.append(answer["result"])
+    assert (await sock.call("arqon.recv", request_id="last"))["result"] is None
+    return got
+
+
+def test_fifos_and_sockets_have_mode_0660_and_the_configured_group(make_daemon):
+    daemon = make_daemon(moo_config(group="nogroup"))
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    for name in ZGENTS:
+        inbox = os.lstat(daemon.moo_dir / f"{name}-inbox")
+        sock = os.lstat(daemon.moo_dir / f"{name}.sock")
+        assert stat.S_ISFIFO(inbox.st_mode) and stat.S_ISSOCK(sock.st_mode)
+        assert stat.S_IMODE(inbox.st_mode) == stat.S_IMODE(sock.st_mode) == 0o660
+        assert inbox.st_gid == sock.st_gid == nogroup
+    registry = os.lstat(daemon.moo_dir / "registry.json")
+    assert stat.S_IMODE(registry.st_mode) == 0o644 and registry.st_gid == nogroup
+
+
+def test_a_missing_group_is_logged_once_and_files_keep_arqonds_group(make_daemon):
+    daemon = make_daemon(moo_config(group="no-such-group-here"))
+    assert sum("no-such-group-here" in line for line in daemon.lines) == 1
+    assert os.lstat(daemon.moo_dir / "dreader-inbox").st_gid == os.getgid()
+
+
+async def test_echo_into_an_inbox_is_published_and_kept_until_read(make_daemon, connect_peer,
+                                                                   zgent_socket):
+    daemon = make_daemon(moo_config())
+    peer = await connect_peer(daemon.ws_url)
+    await peer.command("join_channel", {"room": "dreader", "channel": "inbox"})
+    moo = daemon.moo_dir
+    result = sh(f"""echo '{{"ts":"2026-02-12T10:00:00Z","from":"orchestrator","content":"hi"}}' \
+                      > {moo}/dreader-inbox
+                    echo 'plain words, not JSON' > {moo}/dreader-inbox
+                    printf '\\377\\376 bytes\\n' > {moo}/dreader-inbox
+                    echo '[1, 2]' > {moo}/dreader-inbox""")
+    assert result.returncode == 0, result.stderr
+    expected = [{"ts": "2026-02-12T10:00:00Z", "from": "orchestrator", "content": "hi"},
+                {"raw": "plain words, not JSON"}, {"raw": "\ufffd\ufffd bytes"},
+                {"raw": "[1, 2]"}]
+    for payload in expected:
+        got = await peer.recv_type("message")
+        assert (got["room"], got["channel"], got["payload"]) == ("dreader", "inbox", payload)
+    assert got["sender"] == "arqonbus"
+    # Read the way the seed reads an inbox, one message per call, through the socket.
+    first = sh(f"""echo '{{"id":1,"method":"arqon.recv"}}' \
+                   | socat - UNIX-CONNECT:{moo}/dreader.sock | jq -c .result""")
+    assert orjson.loads(first.stdout) == expected[0]
+    sock = await zgent_socket(moo / "dreader.sock")
+    assert await drain(sock, 3) == expected[1:]
+    parse = await zgent_socket(moo / "parseclipmate.sock")
+    assert (await parse.call("arqon.recv"))["result"] is None  # nothing leaked across inboxes
+
+
+async def test_an_over_long_line_is_refused_whole_and_neighbours_arrive(make_daemon,
+                                                                        zgent_socket):
+    daemon = make_daemon(moo_config(max_line_bytes=1000))
+    long_line = "x" * 5000
+    with open(daemon.moo_dir / "dreader-inbox", "w") as inbox:
+        inbox.write('{"n":1}\n' + long_line + '\n{"n":2}\n')
+    daemon.wait_for_line("refused: line longer than 1000 bytes")
+    sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert await drain(sock, 2) == [{"n": 1}, {"n": 2}]
+
+
+async def test_a_writer_stopping_mid_line_is_never_glued_to_the_next(make_daemon,
+                                                                     zgent_socket):
+    daemon = make_daemon(moo_config())
+    inbox = daemon.moo_dir / "dreader-inbox"
+    assert sh(f"printf '{{\"half\":' > {inbox}").returncode == 0
+    daemon.wait_for_line("the writer closed before ending its line")
+    assert sh(f"echo '{{\"whole\":true}}' > {inbox}").returncode == 0
+    sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert await drain(sock, 1) == [{"whole": True}]
+
+
+async def test_fifty_concurrent_writers_lose_and_merge_nothing(make_daemon, zgent_socket):
+    daemon = make_daemon(moo_config(mailbox_size=5000))
+    inbox = daemon.moo_dir / "dreader-inbox"
+    writers, lines_each = 50, 20
+    # Each writer's lines carry a pad of its own length and letter (up to ~4 KiB, PIPE_BUF).
+    script = "\n".join(
+        f"(for i in $(seq 1 {lines_each}); do printf '{{\"w\":{w},\"i\":%d,\"pad\":\"%s\"}}\\n'"
+        f" $i {chr(97 + w % 26) * (80 * w + 1)} > {inbox}; done) &"
+        for w in range(writers)) + "\nwait"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    got = await drain(sock, writers * lines_each)
+    seen = set()
+    for message in got:
+        w = message["w"]
+        assert message["pad"] == chr(97 + w % 26) * (80 * w + 1), "merged or cut line"
+        seen.add((w, message["i"]))
+    assert seen == {(w, i) for w in range(writers) for i in range(1, lines_each + 1)}
+    # Per writer, order is kept.
+    for w in range(writers):
+        assert [m["i"] for m in got if m["w"] == w] == list(range(1, lines_each + 1))
+
+
+async def test_a_full_mailbox_drops_the_oldest_and_says_so(make_daemon, zgent_socket,
+                                                           connect_peer):
+    daemon = make_daemon(moo_config(mailbox_size=3))
+    inbox = daemon.moo_dir / "dreader-inbox"
+    assert sh(f"for i in 1 2 3 4 5; do echo \"{{\\\"n\\\":$i}}\" > {inbox}; done").returncode == 0
+    daemon.wait_for_line("mailbox of dreader full (3)")
+    assert sum("mailbox of dreader full" in line for line in daemon.lines) == 1
+    sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert await drain(sock, 3) == [{"n": 3}, {"n": 4}, {"n": 5}]
+    # The dropped ones are still in the channel's history.
+    history = await sock.call("arqon.history", {"channel": "inbox"})
+    assert [m["payload"]["n"] for m in history["result"]["messages"]] == [1, 2, 3, 4, 5]
+
+
+async def test_request_with_reply_to_goes_to_the_handler_and_back_to_the_requester(
+        make_daemon, connect_peer, tmp_path):
+    daemon = make_daemon(moo_config())
+    moo = daemon.moo_dir
+    handler = tmp_path / "dreader-handler"
+    handler.write_text("#!/bin/sh\njq -c '{symbol: .params.symbol, volume: 125000}'\n")
+    handler.chmod(0o755)
+    peer = await connect_peer(daemon.ws_url)
+    await peer.command("join_channel", {"room": "parseclipmate:inbox"})
+    env = {**daemon.env, "ARQONBUS_CONFIG": str(daemon.config_path)}
+    from tests.conftest import arqon_command
+    serve = subprocess.Popen(arqon_command("serve", "dreader", "--exec", str(handler)),
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert "serving dreader" in serve.stderr.readline()
+        # The seed's §5.2 exchange, word for word apart from the read.
+        result = sh(f"""echo '{{"id":"q-456","method":"query","params":{{"type":"history","symbol":"SPX","since":"2026-02-12T14:00:00Z"}},"replyTo":"parseclipmate"}}' \
+                          > {moo}/dreader-inbox""")
+        assert result.returncode == 0
+        response = run_arqon(daemon, "recv", "parseclipmate", "--wait", "20")
+        assert response.returncode == 0, response.stderr
+        reply = orjson.loads(response.stdout)
+        assert reply == {"jsonrpc": "2.0", "id": "q-456",
+                         "result": {"symbol": "SPX", "volume": 125000}}
+        published = await peer.recv_type("message")
+        assert published["payload"] == reply
+    finally:
+        serve.terminate()
+        serve.wait()
+
+
+async def test_a_bad_reply_to_keeps_the_request_as_a_plain_message(make_daemon, zgent_socket):
+    daemon = make_daemon(moo_config())
+    handler = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert (await handler.call("arqon.serve"))["result"] == {"serving": "dreader"}
+    requests = [{"id": "q-1", "method": "query", "replyTo": "../../etc/passwd"},
+                {"id": "q-2", "method": "query", "replyTo": "ghost"}]
+    with open(daemon.moo_dir / "dreader-inbox", "wb") as inbox:
+        inbox.write(b"".join(orjson.dumps(r) + b"\n" for r in requests))
+    daemon.wait_for_line("replyTo 'ghost' is not a registered Zgent")
+    assert any("invalid Zgent name '../../etc/passwd'" in line for line in daemon.lines)
+    await handler.expect_silence(0.2)
+    reader = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert await drain(reader, 2) == requests
+    assert not os.path.lexists(daemon.moo_dir / "ghost-inbox")
+    assert not os.path.lexists("/etc/passwd-inbox")
