@@ -236,15 +236,8 @@ def notify_socket(tmp_path):
     listener.close()
 # -- MOO helpers: Zgent sockets and the arqon subcommands of arqond/cli/moo.py ---------------
 
-# Runs the moo subcommands the way arqon will (until arqond/cli/main.py registers them).
-ARQON_SHIM = ("import argparse, sys; from arqond.cli import moo; "
-              "p = argparse.ArgumentParser(prog='arqon'); "
-              "moo.register(p.add_subparsers(required=True)); "
-              "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
-
-
 def arqon_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", ARQON_SHIM, *args]
+    return [sys.executable, "-m", "arqond.cli", *args]
 
 
 def run_arqon(daemon: DaemonProcess, *args: str, timeout: float = 30,

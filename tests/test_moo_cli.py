@@ -40,7 +40,8 @@ def test_bad_names_and_unreachable_daemon_give_one_clear_line(make_daemon):
         assert result.returncode == 1 and result.stderr.startswith("arqon: invalid Zgent name")
         assert result.stdout == ""
     nowhere = run_arqon(daemon, "zgent", "list", "--ws-url", "ws://127.0.0.1:1/")
-    assert nowhere.returncode == 1 and nowhere.stderr.startswith("arqon: cannot reach arqond")
+    assert nowhere.returncode == 1 and nowhere.stderr.startswith(
+        "arqon: Failed to connect to ws://127.0.0.1:1/")
     absent = run_arqon(daemon, "recv", "nobody-here")
     assert absent.returncode == 1 and "cannot connect to" in absent.stderr
 

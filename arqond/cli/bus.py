@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any, AsyncIterator
 
-from arqond.cli.common import (CliError, add_bus_arguments, bus_client, keep_only, parse_json,
-                               print_json, print_line, run)
+from arqond.cli.common import (CliError, add_bus_arguments, bus_client, command_data,
+                               keep_only, parse_json, print_json, print_line, run)
 from arqond.sdk import ArqonBusClient, CommandFailed
 
 STDIN_LINE_LIMIT = 1 << 24
@@ -209,9 +209,5 @@ def cmd_command(args: argparse.Namespace) -> int:
 
 async def _cmd(client: ArqonBusClient, name: str, arguments: dict[str, Any],
                timeout: float) -> int:
-    async with client:
-        response = await client.command(name, arguments, timeout=timeout, check=False)
-    if response.get("type") == "error" or response.get("status") == "error":
-        raise CliError(f"{name}: {response.get('error')} ({response.get('error_code')})")
-    print_json(response["payload"]["data"])
+    print_json(await command_data(client, name, arguments, timeout))
     return 0

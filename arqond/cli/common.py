@@ -138,6 +138,16 @@ def bus_client(args: argparse.Namespace) -> ArqonBusClient:
                           connect_timeout=args.timeout_seconds)
 
 
+async def command_data(client: ArqonBusClient, name: str, arguments: dict[str, Any],
+                       timeout: float) -> dict[str, Any]:
+    """Run one bus command on a fresh connection; its data, or CliError with code and text."""
+    async with client:
+        response = await client.command(name, arguments, timeout=timeout, check=False)
+    if response.get("type") == "error" or response.get("status") == "error":
+        raise CliError(f"{name}: {response.get('error')} ({response.get('error_code')})")
+    return response["payload"]["data"]
+
+
 async def keep_only(client: ArqonBusClient, target: str | None, timeout: float) -> None:
     """Leave every channel the connection was put in (the default channel) but ``target``."""
     status = await client.command("status", timeout=timeout)

@@ -12,10 +12,10 @@ import os
 import sys
 
 from arqond import __version__
-from arqond.cli import bus, status
+from arqond.cli import bus, moo, status
 from arqond.cli.common import CliError, fail
 
-PARTS = (status, bus)
+PARTS = (status, bus, moo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,8 @@
 """arqon subcommands for Zgents: zgent register|unregister|list, recv, serve, send-to.
 
 ``register(subparsers)`` adds them to the arqon parser; each sets ``func(args) -> int``.
-The MOO dir comes from the configuration (``--config`` of arqon if it has one,
-ARQONBUS_CONFIG, ARQONBUS_MOO_DIR); the bus URL for ``zgent`` from ``--ws-url``,
-ARQONBUS_WS_URL or the configured host and port.
+The MOO dir comes from the configuration (ARQONBUS_CONFIG, ARQONBUS_MOO_DIR); ``zgent``
+reaches the bus like every arqon subcommand (``--ws-url``, the control socket, ...).
 """
 
 from __future__ import annotations
@@ -19,13 +18,10 @@ from typing import Any
 import orjson
 
 from arqond import config as configuration
+from arqond.cli.common import CliError, add_bus_arguments, bus_client, command_data, run
 from arqond.core import jsonrpc, zgents
 
 SERVE_ERROR = -32000
-
-
-class CliError(Exception):
-    """What went wrong, printed as ``arqon: <what>``."""
 
 
 def _config(args: argparse.Namespace) -> configuration.Config:
@@ -51,52 +47,13 @@ def _print(value: Any) -> None:
     sys.stdout.flush()
 
 
-def _run(func):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except CliError as exc:
-            print(f"arqon: {exc}", file=sys.stderr)
-            return 1
-    return run
-
-
 # -- zgent register|unregister|list: commands on the bus --------------------------------------
 
-def _bus_url(args: argparse.Namespace) -> str:
-    if args.ws_url:
-        return args.ws_url
-    if os.environ.get("ARQONBUS_WS_URL"):
-        return os.environ["ARQONBUS_WS_URL"]
-    server = _config(args).server
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    return f"ws://{host}:{server.port}/"
+def _bus_command(args: argparse.Namespace, command: str, arguments: dict[str, Any]) -> int:
+    _print(run(command_data(bus_client(args), command, arguments, args.timeout_seconds)))
+    return 0
 
 
-def bus_command(url: str, command: str, command_args: dict[str, Any]) -> dict[str, Any]:
-    """Run one bus command over a WebSocket; returns its data or raises CliError."""
-    from websockets.exceptions import WebSocketException
-    from websockets.sync.client import connect
-
-    try:
-        with connect(url, open_timeout=5, close_timeout=2) as connection:
-            connection.recv(timeout=5)  # the welcome frame
-            connection.send(orjson.dumps({"type": "command", "id": "arqon-cli-1",
-                                          "command": command, "args": command_args}).decode())
-            while True:
-                frame = orjson.loads(connection.recv(timeout=30))
-                if frame.get("request_id") != "arqon-cli-1":
-                    continue
-                if frame.get("type") == "error" or frame.get("status") == "error":
-                    raise CliError(f"{command}: {frame.get('error')} "
-                                   f"({frame.get('error_code')})")
-                if frame.get("type") == "response":
-                    return frame["payload"]["data"]
-    except (OSError, TimeoutError, WebSocketException) as exc:
-        raise CliError(f"cannot reach arqond at {url}: {exc}") from None
-
-
-@_run
 def _zgent_register(args: argparse.Namespace) -> int:
     command_args: dict[str, Any] = {"id": _name(args.zgent), "capabilities": args.capability}
     for key in ("name", "session", "pane"):
@@ -106,20 +63,15 @@ def _zgent_register(args: argparse.Namespace) -> int:
         command_args["uids"] = [int(u) if u.isdigit() else u for u in args.uid]
     if args.group:
         command_args["groups"] = [int(g) if g.isdigit() else g for g in args.group]
-    _print(bus_command(_bus_url(args), "zgent.register", command_args))
-    return 0
+    return _bus_command(args, "zgent.register", command_args)
 
 
-@_run
 def _zgent_unregister(args: argparse.Namespace) -> int:
-    _print(bus_command(_bus_url(args), "zgent.unregister", {"id": _name(args.zgent)}))
-    return 0
+    return _bus_command(args, "zgent.unregister", {"id": _name(args.zgent)})
 
 
-@_run
 def _zgent_list(args: argparse.Namespace) -> int:
-    _print(bus_command(_bus_url(args), "zgent.list", {}))
-    return 0
+    return _bus_command(args, "zgent.list", {})
 
 
 # -- recv, send-to: the Zgent's socket and inbox ----------------------------------------------
@@ -136,7 +88,6 @@ def _connect(path: str, timeout: float | None) -> socket.socket:
     return sock
 
 
-@_run
 def _recv(args: argparse.Namespace) -> int:
     if not 0 <= args.wait <= 3600:
         raise CliError("--wait must be 0 to 3600 seconds")
@@ -161,7 +112,6 @@ def _recv(args: argparse.Namespace) -> int:
     return 0
 
 
-@_run
 def _send_to(args: argparse.Namespace) -> int:
     try:
         message = orjson.loads(args.json)
@@ -245,7 +195,6 @@ async def _serve_loop(path: str, args: argparse.Namespace) -> int:
     raise CliError(f"arqond closed {path}")
 
 
-@_run
 def _serve(args: argparse.Namespace) -> int:
     if args.jobs < 1 or args.timeout <= 0:
         raise CliError("--jobs must be at least 1 and --timeout greater than 0")
@@ -261,7 +210,6 @@ def _serve(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     zgent = subparsers.add_parser("zgent", help="register, unregister or list Zgents")
     actions = zgent.add_subparsers(dest="zgent_action", required=True, metavar="ACTION")
-    url_help = "arqond's WebSocket URL (default $ARQONBUS_WS_URL or the configured host:port)"
 
     add = actions.add_parser("register", help="register a Zgent: NAME-inbox and NAME.sock")
     add.add_argument("zgent", metavar="NAME")
@@ -274,16 +222,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="user allowed to serve it (repeatable)")
     add.add_argument("--group", action="append", default=[], metavar="GROUP",
                      help="group allowed to serve it (repeatable)")
-    add.add_argument("--ws-url", help=url_help)
+    add_bus_arguments(add)
     add.set_defaults(func=_zgent_register)
 
     remove = actions.add_parser("unregister", help="remove a Zgent's inbox and socket")
     remove.add_argument("zgent", metavar="NAME")
-    remove.add_argument("--ws-url", help=url_help)
+    add_bus_arguments(remove)
     remove.set_defaults(func=_zgent_unregister)
 
     listing = actions.add_parser("list", help="the registry, as JSON")
-    listing.add_argument("--ws-url", help=url_help)
+    add_bus_arguments(listing)
     listing.set_defaults(func=_zgent_list)
 
     recv = subparsers.add_parser("recv", help="print NAME's next inbox message as one JSON line")
