@@ -165,7 +165,7 @@ def test_files_that_are_not_ours_are_refused_and_left_alone(make_daemon, tmp_pat
         assert "dreader-inbox is a regular file, not a FIFO; refusing" in \
             daemon.wait_for_line("Zgent dreader not served")
         assert "is a symlink, not a socket" in daemon.wait_for_line("Zgent parseclipmate not")
-        assert "another process is listening" in daemon.wait_for_line("Zgent livesock not")
+        assert "in use by another process" in daemon.wait_for_line("Zgent livesock not")
         assert (moo / "dreader-inbox").read_text() == "my notes\n"
         assert os.readlink(moo / "parseclipmate.sock") == str(target)
         assert target.read_text() == "keep"

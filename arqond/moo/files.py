@@ -6,14 +6,13 @@ symlink, a directory, a socket someone is still listening on) is refused, never 
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import grp
 import os
 import socket
 import stat
 
-from arqond.system.listeners import LISTEN_BACKLOG
+from arqond.system.listeners import ListenerError, bind_unix
 
 # Pipe capacity asked for each inbox. Linux writes a whole write() into a pipe in one go while
 # there is room, so with arqond draining it, lines up to this size from concurrent writers stay
@@ -93,17 +92,6 @@ def open_fifo_reader(path: str) -> int:
     return fd
 
 
-def _listening(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except OSError as exc:
-        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
-    finally:
-        probe.close()
-
-
 def listen_socket(path: str, gid: int | None, inherited: int | None = None) -> socket.socket:
     """A listening Unix socket at ``path`` (mode 0660); a stale one left by a crash is replaced,
     one that something still listens on is refused."""
@@ -115,22 +103,17 @@ def listen_socket(path: str, gid: int | None, inherited: int | None = None) -> s
             return sock
         sock.close()
     info = _existing(path)
-    if info is not None:
-        if not stat.S_ISSOCK(info.st_mode):
-            raise NotOurs(f"{path} is {_kind(info.st_mode)}, not a socket; refusing to touch it")
-        if _listening(path):
-            raise NotOurs(f"{path} is a socket another process is listening on; "
-                          "refusing to take it over")
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if info is not None and not stat.S_ISSOCK(info.st_mode):
+        raise NotOurs(f"{path} is {_kind(info.st_mode)}, not a socket; refusing to touch it")
     try:
-        sock.bind(path)
+        sock = bind_unix(path, 0o660)
+    except ListenerError as exc:
+        raise NotOurs(str(exc)) from None
+    try:
         set_owner_mode(path, 0o660, gid)
-        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise
-    sock.setblocking(False)
     return sock
 
 

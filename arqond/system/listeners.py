@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -38,7 +39,7 @@ def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
             info = os.lstat(path)
             if not stat.S_ISSOCK(info.st_mode):
                 raise ListenerError(f"{path} exists and is not a socket; refusing to replace it")
-            if _answers(path):
+            if socket_in_use(path):
                 raise ListenerError(f"{path} is in use by another process; refusing to take it")
             os.unlink(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -56,13 +57,15 @@ def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
     return sock
 
 
-def _answers(path: str) -> bool:
+def socket_in_use(path: str) -> bool:
+    """Whether some process still accepts connections on the Unix socket at ``path``."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(0.5)
     try:
         probe.connect(path)
-    except OSError:
-        return False
+    except OSError as exc:
+        # A full backlog (EAGAIN) still means a listener; refused or gone means stale.
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
     finally:
         probe.close()
     return True
