@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps \
-	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm
+	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm rpmlint
 PYTEST_ARGS ?=
 
 .PHONY: run test setup system-deps clean man deb rpm install package-source
@@ -97,6 +97,9 @@ deb: package-source
 
 rpm: package-source
 	tar -C $(PACKAGE_DIR) -czf $(PACKAGE_DIR)/arqond-$(VERSION).tar.gz arqond-$(VERSION)
-	PATH=$(DEBIAN_PATH) rpmbuild -bb --define "_topdir $(CURDIR)/$(PACKAGE_DIR)/rpm" \
+	cp systemd/sysusers.d/arqond.conf $(PACKAGE_DIR)/arqond.sysusers
+	PATH=$(DEBIAN_PATH) rpmbuild -bb --nodeps --define "_topdir $(CURDIR)/$(PACKAGE_DIR)/rpm" \
 		--define "_sourcedir $(CURDIR)/$(PACKAGE_DIR)" --define "_rpmdir $(CURDIR)/dist" \
 		--define "arqond_version $(VERSION)" packaging/rpm/arqond.spec
+	if command -v rpmlint >/dev/null; then \
+		rpmlint -r packaging/rpm/arqond.rpmlintrc dist/*/arqond-$(VERSION)-*.rpm; fi
