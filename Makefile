@@ -83,23 +83,24 @@ install: man
 	for page in $(MAN_PAGES); do \
 		install -D -m 0644 $$page $(DESTDIR)$(MANDIR)/man$${page##*.}/$${page#man/}; done
 
-PACKAGE_DIR := build/package
+PACKAGE_DIR ?= $(CURDIR)/build/package
+DIST_DIR ?= $(CURDIR)/dist
 # The tree being packaged: the files git knows (committed or not), without ignored ones.
 package-source:
-	rm -rf $(PACKAGE_DIR) && mkdir -p $(PACKAGE_DIR)/arqond-$(VERSION) dist
+	rm -rf $(PACKAGE_DIR) && mkdir -p $(PACKAGE_DIR)/arqond-$(VERSION) $(DIST_DIR)
 	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C $(PACKAGE_DIR)/arqond-$(VERSION)
 
 deb: package-source
 	cp -r packaging/debian $(PACKAGE_DIR)/arqond-$(VERSION)/debian
 	cd $(PACKAGE_DIR)/arqond-$(VERSION) && PATH=$(DEBIAN_PATH) dpkg-buildpackage -us -uc -b
-	cp $(PACKAGE_DIR)/*.deb dist/
+	cp $(PACKAGE_DIR)/*.deb $(DIST_DIR)/
 	PATH=$(DEBIAN_PATH) lintian --fail-on error $(PACKAGE_DIR)/*.changes
 
 rpm: package-source
-	tar -C $(PACKAGE_DIR) -czf $(PACKAGE_DIR)/arqond-$(VERSION).tar.gz arqond-$(VERSION)
+	tar -C $(PACKAGE_DIR) --exclude=arqond-$(VERSION)/debian -czf $(PACKAGE_DIR)/arqond-$(VERSION).tar.gz arqond-$(VERSION)
 	cp systemd/sysusers.d/arqond.conf $(PACKAGE_DIR)/arqond.sysusers
-	PATH=$(DEBIAN_PATH) rpmbuild -bb --nodeps --define "_topdir $(CURDIR)/$(PACKAGE_DIR)/rpm" \
-		--define "_sourcedir $(CURDIR)/$(PACKAGE_DIR)" --define "_rpmdir $(CURDIR)/dist" \
+	PATH=$(DEBIAN_PATH) rpmbuild -bb --nodeps --define "_topdir $(PACKAGE_DIR)/rpm" \
+		--define "_sourcedir $(PACKAGE_DIR)" --define "_rpmdir $(DIST_DIR)" \
 		--define "arqond_version $(VERSION)" packaging/rpm/arqond.spec
 	if command -v rpmlint >/dev/null; then \
-		rpmlint -r packaging/rpm/arqond.rpmlintrc dist/*/arqond-$(VERSION)-*.rpm; fi
+		rpmlint -r packaging/rpm/arqond.rpmlintrc $(DIST_DIR)/*/arqond-$(VERSION)-*.rpm; fi
