@@ -88,18 +88,31 @@ class Container:
         self.proc: subprocess.Popen[bytes] | None = None
         self.leader = 0
 
-    def boot(self) -> "Container":
+    def _nspawn(self, *args: str, **popen) -> subprocess.Popen:
+        """systemd-nspawn on a throw-away overlay of the root, started in the private cgroup."""
         for path in self.cgroups:
             path.mkdir(exist_ok=True)
         join = "".join(f'echo $$ > "{path}/cgroup.procs"; ' for path in self.cgroups)
         command = ["timeout", "--kill-after=10", str(CONTAINER_LIFETIME), "systemd-nspawn",
                    "-D", str(self.root), "--volatile=overlay", "--register=no",
-                   "--keep-unit", "--private-network", "-M", self.name, "-q",
-                   "--console=passive", "-b"]
+                   "--keep-unit", "--private-network", "-M", self.name, "-q"]
         command += [f"--bind-ro={host}:{inside}" for host, inside in self.binds.items()]
-        self.proc = subprocess.Popen(["sh", "-c", join + 'exec "$@"', "sh", *command],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        return subprocess.Popen(["sh", "-c", join + 'exec "$@"', "sh", *command, *args],
+                                stdin=subprocess.DEVNULL, start_new_session=True, **popen)
+
+    def run_unbooted(self, script: str) -> subprocess.CompletedProcess:
+        """Run a shell script in the root with no service manager, as an image build would."""
+        try:
+            proc = self._nspawn("--pipe", "/bin/sh", "-c", script, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+            out, err = proc.communicate(timeout=CONTAINER_LIFETIME)
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        finally:
+            self._remove_cgroups()
+
+    def boot(self) -> "Container":
+        self.proc = self._nspawn("--console=passive", "-b", stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not self.leader:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -153,6 +166,9 @@ class Container:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # the session this test started
                 self.proc.wait()
+        self._remove_cgroups()
+
+    def _remove_cgroups(self) -> None:
         for path in self.cgroups:
             if path.exists():
                 remove_cgroup(path)

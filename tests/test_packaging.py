@@ -36,6 +36,10 @@ SHIPPED = ["usr/bin/arqond", "usr/bin/arqon", "usr/lib/arqond/arqond/app.py",
            "etc/arqond/arqond.toml", "etc/logrotate.d/arqond",
            "usr/share/man/man1/arqon.1.gz", "usr/share/man/man5/arqond.conf.5.gz",
            "usr/share/man/man7/arqond-moo.7.gz", "usr/share/man/man8/arqond.8.gz"]
+# Persistent dirs from tmpfiles.d (path, octal mode, user, group): both packages make them so.
+TMPFILES_DIRS = [(f[1], int(f[2], 8), f[3], f[4]) for f in (
+    line.split() for line in (ROOT / "systemd/tmpfiles.d/arqond.conf").read_text().splitlines())
+    if f and f[0] == "d" and not f[1].startswith("/run/")]
 UNITS = sorted(p.name for p in (ROOT / "systemd").iterdir() if p.suffix in (".socket",
                                                                              ".service"))
 
@@ -119,9 +123,10 @@ def test_rpm_holds_the_same_files_as_the_deb(packages):
     only_deb = comparable(deb_files(packages["deb"])) - comparable(rpm)
     only_rpm = comparable(rpm) - comparable(deb_files(packages["deb"]))
     assert only_deb == only_rpm == set(), (only_deb, only_rpm)
-    moo_dirs = rpm_query(packages["rpm"], "--qf", "[%{FILEMODES:perms} %{FILEUSERNAME}:"
-                         "%{FILEGROUPNAME} %{FILENAMES}\n]")
-    assert "drwxrwsr-x arqond:zgents /var/moo\n" in moo_dirs  # as tmpfiles.d makes it
+    owned = rpm_query(packages["rpm"], "--qf", "[%{FILEMODES:octal} %{FILEUSERNAME} "
+                      "%{FILEGROUPNAME} %{FILENAMES}\n]").splitlines()
+    for path, mode, user, group in TMPFILES_DIRS:  # owned as tmpfiles.d makes them
+        assert f"{0o40000 | mode:o} {user} {group} {path}" in owned, (path, owned)
 
 
 def test_rpm_scriptlets_and_dependencies(packages):
@@ -175,6 +180,23 @@ print(json.dumps({"welcome": welcome, "reply": reply}))
 """
 
 
+def test_install_without_a_running_systemd_enables_the_socket_and_starts_nothing(packages):
+    """As in an image build (chroot, debootstrap, docker): user, group, dirs and the enable
+    link are made; no service manager is asked to start anything."""
+    container = Container(debian_root(), {packages["dir"]: PKG})
+    dirs = " ".join(path for path, *_ in TMPFILES_DIRS)
+    result = container.run_unbooted(
+        f"dpkg -i {PKG}/{packages['deb'].name} >&2 && id -gn arqond && "
+        "readlink /etc/systemd/system/sockets.target.wants/arqond.socket && "
+        f"stat -c '%n %a %U %G' {dirs} && "
+        "if [ -e /run/arqond/control.sock ]; then echo started; else echo not started; fi")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "zgents", "/lib/systemd/system/arqond.socket",
+        *(f"{path} {mode:o} {user} {group}" for path, mode, user, group in TMPFILES_DIRS),
+        "not started"], result.stdout + result.stderr
+
+
 def snapshot(container: Container) -> set[str]:
     paths = container.run("sh", "-c", SNAPSHOT).stdout.splitlines()
     return {p for p in paths if not VOLATILE.match(p)}
@@ -200,9 +222,10 @@ def test_install_creates_user_group_and_dirs_and_enables_the_socket(system):
     container, _ = system
     assert container.run("id", "-gn", "arqond").stdout.strip() == "zgents"
     assert container.run("systemctl", "is-enabled", "arqond.socket").stdout.strip() == "enabled"
-    for path in ("/var/moo", "/var/log/moo"):
-        mode = container.run("stat", "-c", "%a %U %G", path).stdout.split()
-        assert mode == ["2775", "arqond", "zgents"], (path, mode)
+    assert TMPFILES_DIRS
+    for path, mode, user, group in TMPFILES_DIRS:
+        shown = container.run("stat", "-c", "%a %U %G", path).stdout.split()
+        assert shown == [f"{mode:o}", user, group], (path, shown)
 
 
 def test_started_socket_serves_a_websocket_client(system):
