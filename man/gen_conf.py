@@ -2,7 +2,7 @@
 
 Usage: PYTHONPATH=. python3 man/gen_conf.py man/arqond.conf.5.in > man/arqond.conf.5
 The template holds the prose; each section's key list replaces its "@KEYS section@" line, and
-"@KEYS *@" stands for every section the template does not name (with a plain heading), so a key
+"@KEYS *@" stands for every section the template does not name (under OTHER SECTIONS), so a key
 exists once (in arqond/config.py) and the page can never miss it.
 """
 
@@ -67,7 +67,9 @@ def render(template: str) -> str:
         if match is None:
             out.append(line.replace("@VERSION@", __version__))
         elif match.group(1) == "*":
-            out.extend(f".Ss Bq {section}\n{render_section(section)}" for section in others)
+            if others:
+                out.append(".Sh OTHER SECTIONS")
+                out.extend(f".Ss Bq {section}\n{render_section(section)}" for section in others)
         else:
             out.append(render_section(match.group(1)))
     return "\n".join(out) + "\n"

@@ -155,8 +155,12 @@ def test_generator_gives_unnamed_sections_a_heading_of_their_own(monkeypatch):
     extra = config.Option("extra.knob", int, 3, "A knob.", reload=True)
     monkeypatch.setattr(gen_conf, "SCHEMA", config.SCHEMA + (extra,))
     page = gen_conf.render("@KEYS server@\n@KEYS auth@\n@KEYS moo@\n@KEYS *@\n")
-    assert ".Ss Bq extra\n.Bl -tag -width Ds\n.It Cm extra.knob Pq Vt integer" in page
+    assert ".Sh OTHER SECTIONS\n.Ss Bq extra\n.Bl -tag -width Ds\n.It Cm extra.knob Pq Vt " \
+        "integer" in page
     assert page.count(".It Cm server.port ") == 1
+    monkeypatch.setattr(gen_conf, "SCHEMA", config.SCHEMA)
+    assert "OTHER SECTIONS" not in gen_conf.render("@KEYS server@\n@KEYS auth@\n@KEYS moo@\n"
+                                                   "@KEYS *@\n")
 
 
 def test_every_arqon_subcommand_and_flag_is_in_arqon_1(pages, monkeypatch):
