@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps \
-	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm rpmlint
+	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm rpmlint man-db
 PYTEST_ARGS ?=
 
 .PHONY: run test setup system-deps clean man deb rpm install package-source
