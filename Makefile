@@ -51,6 +51,9 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 CATALOGDIR ?= $(PREFIX)/lib/systemd/catalog
 SYSCONFDIR ?= /etc
+# FileDescriptorStorePreserve= (systemd/fdstore-preserve.conf) needs systemd 254 or newer.
+FDSTORE_PRESERVE ?= $(shell v=$$(systemctl --version 2>/dev/null | awk 'NR == 1 {print $$2}'); \
+	[ "$${v:-0}" -ge 254 ] && echo yes || echo no)
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' arqond/__init__.py)
 GENERATED_MAN := man/arqond.conf.5
 MAN_PAGES := man/arqond.8 man/arqond.conf.5 man/arqon.1 man/arqond-moo.7
@@ -78,6 +81,9 @@ install: man
 	install -D -m 0644 systemd/tmpfiles.d/arqond.conf $(DESTDIR)$(TMPFILESDIR)/arqond.conf
 	if [ -f systemd/arqond.catalog ]; then \
 		install -D -m 0644 systemd/arqond.catalog $(DESTDIR)$(CATALOGDIR)/arqond.catalog; fi
+	if [ -f systemd/fdstore-preserve.conf ] && [ "$(FDSTORE_PRESERVE)" = yes ]; then \
+		install -D -m 0644 systemd/fdstore-preserve.conf \
+			$(DESTDIR)$(UNITDIR)/arqond.service.d/fdstore-preserve.conf; fi
 	install -D -m 0644 etc/arqond.toml $(DESTDIR)$(SYSCONFDIR)/arqond/arqond.toml
 	install -D -m 0644 etc/logrotate.d/arqond $(DESTDIR)$(SYSCONFDIR)/logrotate.d/arqond
 	for page in $(MAN_PAGES); do \
