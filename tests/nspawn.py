@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,10 +59,20 @@ def cgroup_dirs(name: str) -> list[Path]:
             if (hierarchy / "cgroup.procs").exists()]
 
 
-def remove_cgroup(path: Path) -> None:
-    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        sub.rmdir()
-    path.rmdir()
+def remove_cgroup(path: Path, patience: float = 10.0) -> None:
+    """Remove a cgroup and the ones nspawn made in it, once their last processes are gone."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            for sub in sorted((p for p in path.rglob("*") if p.is_dir()),
+                              key=lambda p: -len(p.parts)):
+                sub.rmdir()
+            path.rmdir()
+            return
+        except OSError:  # EBUSY while exiting processes still belong to it
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def children(pid: int) -> list[int]:
@@ -86,6 +97,7 @@ class Container:
         self.name = f"arqond-pkgtest-{os.getpid()}"
         self.cgroups = cgroup_dirs(self.name)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.errors = tempfile.TemporaryFile()  # nspawn's stderr: a pipe nobody reads fills up
         self.leader = 0
 
     def _nspawn(self, *args: str, **popen) -> subprocess.Popen:
@@ -102,22 +114,25 @@ class Container:
 
     def run_unbooted(self, script: str) -> subprocess.CompletedProcess:
         """Run a shell script in the root with no service manager, as an image build would."""
+        proc = self._nspawn("--pipe", "/bin/sh", "-c", script, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
         try:
-            proc = self._nspawn("--pipe", "/bin/sh", "-c", script, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
             out, err = proc.communicate(timeout=CONTAINER_LIFETIME)
             return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
+                proc.wait()
             self._remove_cgroups()
 
     def boot(self) -> "Container":
         self.proc = self._nspawn("--console=passive", "-b", stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE)
+                                 stderr=self.errors)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not self.leader:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise ContainerError(f"nspawn did not boot: {self.proc.stderr.read()!r}"
-                                     if self.proc.poll() is not None else "no container init")
+                self.errors.seek(0)
+                raise ContainerError(f"nspawn did not boot: {self.errors.read()!r}")
             self.leader = self._find_init()
             time.sleep(0.05)
         while not Path(f"/proc/{self.leader}/root/run/systemd/private").exists():
