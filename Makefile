@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps systemd-container debootstrap
+APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps \
+	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm rpmlint man-db
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps clean
+.PHONY: run test setup system-deps clean man deb rpm install package-source
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,4 +36,77 @@ test: setup system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache $(GENERATED_MAN)
+
+# ---- Man pages, `make install`, and the deb and rpm packages (see README "Packages") ----
+# The installed arqond runs on the system's own Python with its dependencies in a private dir.
+SYSTEM_PYTHON ?= /usr/bin/python3
+DEBIAN_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
+PRIVATE_DIR ?= $(PREFIX)/lib/arqond
+MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+CATALOGDIR ?= $(PREFIX)/lib/systemd/catalog
+SYSCONFDIR ?= /etc
+# FileDescriptorStorePreserve= (systemd/fdstore-preserve.conf) needs systemd 254 or newer.
+FDSTORE_PRESERVE ?= $(shell v=$$(systemctl --version 2>/dev/null | awk 'NR == 1 {print $$2}'); \
+	[ "$${v:-0}" -ge 254 ] && echo yes || echo no)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' arqond/__init__.py)
+GENERATED_MAN := man/arqond.conf.5
+MAN_PAGES := man/arqond.8 man/arqond.conf.5 man/arqon.1 man/arqond-moo.7
+
+# arqond.conf(5): its key reference is rendered from arqond/config.py SCHEMA.
+man/arqond.conf.5: man/arqond.conf.5.in man/gen_conf.py arqond/config.py
+	PYTHONPATH=. $(SYSTEM_PYTHON) man/gen_conf.py man/arqond.conf.5.in > $@.tmp && mv $@.tmp $@
+
+man: $(MAN_PAGES)
+
+# Needs the package index (pip) unless PIP_FIND_LINKS/PIP_NO_INDEX point at local wheels.
+install: man
+	rm -rf $(DESTDIR)$(PRIVATE_DIR)
+	PATH=$(DEBIAN_PATH) PIP_DISABLE_PIP_VERSION_CHECK=1 $(SYSTEM_PYTHON) -m pip install --quiet \
+		--no-compile --no-warn-script-location --target $(DESTDIR)$(PRIVATE_DIR) .
+	rm -rf $(DESTDIR)$(PRIVATE_DIR)/bin
+	install -d $(DESTDIR)$(BINDIR)
+	for cmd in arqond:arqond.app arqon:arqond.cli; do \
+		sed -e "s|@PYTHON@|$(SYSTEM_PYTHON)|" -e "s|@PRIVATE_DIR@|$(PRIVATE_DIR)|" \
+			-e "s|@MODULE@|$${cmd#*:}|" packaging/launcher.in > $(DESTDIR)$(BINDIR)/$${cmd%%:*}; \
+		chmod 0755 $(DESTDIR)$(BINDIR)/$${cmd%%:*}; \
+	done
+	install -D -m 0644 -t $(DESTDIR)$(UNITDIR) systemd/*.socket systemd/*.service
+	install -D -m 0644 systemd/sysusers.d/arqond.conf $(DESTDIR)$(SYSUSERSDIR)/arqond.conf
+	install -D -m 0644 systemd/tmpfiles.d/arqond.conf $(DESTDIR)$(TMPFILESDIR)/arqond.conf
+	if [ -f systemd/arqond.catalog ]; then \
+		install -D -m 0644 systemd/arqond.catalog $(DESTDIR)$(CATALOGDIR)/arqond.catalog; fi
+	if [ -f systemd/fdstore-preserve.conf ] && [ "$(FDSTORE_PRESERVE)" = yes ]; then \
+		install -D -m 0644 systemd/fdstore-preserve.conf \
+			$(DESTDIR)$(UNITDIR)/arqond.service.d/fdstore-preserve.conf; fi
+	install -D -m 0644 etc/arqond.toml $(DESTDIR)$(SYSCONFDIR)/arqond/arqond.toml
+	install -D -m 0644 etc/logrotate.d/arqond $(DESTDIR)$(SYSCONFDIR)/logrotate.d/arqond
+	for page in $(MAN_PAGES); do \
+		install -D -m 0644 $$page $(DESTDIR)$(MANDIR)/man$${page##*.}/$${page#man/}; done
+
+PACKAGE_DIR ?= $(CURDIR)/build/package
+DIST_DIR ?= $(CURDIR)/dist
+# The tree being packaged: the files git knows (committed or not), without ignored ones.
+package-source:
+	rm -rf $(PACKAGE_DIR) && mkdir -p $(PACKAGE_DIR)/arqond-$(VERSION) $(DIST_DIR)
+	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C $(PACKAGE_DIR)/arqond-$(VERSION)
+
+deb: package-source
+	cp -r packaging/debian $(PACKAGE_DIR)/arqond-$(VERSION)/debian
+	cd $(PACKAGE_DIR)/arqond-$(VERSION) && PATH=$(DEBIAN_PATH) dpkg-buildpackage -us -uc -b
+	cp $(PACKAGE_DIR)/*.deb $(DIST_DIR)/
+	PATH=$(DEBIAN_PATH) lintian --fail-on error $(PACKAGE_DIR)/*.changes
+
+rpm: package-source
+	tar -C $(PACKAGE_DIR) --exclude=arqond-$(VERSION)/debian -czf $(PACKAGE_DIR)/arqond-$(VERSION).tar.gz arqond-$(VERSION)
+	cp systemd/sysusers.d/arqond.conf $(PACKAGE_DIR)/arqond.sysusers
+	PATH=$(DEBIAN_PATH) rpmbuild -bb --nodeps --define "_topdir $(PACKAGE_DIR)/rpm" \
+		--define "_sourcedir $(PACKAGE_DIR)" --define "_rpmdir $(DIST_DIR)" \
+		--define "arqond_version $(VERSION)" packaging/rpm/arqond.spec
+	if command -v rpmlint >/dev/null; then \
+		rpmlint -r packaging/rpm/arqond.rpmlintrc $(DIST_DIR)/*/arqond-$(VERSION)-*.rpm; fi

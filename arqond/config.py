@@ -10,11 +10,12 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from arqond.core.casil import KEYS as CASIL_KEYS
-from arqond.core.casil import Policy, PolicyError
 from arqond.core import zgents
+
+if TYPE_CHECKING:
+    from arqond.core.casil import Policy
 
 DEFAULT_CONFIG_PATH = "/etc/arqond/arqond.toml"
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
@@ -339,12 +340,16 @@ def _apply_document(document: dict[str, Any], values: dict[str, Any], tables: di
 def _check_whole(values: dict[str, Any], source: str) -> None:
     if values["auth.enabled"] and not values["auth.jwt_secret"]:
         raise ConfigError(f"{source}: auth.jwt_secret: must be set when auth.enabled is true")
+    from arqond.core.casil import PolicyError
     try:
         casil_policy(values)
     except PolicyError as exc:
         raise ConfigError(f"{source}: casil.{exc}") from None
 
 
-def casil_policy(values: Mapping[str, Any]) -> Policy:
+def casil_policy(values: Mapping[str, Any]) -> "Policy":
     """The CASIL policy the [casil] section describes (validated by Policy itself)."""
-    return Policy(**{key: values[f"casil.{key}"] for key in CASIL_KEYS})
+    # Imported here, not at the top: the schema must load with the standard library alone,
+    # because the package build renders arqond.conf(5) from it before any dependency exists.
+    from arqond.core.casil import KEYS, Policy
+    return Policy(**{key: values[f"casil.{key}"] for key in KEYS})

@@ -27,7 +27,7 @@ class BroadcastLog:
             raise NotOurs(f"{path} is not a regular file; refusing to touch it")
         if info.st_uid == os.getuid():
             os.fchmod(self.fd, 0o644)
-            if gid is not None:
+            if gid is not None and info.st_gid != gid:
                 os.fchown(self.fd, -1, gid)
 
     def ensure_link(self) -> None:

@@ -48,7 +48,8 @@ def _existing(path: str) -> os.stat_result | None:
 
 
 def set_owner_mode(path: str, mode: int, gid: int | None) -> None:
-    if gid is not None:
+    # Skipped when the setgid MOO dir already gave the group: chown is a privileged-ish call.
+    if gid is not None and os.lstat(path).st_gid != gid:
         os.chown(path, -1, gid, follow_symlinks=False)
     os.chmod(path, mode)
 
@@ -132,7 +133,7 @@ def write_atomically(path: str, data: bytes, mode: int, gid: int | None) -> None
     try:
         os.write(fd, data)
         os.fchmod(fd, mode)
-        if gid is not None:
+        if gid is not None and os.fstat(fd).st_gid != gid:
             os.fchown(fd, -1, gid)
         os.fsync(fd)
     except BaseException:
