@@ -14,6 +14,7 @@ from arqond import config as configuration
 from arqond.config import Config, ConfigError
 from arqond.core.bus import Bus, BusSettings
 from arqond.system import journal
+from arqond.moo.tailer import NarrativeTailer, TailerError
 from arqond.system.journal import NOTICE, log_event
 from arqond.system.listeners import ListenerError, bind_tcp, describe
 from arqond.transports.websocket import WebSocketAdapter
@@ -61,7 +62,7 @@ class Daemon:
     async def run(self) -> int:
         try:
             await self._start()
-        except ListenerError as exc:
+        except (ListenerError, TailerError) as exc:
             log.error("%s", exc)
             await self._stop()
             return 1
@@ -85,6 +86,11 @@ class Daemon:
             await adapter.start()
         log_event(log, logging.INFO, "listener_up", f"listening ws on {describe(ws_sock)}",
                   listener="ws", address=describe(ws_sock))
+        # The narrative bridge: LOG_DIR lines onto the bus; stop() flushes its checkpoints.
+        if self.config.narrative.enabled:
+            tailer = NarrativeTailer(self.bus, self.config)
+            await tailer.start()
+            self.adapters.append(tailer)
 
     async def _stop(self) -> None:
         for adapter in reversed(self.adapters):
