@@ -48,8 +48,10 @@ class DaemonProcess:
     """One running arqond; its stderr is collected line by line for assertions."""
 
     def __init__(self, tmp: Path, config: dict[str, dict[str, Any]] | None = None,
-                 args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 args: list[str] | None = None, env: dict[str, str] | None = None,
+                 wrapper: list[str] | None = None) -> None:
         self.tmp = tmp
+        self.wrapper = wrapper or []  # a command to run arqond under (setpriv, ...)
         self.moo_dir = tmp / "moo"
         self.log_dir = tmp / "log"
         self.state_dir = tmp / "state"
@@ -74,7 +76,7 @@ class DaemonProcess:
         self.lines.clear()
         self.listeners.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arqond", "--config", str(self.config_path), *self.args],
+            [*self.wrapper, sys.executable, "-m", "arqond", "--config", str(self.config_path), *self.args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, env=self.env, cwd=ROOT)
         threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
@@ -120,6 +122,12 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as after a crash or the OOM killer."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
@@ -138,10 +146,10 @@ def make_daemon(tmp_path):
 
     def factory(config: dict[str, dict[str, Any]] | None = None, *, args: list[str] | None = None,
                 env: dict[str, str] | None = None, start: bool = True,
-                name: str = "d") -> DaemonProcess:
+                name: str = "d", wrapper: list[str] | None = None) -> DaemonProcess:
         tmp = tmp_path / f"{name}{len(started)}"
         tmp.mkdir()
-        daemon = DaemonProcess(tmp, config, args, env)
+        daemon = DaemonProcess(tmp, config, args, env, wrapper)
         started.append(daemon)
         return daemon.start() if start else daemon
 

@@ -183,7 +183,7 @@ async def follow_moo(url: str, name: str, out: TextIO, *, lines: int = 10,
                     if frame.get("command") == "history":
                         history = frame["payload"]["data"]["history"][-lines:] if lines else []
                         for env in history:
-                            shown.add(env["id"])
+                            shown.add(env["message_id"])
                             print(format_moo_line(env), file=out, flush=True)
                         for env in early:
                             if env["id"] not in shown:
