@@ -520,9 +520,10 @@ async def test_burst_of_100000_lines_while_other_clients_are_served(make_daemon,
             if expected == 1001:
                 await peer.send({"type": "command", "command": "ping"})
         elif frame["type"] == "response":
-            assert frame["payload"]["data"] is not None or frame["status"] == "success"
+            assert (frame["command"], frame["status"]) == ("ping", "success"), frame
             pong_after = expected - 1
-    assert pong_after is not None and pong_after < total, \
-        "the ping waited for the whole backlog"
-    await peer.recv_type("command_response") if pong_after is None else None
+        else:
+            assert frame["type"] == "command_response", frame
+    # The tailer yields between chunks: the ping was answered amid the backlog, not after it.
+    assert pong_after is not None and pong_after < total
     await peer.expect_silence(0.5)
