@@ -43,6 +43,13 @@ HOOKS = {
     "pane-died": ("pane-died", PRESENCE, {"pane": "hook_pane"}),
     "pane-exited": ("pane-died", PRESENCE, {"pane": "hook_pane"}),
 }
+# tmux (3.3) runs pane-died/pane-exited hooks set on a session only for its current window, and
+# gives them no reliable session name (the pane is gone). So pane death is watched by one global
+# entry shared by every Zgent, logged as from "tmux", and removed with the last Zgent's hooks.
+GLOBAL_HOOKS = ("pane-died", "pane-exited")
+GLOBAL_SENDER = "tmux"
+MARKER = "arqond.cli.narrative"
+HOOK_ENTRY_RE = re.compile(r"^(?P<hook>[a-z-]+)\[(?P<index>\d+)\] (?P<command>.*)$")
 # Fixed parts of a hook's shell command are used bare, so they must need no quoting at all.
 SHELL_SAFE = re.compile(r"^[A-Za-z0-9_./:@+=,-]+$")
 FIELD_RE = re.compile(r"^[a-z_]+$")
@@ -76,13 +83,16 @@ def hook_command(name: str, hook: str, log_dir: str) -> str:
         if not SHELL_SAFE.match(fixed):
             raise CliError(f"{fixed!r} contains characters a tmux hook cannot carry safely; "
                            "use a path of letters, digits and ./_-+=,:@")
-    words = [sys.executable, "-m", "arqond.cli.narrative", "hooks", "emit", "--file", target,
-             "--from", name, "--event", event, "session=#{q:session_name}"]
+    words = [sys.executable, "-m", MARKER, "hooks", "emit", "--file", target, "--event", event]
+    if hook in GLOBAL_HOOKS:
+        words += ["--from", GLOBAL_SENDER]
+    else:
+        words += ["--from", name, "session=#{q:session_name}"]
     words += [f"{field}=#{{q:{variable}}}" for field, variable in fields.items()]
     return "run-shell '" + " ".join(words) + "'"
 
 
-def _tmux(args: argparse.Namespace, *command: str) -> None:
+def _tmux(args: argparse.Namespace, *command: str) -> str:
     argv = ["tmux"] + (["-S", args.socket] if args.socket else []) + list(command)
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
@@ -90,6 +100,17 @@ def _tmux(args: argparse.Namespace, *command: str) -> None:
         raise CliError("tmux is not installed") from None
     if result.returncode != 0:
         raise CliError(f"tmux {' '.join(command[:3])}: {result.stderr.strip() or 'failed'}")
+    return result.stdout
+
+
+def _global_entries(args: argparse.Namespace, hook: str) -> list[str]:
+    """Indexes of arqond's entries in one global hook array."""
+    found = []
+    for entry in _tmux(args, "show-hooks", "-g", hook).splitlines():
+        match = HOOK_ENTRY_RE.match(entry)
+        if match and MARKER in match["command"]:
+            found.append(match["index"])
+    return found
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -98,10 +119,17 @@ def _install(args: argparse.Namespace) -> int:
         commands = {hook: hook_command(name, hook, args.log_dir) for hook in HOOKS}
         _tmux(args, "has-session", "-t", f"={name}")
         for hook, command in commands.items():
-            _tmux(args, "set-hook", "-t", f"={name}:", hook, command)
+            if hook not in GLOBAL_HOOKS:
+                _tmux(args, "set-hook", "-t", f"={name}:", hook, command)
+                continue
+            entries = _global_entries(args, hook)  # one shared entry, refreshed in place
+            if entries:
+                _tmux(args, "set-hook", "-g", f"{hook}[{entries[0]}]", command)
+            else:
+                _tmux(args, "set-hook", "-ga", hook, command)
     except CliError as exc:
         return _fail(str(exc))
-    print(f"arqon: {len(HOOKS)} hooks installed on tmux session {name}")
+    print(f"arqon: {len(HOOKS)} hooks installed for tmux session {name}")
     return 0
 
 
@@ -109,10 +137,18 @@ def _remove(args: argparse.Namespace) -> int:
     try:
         name = _check_name(args.name)
         for hook in HOOKS:
-            _tmux(args, "set-hook", "-u", "-t", f"={name}:", hook)
+            if hook not in GLOBAL_HOOKS:
+                _tmux(args, "set-hook", "-u", "-t", f"={name}:", hook)
+        sessions = _tmux(args, "list-sessions", "-F", "#{session_name}").splitlines()
+        in_use = any(MARKER in _tmux(args, "show-hooks", "-t", f"={session}:",
+                                     "client-attached") for session in sessions)
+        if not in_use:
+            for hook in GLOBAL_HOOKS:
+                for index in reversed(_global_entries(args, hook)):
+                    _tmux(args, "set-hook", "-gu", f"{hook}[{index}]")
     except CliError as exc:
         return _fail(str(exc))
-    print(f"arqon: hooks removed from tmux session {name}")
+    print(f"arqon: hooks removed for tmux session {name}")
     return 0
 
 
