@@ -296,6 +296,20 @@ async def test_restart_resumes_at_the_checkpoint_without_repeats(daemon, connect
     assert first[0]["id"] == expected_id(path, 0)
 
 
+async def test_checkpoints_of_files_deleted_while_stopped_expire(daemon, connect_peer):
+    peer = await subscriber(connect_peer, daemon, "*:narrative")
+    for name in ("stays", "goes"):
+        append(daemon.log_dir / f"{name}-narrative.jsonl", lines(name, [1]))
+    await receive(peer, 2)
+    assert await stop(daemon) == 0
+    checkpoint = daemon.state_dir / "narrative-checkpoints.json"
+    names = lambda: sorted(f["name"] for f in orjson.loads(checkpoint.read_bytes())["files"])
+    assert names() == ["goes-narrative.jsonl", "stays-narrative.jsonl"]
+    (daemon.log_dir / "goes-narrative.jsonl").unlink()
+    daemon.start()
+    assert names() == ["stays-narrative.jsonl"]
+
+
 async def test_rotation_while_stopped_reads_the_rest_then_the_new_file(daemon, connect_peer):
     peer = await subscriber(connect_peer, daemon, "dreader:narrative")
     path = daemon.log_dir / "dreader-narrative.jsonl"
@@ -450,6 +464,7 @@ async def test_symlinks_fifos_dirs_and_unreadable_files_are_refused_once(make_da
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT, 0)  # unreadable from its creation on
     os.write(fd, lines("secret", [1]).encode())
     os.close(fd)
+    append(daemon.log_dir / "Bad Name-narrative.jsonl", lines("bad", [1]))
     append(daemon.log_dir / "good-narrative.jsonl", lines("good", [1]))
     got = await receive(peer, 1)
     assert got[0]["room"] == "good"
@@ -459,6 +474,7 @@ async def test_symlinks_fifos_dirs_and_unreadable_files_are_refused_once(make_da
     await peer.expect_silence(0.3)
     for name, reason in (("evil", "a symbolic link"), ("pipe", "a FIFO, not a regular file"),
                          ("dir", "a directory, not a regular file"),
+                         ("Bad Name", "'Bad Name' is not a valid Zgent name"),
                          ("secret", "cannot be read: Permission denied")):
         found = [l for l in daemon.lines if f"{name}-narrative.jsonl: {reason}" in l]
         assert len(found) == 1, (name, found, daemon.lines[-20:])

@@ -331,7 +331,7 @@ class NarrativeTailer:
         """Bring the tracking of one name in line with the directory."""
         target = narrative.target_of(name)
         if isinstance(target, str):
-            self._sync_other(name)
+            self._sync_other(name, target)
             return
         current = self.at_name.get(name)
         st = self._admissible(name)
@@ -346,16 +346,19 @@ class NarrativeTailer:
             self._detach(current, "replaced by a new file")
         self._track(name, from_end=False, st=st)
 
-    def _sync_other(self, name: str) -> None:
-        """A name arqond does not publish (say a rotated ``x.jsonl.1``): it may be a draining
-        file under its new name, which may still be written to."""
+    def _sync_other(self, name: str, reason: str) -> None:
+        """A name arqond does not publish: a rotated ``x.jsonl.1`` may be a draining file under
+        its new name, still written to; a ``.jsonl`` name that maps to no channel is refused."""
         try:
             st = os.lstat(os.path.join(self.log_dir, name))
         except FileNotFoundError:
+            self.refused.pop(name, None)
             return
         tracked = self._tracked_identity(st)
         if tracked is not None:
             self._queue(tracked)
+        elif name.endswith(narrative.SUFFIX) and not name.startswith("."):
+            self._refuse(name, st, reason)
 
     def _track(self, name: str, *, from_end: bool,
                st: os.stat_result | None = None) -> TrackedFile | None:
@@ -372,9 +375,6 @@ class NarrativeTailer:
         tracked = self._open(name, target, st, 0, 0)
         if tracked is None:
             return None
-        # A file rotated away from this name is read to its end before this one.
-        tracked.after = next((old for old in reversed(self.draining) if old.name == name),
-                             None)
         tracked.learn_identity(narrative.fingerprint(_head(tracked.fd)))
         if from_end:
             start = _end_of_last_line(tracked.fd, st.st_size, self.settings.max_line_bytes)
@@ -408,6 +408,9 @@ class NarrativeTailer:
                            generation, self.settings.max_line_bytes)
 
     def _attach(self, tracked: TrackedFile) -> None:
+        # A file rotated away from this name is read to its end before this one.
+        tracked.after = next((old for old in reversed(self.draining)
+                              if old.name == tracked.name), None)
         self.at_name[tracked.name] = tracked
         self.dirty = True
         self._queue(tracked)
