@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import stat
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,26 @@ async def test_overlong_line_is_cut_and_the_rest_keeps_flowing(make_daemon, conn
     await peer.expect_silence(0.3)
 
 
+async def test_sighup_applies_a_new_line_limit(make_daemon, connect_peer):
+    daemon = make_daemon({"narrative": {"max_line_bytes": 4096}})
+    peer = await subscriber(connect_peer, daemon, "dreader:narrative")
+    path = daemon.log_dir / "dreader-narrative.jsonl"
+    append(path, line("dreader", 1, padding="p" * 200))
+    assert "malformed" not in (await receive(peer, 1))[0]["metadata"]
+    text = daemon.config_path.read_text().replace("max_line_bytes = 4096",
+                                                  "max_line_bytes = 100")
+    daemon.config_path.write_text(text.replace("[narrative]",
+                                               '[narrative]\nread_from = "beginning"'))
+    mark = len(daemon.lines)
+    daemon.signal(signal.SIGHUP)
+    reloaded = daemon.wait_for_line("configuration reloaded", start=mark)
+    assert "restart to apply narrative.read_from" in reloaded
+    append(path, line("dreader", 2, padding="p" * 200) + line("dreader", 3))
+    got = await receive(peer, 2)
+    assert "longer than max_line_bytes (100)" in got[0]["metadata"]["malformed"]
+    assert got[1]["payload"]["seq"] == 3
+
+
 async def test_wildcards_follow_every_zgent(daemon, connect_peer):
     every_narrative = await subscriber(connect_peer, daemon, "*:narrative")
     all_of_alpha = await subscriber(connect_peer, daemon, "alpha:*")
@@ -303,7 +323,10 @@ async def test_checkpoints_of_files_deleted_while_stopped_expire(daemon, connect
     await receive(peer, 2)
     assert await stop(daemon) == 0
     checkpoint = daemon.state_dir / "narrative-checkpoints.json"
-    names = lambda: sorted(f["name"] for f in orjson.loads(checkpoint.read_bytes())["files"])
+
+    def names() -> list[str]:
+        return sorted(f["name"] for f in orjson.loads(checkpoint.read_bytes())["files"])
+
     assert names() == ["goes-narrative.jsonl", "stays-narrative.jsonl"]
     (daemon.log_dir / "goes-narrative.jsonl").unlink()
     daemon.start()
@@ -357,7 +380,8 @@ async def test_same_inode_with_new_content_is_a_new_file(daemon, connect_peer):
     assert os.stat(path).st_ino == inode
     daemon.start()
     peer = await subscriber(connect_peer, daemon, "dreader:narrative")
-    assert seqs(await history(connect_peer, daemon, "dreader", "narrative", 6)) == list(range(10, 16))
+    stored = await history(connect_peer, daemon, "dreader", "narrative", 6)
+    assert seqs(stored) == list(range(10, 16))
 
 
 async def test_corrupt_checkpoint_is_set_aside_and_lines_come_again_with_their_ids(
