@@ -567,3 +567,13 @@ async def test_burst_of_100000_lines_while_other_clients_are_served(make_daemon,
     # The tailer yields between chunks: the ping was answered amid the backlog, not after it.
     assert pong_after is not None and pong_after < total
     await peer.expect_silence(0.5)
+
+
+def test_unusable_log_dir_stops_the_start_with_a_clear_error(make_daemon, tmp_path):
+    not_a_dir = tmp_path / "plain-file"
+    not_a_dir.write_text("")
+    daemon = make_daemon({"moo": {"log_dir": str(not_a_dir)}}, start=False)
+    daemon.start(wait_ready=False)
+    assert daemon.proc.wait(15) == 1
+    daemon.wait_for_line(f"cannot use {not_a_dir}: File exists")
+    assert not any("ready" in line_ for line_ in daemon.lines)

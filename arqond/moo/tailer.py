@@ -129,6 +129,21 @@ def _end_of_last_line(fd: int, size: int, limit: int) -> int:
 
 
 class NarrativeTailer:
+    """The log-dir watcher, an adapter like the transports (start, stop, reload).
+
+    Hooks for the MOO layer, all optional and called synchronously on the loop (an exception in
+    one is logged and counted in ``hook_errors``, never stops the bridge):
+
+    - ``on_zgent_seen(name, new_file)``: ``new_file`` True when NAME-narrative.jsonl is found
+      (at start-up or created later): register the Zgent; False after each batch of new lines
+      in it: refresh its lastSeen.
+    - ``on_query(name, obj)``: a valid request line appended to NAME-queries.jsonl (a JSON-RPC
+      request or a schema message), to be delivered to NAME like an inbox request.
+    - ``on_reply(requester, obj)``: a ``query-response`` line in NAME's narrative whose
+      ``queryId`` matches an open query from NAME-queries.jsonl; ``requester`` is that query's
+      ``replyTo`` (or ``from``). Each query is answered once; at most 4096 stay open.
+    """
+
     name = "narrative"
 
     def __init__(self, bus: Bus, config: Config, *, on_zgent_seen: ZgentSeen | None = None,
@@ -170,8 +185,8 @@ class NarrativeTailer:
                 os.makedirs(directory, exist_ok=True)
             except OSError as exc:
                 raise TailerError(f"cannot use {directory}: {exc.strerror}") from None
-        self.inotify = INotify(nonblocking=True)
         try:
+            self.inotify = INotify(nonblocking=True)
             self.watches[self.inotify.add_watch(self.log_dir, DIR_EVENTS | SELF_EVENTS)] = "log"
             moo_dir = os.path.dirname(self.broadcast_target)
             if os.path.isdir(moo_dir):
