@@ -163,9 +163,7 @@ async def test_moo_tail_prints_the_last_lines_then_follows(daemon):
     path = daemon.log_dir / "dreader-narrative.jsonl"
     with open(path, "ab") as handle:
         handle.write(b"".join(narrative_line(seq) for seq in (1, 2, 3)))
-    checkpoint = daemon.state_dir / "narrative-checkpoints.json"
-    while b'"offset":%d' % path.stat().st_size not in checkpoint.read_bytes():
-        await asyncio.sleep(0.05)  # until lines 1-3 are published
+    await published(daemon, path)
     out = io.StringIO()
     follower = asyncio.create_task(cli.follow_moo(daemon.ws_url, "dreader", out, lines=2))
     try:
@@ -188,3 +186,33 @@ async def test_moo_tail_reports_a_daemon_it_cannot_reach(capsys):
     code = await cli.follow_moo("ws://127.0.0.1:1/", "dreader", io.StringIO())
     assert code == 1
     assert capsys.readouterr().err.startswith("arqon: cannot connect to ws://127.0.0.1:1/")
+
+
+async def published(daemon, path: Path) -> None:
+    """Until the checkpoint of ``path`` has reached its end: every line is on the bus."""
+    checkpoint = daemon.state_dir / "narrative-checkpoints.json"
+    while b'"offset":%d' % path.stat().st_size not in checkpoint.read_bytes():
+        await asyncio.sleep(0.05)
+
+
+async def test_run_moo_tail_follows_until_interrupted(daemon):
+    code = ("import argparse, sys; from arqond.cli.narrative import run_moo_tail; "
+            "sys.exit(run_moo_tail(argparse.Namespace(moo=sys.argv[1], url=sys.argv[2])))")
+    bad = subprocess.run([sys.executable, "-c", code, "Bad/Name", daemon.ws_url],
+                         capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert bad.returncode == 1 and bad.stderr.startswith("arqon: invalid Zgent name")
+    path = daemon.log_dir / "dreader-narrative.jsonl"
+    with open(path, "ab") as handle:
+        handle.write(narrative_line(5))
+    await published(daemon, path)
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "dreader", daemon.ws_url, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE)
+    try:  # line 5 comes from history, so the tail has joined when it shows
+        assert await asyncio.wait_for(tail.stdout.readline(), 10) == b"[14:30:05] signal 5\n"
+        with open(path, "ab") as handle:
+            handle.write(narrative_line(6))
+        assert await asyncio.wait_for(tail.stdout.readline(), 10) == b"[14:30:06] signal 6\n"
+    finally:
+        tail.send_signal(2)  # SIGINT, as ^C in the pane
+        assert await asyncio.wait_for(tail.wait(), 10) == 0

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import re
-import shlex
 import subprocess
 import sys
 from collections import deque
@@ -239,13 +238,15 @@ async def follow_moo(url: str, name: str, out: TextIO, *, lines: int = 10,
 
 
 def run_moo_tail(args: argparse.Namespace) -> int:
-    """``arqon tail --moo NAME``: needs args.moo, args.url; args.token and args.lines optional."""
+    """``arqon tail --moo NAME``: needs args.moo; args.url (default DEFAULT_URL), args.token
+    and args.lines (default 10) are optional."""
     try:
         name = _check_name(args.moo)
     except CliError as exc:
         return _fail(str(exc))
     try:
-        return asyncio.run(follow_moo(args.url, name, sys.stdout,
+        return asyncio.run(follow_moo(getattr(args, "url", None) or DEFAULT_URL, name,
+                                      sys.stdout,
                                       lines=getattr(args, "lines", 10),
                                       token=getattr(args, "token", None)))
     except KeyboardInterrupt:
