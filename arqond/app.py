@@ -21,6 +21,7 @@ from arqond.core.cron import Cron
 from arqond.core.omega import Omega, OmegaSettings
 from arqond.core.webhooks import Webhooks
 from arqond.moo.layer import MooLayer
+from arqond.moo.tailer import NarrativeTailer, TailerError
 from arqond.system import activation, daemonize, journal
 from arqond.system.activation import Activation, ActivationError
 from arqond.system.fdstore import FdStore
@@ -118,7 +119,7 @@ class Daemon:
     async def run(self) -> int:
         try:
             await self._start()
-        except ListenerError as exc:
+        except (ListenerError, TailerError) as exc:
             log.error("%s", exc)
             await self._stop()
             return 1
@@ -165,6 +166,22 @@ class Daemon:
                                  owned_path=None if activated else server.control_socket)
         self.adapters.append(control)
         await control.start()
+        # The narrative bridge: LOG_DIR lines onto the bus; stop() flushes its checkpoints.
+        if self.config.narrative.enabled:
+            # The tailer publishes broadcast.jsonl through its LOG_DIR link, so the MOO layer
+            # only appends to it; otherwise every broadcast would go out twice.
+            self.moo.publish_broadcasts = False
+            tailer = NarrativeTailer(self.bus, self.config, on_zgent_seen=self._zgent_seen,
+                                     on_query=self.moo.inbox_line, on_reply=self.moo.inbox_line)
+            await tailer.start()
+            self.adapters.append(tailer)
+
+    def _zgent_seen(self, name: str, new_file: bool) -> None:
+        """A narrative file registers its Zgent; each new line refreshes its lastSeen."""
+        if new_file:
+            self.moo.ensure_zgent(name, "narrative")
+        else:
+            self.moo.touch(name)
 
     def _announce_ready(self) -> None:
         """The last step of startup: everything is serving, so tell systemd and the log."""

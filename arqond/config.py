@@ -59,6 +59,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
 def _absolute(value: str) -> str | None:
     return None if value.startswith("/") else "must be an absolute path"
 
@@ -184,6 +188,24 @@ SCHEMA: tuple[Option, ...] = (
     Option("moo.client_buffer_bytes", int, 1048576, "Bytes that may wait unsent for one Zgent "
            "socket client; one that falls further behind is disconnected and counted.",
            reload=True, check=_positive),
+    Option("narrative.enabled", bool, True, "Watch moo.log_dir and publish every appended "
+           "line on the bus."),
+    Option("narrative.read_from", str, "end", 'Where files found at the very first start (no '
+           'checkpoint file yet) are read from: "end" or "beginning". Files that appear later '
+           'are always read from their beginning; checkpointed files resume.',
+           check=_one_of("end", "beginning")),
+    Option("narrative.max_line_bytes", int, 65536, "Longest line kept, newline excluded; a "
+           "longer line is published cut to this length as {\"raw\": ...} with "
+           "metadata.malformed, and the lines after it flow on.", reload=True, check=_positive),
+    Option("narrative.sweep_interval", float, 5.0, "Seconds between stat sweeps of the log "
+           "dir, the safety net for missed inotify events; checkpoints are also synced to disk "
+           "then.", reload=True, check=_positive),
+    Option("narrative.rotate_wait", float, 5.0, "Seconds a file renamed or deleted away stays "
+           "open for late writes once it was read to its end.", reload=True,
+           check=_non_negative),
+    Option("narrative.max_files", int, 1024, "Files followed at once (rotated files still "
+           "being read count); more are refused with a log line.", reload=True,
+           check=_positive),
 )
 
 OPTIONS: dict[str, Option] = {option.key: option for option in SCHEMA}

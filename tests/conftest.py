@@ -54,7 +54,8 @@ class DaemonProcess:
     """One running arqond; its stderr is collected line by line for assertions."""
 
     def __init__(self, tmp: Path, config: dict[str, dict[str, Any]] | None = None,
-                 args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 args: list[str] | None = None, env: dict[str, str] | None = None,
+                 wrapper: list[str] | None = None) -> None:
         self.tmp = tmp
         self.moo_dir = tmp / "moo"
         self.log_dir = tmp / "log"
@@ -76,9 +77,9 @@ class DaemonProcess:
         self.listeners: dict[str, str] = {}
         self.proc: subprocess.Popen[str] | None = None
         self._changed = threading.Condition()
-        # How to launch: a wrapper in front of the command (systemd-socket-activate, sh to set
-        # LISTEN_PID) and extra Popen arguments (pass_fds, preexec_fn).
-        self.prefix: list[str] = []
+        # How to launch: a wrapper in front of the command (systemd-socket-activate, setpriv,
+        # sh to set LISTEN_PID) and extra Popen arguments (pass_fds, preexec_fn).
+        self.prefix: list[str] = wrapper or []
         self.popen_extra: dict[str, Any] = {}
 
     @property
@@ -139,6 +140,12 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as after a crash or the OOM killer."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
@@ -157,10 +164,10 @@ def make_daemon(tmp_path):
 
     def factory(config: dict[str, dict[str, Any]] | None = None, *, args: list[str] | None = None,
                 env: dict[str, str] | None = None, start: bool = True,
-                name: str = "d") -> DaemonProcess:
+                name: str = "d", wrapper: list[str] | None = None) -> DaemonProcess:
         tmp = tmp_path / f"{name}{len(started)}"
         tmp.mkdir()
-        daemon = DaemonProcess(tmp, config, args, env)
+        daemon = DaemonProcess(tmp, config, args, env, wrapper)
         started.append(daemon)
         return daemon.start() if start else daemon
 

@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 
 from arqond.cli.common import (CliError, add_bus_arguments, bus_client, command_data,
                                keep_only, parse_json, print_json, print_line, run)
+from arqond.cli import narrative
 from arqond.sdk import ArqonBusClient, CommandFailed
 
 STDIN_LINE_LIMIT = 1 << 24
@@ -35,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "follow only it")
     tail.add_argument("--channel", help="the channel to join (or ROOM:CHANNEL)")
     tail.add_argument("--follow", action="store_true", help="keep printing until interrupted")
+    tail.add_argument("--moo", metavar="NAME", help="print Zgent NAME's narrative as the "
+                      "seed's moo-tail does ([HH:MM:SS] content), the last --lines of it, then "
+                      "live until interrupted")
+    tail.add_argument("--lines", type=int, default=10, help="with --moo: lines of history "
+                      "shown first (default 10)")
     tail.set_defaults(func=tail_command)
 
     send = subparsers.add_parser(
@@ -69,6 +75,14 @@ def format_frame(frame: dict[str, Any], raw: bool) -> str:
 
 
 def tail_command(args: argparse.Namespace) -> int:
+    if args.moo is not None:
+        if args.lines < 0:
+            raise CliError("--lines must be 0 or more")
+        try:
+            return run(narrative.follow_moo(bus_client(args), args.moo, sys.stdout,
+                                            lines=args.lines))
+        except KeyboardInterrupt:
+            return 0  # interrupting is how a moo-tail ends
     send = None
     if args.send is not None:
         send = parse_json(args.send, "--send")

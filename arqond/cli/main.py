@@ -12,10 +12,10 @@ import os
 import sys
 
 from arqond import __version__
-from arqond.cli import bus, moo, status
+from arqond.cli import bus, moo, narrative, status
 from arqond.cli.common import CliError, fail
 
-PARTS = (status, bus, moo)
+PARTS = (status, bus, moo, narrative)
 
 
 def build_parser() -> argparse.ArgumentParser:
