@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from typing import Any, Protocol
 
@@ -16,6 +17,8 @@ from arqond.core.bus import Bus, BusSettings
 from arqond.system import journal
 from arqond.system.journal import NOTICE, log_event
 from arqond.system.listeners import ListenerError, bind_tcp, describe
+from arqond.transports.http import HttpAdapter
+from arqond.transports.telemetry import TelemetryAdapter
 from arqond.transports.websocket import WebSocketAdapter
 
 log = logging.getLogger("arqond")
@@ -49,6 +52,9 @@ class Daemon:
         self.bus.listeners.append(self._log_bus_event)
         self.adapters: list[Adapter] = []
         self.stopping = asyncio.Event()
+        # "starting", "ready" or "stopping": /health answers 200 only when "ready".
+        self.state = "starting"
+        self.addresses: dict[str, str] = {}  # listener name -> bound address, for /status
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
         level = EVENT_LEVELS.get(event, logging.DEBUG)
@@ -70,21 +76,40 @@ class Daemon:
             loop.add_signal_handler(signum, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         stats = asyncio.create_task(self._log_stats())
+        self.state = "ready"
         log_event(log, NOTICE, "ready", f"arqond {__version__} ready")
         await self.stopping.wait()
+        self.state = "stopping"
         log_event(log, NOTICE, "stopping", "arqond stopping")
         stats.cancel()
         await self._stop()
         return 0
 
+    def _listen(self, name: str, port: int) -> socket.socket:
+        """The listening socket called ``name`` (the systemd FileDescriptorName it will have)."""
+        sock = bind_tcp(self.config.server.host, port)
+        self.addresses[name] = describe(sock)
+        return sock
+
     async def _start(self) -> None:
         server = self.config.server
-        ws_sock = bind_tcp(server.host, server.port)
+        ws_sock = self._listen("ws", server.port)
         self.adapters.append(WebSocketAdapter(self.bus, self.config, ws_sock))
+        # -- telemetry WebSocket and HTTP ---------------------------------------------------
+        http = HttpAdapter(self.bus, self.config, self._listen("http", server.http_port),
+                           state=lambda: self.state, listeners=self.addresses)
+        self.adapters += [TelemetryAdapter(self.bus, self.config,
+                                           self._listen("telemetry", server.telemetry_port)),
+                          http]
+        # Adapters with counters (samples) or /status sections (status) report through HTTP.
+        http.metric_sources += [a.samples for a in self.adapters if hasattr(a, "samples")]
+        http.status_providers += [a.status for a in self.adapters if hasattr(a, "status")]
+        # -----------------------------------------------------------------------------------
         for adapter in self.adapters:
             await adapter.start()
-        log_event(log, logging.INFO, "listener_up", f"listening ws on {describe(ws_sock)}",
-                  listener="ws", address=describe(ws_sock))
+        for name, address in self.addresses.items():
+            log_event(log, logging.INFO, "listener_up", f"listening {name} on {address}",
+                      listener=name, address=address)
 
     async def _stop(self) -> None:
         for adapter in reversed(self.adapters):

@@ -56,7 +56,8 @@ class DaemonProcess:
         for path in (self.moo_dir, self.log_dir, self.state_dir):
             path.mkdir(exist_ok=True)
         sections: dict[str, dict[str, Any]] = {
-            "server": {"port": 0, "state_dir": str(self.state_dir), "log_level": "debug"},
+            "server": {"port": 0, "telemetry_port": 0, "http_port": 0,
+                       "state_dir": str(self.state_dir), "log_level": "debug"},
             "moo": {"dir": str(self.moo_dir), "log_dir": str(self.log_dir)},
         }
         for section, body in (config or {}).items():
@@ -115,6 +116,19 @@ class DaemonProcess:
     @property
     def ws_url(self) -> str:
         return f"ws://{self.listeners['ws']}/"
+
+    @property
+    def telemetry_url(self) -> str:
+        return f"ws://{self.listeners['telemetry']}/"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.listeners['http']}"
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        host, _, port = self.listeners["http"].rpartition(":")
+        return host.strip("[]"), int(port)
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
