@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -194,6 +196,12 @@ class Peer:
         assert frame["type"] == kind, frame
         return frame
 
+    async def recv_event(self, event_type: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next telemetry-port frame, which must have ``event_type``."""
+        frame = await self.recv(timeout)
+        assert frame.get("event_type") == event_type, frame
+        return frame
+
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
             frame = await asyncio.wait_for(self.connection.recv(), seconds)
@@ -230,3 +238,49 @@ async def connect_peer():
     yield factory
     for peer in opened:
         await peer.connection.close()
+
+
+class HttpReply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        assert self.headers.get("content-type") == "application/json", self.headers
+        return orjson.loads(self.body)
+
+
+def http_call(daemon: DaemonProcess, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> HttpReply:
+    """One request on a fresh connection to the daemon's HTTP listener."""
+    host, port = daemon.http_address
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return HttpReply(response.status, {k.lower(): v for k, v in response.getheaders()},
+                         response.read())
+    finally:
+        connection.close()
+
+
+def http_raw(daemon: DaemonProcess, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to the HTTP listener and read until the server closes."""
+    with socket.create_connection(daemon.http_address, timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_http_reply(raw: bytes) -> HttpReply:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return HttpReply(status, headers, body)
