@@ -38,6 +38,7 @@ log = logging.getLogger("arqond.http")
 
 MAX_HEAD_BYTES = 16384
 MAX_HEADERS = 64
+HEAD_TOO_LARGE = f"request line and headers exceed {MAX_HEAD_BYTES} bytes"
 IDLE_TIMEOUT = 30.0
 READ_CHUNK = 65536
 PUBLISH_TYPES = ("message", "event")
@@ -240,8 +241,9 @@ class HttpAdapter:
         except h11.RemoteProtocolError as exc:
             if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
                 return False
-            self._error(exchange, HttpError(HTTPStatus(exc.error_status_hint),
-                                            f"malformed request: {exc}", close=True))
+            status = HTTPStatus(exc.error_status_hint)
+            self._error(exchange, HttpError(status, HEAD_TOO_LARGE if status == 431
+                                            else f"malformed request: {exc}", close=True))
         except HttpError as exc:
             if conn.our_state is not h11.SEND_RESPONSE:
                 return False
@@ -264,6 +266,12 @@ class HttpAdapter:
         if len(event.headers) > MAX_HEADERS:
             raise HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                             f"more than {MAX_HEADERS} header fields", close=True)
+        # h11 bounds only heads still incomplete in its buffer; a complete one read in a
+        # single chunk is measured here.
+        if len(event.method) + len(event.target) + sum(
+                len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD_BYTES:
+            raise HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, HEAD_TOO_LARGE,
+                            close=True)
         limit = self.config.server.max_message_size
         length = dict(event.headers).get(b"content-length")
         if length is not None and int(length) > limit:
