@@ -310,6 +310,54 @@ async def test_slow_stream_is_cut_off_and_counted(make_daemon, connect_peer):
     slow.close()
 
 
+async def test_publish_identity_comes_from_client_type(daemon, connect_peer):
+    dashboard = await connect_peer(daemon.ws_url)
+    await dashboard.command("join_channel", {"room": "integriguard", "channel": "dashboard-events"})
+    await dashboard.command("leave_channel", {"room": "science", "channel": "general"})
+    # type= is the envelope type, never the client's: a human publishing an event.
+    assert http_call(daemon, "POST", "/v1/publish?room=science:general&type=event",
+                     body=b'{"a": 1}').status == 200
+    reply = http_call(daemon, "POST", "/v1/publish?room=science:general&client_type=ai-agent"
+                      "&screen_name=curl-bot", body=b'{"a": 2}')
+    report = await dashboard.recv_type("telemetry")
+    assert report["payload"]["eventType"] == "agent_activity"
+    assert (report["payload"]["client_type"], report["payload"]["screen_name"]) == \
+        ("ai-agent", "curl-bot")
+    assert report["payload"]["last_message_id"] == reply.json()["id"]
+    await dashboard.expect_silence(0.2)
+
+
+async def test_stream_ends_cleanly_when_arqond_stops(daemon):
+    stream = await open_curl_stream(daemon, "room=science&channel=general")
+    http_call(daemon, "POST", "/v1/publish?room=science:general", body=b'{"last": 1}')
+    assert (await read_lines(stream, 1))[0]["payload"] == {"last": 1}
+    assert daemon.stop() == 0
+    assert await asyncio.wait_for(stream.stdout.read(), 5) == b""
+    assert await asyncio.wait_for(stream.wait(), 5) == 0  # curl saw a complete chunked body
+
+
+def test_connection_limit_answers_503(make_daemon):
+    daemon = make_daemon({"server": {"max_connections": 1}})
+    host, port = daemon.http_address
+    holder = http.client.HTTPConnection(host, port, timeout=10)
+
+    def held(path: str) -> tuple[int, bytes]:
+        holder.request("GET", path)
+        response = holder.getresponse()
+        return response.status, response.read()
+
+    try:
+        assert held("/health")[0] == 200  # answered, so the connection is registered
+        refused = http_call(daemon, "GET", "/health")
+        assert refused.status == 503
+        assert refused.json()["details"] == "connection limit reached"
+        status, body = held("/metrics")  # the held connection still works
+        assert status == 200
+        assert parse_metrics(body.decode())["arqonbus_http_refused_total"] == 1
+    finally:
+        holder.close()
+
+
 # -- JWT -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path, method", [
@@ -409,3 +457,21 @@ def test_keep_alive_and_pipelining(daemon):
     assert b'"protocol":"1.0"' in pipelined and b'"status":"healthy"' in pipelined
     values = metrics_of(daemon)
     assert values["arqonbus_http_connections_total"] == 2 + 1  # + the /metrics request
+
+
+def test_expect_100_continue_is_answered_before_the_body(daemon):
+    body = orjson.dumps({"big": "x" * 5000})
+    with socket.create_connection(daemon.http_address, timeout=10) as sock:
+        sock.sendall(b"POST /v1/publish?room=science:general HTTP/1.1\r\nHost: x\r\n"
+                     b"Expect: 100-continue\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += sock.recv(1)
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        sock.sendall(body)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    reply = parse_http_reply(raw)
+    assert reply.status == 200 and reply.json()["payload"] == {"big": "x" * 5000}

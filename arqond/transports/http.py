@@ -63,7 +63,7 @@ class HttpError(Exception):
 
 
 class Request:
-    __slots__ = ("method", "path", "query", "headers", "body", "http_version")
+    __slots__ = ("method", "path", "query", "headers", "body")
 
     def __init__(self, event: h11.Request, body: bytes) -> None:
         target = urlsplit(event.target.decode("ascii", "replace"))
@@ -73,7 +73,10 @@ class Request:
         self.headers = {name.decode("latin-1"): value.decode("latin-1")
                         for name, value in event.headers}
         self.body = body
-        self.http_version = event.http_version
+
+    def identity(self) -> dict[str, str]:
+        """Identity query parameters; ``type`` is the envelope type here, so only client_type."""
+        return identity_from_query({k: v for k, v in self.query.items() if k != "type"})
 
 
 class Exchange:
@@ -155,10 +158,6 @@ class ReplySink:
         pass
 
 
-def json_body(value: Any) -> bytes:
-    return orjson.dumps(value)
-
-
 def health(state: str) -> tuple[HTTPStatus, dict[str, Any]]:
     """/health: 200 only while the daemon is ready ("starting" and "stopping" are 503)."""
     body = {"status": "healthy" if state == "ready" else state, "service": SERVICE_NAME,
@@ -173,6 +172,7 @@ class HttpAdapter:
                  state: Callable[[], str], listeners: Mapping[str, str]) -> None:
         self.bus = bus
         self.config = config
+        self.max_body = config.server.max_message_size
         self.sock = sock
         self.state = state
         self.listeners = listeners
@@ -272,12 +272,14 @@ class HttpAdapter:
                 len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD_BYTES:
             raise HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, HEAD_TOO_LARGE,
                             close=True)
-        limit = self.config.server.max_message_size
+        limit = self.max_body
         length = dict(event.headers).get(b"content-length")
         if length is not None and int(length) > limit:
             raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                             f"body of {int(length)} bytes exceeds the limit of {limit} bytes "
                             "(server.max_message_size)", close=True)
+        if exchange.conn.they_are_waiting_for_100_continue:
+            exchange.write(h11.InformationalResponse(status_code=100, headers=[]))
         body = bytearray()
         while True:
             part = await exchange.next_event()
@@ -318,11 +320,11 @@ class HttpAdapter:
             h11.Data(data=body), h11.EndOfMessage())
 
     def _json(self, exchange: Exchange, value: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self._respond(exchange, status, json_body(value))
+        self._respond(exchange, status, orjson.dumps(value))
 
     def _error(self, exchange: Exchange, error: HttpError) -> None:
         headers = error.headers + ((("Connection", "close"),) if error.close else ())
-        self._respond(exchange, error.status, json_body(
+        self._respond(exchange, error.status, orjson.dumps(
             {"error": error.status.phrase, "details": error.details,
              "status": error.status.value}), headers=headers)
 
@@ -430,7 +432,7 @@ class HttpAdapter:
         sink = StreamSink(exchange, self.config.server.client_buffer_bytes, self)
         client = bus.attach(sink, "http", claims=claims, peer=exchange.peer, welcome=False,
                             join_default=False)
-        problems = client.identify(identity_from_query(request.query))
+        problems = client.identify(request.identity())
         if problems:
             bus.detach(client, reason="refused")
             raise HttpError(HTTPStatus.BAD_REQUEST, "; ".join(problems))
@@ -464,9 +466,8 @@ class HttpAdapter:
                 from None
         bus = self.bus
         replies = ReplySink()
-        client = bus.attach(replies, "http", claims=claims,
-                            identity=identity_from_query(request.query), peer=exchange.peer,
-                            welcome=False, join_default=False)
+        client = bus.attach(replies, "http", claims=claims, identity=request.identity(),
+                            peer=exchange.peer, welcome=False, join_default=False)
         try:
             if not replies.frames:  # no identity complaint
                 # Through receive, so the envelope is validated as a WebSocket frame would be.

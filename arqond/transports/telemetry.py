@@ -153,6 +153,7 @@ class TelemetryAdapter:
                   "telemetry watcher cut off: outgoing buffer full", client_id=watcher,
                   transport="telemetry")
         sink.close(CLOSE_SLOW_CONSUMER, "slow consumer: outgoing buffer full")
+        self._on_bus_event("client_slow", {"client_id": watcher, "transport": "telemetry"})
 
     def status(self) -> dict[str, Any]:
         return {"telemetry": {"connections": len(self.watchers),
