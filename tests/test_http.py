@@ -186,6 +186,7 @@ async def test_history_returns_the_last_messages_in_order(daemon, connect_peer):
     ("room=science&channel=design&limit=0", 400, "limit must be a whole number from 1 to 500"),
     ("room=science&channel=design&limit=501", 400, "limit must be a whole number"),
     ("room=science&channel=design&limit=ten", 400, "limit must be a whole number"),
+    ("room=science&channel=design&limit=%C2%B2", 400, "limit must be a whole number"),
     ("channel=design", 400, "query parameter room is required"),
     ("room=science&channel=absent", 404, "channel science:absent does not exist"),
     ("room=absent", 404, "room absent does not exist"),

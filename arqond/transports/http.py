@@ -118,9 +118,10 @@ class StreamSink:
         self.open = True
 
     def send(self, frame: bytes) -> bool:
-        if not self.open:
-            return True
-        if self.exchange.writer.transport.get_write_buffer_size() > self.limit:
+        transport = self.exchange.writer.transport
+        if not self.open or transport.is_closing():
+            return True  # going away already: the adapter detaches it when the read ends
+        if transport.get_write_buffer_size() > self.limit:
             return False
         self.exchange.write(h11.Data(data=frame + b"\n"))
         return True
@@ -411,7 +412,7 @@ class HttpAdapter:
         room, channel = self._target(request, channel_required=False)
         maximum = self.bus.settings.history_size
         raw_limit = request.query.get("limit", str(self.bus.settings.history_default_limit))
-        if not raw_limit.isdigit() or not 0 < int(raw_limit) <= maximum:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 0 < int(raw_limit) <= maximum:
             raise HttpError(HTTPStatus.BAD_REQUEST,
                             f"limit must be a whole number from 1 to {maximum}")
         limit = int(raw_limit)

@@ -26,7 +26,7 @@ from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import client_id
 from arqond.core.metrics import Sample, counter, gauge
 from arqond.system.journal import log_event
-from arqond.transports.wsbase import WebSocketSink, admit, peer_of
+from arqond.transports.wsbase import WebSocketSink, admit
 
 log = logging.getLogger("arqond.telemetry")
 library_log = logging.getLogger("arqond.ws.library")
