@@ -30,6 +30,8 @@ from arqond.transports.wsbase import WebSocketSink, admit
 
 log = logging.getLogger("arqond.telemetry")
 library_log = logging.getLogger("arqond.ws.library")
+# Seconds a watcher gets to answer our close frame at shutdown; keeps SIGTERM quick.
+CLOSE_TIMEOUT = 2.0
 
 
 class TelemetryAdapter:
@@ -58,7 +60,7 @@ class TelemetryAdapter:
         self.server = await serve(
             self._handle, sock=self.sock, max_size=server.max_message_size,
             ping_interval=server.ping_interval, ping_timeout=server.ping_timeout,
-            compression=None, process_request=self._process_request,
+            close_timeout=CLOSE_TIMEOUT, compression=None, process_request=self._process_request,
             server_header=f"arqond/{__version__}", logger=library_log)
         for room, channel in (telemetry.TELEMETRY_STREAM, telemetry.DASHBOARD_EVENTS):
             self.bus.router.ensure_channel(room, channel, kind="system")
