@@ -137,6 +137,12 @@ async def test_slow_watcher_is_cut_off_and_others_get_everything(make_daemon, co
     fast = await connect_peer(daemon.telemetry_url)
     # max_queue=1 makes the client stop reading from its socket after one unread frame.
     slow = await connect_peer(daemon.telemetry_url, max_queue=1)
+    # The first event creates integriguard:telemetry-stream, which is itself an event.
+    await sender.send({"eventType": "warmup", "payload": {}})
+    await fast.recv_event("warmup")
+    created = await fast.recv_event("channel_created")
+    assert (created["payload"]["room"], created["payload"]["channel"]) == \
+        ("integriguard", "telemetry-stream")
     blob = "z" * 60000
     cut_off = []
     count = 0

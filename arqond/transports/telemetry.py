@@ -62,8 +62,6 @@ class TelemetryAdapter:
             ping_interval=server.ping_interval, ping_timeout=server.ping_timeout,
             close_timeout=CLOSE_TIMEOUT, compression=None, process_request=self._process_request,
             server_header=f"arqond/{__version__}", logger=library_log)
-        for room, channel in (telemetry.TELEMETRY_STREAM, telemetry.DASHBOARD_EVENTS):
-            self.bus.router.ensure_channel(room, channel, kind="system")
         self.bus.listeners.append(self._on_bus_event)
         self.bus.observers.append(self._on_message)
         self._ticker = asyncio.create_task(self._tick_activity())
