@@ -18,6 +18,7 @@ from arqond.config import Config, ConfigError
 from arqond.core.bus import Bus, BusSettings
 from arqond.core.casil import Casil
 from arqond.core.cron import Cron
+from arqond.core.metrics import Sample, counters_of
 from arqond.core.omega import Omega, OmegaSettings
 from arqond.core.webhooks import Webhooks
 from arqond.moo.layer import MooLayer
@@ -30,7 +31,9 @@ from arqond.system.listeners import ListenerError, bind_tcp, bind_unix, describe
 from arqond.system.notify import Notifier
 from arqond.system.policy import CasilReloader
 from arqond.transports.control import ControlAdapter
+from arqond.transports.http import HttpAdapter
 from arqond.transports.scheduler import CronScheduler
+from arqond.transports.telemetry import TelemetryAdapter
 from arqond.transports.webhooks import WebhookDelivery
 from arqond.transports.websocket import WebSocketAdapter
 
@@ -95,6 +98,8 @@ class Daemon:
         # Flush hooks run on SIGTERM before the adapters stop (checkpoints, registry, ...).
         self.stop_callbacks: list[StopCallback] = []
         self.addresses: dict[str, str] = {}
+        # "starting", "ready" or "stopping": /health answers 200 only when "ready".
+        self.state = "starting"
         self._add_operator_lane()
 
     def _add_operator_lane(self) -> None:
@@ -130,6 +135,7 @@ class Daemon:
         tasks = [asyncio.create_task(self._log_stats()), asyncio.create_task(self._heartbeat())]
         self._announce_ready()
         await self.stopping.wait()
+        self.state = "stopping"
         self.notifier.stopping()
         log_event(log, NOTICE, "stopping", "arqond stopping")
         for task in tasks:
@@ -150,31 +156,52 @@ class Daemon:
         return sock
 
     async def _start(self) -> None:
-        server = self.config.server
+        server, config = self.config.server, self.config
+        # Every listener is systemd's under socket activation, else bound here.
         ws_sock = self.listener("ws", lambda: bind_tcp(server.host, server.port))
-        self.adapters.append(WebSocketAdapter(self.bus, self.config, ws_sock))
-        # MOO layer: Zgent FIFOs, sockets, registry.json, broadcast log (arqond/moo).
-        self.moo = MooLayer(self.bus, self.config, self.fdstore)
-        self.adapters.append(self.moo)
+        telemetry_sock = self.listener(
+            "telemetry", lambda: bind_tcp(server.host, server.telemetry_port))
+        http_sock = self.listener("http", lambda: bind_tcp(server.host, server.http_port))
+        # The control socket file belongs to systemd when it passed the socket: kept on stop.
+        control_owned = "control" not in self.activation.listeners
+        control_sock = self.listener("control", lambda: control_listener(config))
+        self.moo = MooLayer(self.bus, config, self.fdstore)
+        self.http = HttpAdapter(self.bus, config, http_sock, state=lambda: self.state,
+                                listeners=self.addresses)
+        self.adapters += [
+            WebSocketAdapter(self.bus, config, ws_sock), self.moo,
+            TelemetryAdapter(self.bus, config, telemetry_sock), self.http,
+            ControlAdapter(self.bus, config, control_sock,
+                           owned_path=server.control_socket if control_owned else None)]
+        if config.narrative.enabled:
+            # The tailer publishes broadcast.jsonl through its LOG_DIR link, so the MOO layer
+            # only appends to it; otherwise every broadcast would go out twice. It starts
+            # after the MOO layer, which makes that link.
+            self.moo.publish_broadcasts = False
+            self.adapters.append(NarrativeTailer(
+                self.bus, config, on_zgent_seen=self._zgent_seen,
+                on_query=self.moo.inbox_line, on_reply=self.moo.inbox_line))
         for adapter in self.adapters:
             await adapter.start()
-        # control socket: the local admin door for the arqon CLI. Under socket activation the
-        # file belongs to systemd, so arqond must not remove it on stop.
-        activated = "control" in self.activation.listeners
-        control_sock = self.listener("control", lambda: control_listener(self.config))
-        control = ControlAdapter(self.bus, self.config, control_sock,
-                                 owned_path=None if activated else server.control_socket)
-        self.adapters.append(control)
-        await control.start()
-        # The narrative bridge: LOG_DIR lines onto the bus; stop() flushes its checkpoints.
-        if self.config.narrative.enabled:
-            # The tailer publishes broadcast.jsonl through its LOG_DIR link, so the MOO layer
-            # only appends to it; otherwise every broadcast would go out twice.
-            self.moo.publish_broadcasts = False
-            tailer = NarrativeTailer(self.bus, self.config, on_zgent_seen=self._zgent_seen,
-                                     on_query=self.moo.inbox_line, on_reply=self.moo.inbox_line)
-            await tailer.start()
-            self.adapters.append(tailer)
+        # Parts with counters (samples) or /status sections (status) report through HTTP.
+        self.http.metric_sources += [a.samples for a in self.adapters if hasattr(a, "samples")]
+        self.http.metric_sources.append(self._operator_lane_samples)
+        self.http.status_providers += [a.status for a in self.adapters if hasattr(a, "status")]
+
+    def _operator_lane_samples(self) -> list[Sample]:
+        return [*counters_of(self.casil, "arqonbus_casil", {
+                    "inspected_total": "Frames inspected by CASIL.",
+                    "blocked_total": "Frames CASIL blocked.",
+                    "redacted_total": "Frames CASIL redacted.",
+                    "internal_errors_total": "Inspections that failed (default_decision)."}),
+                *counters_of(self.webhook_delivery, "arqonbus_webhook", {
+                    "delivered_total": "Webhook POSTs answered 2xx.",
+                    "failed_total": "Webhook POSTs that failed, each logged.",
+                    "dropped_total": "Webhook deliveries dropped at the queue bound."}),
+                *counters_of(self.cron, "arqonbus_cron", {
+                    "fired_total": "op.cron messages published."}),
+                *counters_of(self.omega, "arqonbus_omega", {
+                    "events_dropped_total": "Omega events dropped at omega.max_events."})]
 
     def _zgent_seen(self, name: str, new_file: bool) -> None:
         """A narrative file registers its Zgent; each new line refreshes its lastSeen."""
@@ -197,6 +224,7 @@ class Daemon:
             log.warning("fd store held more than one fd named %r; kept the first", name)
         for name in self.fdstore.close_unclaimed():
             log.warning("fd store entry %r was not claimed by any part; dropped it", name)
+        self.state = "ready"
         self.notifier.ready(self.status_line())
         log_event(log, NOTICE, "ready", f"arqond {__version__} ready")
 

@@ -91,6 +91,14 @@ SCHEMA: tuple[Option, ...] = (
            env=("ARQONBUS_HOST",)),
     Option("server.port", int, 9100, "WebSocket bus port; 0 picks a free port.",
            flag="--port", env=("ARQONBUS_PORT",), check=_port),
+    Option("server.telemetry_port", int, 9101, "Telemetry WebSocket port; 0 picks a free port.",
+           flag="--telemetry-port", env=("ARQONBUS_TELEMETRY_PORT",), check=_port),
+    Option("server.http_port", int, 8080, "HTTP port (health, version, status, metrics, "
+           "/v1 history, stream and publish); 0 picks a free port.", flag="--http-port",
+           env=("ARQONBUS_HTTP_PORT",), check=_port),
+    Option("server.activity_interval", float, 1.0, "Seconds over which agent_activity "
+           "telemetry is coalesced: at most one event per agent client per interval.",
+           reload=True, check=_positive),
     Option("server.state_dir", str, "/var/lib/arqond", "Durable state: checkpoints and the "
            "like.", flag="--state-dir", check=_absolute),
     Option("server.log_level", str, "info", "Least severe log level written.", reload=True,

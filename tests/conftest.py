@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import http.client
 import os
 import re
 import signal
@@ -63,7 +64,8 @@ class DaemonProcess:
         for path in (self.moo_dir, self.log_dir, self.state_dir):
             path.mkdir(exist_ok=True)
         sections: dict[str, dict[str, Any]] = {
-            "server": {"port": 0, "state_dir": str(self.state_dir), "log_level": "debug",
+            "server": {"port": 0, "telemetry_port": 0, "http_port": 0,
+                       "state_dir": str(self.state_dir), "log_level": "debug",
                        "control_socket": str(tmp / "control.sock")},
             "moo": {"dir": str(self.moo_dir), "log_dir": str(self.log_dir)},
         }
@@ -131,6 +133,19 @@ class DaemonProcess:
     @property
     def ws_url(self) -> str:
         return f"ws://{self.listeners['ws']}/"
+
+    @property
+    def telemetry_url(self) -> str:
+        return f"ws://{self.listeners['telemetry']}/"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.listeners['http']}"
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        host, _, port = self.listeners["http"].rpartition(":")
+        return host.strip("[]"), int(port)
 
     @property
     def control_path(self) -> str:
@@ -350,6 +365,12 @@ class Peer:
         assert frame["type"] == kind, frame
         return frame
 
+    async def recv_event(self, event_type: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next telemetry-port frame, which must have ``event_type``."""
+        frame = await self.recv(timeout)
+        assert frame.get("event_type") == event_type, frame
+        return frame
+
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
             frame = await asyncio.wait_for(self.recv_text(), seconds)
@@ -416,3 +437,49 @@ async def connect_peer():
     yield factory
     for peer in opened:
         await peer.close()
+
+
+class HttpReply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        assert self.headers.get("content-type") == "application/json", self.headers
+        return orjson.loads(self.body)
+
+
+def http_call(daemon: DaemonProcess, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> HttpReply:
+    """One request on a fresh connection to the daemon's HTTP listener."""
+    host, port = daemon.http_address
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return HttpReply(response.status, {k.lower(): v for k, v in response.getheaders()},
+                         response.read())
+    finally:
+        connection.close()
+
+
+def http_raw(daemon: DaemonProcess, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to the HTTP listener and read until the server closes."""
+    with socket.create_connection(daemon.http_address, timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_http_reply(raw: bytes) -> HttpReply:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return HttpReply(status, headers, body)

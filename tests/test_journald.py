@@ -90,13 +90,19 @@ def test_the_daemon_logs_to_the_journal(private_journal):
         import asyncio, os, re, signal, subprocess, sys, time
         import orjson
         from websockets.asyncio.client import connect
-        proc = subprocess.Popen([sys.executable, "-m", "arqond", "--port", "0",
+        import socket
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        ws_port = probe.getsockname()[1]
+        probe.close()
+        proc = subprocess.Popen([sys.executable, "-m", "arqond", "--port", str(ws_port),
+                                 "--telemetry-port", "0", "--http-port", "0",
                                  "--log-level", "info"])
         async def main():
             # The daemon's log goes to the journal, not to us: find its port from /proc.
             for _ in range(200):
                 out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
-                match = re.search(r"127.0.0.1:(\\d+) .*pid=%d," % proc.pid, out)
+                match = re.search(r"127.0.0.1:(%d) .*pid=%d," % (ws_port, proc.pid), out)
                 if match:
                     break
                 await asyncio.sleep(0.05)

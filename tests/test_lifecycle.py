@@ -187,7 +187,7 @@ async def test_stop_callbacks_run_and_a_stuck_one_is_cut_short(tmp_path, monkeyp
     cut off at the stop budget and the rest of the shutdown still happens."""
     monkeypatch.setattr(app, "STOP_BUDGET", 0.5)
     config = configuration.load(str(write_config(tmp_path / "a.toml", {"server": {
-        "port": 0, "state_dir": str(tmp_path)}})))
+        "port": 0, "telemetry_port": 0, "http_port": 0, "state_dir": str(tmp_path)}})))
     daemon = app.Daemon(config, {})
     flushed: list[str] = []
 
@@ -263,7 +263,8 @@ async def test_daemon_mode_pidfile(tmp_path):
     pidfile = tmp_path / "run" / "arqond.pid"
     pidfile.parent.mkdir()
     port = free_port()
-    settings = {"server": {"port": port, "state_dir": str(tmp_path)}}
+    settings = {"server": {"port": port, "telemetry_port": 0, "http_port": 0,
+                           "state_dir": str(tmp_path)}}
     config = write_config(tmp_path / "arqond.toml", settings)
     # A relative --config: the detached daemon runs in / and must still find it on SIGHUP.
     started = run_arqond("--config", "arqond.toml", "--daemon", "--pidfile", str(pidfile),
@@ -311,7 +312,8 @@ def test_pidfile_of_a_dead_process_is_replaced_and_garbage_refused(tmp_path):
     pidfile.write_text(f"{dead.pid}\n")
     port = free_port()
     config = str(write_config(tmp_path / "arqond.toml", {
-        "server": {"port": port, "state_dir": str(tmp_path)}}))
+        "server": {"port": port, "telemetry_port": 0, "http_port": 0,
+                   "state_dir": str(tmp_path)}}))
     assert run_arqond("--config", config, "--daemon", "--pidfile", str(pidfile)).returncode == 0
     pid = read_pid(pidfile, other_than=dead.pid)
     os.kill(pid, signal.SIGTERM)

@@ -56,7 +56,7 @@ async def test_inbox_line_is_a_message_to_the_zgent(layer):
     assert (layer.inbox_lines_total, layer.inbox_refused_total) == (1, 1)
     history = layer.bus.router.history("newbie", "inbox")
     assert [env["payload"] for env in history] == [{"n": 1}]
-    status = layer.status()
+    status = layer.status()["zgents"]
     assert status["newbie"]["mailbox"] == 0 and status["newbie"]["handler"] is False
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from arqond.core.envelope import client_id, now_iso
 
@@ -11,10 +11,18 @@ CLIENT_TYPES = ("human", "dashboard", "ai-agent", "agent", "service", "system", 
 NON_AGENT_TYPES = frozenset({"human", "dashboard", "system"})
 IDENTITY_KEYS = ("type", "screen_name", "personality", "avatar")
 MAX_IDENTITY_LENGTH = 256
+# Connection query parameters that set identity fields (client_type is ArqonBus's spelling).
+IDENTITY_QUERY_PARAMS = {"client_type": "type", "type": "type", "screen_name": "screen_name",
+                         "personality": "personality", "avatar": "avatar"}
 
 # Close codes the core asks adapters to use (documented in arqond(8)).
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_GOING_AWAY = 1001
+
+
+def identity_from_query(query: Mapping[str, str]) -> dict[str, str]:
+    return {IDENTITY_QUERY_PARAMS[key]: value for key, value in query.items()
+            if key in IDENTITY_QUERY_PARAMS}
 
 
 class Sink(Protocol):

@@ -35,6 +35,7 @@ from arqond.moo.broadcast import BroadcastLog
 from arqond.moo.files import NotOurs
 from arqond.moo.inbox import InboxReader
 from arqond.moo.sockets import SocketSink, ZgentConnection
+from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.system.fdstore import FdStore
 from arqond.system.journal import log_event
 from arqond.system.listeners import ListenerError
@@ -74,6 +75,24 @@ class Served:
         self.waiters: list[Waiter] = []
         self.uids: set[int] = set()
         self.gids: set[int] = set()
+
+
+# What /metrics exports of the MOO layer (arqonbus_moo_<name>).
+MOO_COUNTERS = {
+    "inbox_lines_total": "Lines read from inbox FIFOs (and narrative queries) delivered.",
+    "inbox_refused_total": "Inbox lines refused (too long, no such Zgent), each logged.",
+    "mailbox_dropped_total": "Mailbox messages dropped, oldest first, at moo.mailbox_size.",
+    "socket_connections_total": "Connections accepted on Zgent sockets.",
+    "socket_requests_total": "Requests received on Zgent sockets.",
+    "socket_errors_total": "JSON-RPC errors answered on Zgent sockets.",
+    "socket_clients_cut_total": "Zgent socket clients cut off for falling behind.",
+    "socket_clients_refused_total": "Zgent socket clients refused at moo.max_clients.",
+    "handler_requests_total": "Requests forwarded to attached Zgent handlers.",
+    "handler_timeouts_total": "Handler requests answered -32002 after moo.handler_timeout.",
+    "late_replies_total": "Handler replies that came after their request timed out.",
+    "broadcasts_total": "Broadcasts appended to broadcast.jsonl.",
+    "registry_writes_total": "Atomic rewrites of registry.json.",
+}
 
 
 class MooLayer:
@@ -833,11 +852,16 @@ class MooLayer:
     # -- introspection ----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return {name: {**entry, "handler": name in self.served and
-                       self.served[name].handler is not None,
-                       "mailbox": len(self.served[name].zgent.mailbox)
-                       if name in self.served else 0}
-                for name, entry in self.entries().items()}
+        """The "zgents" section of HTTP /status: registry entries, handler, mailbox depth."""
+        return {"zgents": {name: {**entry, "handler": name in self.served and
+                                  self.served[name].handler is not None,
+                                  "mailbox": len(self.served[name].zgent.mailbox)
+                                  if name in self.served else 0}
+                           for name, entry in self.entries().items()}}
+
+    def samples(self) -> list[Sample]:
+        return [gauge("arqonbus_moo_zgents", "Zgents served now.", len(self.served)),
+                *counters_of(self, "arqonbus_moo", MOO_COUNTERS)]
 
 
 def _check_state(raw: bytes) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from inotify_simple import flags as inotify_flags
 from arqond.config import Config
 from arqond.core import narrative
 from arqond.core.bus import Bus
+from arqond.core.metrics import Sample, counter, counters_of, gauge
 from arqond.core.narrative import LineBuffer, QueryTracker, Target
 from arqond.moo.checkpoints import CheckpointStore, CorruptCheckpoints, Record
 from arqond.system.journal import NOTICE, log_event
@@ -126,6 +127,20 @@ def _end_of_last_line(fd: int, size: int, limit: int) -> int:
             return start + newline + 1
         position = start
     return size if position > 0 else 0
+
+
+# What /metrics exports of the narrative bridge (arqonbus_narrative_<name>_total).
+TAILER_COUNTERS = {
+    "lines_published": "Narrative lines published on the bus.",
+    "lines_malformed": "Lines published as {\"raw\": ...} with metadata.malformed.",
+    "lines_cut": "Lines longer than narrative.max_line_bytes, published cut.",
+    "files_refused": "Files in the log dir refused (symlink, FIFO, unreadable, bad name).",
+    "rotations": "Rotations by rename or deletion followed.",
+    "truncations": "Truncations (copytruncate or in place) followed.",
+    "recovered_from_copies": "Truncated files whose unread lines came from a rotated copy.",
+    "queue_overflows": "inotify queue overflows, caught up by a sweep.",
+    "hook_errors": "Errors raised by the MOO layer hooks, each logged.",
+}
 
 
 class NarrativeTailer:
@@ -223,6 +238,15 @@ class NarrativeTailer:
     @property
     def files(self) -> int:
         return len(self.at_name) + len(self.draining)
+
+    def samples(self) -> list[Sample]:
+        return [gauge("arqonbus_narrative_files", "Narrative files followed now.", self.files),
+                *counters_of(self, "arqonbus_narrative", TAILER_COUNTERS),
+                counter("arqonbus_narrative_checkpoint_writes_total",
+                        "Checkpoint file rewrites.", self.store.writes),
+                counter("arqonbus_narrative_queries_evicted_total",
+                        "Open file-based queries forgotten at the tracker's bound.",
+                        self.queries.evicted)]
 
     # -- start-up: checkpoints against what is on disk now ---------------------------------
 

@@ -6,11 +6,8 @@ import asyncio
 import logging
 import socket
 import weakref
-from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -18,10 +15,10 @@ from websockets.protocol import State
 
 from arqond import __version__
 from arqond.config import Config
-from arqond.core.auth import AuthError, authenticate
 from arqond.core.bus import Bus
-from arqond.core.clients import IDENTITY_KEYS
-from arqond.system.journal import log_event
+from arqond.core.clients import identity_from_query
+from arqond.core.metrics import Sample, counter
+from arqond.transports.wsbase import WebSocketSink, admit, peer_of
 
 log = logging.getLogger("arqond.ws")
 # The library's own per-connection chatter is debug material; its warnings still show.
@@ -32,50 +29,6 @@ CLOSE_TIMEOUT = 2.0
 # Seconds that handshakes already under way at shutdown get to finish (see stop()).
 HANDSHAKE_GRACE = 1.0
 HANDSHAKE_SETTLE = 0.05
-IDENTITY_QUERY_ALIASES = {"client_type": "type", "type": "type", "screen_name": "screen_name",
-                          "personality": "personality", "avatar": "avatar"}
-
-
-class WebSocketSink:
-    """Writes straight into the connection's transport buffer, as websockets.broadcast does.
-
-    The transport buffer is the client's outgoing queue; ``limit`` bounds it in bytes. Nothing
-    here awaits, so a fan-out loop over thousands of sinks never waits on any one client.
-    """
-
-    __slots__ = ("connection", "limit", "closing")
-
-    def __init__(self, connection: ServerConnection, limit: int) -> None:
-        self.connection = connection
-        self.limit = limit
-        self.closing: asyncio.Task[None] | None = None
-
-    def send(self, frame: bytes) -> bool:
-        connection = self.connection
-        if connection.protocol.state is not State.OPEN:
-            return True  # closing already: the frame has nowhere to go and nobody to blame
-        if connection.transport.get_write_buffer_size() > self.limit:
-            return False
-        connection.protocol.send_text(frame)
-        connection.send_data()
-        return True
-
-    def close(self, code: int, reason: str) -> None:
-        if self.closing is None:
-            self.closing = asyncio.ensure_future(self.connection.close(code, reason))
-
-
-def _json_response(connection: ServerConnection, status: HTTPStatus, body: dict[str, Any],
-                   extra_headers: dict[str, str] | None = None) -> Response:
-    response = connection.respond(status, "")
-    response.body = orjson.dumps(body)
-    del response.headers["Content-Type"]
-    del response.headers["Content-Length"]
-    response.headers["Content-Type"] = "application/json"
-    response.headers["Content-Length"] = str(len(response.body))
-    for key, value in (extra_headers or {}).items():
-        response.headers[key] = value
-    return response
 
 
 class WebSocketAdapter:
@@ -91,6 +44,10 @@ class WebSocketAdapter:
         self._handshakes: weakref.WeakKeyDictionary[
             ServerConnection, tuple[dict[str, Any], dict[str, str]]] = weakref.WeakKeyDictionary()
         self.refused_total = 0
+
+    def samples(self) -> list[Sample]:
+        return [counter("arqonbus_ws_refused_total", "WebSocket handshakes refused (bad or "
+                        "missing JWT, connection limit).", self.refused_total)]
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -124,30 +81,12 @@ class WebSocketAdapter:
 
     def _process_request(self, connection: ServerConnection,
                          request: Request) -> Response | None:
-        query = dict(parse_qsl(urlsplit(request.path).query))
-        claims: dict[str, Any] = {}
-        auth = self.config.auth
-        if auth.enabled:
-            try:
-                claims = authenticate(request.headers, query, auth.jwt_secret)
-            except AuthError as exc:
-                self.refused_total += 1
-                log_event(log, logging.WARNING, "auth_refused",
-                          f"WebSocket handshake refused: {exc}", peer=_peer(connection))
-                return _json_response(connection, HTTPStatus.UNAUTHORIZED,
-                                      {"error": "Unauthorized", "details": str(exc)},
-                                      {"WWW-Authenticate": 'Bearer realm="arqonbus"'})
-        if len(self.bus.clients) >= self.config.server.max_connections:
+        refusal, claims, query = admit(connection, request, self.config, len(self.bus.clients),
+                                       "WebSocket", log)
+        if refusal is not None:
             self.refused_total += 1
-            log_event(log, logging.WARNING, "connection_refused",
-                      "WebSocket connection refused: server.max_connections reached",
-                      peer=_peer(connection))
-            return _json_response(connection, HTTPStatus.SERVICE_UNAVAILABLE,
-                                  {"error": "Service Unavailable",
-                                   "details": "connection limit reached"})
-        identity = {IDENTITY_QUERY_ALIASES[k]: v for k, v in query.items()
-                    if k in IDENTITY_QUERY_ALIASES}
-        self._handshakes[connection] = (claims, identity)
+            return refusal
+        self._handshakes[connection] = (claims, identity_from_query(query))
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -155,8 +94,8 @@ class WebSocketAdapter:
         sink = WebSocketSink(connection, self.config.server.client_buffer_bytes)
         bus = self.bus
         client = bus.attach(sink, "ws", claims=claims,
-                            identity={k: v for k, v in identity.items() if k in IDENTITY_KEYS},
-                            peer=_peer(connection))
+                            identity=identity,
+                            peer=peer_of(connection))
         receive = bus.receive
         try:
             async for message in connection:
@@ -170,9 +109,3 @@ class WebSocketAdapter:
         finally:
             bus.detach(client, reason=f"closed ({connection.close_code})")
 
-
-def _peer(connection: ServerConnection) -> str:
-    address = connection.remote_address
-    if isinstance(address, tuple):
-        return f"{address[0]}:{address[1]}"
-    return str(address or "unix")

@@ -8,7 +8,7 @@
 set -eu
 cache=$1
 python=$2
-root=$cache/rootfs-bookworm-v1
+root=$cache/rootfs-bookworm-v2
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
@@ -30,10 +30,10 @@ PATH=/usr/sbin:/usr/bin:/sbin:/bin debootstrap --variant=minbase \
 # Dependencies come as wheels built on the host, installed offline into the container's venv.
 wheels=$work/opt/arqond/wheels
 mkdir -p "$wheels"
-"$python" -m pip wheel --quiet -w "$wheels" websockets orjson sdnotify inotify-simple python-daemon
+"$python" -m pip wheel --quiet -w "$wheels" websockets orjson sdnotify inotify-simple python-daemon h11
 chroot "$work" /usr/bin/python3 -m venv /opt/arqond/venv
 chroot "$work" /opt/arqond/venv/bin/pip install --quiet --no-index --find-links /opt/arqond/wheels \
-    websockets orjson sdnotify inotify-simple python-daemon
+    websockets orjson sdnotify inotify-simple python-daemon h11
 # The unit files refer to /usr/bin/arqond; this runs the bind-mounted source tree.
 cat >"$work/usr/bin/arqond" <<'PY'
 #!/opt/arqond/venv/bin/python

@@ -1,0 +1,485 @@
+"""HTTP/1.1 with h11 (sans-I/O parsing) on asyncio streams.
+
+Monitoring: GET /health, /version, /status (JSON) and /metrics (Prometheus text).
+curl-first bus access: GET /v1/history, GET /v1/stream (NDJSON, one envelope per line),
+POST /v1/publish; the /v1 endpoints follow the WebSocket's JWT rules.
+
+Bounds: request head ``MAX_HEAD_BYTES`` (431 past it) and ``MAX_HEADERS`` headers (431), body
+server.max_message_size (413), ``IDLE_TIMEOUT`` seconds to send a request, server.max_connections
+connections (503). A stream has the bus's per-client buffer (server.client_buffer_bytes); one
+that falls further behind is cut off and counted like any slow bus client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from http import HTTPStatus
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+import orjson
+
+from arqond import PROTOCOL_VERSION, SERVICE_NAME, __version__
+from arqond.config import Config
+from arqond.core import metrics
+from arqond.core.auth import AuthError, authenticate
+from arqond.core.bus import Bus
+from arqond.core.clients import CLOSE_SLOW_CONSUMER, identity_from_query
+from arqond.core.envelope import now_iso, serialize
+from arqond.core.metrics import MetricSource, Sample, counter, gauge
+from arqond.core.router import RoutingError, check_name, split_target
+from arqond.system.journal import log_event
+
+log = logging.getLogger("arqond.http")
+
+MAX_HEAD_BYTES = 16384
+MAX_HEADERS = 64
+HEAD_TOO_LARGE = f"request line and headers exceed {MAX_HEAD_BYTES} bytes"
+IDLE_TIMEOUT = 30.0
+READ_CHUNK = 65536
+PUBLISH_TYPES = ("message", "event")
+# Bus error codes as HTTP statuses, for /v1/publish refusals.
+ERROR_STATUS = {"NOT_FOUND": HTTPStatus.NOT_FOUND, "TARGET_NOT_FOUND": HTTPStatus.NOT_FOUND,
+                "AUTHORIZATION_ERROR": HTTPStatus.FORBIDDEN}
+SERVER_HEADER = f"arqond/{__version__}".encode()
+
+StatusProvider = Callable[[], Mapping[str, Any]]
+
+
+class HttpError(Exception):
+    """Answered as ``{"error": <reason>, "details": <text>}`` with the given status."""
+
+    def __init__(self, status: HTTPStatus, details: str, *,
+                 headers: tuple[tuple[str, str], ...] = (), close: bool = False) -> None:
+        super().__init__(details)
+        self.status = status
+        self.details = details
+        self.headers = headers
+        self.close = close
+
+
+class Request:
+    __slots__ = ("method", "path", "query", "headers", "body")
+
+    def __init__(self, event: h11.Request, body: bytes) -> None:
+        target = urlsplit(event.target.decode("ascii", "replace"))
+        self.method = event.method.decode("ascii", "replace")
+        self.path = target.path
+        self.query = dict(parse_qsl(target.query, keep_blank_values=True))
+        self.headers = {name.decode("latin-1"): value.decode("latin-1")
+                        for name, value in event.headers}
+        self.body = body
+
+    def identity(self) -> dict[str, str]:
+        """Identity query parameters; ``type`` is the envelope type here, so only client_type."""
+        return identity_from_query({k: v for k, v in self.query.items() if k != "type"})
+
+
+class Exchange:
+    """One connection: its h11 state machine and its stream writer."""
+
+    __slots__ = ("conn", "reader", "writer", "peer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+
+    def write(self, *events: Any) -> None:
+        for event in events:
+            data = self.conn.send(event)
+            if data:
+                self.writer.write(data)
+
+    async def next_event(self) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await asyncio.wait_for(self.reader.read(READ_CHUNK), IDLE_TIMEOUT)
+            self.conn.receive_data(data)
+
+
+class StreamSink:
+    """An NDJSON stream as a bus client's sink: chunks written without waiting, bounded."""
+
+    __slots__ = ("exchange", "limit", "adapter", "open")
+
+    def __init__(self, exchange: Exchange, limit: int, adapter: "HttpAdapter") -> None:
+        self.exchange = exchange
+        self.limit = limit
+        self.adapter = adapter
+        self.open = True
+
+    def send(self, frame: bytes) -> bool:
+        transport = self.exchange.writer.transport
+        if not self.open or transport.is_closing():
+            return True  # going away already: the adapter detaches it when the read ends
+        if transport.get_write_buffer_size() > self.limit:
+            return False
+        self.exchange.write(h11.Data(data=frame + b"\n"))
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.open:
+            return
+        self.open = False
+        if code == CLOSE_SLOW_CONSUMER:
+            # Its buffer is full: ending the chunked body politely would only queue more.
+            self.adapter.streams_cut_total += 1
+            self.exchange.writer.transport.abort()
+        else:
+            self.exchange.write(h11.EndOfMessage())
+            self.exchange.writer.close()
+
+
+class ReplySink:
+    """The ephemeral client of one /v1/publish: keeps the frames the bus answers with.
+
+    The client exists only while the request is handled synchronously, joined nowhere, so it
+    receives just its ack or error (and a system broadcast, which cannot happen meanwhile).
+    """
+
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, frame: bytes) -> bool:
+        self.frames.append(frame)
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+def health(state: str) -> tuple[HTTPStatus, dict[str, Any]]:
+    """/health: 200 only while the daemon is ready ("starting" and "stopping" are 503)."""
+    body = {"status": "healthy" if state == "ready" else state, "service": SERVICE_NAME,
+            "version": __version__, "timestamp": now_iso()}
+    return (HTTPStatus.OK if state == "ready" else HTTPStatus.SERVICE_UNAVAILABLE), body
+
+
+class HttpAdapter:
+    name = "http"
+
+    def __init__(self, bus: Bus, config: Config, sock: socket.socket, *,
+                 state: Callable[[], str], listeners: Mapping[str, str]) -> None:
+        self.bus = bus
+        self.config = config
+        self.max_body = config.server.max_message_size
+        self.sock = sock
+        self.state = state
+        self.listeners = listeners
+        # Other parts add /status sections and /metrics samples here.
+        self.status_providers: list[StatusProvider] = []
+        self.metric_sources: list[MetricSource] = [lambda: metrics.bus_samples(bus)]
+        self.server: asyncio.Server | None = None
+        self.exchanges: dict[Exchange, StreamSink | None] = {}
+        self.routes: dict[str, tuple[str, Callable[[Exchange, Request], Any]]] = {
+            "/health": ("GET", self._health), "/version": ("GET", self._version),
+            "/status": ("GET", self._status), "/metrics": ("GET", self._metrics),
+            "/v1/history": ("GET", self._history), "/v1/stream": ("GET", self._stream),
+            "/v1/publish": ("POST", self._publish)}
+        self.requests_by_status: dict[int, int] = {}
+        self.connections_total = 0
+        self.refused_total = 0
+        self.streams_cut_total = 0
+        self.published_total = 0
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, sock=self.sock,
+                                                 limit=READ_CHUNK)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for exchange, stream in list(self.exchanges.items()):
+            if stream is not None:
+                stream.close(1001, "going away")
+            else:
+                exchange.writer.close()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        exchange = Exchange(reader, writer)
+        over_limit = len(self.exchanges) >= self.config.server.max_connections
+        self.exchanges[exchange] = None
+        self.connections_total += 1
+        try:
+            while await self._one_request(exchange, over_limit):
+                exchange.conn.start_next_cycle()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            self.exchanges.pop(exchange, None)
+            writer.close()
+
+    async def _one_request(self, exchange: Exchange, over_limit: bool) -> bool:
+        """Read and answer one request; True when the connection may carry another."""
+        conn = exchange.conn
+        try:
+            request = await self._read_request(exchange)
+            if request is None:
+                return False
+            if over_limit:
+                self.refused_total += 1
+                raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "connection limit reached",
+                                close=True)
+            await self._dispatch(exchange, request)
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+                return False
+            status = HTTPStatus(exc.error_status_hint)
+            self._error(exchange, HttpError(status, HEAD_TOO_LARGE if status == 431
+                                            else f"malformed request: {exc}", close=True))
+        except HttpError as exc:
+            if conn.our_state is not h11.SEND_RESPONSE:
+                return False
+            self._error(exchange, exc)
+        except (asyncio.TimeoutError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("HTTP request failed")
+            if conn.our_state is not h11.SEND_RESPONSE:
+                return False
+            self._error(exchange, HttpError(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                            "internal error; see the arqond log", close=True))
+        await asyncio.wait_for(exchange.writer.drain(), IDLE_TIMEOUT)
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    async def _read_request(self, exchange: Exchange) -> Request | None:
+        event = await exchange.next_event()
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        if len(event.headers) > MAX_HEADERS:
+            raise HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            f"more than {MAX_HEADERS} header fields", close=True)
+        # h11 bounds only heads still incomplete in its buffer; a complete one read in a
+        # single chunk is measured here.
+        if len(event.method) + len(event.target) + sum(
+                len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD_BYTES:
+            raise HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, HEAD_TOO_LARGE,
+                            close=True)
+        limit = self.max_body
+        length = dict(event.headers).get(b"content-length")
+        if length is not None and int(length) > limit:
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"body of {int(length)} bytes exceeds the limit of {limit} bytes "
+                            "(server.max_message_size)", close=True)
+        if exchange.conn.they_are_waiting_for_100_continue:
+            exchange.write(h11.InformationalResponse(status_code=100, headers=[]))
+        body = bytearray()
+        while True:
+            part = await exchange.next_event()
+            if isinstance(part, h11.EndOfMessage):
+                return Request(event, bytes(body))
+            if isinstance(part, h11.ConnectionClosed):
+                return None
+            body += part.data
+            if len(body) > limit:
+                raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                f"body exceeds the limit of {limit} bytes "
+                                "(server.max_message_size)", close=True)
+
+    async def _dispatch(self, exchange: Exchange, request: Request) -> None:
+        route = self.routes.get(request.path)
+        if route is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no endpoint {request.path}; try "
+                            + ", ".join(f"{m} {p}" for p, (m, _) in self.routes.items()))
+        method, handler = route
+        if request.method != method:
+            raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED,
+                            f"{request.path} accepts {method} only, not {request.method}",
+                            headers=(("Allow", method),))
+        result = handler(exchange, request)
+        if asyncio.iscoroutine(result):
+            await result
+
+    # -- responses -------------------------------------------------------------------------
+
+    def _respond(self, exchange: Exchange, status: HTTPStatus, body: bytes,
+                 content_type: str = "application/json",
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.requests_by_status[status.value] = self.requests_by_status.get(status.value, 0) + 1
+        exchange.write(
+            h11.Response(status_code=status.value, reason=status.phrase.encode(), headers=[
+                ("Content-Type", content_type), ("Content-Length", str(len(body))),
+                ("Server", SERVER_HEADER), *headers]),
+            h11.Data(data=body), h11.EndOfMessage())
+
+    def _json(self, exchange: Exchange, value: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
+        self._respond(exchange, status, orjson.dumps(value))
+
+    def _error(self, exchange: Exchange, error: HttpError) -> None:
+        headers = error.headers + ((("Connection", "close"),) if error.close else ())
+        self._respond(exchange, error.status, orjson.dumps(
+            {"error": error.status.phrase, "details": error.details,
+             "status": error.status.value}), headers=headers)
+
+    def _claims(self, request: Request) -> dict[str, Any]:
+        auth = self.config.auth
+        if not auth.enabled:
+            return {}
+        try:
+            return authenticate(request.headers, request.query, auth.jwt_secret)
+        except AuthError as exc:
+            log_event(log, logging.WARNING, "auth_refused",
+                      f"HTTP {request.method} {request.path} refused: {exc}")
+            raise HttpError(HTTPStatus.UNAUTHORIZED, str(exc),
+                            headers=(("WWW-Authenticate", 'Bearer realm="arqonbus"'),)) \
+                from None
+
+    # -- monitoring endpoints --------------------------------------------------------------
+
+    def _health(self, exchange: Exchange, request: Request) -> None:
+        status, body = health(self.state())
+        body["uptime_seconds"] = round(time.time() - self.bus.started, 3)
+        self._json(exchange, body, status)
+
+    def _version(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, {"service": SERVICE_NAME, "version": __version__,
+                              "protocol": PROTOCOL_VERSION, "timestamp": now_iso()})
+
+    def _status(self, exchange: Exchange, request: Request) -> None:
+        body = self.bus.snapshot()
+        state = self.state()
+        body.update(status="healthy" if state == "ready" else state, timestamp=now_iso(),
+                    listeners=dict(self.listeners),
+                    http={"connections": len(self.exchanges),
+                          "streams": self._stream_count()})
+        for provider in self.status_providers:
+            body.update(provider())
+        self._json(exchange, body)
+
+    def _metrics(self, exchange: Exchange, request: Request) -> None:
+        samples = [sample for source in self.metric_sources for sample in source()]
+        self._respond(exchange, HTTPStatus.OK, metrics.render(samples).encode(),
+                      metrics.CONTENT_TYPE)
+
+    def _stream_count(self) -> int:
+        return sum(1 for stream in self.exchanges.values() if stream is not None)
+
+    def samples(self) -> list[Sample]:
+        out = [counter("arqonbus_http_connections_total", "HTTP connections accepted.",
+                       self.connections_total),
+               counter("arqonbus_http_refused_total",
+                       "HTTP requests refused because server.max_connections was reached.",
+                       self.refused_total),
+               counter("arqonbus_http_published_total", "Messages accepted by /v1/publish.",
+                       self.published_total),
+               counter("arqonbus_http_stream_cutoffs_total",
+                       "/v1/stream clients cut off because their buffer was full.",
+                       self.streams_cut_total),
+               gauge("arqonbus_http_streams", "Open /v1/stream responses.",
+                     self._stream_count())]
+        out.extend(counter("arqonbus_http_responses_total", "HTTP responses sent, by status.",
+                           count, code=str(code))
+                   for code, count in sorted(self.requests_by_status.items()))
+        return out
+
+    # -- bus endpoints ---------------------------------------------------------------------
+
+    def _target(self, request: Request, *, channel_required: bool,
+                wildcard: bool = False) -> tuple[str, str | None]:
+        room, channel = split_target(request.query.get("room"), request.query.get("channel"))
+        if room is None or (channel_required and channel is None):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "query parameters room and channel are "
+                            "required (room=R&channel=C, or room=R:C)" if channel_required
+                            else "query parameter room is required (channel is optional)")
+        try:
+            check_name("room", room, wildcard=wildcard)
+            if channel is not None:
+                check_name("channel", channel, wildcard=wildcard)
+        except RoutingError as exc:
+            raise HttpError(HTTPStatus.BAD_REQUEST, exc.message) from None
+        return room, channel
+
+    def _history(self, exchange: Exchange, request: Request) -> None:
+        self._claims(request)
+        room, channel = self._target(request, channel_required=False)
+        maximum = self.bus.settings.history_size
+        raw_limit = request.query.get("limit", str(self.bus.settings.history_default_limit))
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 0 < int(raw_limit) <= maximum:
+            raise HttpError(HTTPStatus.BAD_REQUEST,
+                            f"limit must be a whole number from 1 to {maximum}")
+        limit = int(raw_limit)
+        try:
+            entries = self.bus.router.history(room, channel)
+        except RoutingError as exc:
+            raise HttpError(HTTPStatus.NOT_FOUND, exc.message) from None
+        kept = entries[-limit:]
+        self._json(exchange, {"room": room, "channel": channel, "limit": limit,
+                              "total": len(entries), "count": len(kept),
+                              "messages": [orjson.Fragment(serialize(e)) for e in kept]})
+
+    async def _stream(self, exchange: Exchange, request: Request) -> None:
+        claims = self._claims(request)
+        room, channel = self._target(request, channel_required=True, wildcard=True)
+        assert channel is not None
+        bus = self.bus
+        sink = StreamSink(exchange, self.config.server.client_buffer_bytes, self)
+        client = bus.attach(sink, "http", claims=claims, peer=exchange.peer, welcome=False,
+                            join_default=False)
+        problems = client.identify(request.identity())
+        if problems:
+            bus.detach(client, reason="refused")
+            raise HttpError(HTTPStatus.BAD_REQUEST, "; ".join(problems))
+        if bus.router.join(client, room, channel, created_by=client.id):
+            bus.emit("channel_created", room=room, channel=channel, created_by=client.id)
+        self.exchanges[exchange] = sink
+        self.requests_by_status[200] = self.requests_by_status.get(200, 0) + 1
+        exchange.write(h11.Response(status_code=200, reason=b"OK", headers=[
+            ("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache"),
+            ("X-Client-Id", client.id), ("Server", SERVER_HEADER)]))
+        try:
+            # Nothing more is expected from the client: read until it goes away.
+            while sink.open and await exchange.reader.read(READ_CHUNK):
+                pass
+        finally:
+            sink.open = False
+            bus.detach(client, reason="stream closed")
+
+    def _publish(self, exchange: Exchange, request: Request) -> None:
+        claims = self._claims(request)
+        room, channel = self._target(request, channel_required=False)
+        kind = request.query.get("type", "message")
+        if kind not in PUBLISH_TYPES:
+            raise HttpError(HTTPStatus.BAD_REQUEST,
+                            f"type must be one of {', '.join(PUBLISH_TYPES)}, not {kind!r}")
+        try:
+            payload = orjson.loads(request.body)
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(HTTPStatus.BAD_REQUEST,
+                            f"body is not valid JSON (it is the message payload): {exc}") \
+                from None
+        bus = self.bus
+        replies = ReplySink()
+        client = bus.attach(replies, "http", claims=claims, identity=request.identity(),
+                            peer=exchange.peer, welcome=False, join_default=False)
+        try:
+            if not replies.frames:  # no identity complaint
+                # Through receive, so the envelope is validated as a WebSocket frame would be.
+                bus.receive(client, orjson.dumps({"type": kind, "room": room,
+                                                  "channel": channel, "payload": payload}))
+        finally:
+            bus.detach(client, reason="request answered")
+        reply = orjson.loads(replies.frames[-1])
+        if reply["type"] == "message_response":
+            self.published_total += 1
+            self._json(exchange, reply)
+        else:
+            self._json(exchange, reply, ERROR_STATUS.get(reply.get("error_code"),
+                                                         HTTPStatus.BAD_REQUEST))

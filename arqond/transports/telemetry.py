@@ -1,0 +1,188 @@
+"""The telemetry WebSocket: validated ``eventType`` events in, every event out to every watcher.
+
+Valid inbound events go to the other telemetry clients and onto the bus as ``telemetry``
+envelopes in integriguard:telemetry-stream; arqond's own events (Bus listeners) go to all
+telemetry clients; messages from agent clients (Bus observers) become coalesced
+``agent_activity`` envelopes in integriguard:dashboard-events. Each telemetry client has the
+same bounded outgoing buffer as a bus client and is cut off (close 4008, counted) when it fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from arqond import __version__
+from arqond.config import Config
+from arqond.core import telemetry
+from arqond.core.bus import Bus
+from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
+from arqond.core.envelope import client_id
+from arqond.core.metrics import Sample, counter, gauge
+from arqond.system.journal import log_event
+from arqond.transports.wsbase import WebSocketSink, admit
+
+log = logging.getLogger("arqond.telemetry")
+library_log = logging.getLogger("arqond.ws.library")
+# Seconds a watcher gets to answer our close frame at shutdown; keeps SIGTERM quick.
+CLOSE_TIMEOUT = 2.0
+
+
+class TelemetryAdapter:
+    name = "telemetry"
+
+    def __init__(self, bus: Bus, config: Config, sock: socket.socket) -> None:
+        self.bus = bus
+        self.config = config
+        self.sock = sock
+        self.server: Server | None = None
+        self.watchers: dict[str, WebSocketSink] = {}
+        self.coalescer = telemetry.ActivityCoalescer()
+        self._ticker: asyncio.Task[None] | None = None
+        self.connections_total = 0
+        self.refused_total = 0
+        self.events_total = 0          # valid inbound events
+        self.rejected_total = 0        # invalid inbound frames, each answered with an error
+        self.server_events_total = 0   # arqond's own events sent out
+        self.slow_total = 0            # watchers cut off with a full buffer
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+
+    async def start(self) -> None:
+        server = self.config.server
+        self.server = await serve(
+            self._handle, sock=self.sock, max_size=server.max_message_size,
+            ping_interval=server.ping_interval, ping_timeout=server.ping_timeout,
+            close_timeout=CLOSE_TIMEOUT, compression=None, process_request=self._process_request,
+            server_header=f"arqond/{__version__}", logger=library_log)
+        self.bus.listeners.append(self._on_bus_event)
+        self.bus.observers.append(self._on_message)
+        self._ticker = asyncio.create_task(self._tick_activity())
+
+    async def stop(self) -> None:
+        if self._on_bus_event in self.bus.listeners:
+            self.bus.listeners.remove(self._on_bus_event)
+            self.bus.observers.remove(self._on_message)
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.server is not None:
+            self.server.close(close_connections=True)
+            await self.server.wait_closed()
+
+    def _process_request(self, connection: ServerConnection,
+                         request: Request) -> Response | None:
+        refusal, _, _ = admit(connection, request, self.config, len(self.watchers),
+                              "telemetry", log)
+        if refusal is not None:
+            self.refused_total += 1
+        return refusal
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        sink = WebSocketSink(connection, self.config.server.client_buffer_bytes)
+        watcher = client_id()
+        self.watchers[watcher] = sink
+        self.connections_total += 1
+        host, port = self.sock.getsockname()[:2]
+        sink.send(telemetry.connected_frame(host, port))
+        try:
+            async for message in connection:
+                self._receive(watcher, sink, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.watchers.pop(watcher, None)
+            log.debug("telemetry watcher %s gone (%s)", watcher, connection.close_code)
+
+    def _receive(self, watcher: str, sink: WebSocketSink, message: str | bytes) -> None:
+        try:
+            if isinstance(message, bytes):
+                raise telemetry.TelemetryError(
+                    ["binary frames are not supported: send JSON in text frames"])
+            data = telemetry.parse_inbound(message)
+            if data.get("type") == "ping":
+                self._send(watcher, sink, telemetry.pong_frame())
+                return
+            event = telemetry.validate_event(data, watcher)
+        except telemetry.TelemetryError as exc:
+            self.rejected_total += 1
+            log.debug("telemetry frame from %s refused: %s", watcher, exc)
+            self._send(watcher, sink, telemetry.error_frame(exc.errors))
+            return
+        self.events_total += 1
+        self._broadcast(telemetry.event_frame(event), exclude=watcher)
+        self.bus.publish(telemetry.bus_envelope(event))
+
+    def _on_bus_event(self, event: str, fields: dict[str, Any]) -> None:
+        if self.watchers:
+            self.server_events_total += 1
+            self._broadcast(telemetry.event_frame(telemetry.server_event(event, fields)))
+
+    def _on_message(self, env: dict[str, Any], client: Client | None) -> None:
+        report = self.coalescer.observe(env, client)
+        if report is not None:
+            self.bus.publish(telemetry.activity_envelope(report))
+
+    async def _tick_activity(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.server.activity_interval)
+            for report in self.coalescer.tick():
+                self.bus.publish(telemetry.activity_envelope(report))
+
+    def _send(self, watcher: str, sink: WebSocketSink, frame: bytes) -> None:
+        if not sink.send(frame):
+            self._cut_off(watcher, sink)
+
+    def _broadcast(self, frame: bytes, exclude: str | None = None) -> None:
+        slow = [(watcher, sink) for watcher, sink in self.watchers.items()
+                if watcher != exclude and not sink.send(frame)]
+        for watcher, sink in slow:
+            self._cut_off(watcher, sink)
+
+    def _cut_off(self, watcher: str, sink: WebSocketSink) -> None:
+        if self.watchers.pop(watcher, None) is None:
+            return
+        self.slow_total += 1
+        log_event(log, logging.WARNING, "client_slow",
+                  "telemetry watcher cut off: outgoing buffer full", client_id=watcher,
+                  transport="telemetry")
+        sink.close(CLOSE_SLOW_CONSUMER, "slow consumer: outgoing buffer full")
+        self._on_bus_event("client_slow", {"client_id": watcher, "transport": "telemetry"})
+
+    def status(self) -> dict[str, Any]:
+        return {"telemetry": {"connections": len(self.watchers),
+                              "events": self.events_total, "rejected": self.rejected_total,
+                              "agents_tracked": len(self.coalescer.windows)}}
+
+    def samples(self) -> list[Sample]:
+        coalescer = self.coalescer
+        return [
+            gauge("arqonbus_telemetry_connections", "Telemetry WebSocket clients now.",
+                  len(self.watchers)),
+            counter("arqonbus_telemetry_connections_total", "Telemetry clients ever connected.",
+                    self.connections_total),
+            counter("arqonbus_telemetry_refused_total", "Telemetry handshakes refused.",
+                    self.refused_total),
+            counter("arqonbus_telemetry_events_total", "Valid telemetry events received.",
+                    self.events_total),
+            counter("arqonbus_telemetry_rejected_total",
+                    "Invalid telemetry frames received (each answered with an error frame).",
+                    self.rejected_total),
+            counter("arqonbus_telemetry_server_events_total",
+                    "arqond's own events sent to telemetry clients.", self.server_events_total),
+            counter("arqonbus_telemetry_slow_consumers_total",
+                    "Telemetry clients cut off because their outgoing buffer was full.",
+                    self.slow_total),
+            counter("arqonbus_agent_activity_total",
+                    "agent_activity events published in integriguard:dashboard-events.",
+                    coalescer.events_total),
+            counter("arqonbus_agent_activity_coalesced_total",
+                    "Agent messages folded into a later agent_activity event.",
+                    coalescer.coalesced_total),
+        ]
