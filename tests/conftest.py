@@ -51,6 +51,18 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
+def isolated_sections(tmp: Path) -> dict[str, dict[str, Any]]:
+    """Config sections that keep a test's arqond off every system path and fixed port: free
+    ports, and the MOO, log and state dirs and the control socket under ``tmp``."""
+    for name in ("moo", "log", "state"):
+        (tmp / name).mkdir(exist_ok=True)
+    return {
+        "server": {"port": 0, "telemetry_port": 0, "http_port": 0, "log_level": "debug",
+                   "state_dir": str(tmp / "state"), "control_socket": str(tmp / "control.sock")},
+        "moo": {"dir": str(tmp / "moo"), "log_dir": str(tmp / "log")},
+    }
+
+
 class DaemonProcess:
     """One running arqond; its stderr is collected line by line for assertions."""
 
@@ -61,14 +73,7 @@ class DaemonProcess:
         self.moo_dir = tmp / "moo"
         self.log_dir = tmp / "log"
         self.state_dir = tmp / "state"
-        for path in (self.moo_dir, self.log_dir, self.state_dir):
-            path.mkdir(exist_ok=True)
-        sections: dict[str, dict[str, Any]] = {
-            "server": {"port": 0, "telemetry_port": 0, "http_port": 0,
-                       "state_dir": str(self.state_dir), "log_level": "debug",
-                       "control_socket": str(tmp / "control.sock")},
-            "moo": {"dir": str(self.moo_dir), "log_dir": str(self.log_dir)},
-        }
+        sections = isolated_sections(tmp)
         for section, body in (config or {}).items():
             sections.setdefault(section, {}).update(body)
         self.config_path = write_config(tmp / "arqond.toml", sections)

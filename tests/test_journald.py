@@ -95,8 +95,15 @@ def test_the_daemon_logs_to_the_journal(private_journal):
         probe.bind(("127.0.0.1", 0))
         ws_port = probe.getsockname()[1]
         probe.close()
+        # Every path on the private /run tmpfs: nothing of the host's /var is touched.
+        for name in ("moo", "log-moo", "state"):
+            os.makedirs(f"/run/arqond-test/{name}")
         proc = subprocess.Popen([sys.executable, "-m", "arqond", "--port", str(ws_port),
                                  "--telemetry-port", "0", "--http-port", "0",
+                                 "--moo-dir", "/run/arqond-test/moo",
+                                 "--log-dir", "/run/arqond-test/log-moo",
+                                 "--state-dir", "/run/arqond-test/state",
+                                 "--control-socket", "/run/arqond-test/control.sock",
                                  "--log-level", "info"])
         async def main():
             # The daemon's log goes to the journal, not to us: find its port from /proc.

@@ -21,7 +21,7 @@ from arqond import config as configuration
 from arqond.system.fdstore import FdStore
 from arqond.system.notify import Notifier, monotonic_usec
 
-from .conftest import ROOT, write_config
+from .conftest import ROOT, isolated_sections, write_config
 
 STOP_CONTRACT = 5.0  # seconds from SIGTERM to exit that arqond promises
 
@@ -186,8 +186,8 @@ async def test_stop_callbacks_run_and_a_stuck_one_is_cut_short(tmp_path, monkeyp
     """In-process: flush hooks joined to Daemon.stop_callbacks run on stop; one that hangs is
     cut off at the stop budget and the rest of the shutdown still happens."""
     monkeypatch.setattr(app, "STOP_BUDGET", 0.5)
-    config = configuration.load(str(write_config(tmp_path / "a.toml", {"server": {
-        "port": 0, "telemetry_port": 0, "http_port": 0, "state_dir": str(tmp_path)}})))
+    config = configuration.load(str(write_config(tmp_path / "a.toml",
+                                                 isolated_sections(tmp_path))))
     daemon = app.Daemon(config, {})
     flushed: list[str] = []
 
@@ -263,8 +263,8 @@ async def test_daemon_mode_pidfile(tmp_path):
     pidfile = tmp_path / "run" / "arqond.pid"
     pidfile.parent.mkdir()
     port = free_port()
-    settings = {"server": {"port": port, "telemetry_port": 0, "http_port": 0,
-                           "state_dir": str(tmp_path)}}
+    settings = isolated_sections(tmp_path)
+    settings["server"].update(port=port, log_level="info")
     config = write_config(tmp_path / "arqond.toml", settings)
     # A relative --config: the detached daemon runs in / and must still find it on SIGHUP.
     started = run_arqond("--config", "arqond.toml", "--daemon", "--pidfile", str(pidfile),
@@ -311,9 +311,9 @@ def test_pidfile_of_a_dead_process_is_replaced_and_garbage_refused(tmp_path):
     dead.wait()
     pidfile.write_text(f"{dead.pid}\n")
     port = free_port()
-    config = str(write_config(tmp_path / "arqond.toml", {
-        "server": {"port": port, "telemetry_port": 0, "http_port": 0,
-                   "state_dir": str(tmp_path)}}))
+    settings = isolated_sections(tmp_path)
+    settings["server"]["port"] = port
+    config = str(write_config(tmp_path / "arqond.toml", settings))
     assert run_arqond("--config", config, "--daemon", "--pidfile", str(pidfile)).returncode == 0
     pid = read_pid(pidfile, other_than=dead.pid)
     os.kill(pid, signal.SIGTERM)
