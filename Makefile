@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps
+APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps nodejs npm nats-server mosquitto \
+	inotify-tools
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps clean
+.PHONY: run test setup system-deps clean bench bench-quick bench-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +35,25 @@ run: setup
 test: setup system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Benchmarks (bench/README.md): Python peers and uvloop into the venv, Node's ws into
+# bench/node_modules from the lockfile. Brokers (nats-server, mosquitto) come from apt.
+bench/node_modules/.installed: bench/package.json bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund --silent
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench-deps: $(VENV)/.bench-installed bench/node_modules/.installed
+
+# Every scenario, repeated, with uvloop and the brokers; prints the table, writes bench/results.json.
+bench: bench-deps
+	$(PY) -m bench $(BENCH_ARGS)
+
+# The reduced suite, under a minute.
+bench-quick: bench-deps
+	$(PY) -m bench --quick $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache bench/node_modules

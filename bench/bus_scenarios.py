@@ -48,7 +48,7 @@ def b1_fanout(settings: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(row("B1", f"arqond{suffix} / floor{suffix}", "ratio",
                             rates[f"arqond{suffix}"] / rates[f"floor{suffix}"], "x",
                             target="≥ 0.70"))
-    for peer_rows in peers.fanout_peers(settings, total):
+    for peer_rows in peers.fanout_peers(settings, SUBSCRIBERS, total):
         rows.extend(peer_rows)
     if "arqond" in rates:
         for one in list(rows):
@@ -67,7 +67,7 @@ def b2_latency(settings: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(latency_row("B2", label, result.latencies_ns,
                                 target="p50 ≤ 1, p99 ≤ 5" if kind == "arqond" else None,
                                 lost=result.expected - result.delivered, **result.cpu_notes()))
-    rows.extend(peers.latency_peers(settings, total))
+    rows.extend(peers.latency_peers(settings, SUBSCRIBERS, total))
     return rows
 
 

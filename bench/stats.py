@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 from typing import Any, Iterable
 
-NUMERIC = ("value", "p50", "p99", "max")
+NUMERIC = ("value", "p50", "p99", "max", "lost", "server_us_per_msg", "loadgen_cpu")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -64,9 +64,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _cpu(one: dict[str, Any]) -> str:
+    """Server CPU per delivered message and the load generator's share of the cores."""
+    parts = []
+    if one.get("server_us_per_msg") is not None:
+        parts.append(f"server {one['server_us_per_msg']:.1f} µs/msg")
+    if one.get("loadgen_cpu") is not None:
+        parts.append(f"loadgen {one['loadgen_cpu']:.2f} cores")
+    return ", ".join(parts)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    headers = ("id", "system", "what", "value", "p50", "p99", "max", "unit", "target", "note")
-    cells = [[_fmt(r.get(h)) for h in headers] for r in rows]
+    headers = ("id", "system", "what", "value", "p50", "p99", "max", "unit", "lost", "target",
+               "cpu", "note")
+    cells = [[_fmt(r.get(h)) if h != "cpu" else _cpu(r) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths)),

@@ -35,7 +35,11 @@ function benchPayload(frame) {
   // Cheap pre-filter: welcome frames and acks carry no "seq".
   if (frame.indexOf('"seq"') < 0) return null;
   const env = JSON.parse(frame);
-  const payload = env.payload;
+  let payload = env.payload;
+  // A bridge may wrap the original line one level down; look there too.
+  if (payload && typeof payload.seq !== "number") {
+    payload = Object.values(payload).find((v) => v && typeof v.seq === "number") || null;
+  }
   return payload && typeof payload.seq === "number" ? payload : null;
 }
 

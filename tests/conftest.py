@@ -70,13 +70,17 @@ class DaemonProcess:
         self.proc: subprocess.Popen[str] | None = None
         self._changed = threading.Condition()
 
-    def start(self, wait_ready: bool = True) -> "DaemonProcess":
+    def start(self, wait_ready: bool = True, wrapper: list[str] | None = None,
+              pass_fds: tuple[int, ...] = ()) -> "DaemonProcess":
+        """Start arqond; ``wrapper`` is a command that execs it (to pass a listening socket as
+        systemd does), ``pass_fds`` the descriptors the wrapper needs."""
         self.lines.clear()
         self.listeners.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arqond", "--config", str(self.config_path), *self.args],
+            [*(wrapper or []), sys.executable, "-m", "arqond", "--config", str(self.config_path),
+             *self.args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, env=self.env, cwd=ROOT)
+            text=True, env=self.env, cwd=ROOT, pass_fds=pass_fds)
         threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
         if wait_ready:
             self.wait_for_line("ready", START_TIMEOUT)
