@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -31,18 +32,29 @@ IDENTITY_QUERY_ALIASES = {"client_type": "type", "type": "type", "screen_name": 
 
 
 class WriteBatcher:
-    """Joins the frames queued for one connection during one loop iteration into one write.
+    """Encodes each fanned-out frame once and joins the frames queued for one connection during
+    one loop iteration into one write.
 
-    A fan-out of a read that carried many messages would otherwise cost one send(2) per frame
-    per client; batched, it costs one per client. The flush runs on the next loop iteration,
-    so a lone message waits only for the callbacks already queued.
+    Server frames are unmasked and uncompressed here, so one message has the same wire bytes for
+    every client: the Bus hands all sinks the same bytes object, and the encoding is cached by
+    identity. A fan-out of a read that carried many messages would otherwise cost one send(2)
+    per frame per client; batched, it costs one per client. The flush runs on the next loop
+    iteration, so a lone message waits only for the callbacks already queued.
     """
 
-    __slots__ = ("dirty", "flushes_total")
+    __slots__ = ("dirty", "flushes_total", "_last_frame", "_last_wire")
 
     def __init__(self) -> None:
         self.dirty: list[WebSocketSink] = []
         self.flushes_total = 0
+        self._last_frame: bytes | None = None
+        self._last_wire = b""
+
+    def encode(self, frame: bytes) -> bytes:
+        if frame is not self._last_frame:
+            self._last_frame = frame
+            self._last_wire = Frame(Opcode.TEXT, frame).serialize(mask=False)
+        return self._last_wire
 
     def mark(self, sink: "WebSocketSink") -> None:
         if not self.dirty:
@@ -80,7 +92,8 @@ class WebSocketSink:
             return True  # closing already: the frame has nowhere to go and nobody to blame
         if connection.transport.get_write_buffer_size() + self.pending > self.limit:
             return False
-        connection.protocol.send_text(frame)
+        # What protocol.send_text would queue (no fragmentation, no extensions), encoded once.
+        connection.protocol.writes.append(self.batcher.encode(frame))
         if not self.pending:
             self.batcher.mark(self)
         self.pending += len(frame)
