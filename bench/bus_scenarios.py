@@ -48,8 +48,7 @@ def b1_fanout(settings: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(row("B1", f"arqond{suffix} / floor{suffix}", "ratio",
                             rates[f"arqond{suffix}"] / rates[f"floor{suffix}"], "x",
                             target="≥ 0.70"))
-    for peer_rows in peers.fanout_peers(settings, SUBSCRIBERS, total):
-        rows.extend(peer_rows)
+    rows.extend(peers.fanout_peers(settings, SUBSCRIBERS, total))
     if "arqond" in rates:
         for one in list(rows):
             if one["what"] == "delivered msgs/s" and one["system"] in ("nats", "mosquitto"):
