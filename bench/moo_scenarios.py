@@ -38,7 +38,7 @@ def _command(ws: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
             return frame
 
 
-def channel_probe(daemon: Any, target: str, append: Any, wait: float = 3.0) -> bool:
+def channel_probe(daemon: Any, target: str, append: Any, wait: float = 2.0) -> bool:
     """Join ``target``, call ``append()`` and see whether anything arrives there."""
     room, channel = target.split(":")
     with connect(daemon.ws_url, open_timeout=5) as ws:
@@ -56,20 +56,20 @@ def channel_probe(daemon: Any, target: str, append: Any, wait: float = 3.0) -> b
     return False
 
 
-def register_zgent(daemon: Any, name: str = ZGENT, wait: float = 3.0) -> str | None:
+def register_zgent(daemon: Any, name: str = ZGENT, wait: float = 1.5) -> str | None:
     """Register a Zgent by command, else by creating its narrative log; None once its inbox
     FIFO exists, else the reason it does not."""
     with connect(daemon.ws_url, open_timeout=5) as ws:
         ws.recv(timeout=5)
         reply = _command(ws, "zgent.register", {"name": name})
     inbox = daemon.moo_dir / f"{name}-inbox"
-    for attempt in range(2):
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if inbox.exists() and stat.S_ISFIFO(inbox.stat().st_mode):
-                return None
-            time.sleep(0.05)
+    if reply.get("status") != "success":
         (daemon.log_dir / f"{name}-narrative.jsonl").touch()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if inbox.exists() and stat.S_ISFIFO(inbox.stat().st_mode):
+            return None
+        time.sleep(0.05)
     error = reply.get("error") or reply.get("payload", {}).get("message")
     return f"no {inbox.name} FIFO after zgent.register ({error}) or a new narrative log"
 

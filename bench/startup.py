@@ -16,7 +16,7 @@ from bench import procs
 from bench.stats import percentile, row
 from tests.conftest import DaemonProcess
 
-READY_GRACE = 2.0  # seconds to wait for READY=1 after the "ready" log line
+READY_GRACE = 1.0  # seconds to wait for READY=1 after the "ready" log line
 
 
 def time_to_ready(tmp: Path) -> tuple[float, str]:
