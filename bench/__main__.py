@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="repetitions of B1, B2, B5 (median is shown)")
     parser.add_argument("--event-loops", help='comma-separated: "asyncio", "uvloop"')
     parser.add_argument("--output", default=str(procs.BENCH / "results.json"))
+    parser.add_argument("--profile", metavar="DIR", type=Path,
+                        help="record every arqond with py-spy into DIR (python -m bench.profile "
+                             "DIR/*.txt summarises)")
     return parser.parse_args(argv)
 
 
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: node and bench/node_modules/ws are needed (make bench-deps)",
               file=sys.stderr)
         return 2
+    procs.PROFILE_DIR = args.profile
     chosen = [s.strip().upper() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
     procs.raise_fd_limit()
     began = time.monotonic()

@@ -7,6 +7,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import orjson
+
 from bench import peers, procs
 from bench.fanout import ws_fanout
 from bench.stats import latency_row, row
@@ -79,7 +81,7 @@ def b6_idle_clients(settings: dict[str, Any]) -> list[dict[str, Any]]:
         with started(kind, loop) as (pid, url):
             rss_idle = procs.rss_mb(pid)[0]
             clients = procs.spawn_node("idle", url, count)
-            ready = procs.wait_ready(clients, timeout=300)
+            ready = orjson.loads(procs.wait_ready(clients, timeout=300))
             rss_connected = procs.rss_mb(pid)[0]
             assert clients.stdin is not None
             cpu_before = procs.cpu_seconds(pid)
@@ -92,7 +94,8 @@ def b6_idle_clients(settings: dict[str, Any]) -> list[dict[str, Any]]:
             cpu = procs.cpu_seconds(pid) - cpu_before
         rows.append(row("B6", label, "RSS with clients", rss_connected, "MiB",
                         max=rss_peak, target="≤ 300" if kind == "arqond" else None,
-                        note=f"idle {rss_idle:.0f} MiB before; {ready.strip()}"))
+                        note=f"{rss_idle:.0f} MiB before; {ready['ready']} connected, "
+                             f"{ready['failed']} failed"))
         rows.append(row("B6", label, "received broadcast", result["received"], "clients",
                         expected=result["connected"] - 1, failed=result["failed"],
                         seconds=round(elapsed, 3), server_cpu_s=round(cpu, 3),

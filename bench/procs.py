@@ -18,13 +18,15 @@ from typing import Any, Iterator
 
 import orjson
 
+from bench.profile import Recording
 from tests.conftest import DaemonProcess
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 NODE_LOAD = BENCH / "wsload.js"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+# Set by ``python -m bench --profile DIR``: every arqond started is recorded with py-spy.
+PROFILE_DIR: Path | None = None
 
 
 def raise_fd_limit() -> int:
@@ -72,9 +74,12 @@ def arqond(config: dict[str, dict[str, Any]] | None = None, *, event_loop: str =
         sections.setdefault(section, {}).update(body)
     with tempfile.TemporaryDirectory(prefix="arqond-bench-") as tmp:
         daemon = DaemonProcess(Path(tmp), sections, env=env).start()
+        recording = Recording(daemon.proc.pid, PROFILE_DIR) if PROFILE_DIR else None
         try:
             yield daemon
         finally:
+            if recording:
+                recording.stop()
             stop(daemon.proc)
 
 
