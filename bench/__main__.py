@@ -18,7 +18,7 @@ from typing import Any, Callable
 import orjson
 
 from bench import bus_scenarios, moo_scenarios, procs, startup
-from bench.stats import merge_runs, table
+from bench.stats import merge_runs, ratios, table
 
 SCENARIOS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "B1": bus_scenarios.b1_fanout,
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         raw[scenario] = []
         for attempt in range(runs):
             started = time.monotonic()
-            raw[scenario].append(SCENARIOS[scenario](settings))
+            rows_of_run = SCENARIOS[scenario](settings)
+            raw[scenario].append(rows_of_run + ratios(rows_of_run))
             print(f"bench: {scenario} run {attempt + 1}/{runs} took "
                   f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         rows.extend(merge_runs(raw[scenario]))

@@ -36,27 +36,14 @@ def started(kind: str, loop: str) -> Iterator[tuple[int, str]]:
 
 
 def b1_fanout(settings: dict[str, Any]) -> list[dict[str, Any]]:
-    rows, rates = [], {}
+    rows = []
     total = settings["b1_messages"]
     for label, loop, kind in ws_systems(settings):
         with started(kind, loop) as (pid, url):
             result = ws_fanout(url, pid, subscribers=SUBSCRIBERS, total=total)
-        rates[label] = result.rate
         rows.append(row("B1", label, "delivered msgs/s", result.rate, "msg/s",
                         lost=result.expected - result.delivered, **result.cpu_notes()))
-    for loop in settings["event_loops"]:
-        suffix = "" if loop == "asyncio" else f"+{loop}"
-        if rates.get(f"floor{suffix}"):
-            rows.append(row("B1", f"arqond{suffix} / floor{suffix}", "ratio",
-                            rates[f"arqond{suffix}"] / rates[f"floor{suffix}"], "x",
-                            target="≥ 0.70"))
-    rows.extend(peers.fanout_peers(settings, SUBSCRIBERS, total))
-    if "arqond" in rates:
-        for one in list(rows):
-            if one["what"] == "delivered msgs/s" and one["system"] in ("nats", "mosquitto"):
-                rows.append(row("B1", f"arqond / {one['system']}", "ratio",
-                                rates["arqond"] / one["value"] if one["value"] else None, "x"))
-    return rows
+    return rows + peers.fanout_peers(settings, SUBSCRIBERS, total)
 
 
 def b2_latency(settings: dict[str, Any]) -> list[dict[str, Any]]:

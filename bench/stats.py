@@ -31,6 +31,38 @@ def row(scenario: str, system: str, what: str, value: Any, unit: str = "", **ext
     return {"id": scenario, "system": system, "what": what, "value": value, "unit": unit, **extra}
 
 
+# Figures compared between arqond and every peer of the same scenario, inside each run.
+RATIO_FIGURES = {
+    "B1": (("delivered msgs/s", "value"),),
+    "B2": (("latency", "p50"), ("latency", "p99")),
+    "B3": (("latency", "p99"), ("burst lines/s", "value")),
+    "B4": (("latency", "p99"), ("burst lines/s", "value")),
+    "B5": (("latency", "p50"), ("latency", "p99")),
+    "B6": (("RSS with clients", "value"),),
+}
+RATIO_TARGETS = {("B1", "floor", "value"): "≥ 0.70"}
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """arqond's figure over each peer's, pairing arqond+uvloop with floor+uvloop and plain
+    arqond with every peer that names no event loop."""
+    out = []
+    for what, key in RATIO_FIGURES.get(rows[0]["id"] if rows else "", ()):
+        same = [r for r in rows if r["what"] == what and isinstance(r.get(key), (int, float))]
+        for mine in (r for r in same if r["system"].startswith("arqond")):
+            loop = mine["system"][len("arqond"):]
+            for other in same:
+                peer = other["system"]
+                if peer.startswith("arqond") or ("+" in peer) != bool(loop) or \
+                        (loop and not peer.endswith(loop)) or not other[key]:
+                    continue
+                base = peer[:-len(loop)] if loop else peer
+                out.append(row(mine["id"], f"{mine['system']} / {peer}", f"{what} ratio" if key == "value" else f"{what} {key} ratio",
+                               mine[key] / other[key], "x",
+                               target=RATIO_TARGETS.get((mine["id"], base, key))))
+    return out
+
+
 def merge_runs(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per (id, system, what): the median of each figure over the runs it appears in."""
     grouped: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
