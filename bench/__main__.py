@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     procs.PROFILE_DIR = args.profile
     chosen = [s.strip().upper() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
     procs.raise_fd_limit()
+    # SIGTERM unwinds like Ctrl-C, so every daemon, broker and floor server is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     began = time.monotonic()
     about = machine()
     rows: list[dict[str, Any]] = []

@@ -41,8 +41,16 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
+# CPU spent before the measurement (imports, connecting) is not load-generation work.
+CPU_BASELINE = [0.0]
+
+
+def start_measuring() -> None:
+    CPU_BASELINE[0] = cpu_seconds()
+
+
 def emit(result: dict[str, Any]) -> None:
-    result["cpu_s"] = cpu_seconds()
+    result["cpu_s"] = cpu_seconds() - CPU_BASELINE[0]
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     sys.stdout.flush()
 
@@ -91,6 +99,7 @@ async def nats_sub(url: str, connections: int, expect: int) -> None:
     for client in clients:
         await client.subscribe(SUBJECT, cb=on_message, pending_msgs_limit=1_000_000)
         await client.flush()
+    start_measuring()
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, counter.wait)
     emit(counter.result())
@@ -110,6 +119,7 @@ async def nats_pub(url: str, total: int, rate: int, window: int, size: int) -> N
 
     await probe.subscribe(SUBJECT, cb=on_probe)
     await probe.flush()
+    start_measuring()
     started = time.monotonic_ns()
     for seq in range(total):
         if rate:
@@ -159,6 +169,7 @@ def mqtt_sub(url: str, connections: int, expect: int) -> None:
     clients = [mqtt_client(url, on_message) for _ in range(connections)]
     del clients  # kept alive by their network threads
     time.sleep(0.5)  # SUBACKs
+    start_measuring()
     print("ready", flush=True)
     counter.wait()
     emit(counter.result())
@@ -177,6 +188,7 @@ def mqtt_pub(url: str, total: int, rate: int, window: int, size: int) -> None:
 
     publisher, probe = mqtt_client(url), mqtt_client(url, on_probe)
     time.sleep(0.5)
+    start_measuring()
     topic = SUBJECT.replace(".", "/")
     started = time.monotonic_ns()
     for seq in range(total):
@@ -215,7 +227,7 @@ def broker_fanout(kind: str, url: str, pid: int, subscribers: int, total: int, r
     last = max((r["last_ns"] for r in results if r["received"]), default=published["started_ns"])
     seconds = (last - published["started_ns"]) / 1e9
     client_cpu = published["cpu_s"] + sum(r["cpu_s"] for r in results)
-    return {"delivered": delivered, "expected": subscribers * total, "seconds": seconds,
+    return {"url": url, "delivered": delivered, "expected": subscribers * total, "seconds": seconds,
             "latencies": [v for r in results for v in r["latencies_ns"]],
             "loadgen_cpu": round(client_cpu / seconds, 2) if seconds else None,
             "server_us_per_msg": round((procs.cpu_seconds(pid) - cpu_before) / delivered * 1e6,
@@ -250,8 +262,8 @@ def fanout_peers(settings: dict[str, Any], subscribers: int, total: int
 
 
 def client_note(result: dict[str, Any]) -> str:
-    return (f"nats-py/paho clients in {PROCESSES} processes used {result['loadgen_cpu']} "
-            "CPU cores")
+    return f"Python clients ({'nats-py' if 'nats' in result['url'] else 'paho'}), " \
+           f"{PROCESSES} processes"
 
 
 def latency_peers(settings: dict[str, Any], subscribers: int, total: int

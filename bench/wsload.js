@@ -26,8 +26,12 @@ function cpuSeconds() {
   return (usage.user + usage.system) / 1e6;
 }
 
+// CPU spent before the measurement (start-up, handshakes) is not load-generation work.
+let cpuBaseline = 0;
+const startMeasuring = () => { cpuBaseline = cpuSeconds(); };
+
 function finish(result) {
-  result.cpu_s = cpuSeconds();
+  result.cpu_s = cpuSeconds() - cpuBaseline;
   process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(0));
 }
 
@@ -103,6 +107,7 @@ async function sub(url, count, expect, join) {
     for (const ws of opened.sockets) ws.send(joinCommand(join));
     await new Promise((resolve) => setTimeout(resolve, 300));  // let the joins land first
   }
+  startMeasuring();
   console.log("ready");
   armIdle();
 }
@@ -124,6 +129,7 @@ async function pub(url, total, rate, window, size, target) {
   probe = opened.sockets[1];
   if (join) probe.send(joinCommand(target));
   await new Promise((resolve) => setTimeout(resolve, 200));
+  startMeasuring();
   started = now();
   if (rate === 0) {
     pump = () => {
