@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps nodejs npm nats-server mosquitto \
-	inotify-tools
+APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps
+# The benchmarks' load generator (node; npm comes with it or as Debian's npm), brokers, shell peers.
+BENCH_APT_PACKAGES := nodejs nats-server mosquitto inotify-tools jq
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps clean bench bench-quick bench-deps
+.PHONY: run test setup system-deps clean bench bench-quick bench-deps bench-system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +46,10 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
-bench-deps: $(VENV)/.bench-installed bench/node_modules/.installed
+bench-system-deps:
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
+
+bench-deps: bench-system-deps $(VENV)/.bench-installed bench/node_modules/.installed
 
 # Every scenario, repeated, with uvloop and the brokers; prints the table, writes bench/results.json.
 bench: bench-deps
