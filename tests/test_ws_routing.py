@@ -188,3 +188,14 @@ async def test_burst_of_all_frame_sizes_arrives_whole_and_in_order(daemon, conne
         await peer.expect_silence(0.2)
     acks = [(await sender.recv_type("message_response"))["payload"]["seq"] for _ in sizes]
     assert acks == list(range(len(sizes)))
+
+
+async def test_uvloop_event_loop_serves_the_same_protocol(make_daemon, connect_peer):
+    pytest.importorskip("uvloop")
+    daemon = make_daemon({"server": {"event_loop": "uvloop"}})
+    a = await connect_peer(daemon.ws_url)
+    b = await connect_peer(daemon.ws_url)
+    await a.send({"type": "message", "payload": {"content": "on uvloop"}})
+    got = await b.recv_type("message")
+    assert got["payload"] == {"content": "on uvloop"}
+    assert (await a.recv_type("message_response"))["id"] == got["id"]
