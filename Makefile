@@ -4,9 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps \
 	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm rpmlint man-db
+# The benchmarks' load generator (node; npm comes with it or as Debian's npm), brokers, shell peers.
+BENCH_APT_PACKAGES := nodejs nats-server mosquitto inotify-tools jq
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps clean man deb rpm install package-source
+.PHONY: run test setup system-deps clean man deb rpm install package-source \
+	bench bench-quick bench-deps bench-system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +38,31 @@ run: setup
 test: setup system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Benchmarks (bench/README.md): Python peers and uvloop into the venv, Node's ws into
+# bench/node_modules from the lockfile. Brokers (nats-server, mosquitto) come from apt.
+bench/node_modules/.installed: bench/package.json bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund --silent
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench-system-deps:
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
+
+bench-deps: bench-system-deps $(VENV)/.bench-installed bench/node_modules/.installed
+
+# Every scenario, repeated, with uvloop and the brokers; prints the table, writes bench/results.json.
+bench: bench-deps
+	$(PY) -m bench $(BENCH_ARGS)
+
+# The reduced suite, under a minute.
+bench-quick: bench-deps
+	$(PY) -m bench --quick $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache $(GENERATED_MAN)
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache $(GENERATED_MAN) bench/node_modules
 
 # ---- Man pages, `make install`, and the deb and rpm packages (see README "Packages") ----
 # The installed arqond runs on the system's own Python with its dependencies in a private dir.

@@ -342,4 +342,19 @@ def main(argv: list[str] | None = None) -> int:
         except ActivationError as exc:
             log_event(log, logging.ERROR, "activation_refused", str(exc))
             return 1
-        return asyncio.run(Daemon(config, overrides, activated, Notifier()).run())
+        return run_loop(Daemon(config, overrides, activated, Notifier()).run(),
+                        config.server.event_loop)
+
+
+def run_loop(main_coroutine: Any, event_loop: str) -> int:
+    """Run on the configured event loop; uvloop is optional, so its absence is a clear error."""
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            main_coroutine.close()
+            print("arqond: server.event_loop = \"uvloop\" but the uvloop package is not "
+                  "installed (pip install 'arqond[uvloop]')", file=sys.stderr)
+            return 1
+        return uvloop.run(main_coroutine)
+    return asyncio.run(main_coroutine)

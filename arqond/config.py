@@ -119,6 +119,9 @@ SCHEMA: tuple[Option, ...] = (
     Option("server.default_channel", str, "science:general", 'Channel every new client joins '
            'and uses as its current channel; "" turns auto-join off.', reload=True,
            check=_target_or_empty),
+    Option("server.event_loop", str, "asyncio", 'Event loop implementation: "asyncio", or '
+           '"uvloop" (faster fan-out; needs the uvloop package, the "uvloop" extra).',
+           env=("ARQONBUS_EVENT_LOOP",), check=_one_of("asyncio", "uvloop")),
     Option("server.history_size", int, 500, "Messages kept per channel for history.",
            env=("ARQONBUS_HISTORY_SIZE",), check=_positive),
     Option("server.stats_interval", float, 60.0, "Seconds between statistics log lines.",

@@ -52,6 +52,7 @@ def test_precedence_defaults_file_env_flags(tmp_path):
     ({"server": {"port": "x"}}, "server.port: must be an integer"),
     ({"server": {"port": 70000}}, "server.port: must be a port number"),
     ({"server": {"log_level": "loud"}}, "server.log_level: must be one of"),
+    ({"server": {"event_loop": "trio"}}, "server.event_loop: must be one of asyncio, uvloop"),
     ({"server": {"default_channel": "science"}}, "server.default_channel"),
     ({"moo": {"dir": "relative/moo"}}, "moo.dir: must be an absolute path"),
     ({"auth": {"enabled": True}}, "auth.jwt_secret: must be set"),

@@ -171,3 +171,31 @@ async def test_identity_from_query_string_and_identify(daemon, connect_peer):
     assert "colour" in bad["error"] and "screen_name" in bad["error"]
     data = (await a.command("status"))["payload"]["data"]["client"]
     assert data["screen_name"] == "Ada"  # nothing applied from the refused identify
+
+
+async def test_burst_of_all_frame_sizes_arrives_whole_and_in_order(daemon, connect_peer):
+    """Frames queued together are written in one batch: each recipient must still get every
+    frame whole, in order, across the 7-bit, 16-bit and 64-bit WebSocket length encodings."""
+    sender = await connect_peer(daemon.ws_url)
+    receivers = [await connect_peer(daemon.ws_url) for _ in range(3)]
+    sizes = [1, 125, 126, 200, 65535, 65536, 70000] * 5
+    for seq, size in enumerate(sizes):
+        await sender.send({"type": "message", "payload": {"seq": seq, "text": "x" * size}})
+    for peer in receivers:
+        for seq, size in enumerate(sizes):
+            got = await peer.recv_type("message")
+            assert got["payload"] == {"seq": seq, "text": "x" * size}
+        await peer.expect_silence(0.2)
+    acks = [(await sender.recv_type("message_response"))["payload"]["seq"] for _ in sizes]
+    assert acks == list(range(len(sizes)))
+
+
+async def test_uvloop_event_loop_serves_the_same_protocol(make_daemon, connect_peer):
+    pytest.importorskip("uvloop")
+    daemon = make_daemon({"server": {"event_loop": "uvloop"}})
+    a = await connect_peer(daemon.ws_url)
+    b = await connect_peer(daemon.ws_url)
+    await a.send({"type": "message", "payload": {"content": "on uvloop"}})
+    got = await b.recv_type("message")
+    assert got["payload"] == {"content": "on uvloop"}
+    assert (await a.recv_type("message_response"))["id"] == got["id"]

@@ -26,7 +26,7 @@ from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import client_id
 from arqond.core.metrics import Sample, counter, gauge
 from arqond.system.journal import log_event
-from arqond.transports.wsbase import WebSocketSink, admit
+from arqond.transports.wsbase import WebSocketSink, WriteBatcher, admit
 
 log = logging.getLogger("arqond.telemetry")
 library_log = logging.getLogger("arqond.ws.library")
@@ -47,6 +47,7 @@ class TelemetryAdapter:
         self._ticker: asyncio.Task[None] | None = None
         self.connections_total = 0
         self.refused_total = 0
+        self.batcher = WriteBatcher()  # one socket write per client per loop iteration
         self.events_total = 0          # valid inbound events
         self.rejected_total = 0        # invalid inbound frames, each answered with an error
         self.server_events_total = 0   # arqond's own events sent out
@@ -85,7 +86,8 @@ class TelemetryAdapter:
         return refusal
 
     async def _handle(self, connection: ServerConnection) -> None:
-        sink = WebSocketSink(connection, self.config.server.client_buffer_bytes)
+        sink = WebSocketSink(connection, self.config.server.client_buffer_bytes,
+                             self.batcher)
         watcher = client_id()
         self.watchers[watcher] = sink
         self.connections_total += 1

@@ -18,7 +18,7 @@ from arqond.config import Config
 from arqond.core.bus import Bus
 from arqond.core.clients import identity_from_query
 from arqond.core.metrics import Sample, counter
-from arqond.transports.wsbase import WebSocketSink, admit, peer_of
+from arqond.transports.wsbase import WebSocketSink, WriteBatcher, admit, peer_of
 
 log = logging.getLogger("arqond.ws")
 # The library's own per-connection chatter is debug material; its warnings still show.
@@ -44,6 +44,7 @@ class WebSocketAdapter:
         self._handshakes: weakref.WeakKeyDictionary[
             ServerConnection, tuple[dict[str, Any], dict[str, str]]] = weakref.WeakKeyDictionary()
         self.refused_total = 0
+        self.batcher = WriteBatcher()  # one socket write per client per loop iteration
 
     def samples(self) -> list[Sample]:
         return [counter("arqonbus_ws_refused_total", "WebSocket handshakes refused (bad or "
@@ -91,7 +92,8 @@ class WebSocketAdapter:
 
     async def _handle(self, connection: ServerConnection) -> None:
         claims, identity = self._handshakes.pop(connection, ({}, {}))
-        sink = WebSocketSink(connection, self.config.server.client_buffer_bytes)
+        sink = WebSocketSink(connection, self.config.server.client_buffer_bytes,
+                             self.batcher)
         bus = self.bus
         client = bus.attach(sink, "ws", claims=claims,
                             identity=identity,

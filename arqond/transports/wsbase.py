@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -19,29 +20,88 @@ from arqond.core.auth import AuthError, authenticate
 from arqond.system.journal import log_event
 
 
-class WebSocketSink:
-    """Writes straight into the connection's transport buffer, as websockets.broadcast does.
+class WriteBatcher:
+    """Encodes each fanned-out frame once and joins the frames queued for one connection during
+    one loop iteration into one write.
 
-    The transport buffer is the client's outgoing queue; ``limit`` bounds it in bytes. Nothing
-    here awaits, so a fan-out loop over thousands of sinks never waits on any one client.
+    Server frames are unmasked and uncompressed (compression is off), so one message has the
+    same wire bytes for every client: the Bus hands all sinks the same bytes object, and the
+    encoding is cached by identity. A fan-out of a read that carried many messages would
+    otherwise cost one send(2) per frame per client; batched, it costs one per client. The
+    flush runs on the next loop iteration, so a lone message waits only for the callbacks
+    already queued.
     """
 
-    __slots__ = ("connection", "limit", "closing")
+    __slots__ = ("dirty", "flushes_total", "_last_frame", "_last_wire")
 
-    def __init__(self, connection: ServerConnection, limit: int) -> None:
+    def __init__(self) -> None:
+        self.dirty: list[WebSocketSink] = []
+        self.flushes_total = 0
+        self._last_frame: bytes | None = None
+        self._last_wire = b""
+
+    def encode(self, frame: bytes) -> bytes:
+        if frame is not self._last_frame:
+            self._last_frame = frame
+            self._last_wire = Frame(Opcode.TEXT, frame).serialize(mask=False)
+        return self._last_wire
+
+    def mark(self, sink: "WebSocketSink") -> None:
+        if not self.dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.dirty.append(sink)
+
+    def flush(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        self.flushes_total += 1
+        for sink in dirty:
+            sink.flush()
+
+
+class WebSocketSink:
+    """Writes into the connection's protocol buffer, as websockets.broadcast does, and leaves
+    the transport write to the WriteBatcher.
+
+    The transport buffer plus the frames not yet flushed are the client's outgoing queue;
+    ``limit`` bounds it in bytes. Nothing here awaits, so a fan-out loop over thousands of sinks
+    never waits on any one client.
+    """
+
+    __slots__ = ("connection", "limit", "closing", "batcher", "pending")
+
+    def __init__(self, connection: ServerConnection, limit: int, batcher: WriteBatcher) -> None:
         self.connection = connection
         self.limit = limit
         self.closing: asyncio.Task[None] | None = None
+        self.batcher = batcher
+        self.pending = 0  # bytes queued since the last flush
 
     def send(self, frame: bytes) -> bool:
         connection = self.connection
         if connection.protocol.state is not State.OPEN:
             return True  # closing already: the frame has nowhere to go and nobody to blame
-        if connection.transport.get_write_buffer_size() > self.limit:
+        if connection.transport.get_write_buffer_size() + self.pending > self.limit:
             return False
-        connection.protocol.send_text(frame)
-        connection.send_data()
+        # What protocol.send_text would queue (no fragmentation, no extensions), encoded once.
+        connection.protocol.writes.append(self.batcher.encode(frame))
+        if not self.pending:
+            self.batcher.mark(self)
+        self.pending += len(frame)
         return True
+
+    def flush(self) -> None:
+        self.pending = 0
+        connection = self.connection
+        if connection.transport.is_closing():
+            connection.protocol.data_to_send()  # nowhere to go
+            return
+        writes = connection.protocol.data_to_send()
+        if all(writes):
+            if writes:
+                connection.transport.write(b"".join(writes))
+        else:  # an end-of-stream marker: let the library half-close as it does itself
+            connection.protocol.writes[:0] = writes
+            connection.send_data()
 
     def close(self, code: int, reason: str) -> None:
         if self.closing is None:

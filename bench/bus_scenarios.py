@@ -1,0 +1,90 @@
+"""B1 fan-out throughput, B2 latency at a fixed rate, B6 10,000 idle clients and one broadcast:
+arqond against the floor server (and brokers, in peers.py), each pair from the same run."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import orjson
+
+from bench import peers, procs
+from bench.fanout import ws_fanout
+from bench.stats import latency_row, row
+
+SUBSCRIBERS = 100
+
+
+def ws_systems(settings: dict[str, Any]):
+    """(label, context manager yielding (pid, url)) for arqond and the floor, per event loop."""
+    for loop in settings["event_loops"]:
+        suffix = "" if loop == "asyncio" else f"+{loop}"
+        yield f"arqond{suffix}", loop, "arqond"
+        yield f"floor{suffix}", loop, "floor"
+
+
+@contextmanager
+def started(kind: str, loop: str) -> Iterator[tuple[int, str]]:
+    """(server pid, ws url) of a running arqond or floor server."""
+    if kind == "arqond":
+        with procs.arqond(event_loop=loop) as daemon:
+            yield daemon.proc.pid, daemon.ws_url
+    else:
+        with procs.floor_server(loop) as (proc, url):
+            yield proc.pid, url
+
+
+def b1_fanout(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    total = settings["b1_messages"]
+    for label, loop, kind in ws_systems(settings):
+        with started(kind, loop) as (pid, url):
+            result = ws_fanout(url, pid, subscribers=SUBSCRIBERS, total=total)
+        rows.append(row("B1", label, "delivered msgs/s", result.rate, "msg/s",
+                        lost=result.expected - result.delivered, **result.cpu_notes()))
+    return rows + peers.fanout_peers(settings, SUBSCRIBERS, total)
+
+
+def b2_latency(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    total = settings["b2_seconds"] * 1000
+    for label, loop, kind in ws_systems(settings):
+        with started(kind, loop) as (pid, url):
+            result = ws_fanout(url, pid, subscribers=SUBSCRIBERS, total=total, rate=1000)
+        rows.append(latency_row("B2", label, result.latencies_ns,
+                                target="p50 ≤ 1, p99 ≤ 5" if kind == "arqond" else None,
+                                lost=result.expected - result.delivered, **result.cpu_notes()))
+    rows.extend(peers.latency_peers(settings, SUBSCRIBERS, total))
+    return rows
+
+
+def b6_idle_clients(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    count = settings["b6_clients"]
+    for label, loop, kind in ws_systems(settings):
+        if loop != "asyncio":
+            continue
+        with started(kind, loop) as (pid, url):
+            rss_idle = procs.rss_mb(pid)[0]
+            clients = procs.spawn_node("idle", url, count)
+            ready = orjson.loads(procs.wait_ready(clients, timeout=300))
+            rss_connected = procs.rss_mb(pid)[0]
+            assert clients.stdin is not None
+            cpu_before = procs.cpu_seconds(pid)
+            began = time.monotonic()
+            clients.stdin.write("go\n")
+            clients.stdin.flush()
+            result = procs.result_of(clients, timeout=120)
+            elapsed = time.monotonic() - began
+            rss_after, rss_peak = procs.rss_mb(pid)
+            cpu = procs.cpu_seconds(pid) - cpu_before
+        rows.append(row("B6", label, "RSS with clients", rss_connected, "MiB",
+                        max=rss_peak, target="≤ 300" if kind == "arqond" else None,
+                        note=f"{rss_idle:.0f} MiB before; {ready['ready']} connected, "
+                             f"{ready['failed']} failed"))
+        rows.append(row("B6", label, "received broadcast", result["received"], "clients",
+                        expected=result["connected"] - 1, failed=result["failed"],
+                        seconds=round(elapsed, 3), server_cpu_s=round(cpu, 3),
+                        target=f"= {result['connected'] - 1}" if kind == "arqond" else None))
+    return rows
