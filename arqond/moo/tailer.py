@@ -534,9 +534,12 @@ class NarrativeTailer:
                 more = self._step(first)
                 if more:
                     self.ready[first] = None
+                # Yield first: the frames just published are written to the clients' sockets
+                # by callbacks already queued (the WebSocket write batching), and only lines
+                # that have left arqond may be checkpointed, or a kill -9 could lose them.
+                await asyncio.sleep(0)
                 if self.dirty:
                     self._save(sync=False)
-                await asyncio.sleep(0)
 
     def _step(self, tracked: TrackedFile) -> bool:
         """Read and publish at most one chunk; True when more is waiting."""
