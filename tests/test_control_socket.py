@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, metrics_of
 
 NOBODY = 65534  # uid nobody, gid nogroup on Debian
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
@@ -107,6 +107,7 @@ async def test_over_long_line_gets_an_error_then_the_close(make_daemon, connect_
     await ws.expect_silence(0.2)
     again = await connect_peer(daemon.control_path)  # the socket itself is unharmed
     assert (await again.command("ping"))["status"] == "success"
+    assert metrics_of(daemon)["arqonbus_control_oversize_total"] == 1
 
 
 async def test_last_line_without_newline_is_answered_before_the_close(daemon):

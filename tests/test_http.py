@@ -14,39 +14,9 @@ import pytest
 
 from arqond import __version__
 from arqond.core.auth import issue_hs256
-from tests.conftest import http_call, http_raw, parse_http_reply
+from tests.conftest import http_call, http_raw, metrics_of, parse_http_reply, parse_metrics
 
 SECRET = "http-secret"
-SAMPLE_RE = re.compile(r'^([a-z_]+)(\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})? (-?[0-9.e+]+)$')
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text to {"name" or "name{labels}": value}, checking the format as it goes."""
-    values: dict[str, float] = {}
-    types: dict[str, str] = {}
-    helped = set()
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            helped.add(line.split()[2])
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            assert kind in ("counter", "gauge"), line
-            assert name.endswith("_total") == (kind == "counter"), line
-            types[name] = kind
-        else:
-            match = SAMPLE_RE.match(line)
-            assert match, f"not a Prometheus sample line: {line!r}"
-            name = match.group(1)
-            assert name in types and name in helped, f"{name} has no TYPE/HELP"
-            values[name + (match.group(2) or "")] = float(match.group(3))
-    return values
-
-
-def metrics_of(daemon) -> dict[str, float]:
-    reply = http_call(daemon, "GET", "/metrics")
-    assert reply.status == 200
-    assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    return parse_metrics(reply.body.decode())
 
 
 # -- monitoring ----------------------------------------------------------------------------

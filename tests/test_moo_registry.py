@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import signal
 import socket
@@ -286,3 +287,25 @@ async def test_unregistering_a_served_zgent_answers_its_open_requests(make_daemo
     answer = await asker.recv()
     assert answer["id"] == "q" and answer["error"]["code"] == -32001
     assert await handler.reader.read() == b""  # the handler's connection is closed too
+
+
+async def test_members_of_the_moo_group_append_broadcasts_others_cannot(make_daemon,
+                                                                       shared_moo_dir,
+                                                                       connect_peer):
+    daemon = make_daemon({"moo": {"dir": shared_moo_dir, "group": "nogroup"}})
+    log = os.path.join(shared_moo_dir, "broadcast.jsonl")
+    info = os.stat(log)
+    assert stat.S_IMODE(info.st_mode) == 0o664 and info.st_gid == grp.getgrnam("nogroup").gr_gid
+    listener = await connect_peer(daemon.ws_url)
+    await listener.command("join_channel", {"room": "moo:broadcast"})
+    line = ('{"ts":"2026-02-12T16:00:00Z","from":"orchestrator","type":"broadcast",'
+            '"content":"Market closed.","priority":"normal"}')
+    outsider = sh(f"setpriv --reuid=65534 --regid=65533 --clear-groups "
+                  f"sh -c 'echo \"$0\" >> {log}' '{line}'")
+    assert outsider.returncode != 0 and "Permission denied" in outsider.stderr
+    member = sh(f"setpriv --reuid=65534 --regid=65534 --clear-groups "
+                f"sh -c 'echo \"$0\" >> {log}' '{line}'")
+    assert member.returncode == 0, member.stderr
+    got = await listener.recv_type("event")
+    assert got["payload"]["content"] == "Market closed." and got["sender"] == "orchestrator"
+    await listener.expect_silence(0.3)  # once: the refused append published nothing

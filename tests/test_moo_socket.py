@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import tempfile
 
 import orjson
 import pytest
@@ -230,15 +229,6 @@ async def test_recv_waits_for_the_next_message(make_daemon, zgent_socket):
     assert await reader.recv() == {"jsonrpc": "2.0", "id": "w", "result": {"late": True}}
     # Handed to the waiter, so not kept twice.
     assert (await reader.call("arqon.recv"))["result"] is None
-
-
-@pytest.fixture
-def shared_moo_dir():
-    """A MOO dir another uid can reach (pytest's tmp dirs are private to root)."""
-    path = tempfile.mkdtemp(prefix="arqond-moo-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_serve_is_allowed_only_to_configured_uids(make_daemon, shared_moo_dir):

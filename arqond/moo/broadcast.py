@@ -11,13 +11,18 @@ import orjson
 from arqond.moo.files import NotOurs
 
 
+# Group-writable: DESIGN has anyone in the MOO group append announcements (echo >>), which the
+# narrative bridge publishes on moo:broadcast like any other log line.
+MODE = 0o664
+
+
 class BroadcastLog:
     def __init__(self, path: str, link: str, gid: int | None) -> None:
         self.path = path
         self.link = link
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                              | os.O_CLOEXEC, 0o644)
+                              | os.O_CLOEXEC, MODE)
         except OSError as exc:
             raise NotOurs(f"{path}: cannot open for appending ({exc.strerror}); refusing to "
                           "touch it") from None
@@ -26,7 +31,7 @@ class BroadcastLog:
             os.close(self.fd)
             raise NotOurs(f"{path} is not a regular file; refusing to touch it")
         if info.st_uid == os.getuid():
-            os.fchmod(self.fd, 0o644)
+            os.fchmod(self.fd, MODE)
             if gid is not None and info.st_gid != gid:
                 os.fchown(self.fd, -1, gid)
 

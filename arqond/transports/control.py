@@ -32,6 +32,7 @@ from arqond.config import Config
 from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import SERVER_SENDER, now_iso, serialize
+from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.system.journal import log_event
 
 log = logging.getLogger("arqond.control")
@@ -178,6 +179,15 @@ class ControlAdapter:
         return {"control": {"path": self.config.server.control_socket,
                             "connections": len(self.connections),
                             "refused": self.refused_total, "oversize": self.oversize_total}}
+
+    def samples(self) -> list[Sample]:
+        return [gauge("arqonbus_control_connections", "Control socket clients now.",
+                      len(self.connections)),
+                *counters_of(self, "arqonbus_control", {
+                    "refused_total": "Control socket connections refused at "
+                                     "server.max_connections.",
+                    "oversize_total": "Control socket lines over server.max_message_size "
+                                      "(answered with an error, then closed)."})]
 
     def reload(self, config: Config) -> None:
         self.config = config
