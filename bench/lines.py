@@ -1,7 +1,8 @@
 """Writing timestamped JSON lines (paced or as a burst) and reading them back with latencies.
 
-Each line is ``{"from": ..., "seq": N, "t": <CLOCK_MONOTONIC ns at write>}``; a reader takes
-``now - t`` as the latency. Also the entry point of one FIFO writer process for B4:
+Each line is a narrative message of the seed's schema (``ts``, ``from``, ``type``, ``content``)
+plus ``"seq": N, "t": <CLOCK_MONOTONIC ns at write>``; a reader takes ``now - t`` as the
+latency. Also the entry point of one FIFO writer process for B4:
 
     python -m bench.lines FIFO WRITER COUNT RATE   (RATE 0 = burst, 4 KiB writes)
 
@@ -23,8 +24,9 @@ PIPE_BUF = 4096  # writes up to this size reach a FIFO whole, never interleaved
 
 
 def line(seq: int, sender: str = "bench", writer: int = 0) -> bytes:
-    return orjson.dumps({"from": sender, "seq": seq, "w": writer,
-                         "t": time.monotonic_ns()}) + b"\n"
+    return orjson.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "from": sender, "type": "narrative", "content": "bench line",
+                         "seq": seq, "w": writer, "t": time.monotonic_ns()}) + b"\n"
 
 
 def write_paced(fd: int, count: int, rate: float, *, first: int = 0, writer: int = 0,
