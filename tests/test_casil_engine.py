@@ -166,7 +166,8 @@ def test_bus_hook_blocks_before_routing_and_costs_nothing_when_disabled():
     casil = Casil(bus, Policy())
     assert bus.inspector is None
     sender_sink, receiver_sink = ListSink(), ListSink()
-    sender, receiver = bus.attach(sender_sink, "test"), bus.attach(receiver_sink, "test")
+    sender = bus.attach(sender_sink, "test")
+    bus.attach(receiver_sink, "test")
     heard = []
     bus.listeners.append(lambda event, fields: heard.append(event))
     casil.set_policy(Policy(enabled=True, mode="enforce", block_on_probable_secret=True))

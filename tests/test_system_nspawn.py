@@ -109,7 +109,7 @@ def install(machine: Container, ports: dict[str, int], service_dropin: str = "")
     """What a package does: units, sysusers.d, tmpfiles.d, catalog; ports moved off the
     defaults with drop-ins (the container shares the host's loopback)."""
     src = "/opt/arqond/src/systemd"
-    script = [f"mkdir -p /etc/sysusers.d /etc/tmpfiles.d /usr/lib/systemd/catalog",
+    script = ["mkdir -p /etc/sysusers.d /etc/tmpfiles.d /usr/lib/systemd/catalog",
               f"cp {src}/arqond.service {src}/arqond*.socket /etc/systemd/system/",
               f"cp {src}/sysusers.d/arqond.conf /etc/sysusers.d/",
               f"cp {src}/tmpfiles.d/arqond.conf /etc/tmpfiles.d/",

@@ -14,11 +14,10 @@ import logging
 import socket
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from arqond import __version__
 from arqond.config import Config
 from arqond.core import telemetry
 from arqond.core.bus import Bus
@@ -26,12 +25,9 @@ from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import client_id
 from arqond.core.metrics import Sample, counter, gauge
 from arqond.system.journal import log_event
-from arqond.transports.wsbase import WebSocketSink, WriteBatcher, admit
+from arqond.transports.wsbase import WebSocketSink, WriteBatcher, admit, serve_websocket
 
 log = logging.getLogger("arqond.telemetry")
-library_log = logging.getLogger("arqond.ws.library")
-# Seconds a watcher gets to answer our close frame at shutdown; keeps SIGTERM quick.
-CLOSE_TIMEOUT = 2.0
 
 
 class TelemetryAdapter:
@@ -57,12 +53,8 @@ class TelemetryAdapter:
         self.config = config
 
     async def start(self) -> None:
-        server = self.config.server
-        self.server = await serve(
-            self._handle, sock=self.sock, max_size=server.max_message_size,
-            ping_interval=server.ping_interval, ping_timeout=server.ping_timeout,
-            close_timeout=CLOSE_TIMEOUT, compression=None, process_request=self._process_request,
-            server_header=f"arqond/{__version__}", logger=library_log)
+        self.server = await serve_websocket(self._handle, self.sock, self.config,
+                                            self._process_request)
         self.bus.listeners.append(self._on_bus_event)
         self.bus.observers.append(self._on_message)
         self._ticker = asyncio.create_task(self._tick_activity())

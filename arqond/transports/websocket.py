@@ -8,24 +8,19 @@ import socket
 import weakref
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from arqond import __version__
 from arqond.config import Config
 from arqond.core.bus import Bus
 from arqond.core.clients import identity_from_query
 from arqond.core.metrics import Sample, counter
-from arqond.transports.wsbase import WebSocketSink, WriteBatcher, admit, peer_of
+from arqond.transports.wsbase import (WebSocketSink, WriteBatcher, admit, peer_of,
+                                      serve_websocket)
 
 log = logging.getLogger("arqond.ws")
-# The library's own per-connection chatter is debug material; its warnings still show.
-library_log = logging.getLogger("arqond.ws.library")
-# Seconds a client gets to answer our close frame (1001 at shutdown) before the connection is
-# dropped; keeps SIGTERM well inside its 5 s promise when a client does not answer.
-CLOSE_TIMEOUT = 2.0
 # Seconds that handshakes already under way at shutdown get to finish (see stop()).
 HANDSHAKE_GRACE = 1.0
 HANDSHAKE_SETTLE = 0.05
@@ -54,12 +49,8 @@ class WebSocketAdapter:
         self.config = config
 
     async def start(self) -> None:
-        server = self.config.server
-        self.server = await serve(
-            self._handle, sock=self.sock, max_size=server.max_message_size,
-            ping_interval=server.ping_interval, ping_timeout=server.ping_timeout,
-            close_timeout=CLOSE_TIMEOUT, compression=None, process_request=self._process_request,
-            server_header=f"arqond/{__version__}", logger=library_log)
+        self.server = await serve_websocket(self._handle, self.sock, self.config,
+                                            self._process_request)
 
     async def stop(self) -> None:
         if self.server is None:

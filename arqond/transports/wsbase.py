@@ -10,14 +10,37 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from arqond import __version__
 from arqond.config import Config
 from arqond.core.auth import AuthError, authenticate
 from arqond.system.journal import log_event
+
+
+# The library's own per-connection chatter is debug material; its warnings still show.
+library_log = logging.getLogger("arqond.ws.library")
+# Seconds a client gets to answer our close frame (1001 at shutdown) before the connection is
+# dropped; keeps SIGTERM well inside its 5 s promise when a client does not answer.
+CLOSE_TIMEOUT = 2.0
+
+
+async def serve_websocket(handler: Any, sock: Any, config: Config,
+                          process_request: Any) -> Server:
+    """A WebSocket server on ``sock`` with the settings both WebSocket ports share.
+
+    Compression stays off: the WriteBatcher's one encoding per frame for every client relies
+    on it (and it would cost more CPU than loopback bandwidth is worth).
+    """
+    server = config.server
+    return await serve(
+        handler, sock=sock, max_size=server.max_message_size,
+        ping_interval=server.ping_interval, ping_timeout=server.ping_timeout,
+        close_timeout=CLOSE_TIMEOUT, compression=None, process_request=process_request,
+        server_header=f"arqond/{__version__}", logger=library_log)
 
 
 class WriteBatcher:
