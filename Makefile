@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := socat jq tmux mandoc iproute2 util-linux procps \
+# What `make run` needs on a bare Debian 12 (Debian's python3 has no venv module without it).
+BASE_APT_PACKAGES := python3-venv
+# What the tests drive: the seed's shell tools, systemd containers, packaging and man tools.
+APT_PACKAGES := socat jq tmux curl mandoc iproute2 util-linux procps \
 	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm rpmlint man-db
 # The benchmarks' load generator (node; npm comes with it or as Debian's npm), brokers, shell peers.
 BENCH_APT_PACKAGES := nodejs nats-server mosquitto inotify-tools jq
@@ -12,6 +15,8 @@ PYTEST_ARGS ?=
 	bench bench-quick bench-deps bench-system-deps
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || \
+		$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BASE_APT_PACKAGES)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -35,7 +40,7 @@ run: setup
 	$(VENV)/bin/arqond $(ARGS)
 
 # Set up and pass the whole test suite.
-test: setup system-deps
+test: system-deps setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks (bench/README.md): Python peers and uvloop into the venv, Node's ws into
