@@ -48,6 +48,9 @@ BROADCAST_TARGET = ("moo", "broadcast")
 MAX_PENDING_PER_CLIENT = 256
 MAX_RECV_WAIT = 3600.0
 STATE_FILE = "moo-zgents.json"
+# Unread mailbox messages, written on a clean stop and taken back (then removed) at start, so
+# a restart loses none; a kill -9 loses what was unread, as it loses the process's memory.
+MAILBOX_FILE = "moo-mailboxes.json"
 
 
 class Waiter:
@@ -82,6 +85,7 @@ MOO_COUNTERS = {
     "inbox_lines_total": "Lines read from inbox FIFOs (and narrative queries) delivered.",
     "inbox_refused_total": "Inbox lines refused (too long, no such Zgent), each logged.",
     "mailbox_dropped_total": "Mailbox messages dropped, oldest first, at moo.mailbox_size.",
+    "mailbox_restored_total": "Unread mailbox messages carried over a clean restart.",
     "socket_connections_total": "Connections accepted on Zgent sockets.",
     "socket_requests_total": "Requests received on Zgent sockets.",
     "socket_errors_total": "JSON-RPC errors answered on Zgent sockets.",
@@ -107,6 +111,7 @@ class MooLayer:
         self.log_dir = moo.log_dir
         self.registry_path = os.path.join(self.dir, "registry.json")
         self.state_path = os.path.join(config.server.state_dir, STATE_FILE)
+        self.mailbox_path = os.path.join(config.server.state_dir, MAILBOX_FILE)
         self.served: dict[str, Served] = {}
         self.retired: dict[str, dict[str, Any]] = {}   # unregistered: kept as "offline"
         self.pending = PendingTable()
@@ -122,6 +127,7 @@ class MooLayer:
         self.inbox_lines_total = 0
         self.inbox_refused_total = 0
         self.mailbox_dropped_total = 0
+        self.mailbox_restored_total = 0
         self.socket_connections_total = 0
         self.socket_requests_total = 0
         self.socket_errors_total = 0
@@ -160,6 +166,8 @@ class MooLayer:
                 specs[zgent_id] = Spec.from_table(zgent_id, table, "command")
         for spec in specs.values():
             self._register_logged(spec)
+        # Before the event loop reads any inbox line: the carried-over messages are older.
+        self._restore_mailboxes()
         self._write_registry()
         self._schedule_stale_check()
 
@@ -176,6 +184,7 @@ class MooLayer:
         for name, served in self.served.items():
             self._close_served(served, remove_socket=f"{name}.sock" not in kept)
             served.zgent.status = "offline"
+        self._save_mailboxes()
         self._write_registry()
         if self.broadcast is not None:
             self.broadcast.close()
@@ -230,6 +239,39 @@ class MooLayer:
                       f"{path}: unusable {what} ({reason}); kept as {path}.bad and rebuilt",
                       path=path)
             return None
+
+    def _save_mailboxes(self) -> None:
+        unread = {name: list(served.zgent.mailbox.messages)
+                  for name, served in self.served.items() if served.zgent.mailbox.messages}
+        if not unread:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.mailbox_path), exist_ok=True)
+            files.write_atomically(self.mailbox_path, orjson.dumps(unread) + b"\n", 0o600,
+                                   None)
+        except OSError as exc:
+            log.error("cannot keep the unread mailbox messages in %s: %s; they are lost",
+                      self.mailbox_path, exc.strerror)
+
+    def _restore_mailboxes(self) -> None:
+        unread = self._set_aside_corrupt(self.mailbox_path, "mailboxes", _check_mailboxes)
+        if unread is None:
+            return
+        for name, messages in unread.items():
+            served = self.served.get(name)
+            if served is None:
+                log.warning("%d unread message(s) to %s dropped: %s is no longer registered",
+                            len(messages), name, name)
+                continue
+            for message in messages:
+                if not served.zgent.mailbox.put(message):
+                    self.mailbox_dropped_total += 1
+            self.mailbox_restored_total += len(messages)
+        # Taken: a later crash must not bring these back a second time.
+        try:
+            os.unlink(self.mailbox_path)
+        except OSError as exc:
+            log.error("cannot remove %s: %s", self.mailbox_path, exc.strerror)
 
     def _open_broadcast(self) -> None:
         try:
@@ -871,6 +913,15 @@ def _check_state(raw: bytes) -> dict[str, Any]:
         raise ZgentError('expected {"zgents": {NAME: {...}}, "registry_sha256": "..."}')
     for zgent_id, table in document["zgents"].items():
         Spec.from_table(zgent_id, table, "command")
+    return document
+
+
+def _check_mailboxes(raw: bytes) -> dict[str, list[dict[str, Any]]]:
+    document = orjson.loads(raw)
+    if not isinstance(document, dict) or not all(
+            isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+            for messages in document.values()):
+        raise ZgentError('expected {NAME: [message, ...]}')
     return document
 
 
