@@ -30,10 +30,11 @@ from arqond.core.jsonrpc import Pending, PendingTable, RpcError
 from arqond.core.lines import Refused
 from arqond.core.router import RoutingError, split_target
 from arqond.core.zgents import Spec, Zgent, ZgentError
-from arqond.moo import files
+from arqond.moo import files, mailboxes
 from arqond.moo.broadcast import BroadcastLog
 from arqond.moo.files import NotOurs
 from arqond.moo.inbox import InboxReader
+from arqond.moo.mailboxes import MailboxLog
 from arqond.moo.sockets import SocketSink, ZgentConnection
 from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.system.fdstore import FdStore
@@ -48,9 +49,8 @@ BROADCAST_TARGET = ("moo", "broadcast")
 MAX_PENDING_PER_CLIENT = 256
 MAX_RECV_WAIT = 3600.0
 STATE_FILE = "moo-zgents.json"
-# Unread mailbox messages, written on a clean stop and taken back (then removed) at start, so
-# a restart loses none; a kill -9 loses what was unread, as it loses the process's memory.
-MAILBOX_FILE = "moo-mailboxes.json"
+# Under the state dir: one file per Zgent holding its unread messages (arqond/moo/mailboxes.py).
+MAILBOX_DIR = "mailboxes"
 
 
 class Waiter:
@@ -66,7 +66,7 @@ class Served:
     """A registered Zgent's live parts next to its model."""
 
     __slots__ = ("zgent", "reader", "sock", "server", "handler", "waiters", "uids", "gids",
-                 "closed")
+                 "closed", "journal")
 
     def __init__(self, zgent: Zgent) -> None:
         self.zgent = zgent
@@ -78,6 +78,7 @@ class Served:
         self.waiters: list[Waiter] = []
         self.uids: set[int] = set()
         self.gids: set[int] = set()
+        self.journal: MailboxLog | None = None   # the mailbox on disk; None: memory only
 
 
 # What /metrics exports of the MOO layer (arqonbus_moo_<name>).
@@ -85,7 +86,8 @@ MOO_COUNTERS = {
     "inbox_lines_total": "Lines read from inbox FIFOs (and narrative queries) delivered.",
     "inbox_refused_total": "Inbox lines refused (too long, no such Zgent), each logged.",
     "mailbox_dropped_total": "Mailbox messages dropped, oldest first, at moo.mailbox_size.",
-    "mailbox_restored_total": "Unread mailbox messages carried over a clean restart.",
+    "mailbox_restored_total": "Unread mailbox messages taken back from disk at registration.",
+    "mailbox_journal_errors_total": "Mailboxes no longer kept on disk after a write failed.",
     "socket_connections_total": "Connections accepted on Zgent sockets.",
     "socket_requests_total": "Requests received on Zgent sockets.",
     "socket_errors_total": "JSON-RPC errors answered on Zgent sockets.",
@@ -111,7 +113,7 @@ class MooLayer:
         self.log_dir = moo.log_dir
         self.registry_path = os.path.join(self.dir, "registry.json")
         self.state_path = os.path.join(config.server.state_dir, STATE_FILE)
-        self.mailbox_path = os.path.join(config.server.state_dir, MAILBOX_FILE)
+        self.mailbox_dir = os.path.join(config.server.state_dir, MAILBOX_DIR)
         self.served: dict[str, Served] = {}
         self.retired: dict[str, dict[str, Any]] = {}   # unregistered: kept as "offline"
         self.pending = PendingTable()
@@ -128,6 +130,7 @@ class MooLayer:
         self.inbox_refused_total = 0
         self.mailbox_dropped_total = 0
         self.mailbox_restored_total = 0
+        self.mailbox_journal_errors_total = 0
         self.socket_connections_total = 0
         self.socket_requests_total = 0
         self.socket_errors_total = 0
@@ -167,7 +170,7 @@ class MooLayer:
         for spec in specs.values():
             self._register_logged(spec)
         # Before the event loop reads any inbox line: the carried-over messages are older.
-        self._restore_mailboxes()
+        self._drop_orphan_mailboxes()
         self._write_registry()
         self._schedule_stale_check()
 
@@ -184,7 +187,9 @@ class MooLayer:
         for name, served in self.served.items():
             self._close_served(served, remove_socket=f"{name}.sock" not in kept)
             served.zgent.status = "offline"
-        self._save_mailboxes()
+        for served in self.served.values():
+            if served.journal is not None:
+                served.journal.close()
         self._write_registry()
         if self.broadcast is not None:
             self.broadcast.close()
@@ -195,6 +200,8 @@ class MooLayer:
         for served in self.served.values():
             dropped = served.zgent.mailbox.resize(config.moo.mailbox_size)
             self.mailbox_dropped_total += dropped
+            if dropped:
+                self._journal_took(served, dropped)
         self._apply_config_zgents(zgents.check_table(config.tables.get("zgents", {})))
         self._changed()
         self._schedule_stale_check()
@@ -240,38 +247,66 @@ class MooLayer:
                       path=path)
             return None
 
-    def _save_mailboxes(self) -> None:
-        unread = {name: list(served.zgent.mailbox.messages)
-                  for name, served in self.served.items() if served.zgent.mailbox.messages}
-        if not unread:
-            return
-        try:
-            os.makedirs(os.path.dirname(self.mailbox_path), exist_ok=True)
-            files.write_atomically(self.mailbox_path, orjson.dumps(unread) + b"\n", 0o600,
-                                   None)
-        except OSError as exc:
-            log.error("cannot keep the unread mailbox messages in %s: %s; they are lost",
-                      self.mailbox_path, exc.strerror)
+    # -- mailboxes on disk ---------------------------------------------------------------
 
-    def _restore_mailboxes(self) -> None:
-        unread = self._set_aside_corrupt(self.mailbox_path, "mailboxes", _check_mailboxes)
-        if unread is None:
-            return
-        for name, messages in unread.items():
-            served = self.served.get(name)
-            if served is None:
-                log.warning("%d unread message(s) to %s dropped: %s is no longer registered",
-                            len(messages), name, name)
-                continue
-            for message in messages:
-                if not served.zgent.mailbox.put(message):
-                    self.mailbox_dropped_total += 1
-            self.mailbox_restored_total += len(messages)
-        # Taken: a later crash must not bring these back a second time.
+    def _mailbox_path(self, zgent_id: str) -> str:
+        return os.path.join(self.mailbox_dir, f"{zgent_id}.jsonl")
+
+    def _open_mailbox(self, served: Served) -> None:
+        """Take back what NAME had not read (even after a kill -9), then keep it on disk."""
+        path = self._mailbox_path(served.zgent.id)
+        unread = self._set_aside_corrupt(path, "mailbox", mailboxes.replay) or []
+        mailbox = served.zgent.mailbox
+        for message in unread:
+            if not mailbox.put(message):
+                self.mailbox_dropped_total += 1
+        self.mailbox_restored_total += len(unread)
         try:
-            os.unlink(self.mailbox_path)
+            os.makedirs(self.mailbox_dir, mode=0o750, exist_ok=True)
+            served.journal = MailboxLog(path, list(mailbox.messages))
         except OSError as exc:
-            log.error("cannot remove %s: %s", self.mailbox_path, exc.strerror)
+            self._journal_failed(served, exc)
+
+    def _journal_took(self, served: Served, count: int) -> None:
+        if served.journal is not None:
+            try:
+                served.journal.took(served.zgent.mailbox.messages, count)
+            except OSError as exc:
+                self._journal_failed(served, exc)
+
+    def _journal_failed(self, served: Served, exc: OSError) -> None:
+        """Keep the mailbox in memory only: a file missing writes would replay wrong."""
+        self.mailbox_journal_errors_total += 1
+        name = served.zgent.id
+        log.error("mailbox of %s no longer kept on disk (%s: %s): its unread messages will "
+                  "not survive a restart", name, self._mailbox_path(name), exc.strerror)
+        if served.journal is not None:
+            served.journal.close()
+            served.journal = None
+        try:
+            os.unlink(self._mailbox_path(name))
+        except OSError:
+            pass
+
+    def _drop_orphan_mailboxes(self) -> None:
+        """Mailbox files of Zgents gone from the configuration while arqond was down."""
+        try:
+            names = os.listdir(self.mailbox_dir)
+        except FileNotFoundError:
+            return
+        for entry in names:
+            zgent_id, dot, ext = entry.rpartition(".")
+            if ext != "jsonl" or not dot or zgent_id in self.served:
+                continue
+            path = os.path.join(self.mailbox_dir, entry)
+            try:
+                with open(path, "rb") as handle:
+                    count = len(mailboxes.replay(handle.read()))
+            except (OSError, ValueError):
+                count = 0
+            log.warning("%d unread message(s) to %s dropped: %s is no longer registered",
+                        count, zgent_id, zgent_id)
+            os.unlink(path)
 
     def _open_broadcast(self) -> None:
         try:
@@ -313,6 +348,7 @@ class MooLayer:
             raise NotOurs(exc.strerror if isinstance(exc, OSError) else str(exc)) from None
         self.fdstore.store(f"{spec.id}-inbox", fd, poll=False)
         self.fdstore.store(f"{spec.id}.sock", sock.fileno())
+        self._open_mailbox(served)
         assert self.loop is not None
         served.reader = InboxReader(
             self.loop, inbox, fd, self.config.moo.max_line_bytes,
@@ -401,6 +437,8 @@ class MooLayer:
             connection.end()
         self._close_served(served, remove_socket=True)
         files.remove_if(zgent.inbox, stat.S_ISFIFO)
+        if served.journal is not None:
+            served.journal.remove()
         self.fdstore.remove(f"{name}-inbox")
         self.fdstore.remove(f"{name}.sock")
         zgent.status = "offline"
@@ -533,7 +571,14 @@ class MooLayer:
                 waiter.connection.finish_if_done()
                 return
         mailbox = served.zgent.mailbox
-        if not mailbox.put(obj):
+        kept = mailbox.put(obj)
+        if served.journal is not None:
+            try:
+                served.journal.put(obj)
+            except OSError as exc:
+                self._journal_failed(served, exc)
+        if not kept:
+            self._journal_took(served, 1)
             self.mailbox_dropped_total += 1
             if not mailbox.full_since_drain:
                 mailbox.full_since_drain = True
@@ -776,6 +821,8 @@ class MooLayer:
                            "seconds", request_id)
         self.touch(served.zgent.id)
         message = served.zgent.mailbox.get()
+        if message is not None:
+            self._journal_took(served, 1)
         if message is not None or wait == 0:
             connection.write(jsonrpc.result(request_id, message))
             return
@@ -913,15 +960,6 @@ def _check_state(raw: bytes) -> dict[str, Any]:
         raise ZgentError('expected {"zgents": {NAME: {...}}, "registry_sha256": "..."}')
     for zgent_id, table in document["zgents"].items():
         Spec.from_table(zgent_id, table, "command")
-    return document
-
-
-def _check_mailboxes(raw: bytes) -> dict[str, list[dict[str, Any]]]:
-    document = orjson.loads(raw)
-    if not isinstance(document, dict) or not all(
-            isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
-            for messages in document.values()):
-        raise ZgentError('expected {NAME: [message, ...]}')
     return document
 
 
