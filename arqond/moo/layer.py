@@ -33,7 +33,7 @@ from arqond.core.zgents import Spec, Zgent, ZgentError
 from arqond.moo import files, mailboxes
 from arqond.moo.broadcast import BroadcastLog
 from arqond.moo.files import NotOurs
-from arqond.moo.inbox import InboxReader
+from arqond.moo.inbox import InboxReader, Peeker
 from arqond.moo.mailboxes import MailboxLog
 from arqond.moo.sockets import SocketSink, ZgentConnection
 from arqond.core.metrics import Sample, counters_of, gauge
@@ -123,6 +123,7 @@ class MooLayer:
         self.publish_broadcasts = True
         self.gid: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.peeker: Peeker | None = None
         self._flush_scheduled = False
         self._stale_timer: asyncio.TimerHandle | None = None
         # Counters for /metrics.
@@ -146,6 +147,7 @@ class MooLayer:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.peeker = Peeker()
         try:
             os.makedirs(self.dir, exist_ok=True)
         except OSError as exc:
@@ -190,6 +192,8 @@ class MooLayer:
         for served in self.served.values():
             if served.journal is not None:
                 served.journal.close()
+        if self.peeker is not None:
+            self.peeker.close()
         self._write_registry()
         if self.broadcast is not None:
             self.broadcast.close()
@@ -349,9 +353,9 @@ class MooLayer:
         self.fdstore.store(f"{spec.id}-inbox", fd, poll=False)
         self.fdstore.store(f"{spec.id}.sock", sock.fileno())
         self._open_mailbox(served)
-        assert self.loop is not None
+        assert self.loop is not None and self.peeker is not None
         served.reader = InboxReader(
-            self.loop, inbox, fd, self.config.moo.max_line_bytes,
+            self.loop, inbox, fd, self.config.moo.max_line_bytes, self.peeker,
             on_line=lambda raw: self._fifo_line(spec.id, raw),
             on_refused=lambda refused: self._fifo_refused(spec.id, refused),
             on_error=lambda text: log_event(log, logging.ERROR, "file_refused",
