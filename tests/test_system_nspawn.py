@@ -480,3 +480,38 @@ async def test_kill_9_and_restart_lose_no_inbox_line(container, tmp_path):
     mailbox = drain_mailbox(container, "box")
     for writer in ("long", "echo"):
         assert [m["n"] for m in mailbox if m.get("w") == writer] == expected[writer], writer
+
+
+async def test_after_systemctl_stop_echo_writers_wait_and_lose_nothing(container, tmp_path):
+    """What systemd 252 does not keep: "systemctl stop" empties the fd store (only systemd
+    254+ with FileDescriptorStorePreserve=yes keeps it). The FIFO stays on disk, so an
+    echo into it waits for the next start; a writer holding it open gets EPIPE, and
+    connects to NAME.sock are refused until the start. Each failure is the writer's to see:
+    no line it was told was written is lost."""
+    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
+    install(container, ports, config=f"[moo]\\nmailbox_size = {HISTORY}\\n")
+    await register_zgent(ports["ws"], "box")
+    pid = container.wait_active("arqond.service")
+    load = MooLoad(container, "box", tmp_path / "stop", ping=True)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(container.sh, "systemctl stop arqond.service")
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(container.sh, "systemctl start arqond.service")
+    fresh = container.wait_active("arqond.service", other_than=pid)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(load.finish)
+    mailbox = drain_mailbox(container, "box")
+    got = {w: [m["n"] for m in mailbox if m.get("w") == w] for w in ("long", "echo")}
+    print(f"stop/start: long wrote {len(load.written('long'))}, failed {load.failed('long')}, "
+          f"received {len(got['long'])} ({ranges(got['long'])}); echo wrote "
+          f"{len(load.written('echo'))}, received {len(got['echo'])}; ping ok "
+          f"{len(load.written('ping'))}, failed {len(load.failed('ping'))} "
+          f"{sorted({why[-40:] for _, why in load.failed('ping')})}")
+    assert "box-inbox" not in container.fd_names(fresh)
+    assert load.failed("echo") == [] and got["echo"] == load.written("echo")
+    # The holder of the FIFO is told (EPIPE), reopens, and waits for the next start; what
+    # it wrote meanwhile stayed in the pipe, which its own open write end kept alive.
+    assert load.failed("long") and {why for _, why in load.failed("long")} == {"Broken pipe"}
+    assert got["long"] == load.written("long")
+    # Refused while nothing listened, or cut while queued for the listener systemd closed.
+    assert all("refused" in why or why == "" for _, why in load.failed("ping"))
