@@ -171,7 +171,6 @@ class MooLayer:
                 specs[zgent_id] = Spec.from_table(zgent_id, table, "command")
         for spec in specs.values():
             self._register_logged(spec)
-        # Before the event loop reads any inbox line: the carried-over messages are older.
         self._drop_orphan_mailboxes()
         self._write_registry()
         self._schedule_stale_check()
@@ -189,7 +188,6 @@ class MooLayer:
         for name, served in self.served.items():
             self._close_served(served, remove_socket=f"{name}.sock" not in kept)
             served.zgent.status = "offline"
-        for served in self.served.values():
             if served.journal is not None:
                 served.journal.close()
         if self.peeker is not None:
@@ -310,7 +308,10 @@ class MooLayer:
                 count = 0
             log.warning("%d unread message(s) to %s dropped: %s is no longer registered",
                         count, zgent_id, zgent_id)
-            os.unlink(path)
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                log.error("cannot remove %s: %s", path, exc.strerror)
 
     def _open_broadcast(self) -> None:
         try:
