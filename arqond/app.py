@@ -95,7 +95,6 @@ class Daemon:
         self.notifier = notifier or Notifier({})
         # Fds systemd kept for us (FIFOs, Zgent sockets): the MOO layer takes them back by name.
         self.fdstore = FdStore(self.activation.stored, self.notifier)
-        self.moo: MooLayer | None = None
         # Flush hooks run on SIGTERM before the adapters stop (checkpoints, registry, ...).
         self.stop_callbacks: list[StopCallback] = []
         self.addresses: dict[str, str] = {}
@@ -257,9 +256,6 @@ class Daemon:
                             getattr(step, "__qualname__", step), STOP_BUDGET)
             except Exception:
                 log.exception("shutdown step %s failed", getattr(step, "__qualname__", step))
-        # Inbox FIFOs are read while everything else stops, and closed last.
-        if self.moo is not None:
-            self.moo.close_inboxes()
 
     def reload(self) -> None:
         self.notifier.reloading()

@@ -90,11 +90,6 @@ class InboxReader:
             if self.fd < 0:   # closed by a handler (the Zgent was unregistered)
                 return
 
-    def drain(self) -> None:
-        """Handle what the pipe holds now, up to one wake-up's worth (arqond is stopping)."""
-        if self.fd >= 0:
-            self._readable()
-
     def _take(self, data: bytes) -> None:
         start, last = 0, data.rfind(b"\n")
         while start <= last and self.fd >= 0:

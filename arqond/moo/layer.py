@@ -186,28 +186,16 @@ class MooLayer:
         for connection in list(self.connections):
             connection.end()
         for name, served in self.served.items():
-            self._close_served(served, remove_socket=f"{name}.sock" not in kept,
-                               keep_inbox=True)
-            served.handler = None   # request lines from now on wait in the mailbox
+            self._close_served(served, remove_socket=f"{name}.sock" not in kept)
             served.zgent.status = "offline"
-        self._write_registry()
-        if self.broadcast is not None:
-            self.broadcast.close()
-        self.bus.intercepts.pop(BROADCAST_TARGET, None)
-
-    def close_inboxes(self) -> None:
-        """The last step of a stop: handle what the inboxes hold, then close them. Until now
-        they were read while the other parts stopped; what is written after this waits in the
-        pipe, which systemd keeps across a restart (a stop on systemd 252 drops it)."""
-        for served in self.served.values():
-            if served.reader is not None:
-                served.reader.drain()
-                served.reader.close()
             if served.journal is not None:
                 served.journal.close()
         if self.peeker is not None:
             self.peeker.close()
-            self.peeker = None
+        self._write_registry()
+        if self.broadcast is not None:
+            self.broadcast.close()
+        self.bus.intercepts.pop(BROADCAST_TARGET, None)
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -405,10 +393,9 @@ class MooLayer:
             except KeyError:
                 log.warning("Zgent %s: no group %r; ignored in groups", spec.id, group)
 
-    def _close_served(self, served: Served, *, remove_socket: bool,
-                      keep_inbox: bool = False) -> None:
+    def _close_served(self, served: Served, *, remove_socket: bool) -> None:
         served.closed = True
-        if served.reader is not None and not keep_inbox:
+        if served.reader is not None:
             served.reader.close()
         if served.server is not None:
             served.server.close()
