@@ -482,12 +482,13 @@ async def test_kill_9_and_restart_lose_no_inbox_line(container, tmp_path):
         assert [m["n"] for m in mailbox if m.get("w") == writer] == expected[writer], writer
 
 
-async def test_after_systemctl_stop_echo_writers_wait_and_lose_nothing(container, tmp_path):
-    """What systemd 252 does not keep: "systemctl stop" empties the fd store (only systemd
-    254+ with FileDescriptorStorePreserve=yes keeps it). The FIFO stays on disk, so an
-    echo into it waits for the next start; a writer holding it open gets EPIPE, and
-    connects to NAME.sock are refused until the start. Each failure is the writer's to see:
-    no line it was told was written is lost."""
+async def test_what_systemctl_stop_costs_on_systemd_252(container, tmp_path):
+    """What systemd 252 does not keep: "systemctl stop" empties the fd store (systemd 254+
+    keeps it with FileDescriptorStorePreserve=yes). The FIFO stays on disk, so an echo into
+    it waits for the next start; a writer holding it open gets EPIPE; connects to NAME.sock
+    are refused until the start. Lines written after arqond's last read sit in a pipe that
+    no process holds for good: they survive only if some writer keeps it open until the
+    next start. What arrives arrives in order, once."""
     ports = {name: free_port() for name in ("ws", "telemetry", "http")}
     install(container, ports, config=f"[moo]\\nmailbox_size = {HISTORY}\\n")
     await register_zgent(ports["ws"], "box")
@@ -504,14 +505,15 @@ async def test_after_systemctl_stop_echo_writers_wait_and_lose_nothing(container
     got = {w: [m["n"] for m in mailbox if m.get("w") == w] for w in ("long", "echo")}
     print(f"stop/start: long wrote {len(load.written('long'))}, failed {load.failed('long')}, "
           f"received {len(got['long'])} ({ranges(got['long'])}); echo wrote "
-          f"{len(load.written('echo'))}, received {len(got['echo'])}; ping ok "
-          f"{len(load.written('ping'))}, failed {len(load.failed('ping'))} "
-          f"{sorted({why[-40:] for _, why in load.failed('ping')})}")
+          f"{len(load.written('echo'))}, received {len(got['echo'])} "
+          f"({ranges(got['echo'])}); ping ok {len(load.written('ping'))}, failed "
+          f"{len(load.failed('ping'))} {sorted({why[-40:] for _, why in load.failed('ping')})}")
     assert "box-inbox" not in container.fd_names(fresh)
-    assert load.failed("echo") == [] and got["echo"] == load.written("echo")
-    # The holder of the FIFO is told (EPIPE), reopens, and waits for the next start; what
-    # it wrote meanwhile stayed in the pipe, which its own open write end kept alive.
+    assert load.failed("echo") == []
+    # The holder of the FIFO is told (EPIPE), reopens, and waits for the next start.
     assert load.failed("long") and {why for _, why in load.failed("long")} == {"Broken pipe"}
-    assert got["long"] == load.written("long")
+    for writer in ("long", "echo"):
+        written = set(load.written(writer))
+        assert got[writer] == sorted(set(got[writer])) and set(got[writer]) <= written
     # Refused while nothing listened, or cut while queued for the listener systemd closed.
     assert all("refused" in why or why == "" for _, why in load.failed("ping"))
