@@ -184,3 +184,62 @@ async def test_a_bad_reply_to_keeps_the_request_as_a_plain_message(make_daemon, 
     assert await drain(reader, 2) == requests
     assert not os.path.lexists(daemon.moo_dir / "ghost-inbox")
     assert not os.path.lexists("/etc/passwd-inbox")
+
+
+
+async def test_unread_mailbox_messages_survive_restarts_and_kill_9_once(make_daemon,
+                                                                        connect_peer,
+                                                                        zgent_socket):
+    daemon = make_daemon(moo_config())
+    peer = await connect_peer(daemon.ws_url)
+    await peer.command("join_channel", {"room": "dreader", "channel": "inbox"})
+    moo, kept = daemon.moo_dir, daemon.state_dir / "mailboxes" / "dreader.jsonl"
+    assert sh(f"for n in 1 2 3; do echo \"{{\\\"n\\\":$n}}\" > {moo}/dreader-inbox; done"
+              ).returncode == 0
+    for n in (1, 2, 3):
+        assert (await peer.recv_type("message"))["payload"] == {"n": n}
+    assert daemon.stop() == 0
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+    daemon.start()
+    assert sh(f"echo '{{\"n\":4}}' > {moo}/dreader-inbox").returncode == 0
+    sock = await zgent_socket(moo / "dreader.sock")
+    first = await sock.call("arqon.recv", {"wait": 5})
+    assert first["result"] == {"n": 1}
+    daemon.kill()   # no clean-up at all: what was unread is on disk already
+    daemon.start()
+    sock = await zgent_socket(moo / "dreader.sock")
+    assert await drain(sock, 3) == [{"n": 2}, {"n": 3}, {"n": 4}]
+    assert kept.read_bytes() == b""   # emptied with the mailbox
+    daemon.kill()
+    daemon.start()
+    sock = await zgent_socket(moo / "dreader.sock")
+    assert (await sock.call("arqon.recv"))["result"] is None
+
+
+async def test_a_corrupt_mailbox_file_is_set_aside_and_the_inbox_works(make_daemon,
+                                                                       zgent_socket):
+    daemon = make_daemon(moo_config(), start=False)
+    kept = daemon.state_dir / "mailboxes" / "dreader.jsonl"
+    kept.parent.mkdir()
+    kept.write_text('{"n": 1}\n["not an object"]\n')
+    daemon.start()
+    assert (kept.parent / "dreader.jsonl.bad").read_text() == '{"n": 1}\n["not an object"]\n'
+    assert any("unusable mailbox (line 2 is not a JSON object)" in line
+               for line in daemon.lines)
+    assert sh(f"echo hello > {daemon.moo_dir}/dreader-inbox").returncode == 0
+    sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert await drain(sock, 1) == [{"raw": "hello"}]
+
+
+async def test_the_mailbox_of_a_zgent_gone_from_the_config_is_dropped_loudly(make_daemon,
+                                                                              zgent_socket):
+    daemon = make_daemon(moo_config(), start=False)
+    folder = daemon.state_dir / "mailboxes"
+    folder.mkdir()
+    (folder / "dreader.jsonl").write_text('{"n": 1}\n')
+    (folder / "vanished.jsonl").write_text('{"n": 2}\n{"n": 3}\n-\n{"n": 4}\n')
+    daemon.start()
+    assert any("2 unread message(s) to vanished dropped" in line for line in daemon.lines)
+    assert sorted(os.listdir(folder)) == ["dreader.jsonl", "parseclipmate.jsonl"]
+    sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert await drain(sock, 1) == [{"n": 1}]

@@ -456,7 +456,8 @@ async def test_kill_9_again_and_again_loses_no_line(make_daemon, connect_peer):
     await writer
     peer = await subscriber(connect_peer, daemon, "*:narrative")
     for name in paths:
-        note(await history(connect_peer, daemon, name, "narrative", 1))
+        # Possibly none: the last process may have found every line checkpointed already.
+        note(await history(connect_peer, daemon, name, "narrative", 0))
     listener = asyncio.create_task(listen(peer))
     deadline = asyncio.get_running_loop().time() + 20
     while any((name, written[name]) not in seen for name in paths) and \

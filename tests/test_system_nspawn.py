@@ -9,6 +9,7 @@ build or boot the container fails the test with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -31,6 +32,9 @@ pytestmark = pytest.mark.timeout(900)
 CACHE = Path(os.environ.get("ARQOND_TEST_CACHE", "/var/cache/arqond-test"))
 SYSTEM = ROOT / "tests" / "system"
 BOOT_LIMIT = 300        # seconds the container may live at most (timeout around nspawn)
+# Channel history kept by arqond in the MOO tests: more than a restart's worth of inbox lines,
+# so a follower that reconnects can fill its gap from it.
+HISTORY = 20000
 SOCKETS = ("arqond.socket", "arqond-telemetry.socket", "arqond-http.socket",
            "arqond-control.socket")
 
@@ -79,6 +83,13 @@ class Container:
             assert time.monotonic() < deadline, f"{unit} not running again: {state}"
             time.sleep(0.05)
 
+    def fd_names(self, pid: str) -> list[str]:
+        """LISTEN_FDNAMES as systemd passed it to process ``pid`` (arqond unsets its own copy,
+        but /proc/PID/environ keeps the environment the process started with)."""
+        env = self.sh(f"cat /proc/{pid}/environ").split("\0")
+        return next(v for k, _, v in (e.partition("=") for e in env)
+                    if k == "LISTEN_FDNAMES").split(":")
+
     def journal(self, unit: str) -> list[dict]:
         out = self.sh(f"journalctl -u {unit} -o json --no-pager")
         return [json.loads(line) for line in out.splitlines()]
@@ -105,7 +116,8 @@ def container(rootfs, tmp_path):
         boot.wait(60)
 
 
-def install(machine: Container, ports: dict[str, int], service_dropin: str = "") -> None:
+def install(machine: Container, ports: dict[str, int], service_dropin: str = "",
+            config: str = "") -> None:
     """What a package does: units, sysusers.d, tmpfiles.d, catalog; ports moved off the
     defaults with drop-ins (the container shares the host's loopback)."""
     src = "/opt/arqond/src/systemd"
@@ -122,6 +134,8 @@ def install(machine: Container, ports: dict[str, int], service_dropin: str = "")
         script += [f"mkdir -p /etc/systemd/system/{unit}.d",
                    f"printf '[Socket]\\nListenStream=\\nListenStream=127.0.0.1:{port}\\n' "
                    f"> /etc/systemd/system/{unit}.d/port.conf"]
+    if config:
+        script += ["mkdir -p /etc/arqond", f"printf '{config}' > /etc/arqond/arqond.toml"]
     if service_dropin:
         script += ["mkdir -p /etc/systemd/system/arqond.service.d",
                    f"printf '{service_dropin}' > /etc/systemd/system/arqond.service.d/test.conf"]
@@ -242,3 +256,264 @@ async def test_a_stuck_event_loop_is_restarted_by_the_watchdog(container):
     assert state["NRestarts"] == "1" and fresh != pid
     systemd_said = container.sh("journalctl -u arqond.service --no-pager -o cat")
     assert "Watchdog timeout" in systemd_said
+
+
+class InboxFollower:
+    """A WebSocket client that follows NAME:inbox across arqond's restarts: after each
+    reconnect it joins again and fills the gap from the new process's channel history, so a
+    line counts once whether it arrived live or from history (same message id)."""
+
+    def __init__(self, port: int, zgent: str) -> None:
+        self.port = port
+        self.zgent = zgent
+        self.ids: set[str] = set()
+        self.lines: list[dict] = []
+        self.reconnects = 0
+        self.errors: list[str] = []    # why each connection ended
+        self.running = True
+        self.task = asyncio.create_task(self._follow())
+
+    def _take(self, message_id: str, payload: dict) -> None:
+        if message_id not in self.ids:
+            self.ids.add(message_id)
+            self.lines.append(payload)
+
+    @staticmethod
+    async def _command(ws, name: str, args: dict, live: list[dict]) -> dict:
+        """The response to a command; messages that come first are appended to ``live``."""
+        await ws.send(json.dumps({"type": "command", "command": name, "args": args}))
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if frame["type"] == "response":
+                return frame
+            if frame["type"] == "message":
+                live.append(frame)
+
+    async def _follow(self) -> None:
+        while self.running:
+            try:
+                # The history of a restart's worth of lines is a frame of some MB.
+                async with connect(f"ws://127.0.0.1:{self.port}/", open_timeout=30,
+                                   max_size=None) as ws:
+                    await asyncio.wait_for(ws.recv(), 30)   # welcome
+                    target = {"room": self.zgent, "channel": "inbox"}
+                    # Joined first, then the history: it holds every line published before
+                    # its answer, live ones that came meanwhile included, in order.
+                    live: list[dict] = []
+                    await self._command(ws, "join_channel", target, live)
+                    history = (await self._command(ws, "history", {**target, "limit": HISTORY},
+                                                   live))["payload"]["data"]
+                    assert history["total_messages"] < HISTORY, "history too short for the gap"
+                    for entry in history["history"]:
+                        self._take(entry["message_id"], entry["payload"])
+                    for frame in live:
+                        self._take(frame["id"], frame["payload"])
+                    async for raw in ws:
+                        frame = json.loads(raw)
+                        if frame["type"] == "message" and frame["room"] == self.zgent:
+                            self._take(frame["id"], frame["payload"])
+            except Exception as exc:   # reported with the figures; the lines decide
+                self.errors.append(repr(exc))
+            if self.running:
+                self.reconnects += 1
+                await asyncio.sleep(0.05)
+
+    def numbers(self, writer: str) -> list[int]:
+        return [line["n"] for line in self.lines if line.get("w") == writer]
+
+    async def until_received(self, expected: dict[str, list[int]], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while any(self.numbers(w)[-1:] != n[-1:] for w, n in expected.items()) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        self.running = False
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+class MooLoad:
+    """From the host, into the container's MOO dir: one writer holding NAME-inbox open, one
+    `echo > NAME-inbox` loop and (optionally) one socat arqon.ping loop on NAME.sock."""
+
+    def __init__(self, machine: Container, zgent: str, work: Path, ping: bool) -> None:
+        moo = Path(f"/proc/{machine.leader}/root/var/moo")
+        work.mkdir()
+        self.stop_file = work / "stop"
+        self.procs = {
+            "long": subprocess.Popen([sys.executable, str(SYSTEM / "moo-long-writer.py"),
+                                      str(moo / f"{zgent}-inbox"), str(self.stop_file)],
+                                     stdout=subprocess.PIPE, text=True),
+            "echo": subprocess.Popen([str(SYSTEM / "moo-writers.sh"), "echo",
+                                      str(moo / f"{zgent}-inbox"), str(self.stop_file)],
+                                     stdout=subprocess.PIPE, text=True)}
+        if ping:
+            self.procs["ping"] = subprocess.Popen(
+                [str(SYSTEM / "moo-writers.sh"), "ping", str(moo / f"{zgent}.sock"),
+                 str(self.stop_file)], stdout=subprocess.PIPE, text=True)
+        self.results: dict[str, list[tuple[str, int, str]]] = {}
+
+    def finish(self) -> None:
+        self.stop_file.touch()
+        for name, proc in self.procs.items():
+            out, _ = proc.communicate(timeout=60)
+            self.results[name] = [(f[0], int(f[1]), " ".join(f[2:]))
+                                  for f in (line.split() for line in out.splitlines())]
+
+    def written(self, name: str) -> list[int]:
+        return [n for status, n, _ in self.results[name] if status == "ok"]
+
+    def failed(self, name: str) -> list[tuple[int, str]]:
+        return [(n, why) for status, n, why in self.results[name] if status == "fail"]
+
+
+async def register_zgent(port: int, name: str) -> None:
+    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=30) as ws:
+        await asyncio.wait_for(ws.recv(), 30)
+        await ws.send(json.dumps({"type": "command", "command": "zgent.register",
+                                  "args": {"id": name}}))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert frame["type"] == "response" and frame["status"] == "success", frame
+
+
+def ranges(numbers: list[int]) -> str:
+    """1 2 3 7 8 -> '1-3 7-8': what a follower got, readable in a failure message."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return " ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)
+
+
+def report(what: str, load: MooLoad, follower: InboxFollower) -> str:
+    parts = [what]
+    for name in ("long", "echo"):
+        parts.append(f"{name} wrote {len(load.written(name))} line(s), failed "
+                     f"{load.failed(name)}, received {len(follower.numbers(name))} "
+                     f"({ranges(follower.numbers(name))})")
+    if "ping" in load.results:
+        parts.append(f"ping ok {len(load.written('ping'))}, failed {load.failed('ping')}")
+    parts.append(f"follower reconnected {follower.reconnects} time(s): "
+                 f"{sorted(set(follower.errors))}")
+    return parts[0] + ": " + "; ".join(parts[1:])
+
+
+def drain_mailbox(machine: Container, zgent: str) -> list[dict]:
+    """Every message waiting in NAME's mailbox, oldest first, read with arqon.recv."""
+    messages = []
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(f"/proc/{machine.leader}/root/var/moo/{zgent}.sock")
+        replies = sock.makefile("rb")
+        while True:
+            sock.sendall(b'{"jsonrpc":"2.0","id":1,"method":"arqon.recv"}\n')
+            message = json.loads(replies.readline())["result"]
+            if message is None:
+                return messages
+            messages.append(message)
+
+
+def in_flight(load: MooLoad) -> list[tuple[int, str]]:
+    """Socket requests that got no answer; each must be one the stopped or killed process had
+    accepted (socat connected, then the connection closed unanswered), never a refusal."""
+    failed = load.failed("ping")
+    assert not [why for _, why in failed if why], failed   # socat printed nothing: no refusal
+    return failed
+
+
+async def test_kill_9_and_restart_lose_no_inbox_line(container, tmp_path):
+    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
+    install(container, ports, config=f"[server]\\nhistory_size = {HISTORY}\\n"
+                                     f"[moo]\\nmailbox_size = {HISTORY}\\n")
+    await register_zgent(ports["ws"], "box")
+    pid = container.wait_active("arqond.service")
+    follower = InboxFollower(ports["ws"], "box")
+
+    # kill -9 under inbox writes and socket requests: systemd hands the FIFO's read end and
+    # the listening socket to the next process, so writers never see a missing reader.
+    load = MooLoad(container, "box", tmp_path / "kill", ping=True)
+    await asyncio.sleep(1.0)
+    container.sh(f"kill -9 {pid}")
+    pid2 = container.wait_active("arqond.service", other_than=pid)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(load.finish)
+    expected = {w: load.written(w) for w in ("long", "echo")}
+    await follower.until_received(expected)
+    print(report("kill -9", load, follower), f"unanswered {in_flight(load)}")
+    assert container.show("arqond.service", "NRestarts")["NRestarts"] == "1"
+    assert {"box-inbox", "box.sock"} <= set(container.fd_names(pid2))
+    for writer in ("long", "echo"):
+        assert load.failed(writer) == []
+        assert follower.numbers(writer) == expected[writer], writer
+    assert len(in_flight(load)) <= 1   # one requester: at most one request in flight
+    # Unread, every line waits in box's mailbox, kept on disk while the process died.
+    mailbox = drain_mailbox(container, "box")
+    for writer in ("long", "echo"):
+        assert [m["n"] for m in mailbox if m.get("w") == writer] == expected[writer], writer
+
+    # systemctl restart under WebSocket connects, inbox writes and socket requests. On
+    # systemd 252 a restart job keeps the fd store too (only a stop empties it).
+    follower.lines.clear()
+    follower.ids.clear()
+    load = MooLoad(container, "box", tmp_path / "restart", ping=True)
+    connects = Load(ports["ws"])
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(container.sh, "systemctl restart arqond.service")
+    pid3 = container.wait_active("arqond.service", other_than=pid2)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(load.finish)
+    await connects.stop()
+    expected = {w: load.written(w) for w in ("long", "echo")}
+    await follower.until_received(expected)
+    await follower.stop()
+    print(report("restart", load, follower), f"unanswered {in_flight(load)}; "
+          f"{connects.served} connects, failures {connects.failures}")
+    assert {"box-inbox", "box.sock"} <= set(container.fd_names(pid3))
+    assert connects.failures == []
+    for writer in ("long", "echo"):
+        assert load.failed(writer) == []
+        assert follower.numbers(writer) == expected[writer], writer
+    assert len(in_flight(load)) <= 1
+    mailbox = drain_mailbox(container, "box")
+    for writer in ("long", "echo"):
+        assert [m["n"] for m in mailbox if m.get("w") == writer] == expected[writer], writer
+
+
+async def test_what_systemctl_stop_costs_on_systemd_252(container, tmp_path):
+    """What systemd 252 does not keep: "systemctl stop" empties the fd store (systemd 254+
+    keeps it with FileDescriptorStorePreserve=yes). The FIFO stays on disk, so an echo into
+    it waits for the next start; a writer holding it open gets EPIPE; connects to NAME.sock
+    are refused until the start. Lines written after arqond's last read sit in a pipe that
+    no process holds for good: they survive only if some writer keeps it open until the
+    next start. What arrives arrives in order, once."""
+    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
+    install(container, ports, config=f"[moo]\\nmailbox_size = {HISTORY}\\n")
+    await register_zgent(ports["ws"], "box")
+    pid = container.wait_active("arqond.service")
+    load = MooLoad(container, "box", tmp_path / "stop", ping=True)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(container.sh, "systemctl stop arqond.service")
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(container.sh, "systemctl start arqond.service")
+    fresh = container.wait_active("arqond.service", other_than=pid)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(load.finish)
+    mailbox = drain_mailbox(container, "box")
+    got = {w: [m["n"] for m in mailbox if m.get("w") == w] for w in ("long", "echo")}
+    print(f"stop/start: long wrote {len(load.written('long'))}, failed {load.failed('long')}, "
+          f"received {len(got['long'])} ({ranges(got['long'])}); echo wrote "
+          f"{len(load.written('echo'))}, received {len(got['echo'])} "
+          f"({ranges(got['echo'])}); ping ok {len(load.written('ping'))}, failed "
+          f"{len(load.failed('ping'))} {sorted({why[-40:] for _, why in load.failed('ping')})}")
+    assert "box-inbox" not in container.fd_names(fresh)
+    assert load.failed("echo") == []
+    # The holder of the FIFO is told (EPIPE), reopens, and waits for the next start.
+    assert load.failed("long") and {why for _, why in load.failed("long")} == {"Broken pipe"}
+    for writer in ("long", "echo"):
+        written = set(load.written(writer))
+        assert got[writer] == sorted(set(got[writer])) and set(got[writer]) <= written
+    # Refused while nothing listened, or cut while queued for the listener systemd closed.
+    assert all("refused" in why or why == "" for _, why in load.failed("ping"))

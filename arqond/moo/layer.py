@@ -30,10 +30,11 @@ from arqond.core.jsonrpc import Pending, PendingTable, RpcError
 from arqond.core.lines import Refused
 from arqond.core.router import RoutingError, split_target
 from arqond.core.zgents import Spec, Zgent, ZgentError
-from arqond.moo import files
+from arqond.moo import files, mailboxes
 from arqond.moo.broadcast import BroadcastLog
 from arqond.moo.files import NotOurs
-from arqond.moo.inbox import InboxReader
+from arqond.moo.inbox import InboxReader, Peeker
+from arqond.moo.mailboxes import MailboxLog
 from arqond.moo.sockets import SocketSink, ZgentConnection
 from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.system.fdstore import FdStore
@@ -48,6 +49,8 @@ BROADCAST_TARGET = ("moo", "broadcast")
 MAX_PENDING_PER_CLIENT = 256
 MAX_RECV_WAIT = 3600.0
 STATE_FILE = "moo-zgents.json"
+# Under the state dir: one file per Zgent holding its unread messages (arqond/moo/mailboxes.py).
+MAILBOX_DIR = "mailboxes"
 
 
 class Waiter:
@@ -63,7 +66,7 @@ class Served:
     """A registered Zgent's live parts next to its model."""
 
     __slots__ = ("zgent", "reader", "sock", "server", "handler", "waiters", "uids", "gids",
-                 "closed")
+                 "closed", "journal")
 
     def __init__(self, zgent: Zgent) -> None:
         self.zgent = zgent
@@ -75,6 +78,7 @@ class Served:
         self.waiters: list[Waiter] = []
         self.uids: set[int] = set()
         self.gids: set[int] = set()
+        self.journal: MailboxLog | None = None   # the mailbox on disk; None: memory only
 
 
 # What /metrics exports of the MOO layer (arqonbus_moo_<name>).
@@ -82,6 +86,8 @@ MOO_COUNTERS = {
     "inbox_lines_total": "Lines read from inbox FIFOs (and narrative queries) delivered.",
     "inbox_refused_total": "Inbox lines refused (too long, no such Zgent), each logged.",
     "mailbox_dropped_total": "Mailbox messages dropped, oldest first, at moo.mailbox_size.",
+    "mailbox_restored_total": "Unread mailbox messages taken back from disk at registration.",
+    "mailbox_journal_errors_total": "Mailboxes no longer kept on disk after a write failed.",
     "socket_connections_total": "Connections accepted on Zgent sockets.",
     "socket_requests_total": "Requests received on Zgent sockets.",
     "socket_errors_total": "JSON-RPC errors answered on Zgent sockets.",
@@ -107,6 +113,7 @@ class MooLayer:
         self.log_dir = moo.log_dir
         self.registry_path = os.path.join(self.dir, "registry.json")
         self.state_path = os.path.join(config.server.state_dir, STATE_FILE)
+        self.mailbox_dir = os.path.join(config.server.state_dir, MAILBOX_DIR)
         self.served: dict[str, Served] = {}
         self.retired: dict[str, dict[str, Any]] = {}   # unregistered: kept as "offline"
         self.pending = PendingTable()
@@ -116,12 +123,15 @@ class MooLayer:
         self.publish_broadcasts = True
         self.gid: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.peeker: Peeker | None = None
         self._flush_scheduled = False
         self._stale_timer: asyncio.TimerHandle | None = None
         # Counters for /metrics.
         self.inbox_lines_total = 0
         self.inbox_refused_total = 0
         self.mailbox_dropped_total = 0
+        self.mailbox_restored_total = 0
+        self.mailbox_journal_errors_total = 0
         self.socket_connections_total = 0
         self.socket_requests_total = 0
         self.socket_errors_total = 0
@@ -137,6 +147,7 @@ class MooLayer:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.peeker = Peeker()
         try:
             os.makedirs(self.dir, exist_ok=True)
         except OSError as exc:
@@ -160,6 +171,7 @@ class MooLayer:
                 specs[zgent_id] = Spec.from_table(zgent_id, table, "command")
         for spec in specs.values():
             self._register_logged(spec)
+        self._drop_orphan_mailboxes()
         self._write_registry()
         self._schedule_stale_check()
 
@@ -176,6 +188,10 @@ class MooLayer:
         for name, served in self.served.items():
             self._close_served(served, remove_socket=f"{name}.sock" not in kept)
             served.zgent.status = "offline"
+            if served.journal is not None:
+                served.journal.close()
+        if self.peeker is not None:
+            self.peeker.close()
         self._write_registry()
         if self.broadcast is not None:
             self.broadcast.close()
@@ -186,6 +202,8 @@ class MooLayer:
         for served in self.served.values():
             dropped = served.zgent.mailbox.resize(config.moo.mailbox_size)
             self.mailbox_dropped_total += dropped
+            if dropped:
+                self._journal_took(served, dropped)
         self._apply_config_zgents(zgents.check_table(config.tables.get("zgents", {})))
         self._changed()
         self._schedule_stale_check()
@@ -231,6 +249,70 @@ class MooLayer:
                       path=path)
             return None
 
+    # -- mailboxes on disk ---------------------------------------------------------------
+
+    def _mailbox_path(self, zgent_id: str) -> str:
+        return os.path.join(self.mailbox_dir, f"{zgent_id}.jsonl")
+
+    def _open_mailbox(self, served: Served) -> None:
+        """Take back what NAME had not read (even after a kill -9), then keep it on disk."""
+        path = self._mailbox_path(served.zgent.id)
+        unread = self._set_aside_corrupt(path, "mailbox", mailboxes.replay) or []
+        mailbox = served.zgent.mailbox
+        for message in unread:
+            if not mailbox.put(message):
+                self.mailbox_dropped_total += 1
+        self.mailbox_restored_total += len(unread)
+        try:
+            os.makedirs(self.mailbox_dir, mode=0o750, exist_ok=True)
+            served.journal = MailboxLog(path, list(mailbox.messages))
+        except OSError as exc:
+            self._journal_failed(served, exc)
+
+    def _journal_took(self, served: Served, count: int) -> None:
+        if served.journal is not None:
+            try:
+                served.journal.took(served.zgent.mailbox.messages, count)
+            except OSError as exc:
+                self._journal_failed(served, exc)
+
+    def _journal_failed(self, served: Served, exc: OSError) -> None:
+        """Keep the mailbox in memory only: a file missing writes would replay wrong."""
+        self.mailbox_journal_errors_total += 1
+        name = served.zgent.id
+        log.error("mailbox of %s no longer kept on disk (%s: %s): its unread messages will "
+                  "not survive a restart", name, self._mailbox_path(name), exc.strerror)
+        if served.journal is not None:
+            served.journal.close()
+            served.journal = None
+        try:
+            os.unlink(self._mailbox_path(name))
+        except OSError:
+            pass
+
+    def _drop_orphan_mailboxes(self) -> None:
+        """Mailbox files of Zgents gone from the configuration while arqond was down."""
+        try:
+            names = os.listdir(self.mailbox_dir)
+        except FileNotFoundError:
+            return
+        for entry in names:
+            zgent_id, dot, ext = entry.rpartition(".")
+            if ext != "jsonl" or not dot or zgent_id in self.served:
+                continue
+            path = os.path.join(self.mailbox_dir, entry)
+            try:
+                with open(path, "rb") as handle:
+                    count = len(mailboxes.replay(handle.read()))
+            except (OSError, ValueError):
+                count = 0
+            log.warning("%d unread message(s) to %s dropped: %s is no longer registered",
+                        count, zgent_id, zgent_id)
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                log.error("cannot remove %s: %s", path, exc.strerror)
+
     def _open_broadcast(self) -> None:
         try:
             self.broadcast = BroadcastLog(os.path.join(self.dir, "broadcast.jsonl"),
@@ -271,9 +353,10 @@ class MooLayer:
             raise NotOurs(exc.strerror if isinstance(exc, OSError) else str(exc)) from None
         self.fdstore.store(f"{spec.id}-inbox", fd, poll=False)
         self.fdstore.store(f"{spec.id}.sock", sock.fileno())
-        assert self.loop is not None
+        self._open_mailbox(served)
+        assert self.loop is not None and self.peeker is not None
         served.reader = InboxReader(
-            self.loop, inbox, fd, self.config.moo.max_line_bytes,
+            self.loop, inbox, fd, self.config.moo.max_line_bytes, self.peeker,
             on_line=lambda raw: self._fifo_line(spec.id, raw),
             on_refused=lambda refused: self._fifo_refused(spec.id, refused),
             on_error=lambda text: log_event(log, logging.ERROR, "file_refused",
@@ -359,6 +442,8 @@ class MooLayer:
             connection.end()
         self._close_served(served, remove_socket=True)
         files.remove_if(zgent.inbox, stat.S_ISFIFO)
+        if served.journal is not None:
+            served.journal.remove()
         self.fdstore.remove(f"{name}-inbox")
         self.fdstore.remove(f"{name}.sock")
         zgent.status = "offline"
@@ -491,7 +576,14 @@ class MooLayer:
                 waiter.connection.finish_if_done()
                 return
         mailbox = served.zgent.mailbox
-        if not mailbox.put(obj):
+        kept = mailbox.put(obj)
+        if served.journal is not None:
+            try:
+                served.journal.put(obj)
+            except OSError as exc:
+                self._journal_failed(served, exc)
+        if not kept:
+            self._journal_took(served, 1)
             self.mailbox_dropped_total += 1
             if not mailbox.full_since_drain:
                 mailbox.full_since_drain = True
@@ -734,6 +826,8 @@ class MooLayer:
                            "seconds", request_id)
         self.touch(served.zgent.id)
         message = served.zgent.mailbox.get()
+        if message is not None:
+            self._journal_took(served, 1)
         if message is not None or wait == 0:
             connection.write(jsonrpc.result(request_id, message))
             return

@@ -1,0 +1,95 @@
+"""Mailboxes written down as they change, so unread messages outlive the process (kill -9 too).
+
+One append-only file per Zgent, STATE_DIR/mailboxes/NAME.jsonl: a JSON line per message put, a
+"-" line per message taken (always the oldest). No fsync: the page cache outlives a killed or
+restarted process; only a crash of the machine itself can cost the last lines. The file is
+emptied whenever the mailbox is, and rewritten (temp file, rename) once taken messages make up
+most of it, so it stays within about twice what is unread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any
+
+import orjson
+
+TAKEN = b"-\n"
+# Taken-message bytes tolerated before a rewrite, on top of twice the unread ones.
+COMPACT_SLACK = 1 << 20
+
+
+def replay(raw: bytes) -> list[dict[str, Any]]:
+    """The unread messages a mailbox file holds (ValueError if it is not one)."""
+    unread: deque[dict[str, Any]] = deque()
+    for number, line in enumerate(raw.splitlines(keepends=True), 1):
+        if line == TAKEN:
+            if not unread:
+                raise ValueError(f"line {number} takes from an empty mailbox")
+            unread.popleft()
+            continue
+        if not line.endswith(b"\n"):
+            break   # the last write was cut short (a full disk): never part of the mailbox
+        message = orjson.loads(line)
+        if not isinstance(message, dict):
+            raise ValueError(f"line {number} is not a JSON object")
+        unread.append(message)
+    return list(unread)
+
+
+class MailboxLog:
+    """The file behind one mailbox. Every method raises OSError when the disk refuses."""
+
+    def __init__(self, path: str, unread: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.fd = -1
+        self.size = 0       # bytes in the file
+        self.limit = 0      # size that triggers a rewrite
+        self.rewrite(unread)
+
+    def put(self, message: dict[str, Any]) -> None:
+        self._append(orjson.dumps(message) + b"\n")
+
+    def took(self, unread: deque[dict[str, Any]], count: int = 1) -> None:
+        """``count`` oldest messages were taken; ``unread`` is what is left."""
+        if not unread:
+            os.ftruncate(self.fd, 0)
+            self.size = 0
+            self.limit = COMPACT_SLACK
+        elif self.size > self.limit:
+            self.rewrite(list(unread))
+        else:
+            self._append(TAKEN * count)
+
+    def rewrite(self, unread: list[dict[str, Any]]) -> None:
+        data = b"".join(orjson.dumps(m) + b"\n" for m in unread)
+        tmp = f"{self.path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+                     | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.rename(tmp, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.close()
+        self.fd = fd
+        self.size = len(data)
+        self.limit = 2 * self.size + COMPACT_SLACK
+
+    def _append(self, data: bytes) -> None:
+        os.write(self.fd, data)
+        self.size += len(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def remove(self) -> None:
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
