@@ -580,3 +580,38 @@ def test_unusable_log_dir_stops_the_start_with_a_clear_error(make_daemon, tmp_pa
     assert daemon.proc.wait(15) == 1
     daemon.wait_for_line(f"cannot use {not_a_dir}: File exists")
     assert not any("ready" in line_ for line_ in daemon.lines)
+
+
+# -- the bridge and the MOO layer, wired in the daemon ----------------------------------------
+
+async def test_a_new_narrative_file_registers_its_zgent(daemon, connect_peer):
+    path = daemon.log_dir / "gamma-watch-narrative.jsonl"
+    peer = await subscriber(connect_peer, daemon, "gamma-watch:narrative")
+    append(path, line("gamma-watch", 1))
+    assert seqs(await receive(peer, 1)) == [1]
+    registry = orjson.loads((daemon.moo_dir / "registry.json").read_bytes())
+    entry = registry["zgents"]["gamma-watch"]  # split at the last "-": Zgent gamma-watch
+    assert entry["log"] == str(path) and entry["status"] == "active"
+    assert entry["inbox"] == str(daemon.moo_dir / "gamma-watch-inbox")
+    assert os.path.exists(entry["inbox"]) and os.path.exists(entry["socket"])
+
+
+async def test_file_based_query_reaches_the_zgent_and_its_answer_the_requester(
+        make_daemon, connect_peer, zgent_socket):
+    daemon = make_daemon({"zgents": {"dreader": {}, "parseclipmate": {}}})
+    asker = await zgent_socket(daemon.moo_dir / "parseclipmate.sock")
+    answerer = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    query = {"ts": "2026-02-12T14:30:00Z", "from": "parseclipmate", "type": "query",
+             "content": {"type": "volume", "symbol": "SPX"}, "queryId": "q-789"}
+    append(daemon.log_dir / "dreader-queries.jsonl", orjson.dumps(query).decode() + "\n")
+    got = await answerer.call("arqon.recv", {"wait": 10}, timeout=15)
+    assert got["result"]["queryId"] == "q-789" and got["result"]["from"] == "parseclipmate"
+    reply = {"ts": "2026-02-12T14:30:01Z", "from": "dreader", "type": "query-response",
+             "content": {"volume": 125000}, "queryId": "q-789"}
+    append(daemon.log_dir / "dreader-narrative.jsonl", orjson.dumps(reply).decode() + "\n")
+    answer = await asker.call("arqon.recv", {"wait": 10}, timeout=15)
+    assert answer["result"]["queryId"] == "q-789"
+    assert answer["result"]["content"] == {"volume": 125000}
+    # Nothing else lands in either mailbox: one query, one answer.
+    assert (await answerer.call("arqon.recv"))["result"] is None
+    assert (await asker.call("arqon.recv"))["result"] is None
