@@ -79,6 +79,20 @@ class CommandContext:
             raise CommandError("AUTHORIZATION_ERROR", f"{self.name} is for admin clients only")
 
 
+def owned_item(ctx: CommandContext, table: dict[str, Any], id_arg: str, what: str,
+               action: str) -> tuple[str, Any]:
+    """The item named by argument ``id_arg`` in ``table``, if this client may ``action`` it:
+    its owner or an admin (items carry an ``owner`` client id)."""
+    item_id = ctx.arg(id_arg, str, required=True)
+    item = table.get(item_id)
+    if item is None:
+        raise CommandError("NOT_FOUND", f"no {what} {item_id!r}", {id_arg: item_id})
+    if item.owner != ctx.client.id and not ctx.client.admin:
+        raise CommandError("AUTHORIZATION_ERROR",
+                           f"only the {what}'s owner or an admin may {action} it")
+    return item_id, item
+
+
 Handler = Callable[[CommandContext], Any]
 
 

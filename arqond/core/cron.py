@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from arqond.core.commands import CommandContext, CommandError
+from arqond.core.commands import CommandContext, CommandError, owned_item
 from arqond.core.envelope import now_iso
 from arqond.core.router import check_name, split_target
 
@@ -125,13 +125,7 @@ class Cron:
         return "Cron jobs listed", {"jobs": jobs, "count": len(jobs)}
 
     def _cancel(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
-        job_id = ctx.arg("job_id", str, required=True)
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise CommandError("NOT_FOUND", f"no cron job {job_id!r}", {"job_id": job_id})
-        if job.owner != ctx.client.id and not ctx.client.admin:
-            raise CommandError("AUTHORIZATION_ERROR",
-                               "only the job's owner or an admin may cancel it")
+        job_id, _ = owned_item(ctx, self.jobs, "job_id", "cron job", "cancel")
         self._drop(job_id, f"cancelled by {ctx.client.id}")
         return "Cron job cancelled", {"job_id": job_id, "cancelled": True}
 

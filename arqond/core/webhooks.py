@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlsplit
 
-from arqond.core.commands import CommandContext, CommandError
+from arqond.core.commands import CommandContext, CommandError, owned_item
 from arqond.core.envelope import now_iso
 from arqond.core.router import check_name, split_target
 
@@ -102,13 +102,7 @@ class Webhooks:
         return "Webhook rules listed", {"rules": rules, "count": len(rules)}
 
     def _unregister(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
-        rule_id = ctx.arg("rule_id", str, required=True)
-        rule = self.rules.get(rule_id)
-        if rule is None:
-            raise CommandError("NOT_FOUND", f"no webhook rule {rule_id!r}", {"rule_id": rule_id})
-        if rule.owner != ctx.client.id and not ctx.client.admin:
-            raise CommandError("AUTHORIZATION_ERROR",
-                               "only the rule's owner or an admin may unregister it")
+        rule_id, _ = owned_item(ctx, self.rules, "rule_id", "webhook rule", "unregister")
         del self.rules[rule_id]
         return "Webhook unregistered", {"rule_id": rule_id, "removed": True}
 
