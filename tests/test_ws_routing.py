@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from datetime import datetime
 
 import pytest
 
@@ -161,8 +163,12 @@ async def test_identity_from_query_string_and_identify(daemon, connect_peer):
     a = await connect_peer(daemon.ws_url + "?client_type=ai-agent&screen_name=Ada&avatar=a.png")
     data = (await a.command("status"))["payload"]["data"]["client"]
     assert (data["type"], data["screen_name"], data["avatar"]) == ("ai-agent", "Ada", "a.png")
-    assert data["connected_at"] and data["last_activity"]
+    connected = datetime.fromisoformat(data["connected_at"])
+    first_activity = datetime.fromisoformat(data["last_activity"])
+    assert connected <= first_activity  # the status command itself was activity
+    await asyncio.sleep(0.05)
     response = await a.command("identify", {"personality": "curious", "type": "dashboard"})
+    assert datetime.fromisoformat(response["payload"]["data"]["last_activity"]) > first_activity
     assert response["status"] == "success"
     assert response["payload"]["data"]["personality"] == "curious"
     assert response["payload"]["data"]["type"] == "dashboard"

@@ -119,7 +119,7 @@ class Bus:
     # -- frames in ------------------------------------------------------------------------
 
     def receive(self, client: Client, raw: str | bytes) -> None:
-        client.last_activity = now_iso()
+        client.last_active = time.time()
         try:
             env = envelopes.parse(raw)
         except EnvelopeError as exc:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping, Protocol
 
-from arqond.core.envelope import client_id, now_iso
+from arqond.core.envelope import client_id, iso_at, now_iso
 
 CLIENT_TYPES = ("human", "dashboard", "ai-agent", "agent", "service", "system", "zgent", "bot")
 # Clients whose messages are not reported as agent_activity telemetry.
@@ -37,7 +38,7 @@ class Sink(Protocol):
 
 class Client:
     __slots__ = ("id", "sink", "transport", "type", "screen_name", "personality", "avatar",
-                 "role", "tenant_id", "subject", "admin", "connected_at", "last_activity",
+                 "role", "tenant_id", "subject", "admin", "connected_at", "last_active",
                  "room", "channel", "subscriptions", "peer", "open")
 
     def __init__(self, sink: Sink, transport: str, *, admin: bool = False,
@@ -55,7 +56,8 @@ class Client:
         self.subject = claims.get("sub")
         self.admin = admin or (self.role or "").lower() == "admin"
         self.connected_at = now_iso()
-        self.last_activity = self.connected_at
+        # A float, set on every inbound frame; formatted only when someone asks.
+        self.last_active = time.time()
         # The "current" room/channel: the fallback target of messages that name none.
         self.room: str | None = None
         self.channel: str | None = None
@@ -93,7 +95,7 @@ class Client:
             "subject": self.subject,
             "admin": self.admin,
             "connected_at": self.connected_at,
-            "last_activity": self.last_activity,
+            "last_activity": iso_at(self.last_active),
             "room": self.room,
             "channel": self.channel,
             "subscriptions": sorted(f"{r}:{c}" for r, c in self.subscriptions),

@@ -71,6 +71,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
 
 
+def iso_at(epoch: float) -> str:
+    """``epoch`` (time.time()) in the same form as now_iso."""
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None).isoformat()
+
+
 def parse(raw: str | bytes) -> dict[str, Any]:
     """Decode and validate one inbound frame; returns a normalized envelope dict.
 
