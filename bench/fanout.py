@@ -32,9 +32,12 @@ class Fanout:
 
 def ws_fanout(url: str, server_pid: int, *, subscribers: int, total: int, rate: int = 0,
               window: int = 64, size: int = 200, processes: int = 2,
-              join: str = "") -> Fanout:
-    """Publish ``total`` frames to ``subscribers`` clients; rate 0 = as fast as they keep up."""
-    env = {"BENCH_JOIN": join} if join else {}
+              join: str = "", warmup: int = 0) -> Fanout:
+    """Publish ``total`` frames to ``subscribers`` clients; rate 0 = as fast as they keep up.
+    The first ``warmup`` frames are delivered and counted but give no latency sample."""
+    env = {"BENCH_WARMUP": str(warmup)}
+    if join:
+        env["BENCH_JOIN"] = join
     shares = [subscribers // processes + (1 if i < subscribers % processes else 0)
               for i in range(processes)]
     subs = [procs.spawn_node("sub", url, share, total, env=env) for share in shares if share]

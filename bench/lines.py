@@ -7,7 +7,9 @@ latency. Also the entry point of one FIFO writer process for B4:
     python -m bench.lines FIFO WRITER COUNT RATE   (RATE 0 = burst, 4 KiB writes)
 
 It prints "ready" once the FIFO is open and starts writing when a line arrives on stdin, so
-interpreter start-up never overlaps the measurement.
+interpreter start-up never overlaps the measurement. A paced writer's stdin line is the
+CLOCK_MONOTONIC ns of its first write: the bench spreads the writers' first writes over one
+interval, so N writers at RATE each make an even stream of N x RATE lines/s.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def line(seq: int, sender: str = "bench", writer: int = 0) -> bytes:
 def write_paced(fd: int, count: int, rate: float, *, first: int = 0, writer: int = 0,
                 start_ns: int | None = None) -> None:
     """One line per write(2), on schedule; catches up after a late wake-up, never bursts more."""
-    start = start_ns or time.monotonic_ns()
+    start = start_ns if start_ns is not None else time.monotonic_ns()
     interval = 1e9 / rate
     for seq in range(first, first + count):
         due = start + (seq - first) * interval
@@ -97,9 +99,9 @@ def writer_main(argv: list[str]) -> None:
     path, writer, count, rate = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
     fd = os.open(path, os.O_WRONLY)
     print("ready", flush=True)
-    sys.stdin.readline()
+    go = sys.stdin.readline().strip()
     if rate:
-        write_paced(fd, count, rate, writer=writer)
+        write_paced(fd, count, rate, writer=writer, start_ns=int(go) if go else None)
     else:
         write_burst(fd, count, writer=writer)
     os.close(fd)

@@ -169,15 +169,21 @@ def b3_shell_peers(paced: int, burst: int) -> list[dict[str, Any]]:
 
 def run_writers(path: Path, writers: int, per_writer: int, rate: float) -> tuple[int, float]:
     """Start the writer processes, release them together once all are up; returns
-    (release time ns, writers' CPU seconds)."""
+    (release time ns, writers' CPU seconds).
+
+    Paced writers (``rate`` lines/s each) are phased evenly, writer i starting i/writers of an
+    interval after the first, so the FIFO sees one steady stream of writers x rate lines/s
+    from all of them in turn rather than all of them at once every interval.
+    """
     spawned = [procs.spawn_python("bench.lines", path, i, per_writer, rate)
                for i in range(writers)]
     for writer in spawned:
         procs.wait_ready(writer)
     released = time.monotonic_ns()
-    for writer in spawned:
+    first_write = released + 50_000_000  # every writer has read its stdin line by then
+    for i, writer in enumerate(spawned):
         assert writer.stdin is not None
-        writer.stdin.write("go\n")
+        writer.stdin.write(f"{first_write + int(i * 1e9 / rate / writers)}\n" if rate else "\n")
         writer.stdin.flush()
     return released, sum(procs.result_of(w)["cpu_s"] for w in spawned)
 

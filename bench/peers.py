@@ -26,6 +26,8 @@ from bench import procs
 from bench.stats import latency_row, row
 
 SUBJECT = "bench.fanout"
+# Frames with seq below this give no latency sample, as in wsload.js (BENCH_WARMUP).
+WARMUP = int(os.environ.get("BENCH_WARMUP", "0"))
 PROCESSES = 4
 IDLE_TIMEOUT = 10.0
 
@@ -68,11 +70,11 @@ class Counter:
 
     def saw(self, data: bytes) -> None:
         now = time.monotonic_ns()
-        sent = orjson.loads(data)["t"]
+        payload = orjson.loads(data)
         self.first = self.first or now
         self.last = now
-        if self.received % self.stride == 0:
-            self.latencies.append(now - sent)
+        if payload["seq"] >= WARMUP and self.received % self.stride == 0:
+            self.latencies.append(now - payload["t"])
         self.received += 1
         if self.received >= self.goal:
             self.done.set()
@@ -212,11 +214,13 @@ def mqtt_pub(url: str, total: int, rate: int, window: int, size: int) -> None:
 PEERS = {"nats": "nats", "mosquitto": "mqtt"}
 
 
-def broker_fanout(kind: str, url: str, pid: int, subscribers: int, total: int, rate: int
-                  ) -> dict[str, Any]:
+def broker_fanout(kind: str, url: str, pid: int, subscribers: int, total: int, rate: int,
+                  warmup: int = 0) -> dict[str, Any]:
     shares = [subscribers // PROCESSES + (1 if i < subscribers % PROCESSES else 0)
               for i in range(PROCESSES)]
-    subs = [procs.spawn_python("bench.peers", "sub", kind, url, share, total) for share in shares]
+    env = {"BENCH_WARMUP": str(warmup)}
+    subs = [procs.spawn_python("bench.peers", "sub", kind, url, share, total, env=env)
+            for share in shares]
     for sub in subs:
         procs.wait_ready(sub)
     cpu_before = procs.cpu_seconds(pid)
@@ -234,7 +238,8 @@ def broker_fanout(kind: str, url: str, pid: int, subscribers: int, total: int, r
                                        2) if delivered else None}
 
 
-def _each_broker(settings: dict[str, Any], subscribers: int, total: int, rate: int):
+def _each_broker(settings: dict[str, Any], subscribers: int, total: int, rate: int,
+                 warmup: int = 0):
     for label, kind in PEERS.items():
         if label not in settings["peers"]:
             continue
@@ -242,7 +247,8 @@ def _each_broker(settings: dict[str, Any], subscribers: int, total: int, rate: i
             if server is None:
                 yield label, None, url
                 continue
-            yield label, broker_fanout(kind, url, server.pid, subscribers, total, rate), ""
+            yield label, broker_fanout(kind, url, server.pid, subscribers, total, rate,
+                                       warmup), ""
 
 
 def fanout_peers(settings: dict[str, Any], subscribers: int, total: int
@@ -266,10 +272,10 @@ def client_note(result: dict[str, Any]) -> str:
            f"{PROCESSES} processes"
 
 
-def latency_peers(settings: dict[str, Any], subscribers: int, total: int
+def latency_peers(settings: dict[str, Any], subscribers: int, total: int, warmup: int
                   ) -> list[dict[str, Any]]:
     rows = []
-    for label, result, reason in _each_broker(settings, subscribers, total, 1000):
+    for label, result, reason in _each_broker(settings, subscribers, total, 1000, warmup):
         if result is None:
             rows.append(row("B2", label, "n/a", None, note=reason))
             continue

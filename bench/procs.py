@@ -159,9 +159,11 @@ def spawn_node(*args: Any, env: dict[str, str] | None = None) -> subprocess.Pope
                             env={**os.environ, **(env or {})})
 
 
-def spawn_python(module: str, *args: Any) -> subprocess.Popen[str]:
+def spawn_python(module: str, *args: Any, env: dict[str, str] | None = None
+                 ) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", module, *map(str, args)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
 
 
 def wait_ready(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:

@@ -12,10 +12,13 @@
 // A bench frame is an ArqonBus envelope whose payload carries {seq, t} with t the send time in
 // CLOCK_MONOTONIC nanoseconds (process.hrtime and Python's time.monotonic_ns share that clock).
 // Every mode prints one JSON line with its results and its own CPU time on stdout.
+// BENCH_WARMUP=N: frames with seq < N are delivered and counted but give no latency sample (the
+// first second of a run measures JIT compilation and cold caches on every side, not the server).
 "use strict";
 const WebSocket = require("ws");
 
 const IDLE_TIMEOUT_MS = Number(process.env.BENCH_IDLE_TIMEOUT_MS || 10000);
+const WARMUP = Number(process.env.BENCH_WARMUP || 0);
 const MAX_LATENCIES = 100000;  // samples kept per process; evenly thinned beyond that
 const CONNECT_BATCH = 200;     // handshakes in flight at once, within a listen backlog
 
@@ -95,7 +98,7 @@ async function sub(url, count, expect, join) {
     if (received === 0) first = t;
     last = t;
     received++;
-    if (seen++ % stride === 0) latencies.push(t - payload.t);
+    if (payload.seq >= WARMUP && seen++ % stride === 0) latencies.push(t - payload.t);
     const mine = (perSocket.get(ws) || 0) + 1;
     perSocket.set(ws, mine);
     if (mine === expect && ++done === count) { clearTimeout(idleTimer); report(); return; }

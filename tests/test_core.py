@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import orjson
 import pytest
 
@@ -53,6 +55,23 @@ def test_ids_are_unique_and_shaped():
     assert len(seen) == 1000
     parts = next(iter(seen)).split("_")
     assert parts[0] == "arq" and len(parts) == 4 and len(parts[3]) == 6
+
+
+@pytest.mark.parametrize("ns", [
+    1_700_000_000_000_000_000,          # whole second: no fraction, as isoformat leaves it out
+    1_700_000_000_000_001_999,          # one microsecond; nanoseconds are dropped, not rounded
+    1_700_000_000_999_999_999,          # the last microsecond of a second
+    1_700_000_001_000_000_000,          # the next second: the cached date and time move on
+    1_704_067_199_500_000_000,          # the last second of 2023
+    1_704_067_200_000_250_000,          # and the first of 2024
+])
+def test_now_iso_matches_datetime_isoformat(monkeypatch, ns):
+    clock = envelope._IsoClock()
+    monkeypatch.setattr(envelope.time, "time_ns", lambda: ns - 1_000_000_000)
+    clock()   # a second earlier, so the cache holds another second
+    monkeypatch.setattr(envelope.time, "time_ns", lambda: ns)
+    expected = (datetime(1970, 1, 1) + timedelta(microseconds=ns // 1000)).isoformat()
+    assert clock() == expected
 
 
 def test_split_target():

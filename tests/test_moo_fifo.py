@@ -132,10 +132,14 @@ async def test_a_full_mailbox_drops_the_oldest_and_says_so(make_daemon, zgent_so
     daemon.wait_for_line("mailbox of dreader full (3)")
     assert sum("mailbox of dreader full" in line for line in daemon.lines) == 1
     sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
-    assert await drain(sock, 3) == [{"n": 3}, {"n": 4}, {"n": 5}]
     # The dropped ones are still in the channel's history.
     history = await sock.call("arqon.history", {"channel": "inbox"})
     assert [m["payload"]["n"] for m in history["result"]["messages"]] == [1, 2, 3, 4, 5]
+    # What is kept on disk is what the full mailbox kept, through a kill -9.
+    daemon.kill()
+    daemon.start()
+    sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert await drain(sock, 3) == [{"n": 3}, {"n": 4}, {"n": 5}]
 
 
 async def test_request_with_reply_to_goes_to_the_handler_and_back_to_the_requester(

@@ -66,3 +66,23 @@ def test_taken_messages_are_rewritten_away_so_the_file_stays_bounded(tmp_path, m
         assert mailboxes.replay(path.read_bytes()) == list(unread)
         assert path.stat().st_size <= 2 * len(b'{"n":199}\n') + 64 + 16
     log.close()
+
+
+def test_a_full_mailbox_writes_each_new_message_and_its_dropped_oldest_together(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(mailboxes, "COMPACT_SLACK", 64)
+    path = tmp_path / "z.jsonl"
+    unread: deque[dict] = deque({"n": -n} for n in range(1, 4))   # full at three
+    log = MailboxLog(str(path), list(unread))
+    writes = []
+    monkeypatch.setattr(mailboxes.os, "write",
+                        lambda fd, data, write=mailboxes.os.write: writes.append(data) or
+                        write(fd, data))
+    for n in range(200):
+        unread.append({"n": n})
+        unread.popleft()
+        log.put_over_oldest({"n": n}, unread)
+        assert mailboxes.replay(path.read_bytes()) == list(unread)
+        assert path.stat().st_size <= 2 * 3 * len(b'{"n":199}\n') + 64 + 16
+    assert len(writes) == 200   # one per message, appended or rewritten
+    log.close()

@@ -66,9 +66,29 @@ def client_id() -> str:
     return "arq_client_" + os.urandom(16).hex()
 
 
-def now_iso() -> str:
-    """Naive UTC ISO 8601, as ArqonBus stamps the frames it creates."""
-    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+class _IsoClock:
+    """Naive UTC ISO 8601 of the current time, as ArqonBus stamps the frames it creates
+    (``datetime.isoformat``: microseconds, left out when zero).
+
+    Every published frame is stamped, so the date and time of day are formatted once per
+    second and only the microseconds per call.
+    """
+
+    __slots__ = ("second", "prefix")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def __call__(self) -> str:
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+        if second != self.second:
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.second = second
+        return f"{self.prefix}.{micro:06d}" if micro else self.prefix
+
+
+now_iso = _IsoClock()
 
 
 def iso_at(epoch: float) -> str:

@@ -579,11 +579,13 @@ class MooLayer:
         kept = mailbox.put(obj)
         if served.journal is not None:
             try:
-                served.journal.put(obj)
+                if kept:
+                    served.journal.put(obj)
+                else:
+                    served.journal.put_over_oldest(obj, mailbox.messages)
             except OSError as exc:
                 self._journal_failed(served, exc)
         if not kept:
-            self._journal_took(served, 1)
             self.mailbox_dropped_total += 1
             if not mailbox.full_since_drain:
                 mailbox.full_since_drain = True

@@ -51,6 +51,14 @@ class MailboxLog:
     def put(self, message: dict[str, Any]) -> None:
         self._append(orjson.dumps(message) + b"\n")
 
+    def put_over_oldest(self, message: dict[str, Any], unread: deque[dict[str, Any]]) -> None:
+        """``message`` was put into a full mailbox, which dropped its oldest: one write for
+        both (a mailbox nobody reads takes this path for every message)."""
+        if self.size > self.limit:
+            self.rewrite(list(unread))
+        else:
+            self._append(orjson.dumps(message) + b"\n" + TAKEN)
+
     def took(self, unread: deque[dict[str, Any]], count: int = 1) -> None:
         """``count`` oldest messages were taken; ``unread`` is what is left."""
         if not unread:
