@@ -41,7 +41,7 @@ FULL = {
 QUICK = {
     **FULL, "runs": 1, "event_loops": ["asyncio"], "peers": [], "b1_messages": 1000,
     "b2_seconds": 2, "b3_paced_lines": 1000, "b3_burst_lines": 20000, "b4_writers": 50,
-    "b4_paced_per_writer": 20, "b4_burst_per_writer": 200, "b5_round_trips": 2000,
+    "b4_paced_per_writer": 20, "b4_burst_per_writer": 1000, "b5_round_trips": 2000,
     "b6_clients": 1000, "b7_starts": 3, "b7_restart_seconds": 2.0,
 }
 # Scenarios whose figures repeat well enough within one run: repeated only in full mode.

@@ -9,7 +9,8 @@ latency. Also the entry point of one FIFO writer process for B4:
 It prints "ready" once the FIFO is open and starts writing when a line arrives on stdin, so
 interpreter start-up never overlaps the measurement. A paced writer's stdin line is the
 CLOCK_MONOTONIC ns of its first write: the bench spreads the writers' first writes over one
-interval, so N writers at RATE each make an even stream of N x RATE lines/s.
+interval, so N writers at RATE each make an even stream of N x RATE lines/s. After its last
+line it waits for stdin to close before it exits.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def writer_main(argv: list[str]) -> None:
         write_paced(fd, count, rate, writer=writer, start_ns=int(go) if go else None)
     else:
         write_burst(fd, count, writer=writer)
+    sys.stdin.readline()   # the bench closes stdin once it has measured
     os.close(fd)
     times = os.times()
     sys.stdout.write(orjson.dumps({"cpu_s": times.user + times.system}).decode() + "\n")

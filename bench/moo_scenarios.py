@@ -167,25 +167,32 @@ def b3_shell_peers(paced: int, burst: int) -> list[dict[str, Any]]:
 
 # -- B4 ----------------------------------------------------------------------------------------
 
-def run_writers(path: Path, writers: int, per_writer: int, rate: float) -> tuple[int, float]:
-    """Start the writer processes, release them together once all are up; returns
-    (release time ns, writers' CPU seconds).
+class Writers:
+    """FIFO writer processes (``bench.lines``), released together once all are up.
 
     Paced writers (``rate`` lines/s each) are phased evenly, writer i starting i/writers of an
     interval after the first, so the FIFO sees one steady stream of writers x rate lines/s
-    from all of them in turn rather than all of them at once every interval.
+    from all of them in turn rather than all of them at once every interval. Each writer stays
+    alive after its last line until ``finish``: fifty interpreters tearing down at once would
+    otherwise compete for the CPU with the last lines being measured.
     """
-    spawned = [procs.spawn_python("bench.lines", path, i, per_writer, rate)
-               for i in range(writers)]
-    for writer in spawned:
-        procs.wait_ready(writer)
-    released = time.monotonic_ns()
-    first_write = released + 50_000_000  # every writer has read its stdin line by then
-    for i, writer in enumerate(spawned):
-        assert writer.stdin is not None
-        writer.stdin.write(f"{first_write + int(i * 1e9 / rate / writers)}\n" if rate else "\n")
-        writer.stdin.flush()
-    return released, sum(procs.result_of(w)["cpu_s"] for w in spawned)
+
+    def __init__(self, path: Path, writers: int, per_writer: int, rate: float) -> None:
+        self.spawned = [procs.spawn_python("bench.lines", path, i, per_writer, rate)
+                        for i in range(writers)]
+        for writer in self.spawned:
+            procs.wait_ready(writer)
+        self.released = time.monotonic_ns()
+        first_write = self.released + 50_000_000  # every writer has read its line by then
+        for i, writer in enumerate(self.spawned):
+            assert writer.stdin is not None
+            writer.stdin.write(f"{first_write + int(i * 1e9 / rate / writers)}\n" if rate
+                               else "\n")
+            writer.stdin.flush()
+
+    def finish(self) -> float:
+        """Let the writers exit; their CPU seconds."""
+        return sum(procs.result_of(w)["cpu_s"] for w in self.spawned)
 
 
 def b4_inbox(settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -206,18 +213,19 @@ def b4_arqond(writers: int, paced_each: int, burst_each: int) -> list[dict[str, 
         inbox = daemon.moo_dir / f"{ZGENT}-inbox"
         cpu_before = procs.cpu_seconds(daemon.proc.pid)
         sub = ws_subscriber(daemon, f"{ZGENT}:inbox", paced_total)
-        _, load_cpu = run_writers(inbox, writers, paced_each, rate_each)
+        paced = Writers(inbox, writers, paced_each, rate_each)
         result = procs.result_of(sub)
+        load_cpu = paced.finish()
         rows.append(latency_row("B4", "arqond", result["latencies_ns"], target="p99 ≤ 2",
                                 lost=paced_total - result["received"],
                                 note=f"{writers} writers, 1,000 lines/s in all"))
         sub = ws_subscriber(daemon, f"{ZGENT}:inbox", burst_total)
-        began, cpu = run_writers(inbox, writers, burst_each, 0)
-        load_cpu += cpu
+        burst = Writers(inbox, writers, burst_each, 0)
         result = procs.result_of(sub)
+        load_cpu += burst.finish()
         delivered = paced_total + result["received"]
-        rows.append(burst_row("B4", "arqond", burst_total, result["received"], began,
-                              result["last_ns"], target="≥ 50,000; 0 lost",
+        rows.append(burst_row("B4", "arqond", burst_total, result["received"],
+                              burst.released, result["last_ns"], target="≥ 50,000; 0 lost",
                               writers_cpu_s=round(load_cpu, 2),
                               server_us_per_msg=round((procs.cpu_seconds(daemon.proc.pid)
                                                        - cpu_before) / delivered * 1e6, 2)))
@@ -234,15 +242,17 @@ def b4_raw_fifo(writers: int, paced_each: int, burst_each: int) -> list[dict[str
         stream = os.fdopen(os.open(path, os.O_RDWR), "rb", buffering=65536)
         reader = LineReader(stream)
         total = writers * paced_each
-        run_writers(path, writers, paced_each, 1000 / writers)
+        paced = Writers(path, writers, paced_each, 1000 / writers)
         reader.wait_count(total)
+        paced.finish()
         rows.append(latency_row("B4", "raw FIFO", list(reader.latencies),
                                 lost=total - len(reader.latencies)))
         reader.latencies.clear()
         total = writers * burst_each
-        began, _ = run_writers(path, writers, burst_each, 0)
+        burst = Writers(path, writers, burst_each, 0)
         received = reader.wait_count(total)
-        rows.append(burst_row("B4", "raw FIFO", total, received, began, reader.last))
+        burst.finish()
+        rows.append(burst_row("B4", "raw FIFO", total, received, burst.released, reader.last))
     return rows
 
 
