@@ -7,6 +7,9 @@ import re
 from datetime import datetime
 
 import pytest
+from websockets.frames import Frame, Opcode
+
+from arqond.transports.wsbase import text_frame
 
 CLIENT_ID_RE = re.compile(r"^arq_client_[0-9a-f]{32}$")
 ALWAYS_KEYS = ["id", "timestamp", "type", "version", "payload", "args", "metadata"]
@@ -177,6 +180,12 @@ async def test_identity_from_query_string_and_identify(daemon, connect_peer):
     assert "colour" in bad["error"] and "screen_name" in bad["error"]
     data = (await a.command("status"))["payload"]["data"]["client"]
     assert data["screen_name"] == "Ada"  # nothing applied from the refused identify
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_text_frames_are_encoded_as_websockets_encodes_them(size):
+    payload = b"x" * size
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 async def test_burst_of_all_frame_sizes_arrives_whole_and_in_order(daemon, connect_peer):

@@ -118,6 +118,18 @@ def test_framer_refuses_an_over_long_line_whole_and_keeps_its_neighbours():
     assert len(framer.pending) == 0
 
 
+@pytest.mark.parametrize("line, out", [
+    (b"x" * 10 + b"\n", [b"x" * 10]),                      # whole, at the bound
+    (b"x" * 11 + b"\n", [Refused("line longer than 10 bytes", 11)]),   # one past it
+    (b"\n", [b""]),
+])
+def test_framer_takes_a_whole_line_in_one_piece_as_the_long_way_does(line, out):
+    assert LineFramer(10).feed(line) == out
+    long_way = LineFramer(10)
+    assert long_way.feed(line[:1]) + long_way.feed(line[1:]) == out
+    assert LineFramer(10).feed(b"") == []
+
+
 def test_framer_cut_drops_an_unfinished_line():
     framer = LineFramer(10)
     framer.feed(b"half")

@@ -30,6 +30,11 @@ class LineFramer:
         self._skipped = 0
 
     def feed(self, data: bytes) -> list[bytes | Refused]:
+        if not self.pending and not self._skipping:
+            # The common case, one whole line in one piece: nothing to join or remember.
+            end = data.find(b"\n")
+            if 0 <= end == len(data) - 1 and end <= self.max_bytes:
+                return [data[:end]]
         out: list[bytes | Refused] = []
         start = 0
         while start < len(data):
