@@ -14,6 +14,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+OPEN = State.OPEN
+
 from arqond import __version__
 from arqond.config import Config
 from arqond.core.auth import AuthError, authenticate
@@ -101,23 +103,26 @@ class WebSocketSink:
     never waits on any one client.
     """
 
-    __slots__ = ("connection", "limit", "closing", "batcher", "pending")
+    __slots__ = ("connection", "protocol", "transport", "limit", "closing", "batcher", "pending")
 
     def __init__(self, connection: ServerConnection, limit: int, batcher: WriteBatcher) -> None:
         self.connection = connection
+        # Both are fixed once the handshake is done, and read for every frame.
+        self.protocol = connection.protocol
+        self.transport = connection.transport
         self.limit = limit
         self.closing: asyncio.Task[None] | None = None
         self.batcher = batcher
         self.pending = 0  # bytes queued since the last flush
 
     def send(self, frame: bytes) -> bool:
-        connection = self.connection
-        if connection.protocol.state is not State.OPEN:
+        protocol = self.protocol
+        if protocol.state is not OPEN:
             return True  # closing already: the frame has nowhere to go and nobody to blame
-        if connection.transport.get_write_buffer_size() + self.pending > self.limit:
+        if self.transport.get_write_buffer_size() + self.pending > self.limit:
             return False
         # What protocol.send_text would queue (no fragmentation, no extensions), encoded once.
-        connection.protocol.writes.append(self.batcher.encode(frame))
+        protocol.writes.append(self.batcher.encode(frame))
         if not self.pending:
             self.batcher.mark(self)
         self.pending += len(frame)
@@ -125,17 +130,15 @@ class WebSocketSink:
 
     def flush(self) -> None:
         self.pending = 0
-        connection = self.connection
-        if connection.transport.is_closing():
-            connection.protocol.data_to_send()  # nowhere to go
-            return
-        writes = connection.protocol.data_to_send()
+        writes = self.protocol.data_to_send()
+        if self.transport.is_closing():
+            return  # nowhere to go
         if all(writes):
             if writes:
-                connection.transport.write(b"".join(writes))
+                self.transport.write(b"".join(writes))
         else:  # an end-of-stream marker: let the library half-close as it does itself
-            connection.protocol.writes[:0] = writes
-            connection.send_data()
+            self.protocol.writes[:0] = writes
+            self.connection.send_data()
 
     def close(self, code: int, reason: str) -> None:
         if self.closing is None:
