@@ -10,6 +10,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -141,9 +142,14 @@ def identity_key(dev: int, ino: int, fp: str, generation: int) -> str:
 def message_id(key: str, offset: int) -> str:
     """The same line of the same file always gets the same id, shaped like ArqonBus ids
     (``arq_<number>_<number>_<6 hex>``), so a line republished after a crash can be dropped."""
-    file_hash = hashlib.blake2b(key.encode(), digest_size=8).digest()
     line_hash = hashlib.blake2b(f"{key}@{offset}".encode(), digest_size=3).hexdigest()
-    return f"arq_{int.from_bytes(file_hash, 'big')}_{offset}_{line_hash}"
+    return f"arq_{_file_number(key)}_{offset}_{line_hash}"
+
+
+@lru_cache(maxsize=1024)
+def _file_number(key: str) -> int:
+    """The file part of message ids: the same for every line of a file, so hashed once."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 # -- the seed's message schema -------------------------------------------------------------
