@@ -44,8 +44,8 @@ QUICK = {
     "b4_paced_per_writer": 20, "b4_burst_per_writer": 1000, "b5_round_trips": 2000,
     "b6_clients": 1000, "b7_starts": 3, "b7_restart_seconds": 2.0,
 }
-# Scenarios whose figures repeat well enough within one run: repeated only in full mode.
-REPEATED = ("B1", "B2", "B5")
+# Repeated ``runs`` times, the median shown; B6 and B7 take their own samples within one run.
+REPEATED = ("B1", "B2", "B3", "B4", "B5")
 
 
 def machine() -> dict[str, Any]:
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the reduced suite (< 1 minute)")
     parser.add_argument("--only", default="", help="comma-separated scenario ids, e.g. B1,B2")
-    parser.add_argument("--runs", type=int, help="repetitions of B1, B2, B5 (median is shown)")
+    parser.add_argument("--runs", type=int, help="repetitions of B1 to B5 (median is shown)")
     parser.add_argument("--event-loops", help='comma-separated: "asyncio", "uvloop"')
     parser.add_argument("--output", default=str(procs.BENCH / "results.json"))
     parser.add_argument("--profile", metavar="DIR", type=Path,
