@@ -82,6 +82,12 @@ async def stop(daemon) -> int:
     return await asyncio.get_running_loop().run_in_executor(None, daemon.stop)
 
 
+def checkpointed(daemon) -> list[dict[str, Any]]:
+    """The records of the newest document in the checkpoint file (one JSON line per save)."""
+    newest = (daemon.state_dir / "narrative-checkpoints.json").read_bytes().splitlines()[-1]
+    return orjson.loads(newest)["files"]
+
+
 def expected_id(path: Path, offset: int, generation: int = 0) -> str:
     st = os.stat(path)
     with open(path, "rb") as handle:
@@ -322,11 +328,9 @@ async def test_checkpoints_of_files_deleted_while_stopped_expire(daemon, connect
         append(daemon.log_dir / f"{name}-narrative.jsonl", lines(name, [1]))
     await receive(peer, 2)
     assert await stop(daemon) == 0
-    checkpoint = daemon.state_dir / "narrative-checkpoints.json"
 
     def names() -> list[str]:  # the Zgents' files (the MOO layer's broadcast log aside)
-        return sorted(f["name"] for f in orjson.loads(checkpoint.read_bytes())["files"]
-                      if f["name"] != "broadcast.jsonl")
+        return sorted(f["name"] for f in checkpointed(daemon) if f["name"] != "broadcast.jsonl")
 
     assert names() == ["goes-narrative.jsonl", "stays-narrative.jsonl"]
     (daemon.log_dir / "goes-narrative.jsonl").unlink()
@@ -404,8 +408,32 @@ async def test_corrupt_checkpoint_is_set_aside_and_lines_come_again_with_their_i
     stored = await history(connect_peer, daemon, "dreader", "narrative", 3)
     assert seqs(stored) == [1, 2, 3]
     assert [f["id"] for f in stored[:2]] == [f["id"] for f in before]
-    offsets = {f["name"]: f["offset"] for f in orjson.loads(checkpoint.read_bytes())["files"]}
+    offsets = {f["name"]: f["offset"] for f in checkpointed(daemon)}
     assert offsets[path.name] == path.stat().st_size
+
+
+async def test_a_save_cut_short_falls_back_to_the_one_before(daemon, connect_peer):
+    """A power loss in the middle of a save leaves its line torn: the document before it is
+    used, quietly, and the lines after that one come again with their ids."""
+    peer = await subscriber(connect_peer, daemon, "dreader:narrative")
+    path = daemon.log_dir / "dreader-narrative.jsonl"
+    append(path, lines("dreader", [1]))
+    await receive(peer, 1)
+    append(path, lines("dreader", [2]))
+    second = await receive(peer, 1)
+    assert await stop(daemon) == 0
+    checkpoint = daemon.state_dir / "narrative-checkpoints.json"
+    documents = checkpoint.read_bytes().splitlines(keepends=True)
+    one_line = len(line("dreader", 1))
+    older = [d for d in documents if b'"offset":%d}' % one_line in d]
+    assert older, "a save after the first line was published"
+    checkpoint.write_bytes(older[-1] + documents[-1][:25])   # the newest one, torn
+    daemon.start()
+    peer = await subscriber(connect_peer, daemon, "dreader:narrative")
+    stored = await history(connect_peer, daemon, "dreader", "narrative", 1)
+    assert seqs(stored) == [2] and stored[0]["id"] == second[0]["id"]
+    assert not any("checkpoint file unusable" in text for text in daemon.lines)
+    assert {f["name"]: f["offset"] for f in checkpointed(daemon)}[path.name] == 2 * one_line
 
 
 async def test_kill_9_again_and_again_loses_no_line(make_daemon, connect_peer):

@@ -1,12 +1,19 @@
-"""Read positions of the narrative tailer, kept in one JSON file in the state dir.
+"""Read positions of the narrative tailer, kept in one file in the state dir.
 
-The file is replaced atomically (temporary file, rename), so a crash at any moment leaves either
-the old or the new version, never half of one. ``sync`` adds fsync of the file and its directory
-for power loss; a process crash does not need it because the page cache survives the process.
+The tailer saves after every chunk it publishes, so a save must be cheap: each one appends the
+whole document as one JSON line (one write(2) to a file kept open), and the last line that is a
+whole document is the one that counts. A save cut short (a full disk, a power loss) leaves a
+line that does not parse, and the one before it is used; a process crash needs nothing more,
+because the page cache outlives the process. Past COMPACT_BYTES the file is replaced
+(temporary file, rename) by one holding the newest document. ``sync`` adds fsync of the file
+and its directory, at start and stop only: an fsync on the event loop would stall every client
+for as long as the disk takes. After a power loss the file may be as far behind as the kernel's
+writeback delay (about 30 s), and the lines of that span are published again, with their ids.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -16,6 +23,8 @@ import orjson
 
 FILENAME = "narrative-checkpoints.json"
 VERSION = 1
+# Size past which the next save starts the file afresh: a rename every few thousand saves.
+COMPACT_BYTES = 1 << 20
 
 
 class CorruptCheckpoints(Exception):
@@ -55,6 +64,8 @@ class CheckpointStore:
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, FILENAME)
         self.writes = 0
+        self.fd = -1
+        self.size = 0
 
     def load(self) -> list[Record] | None:
         """The stored records, or None when there is no checkpoint file (a first start).
@@ -66,34 +77,62 @@ class CheckpointStore:
                 raw = handle.read()
         except FileNotFoundError:
             return None
-        try:
-            data = orjson.loads(raw)
-            if not isinstance(data, dict) or data.get("version") != VERSION:
-                raise ValueError(f"not a version {VERSION} checkpoint document")
-            files = data.get("files")
-            if not isinstance(files, list):
-                raise ValueError("files is not a list")
-            return [_record(entry) for entry in files]
-        except (ValueError, TypeError) as exc:
-            aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
-            os.replace(self.path, aside)
-            raise CorruptCheckpoints(str(exc), aside) from None
+        problem = "the file is empty"
+        # The newest whole document wins (an earlier arqond wrote one, with no newline).
+        for line in reversed(raw.splitlines()):
+            try:
+                return _document(line)
+            except (ValueError, TypeError) as exc:
+                problem = str(exc)
+        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+        os.replace(self.path, aside)
+        raise CorruptCheckpoints(problem, aside)
 
     def save(self, records: list[Record], *, sync: bool = False) -> None:
-        document = orjson.dumps({"version": VERSION, "files": [asdict(r) for r in records]})
-        temporary = self.path + ".tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, document)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.path)
+        line = orjson.dumps({"version": VERSION, "files": [asdict(r) for r in records]}) + b"\n"
+        if self.fd < 0 or self.size + len(line) > COMPACT_BYTES:
+            self._start_afresh(line)
+        else:
+            written = os.write(self.fd, line)
+            self.size += written
+            if written < len(line):   # the disk is full: never append after a torn line
+                self.close()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if sync:
+            os.fsync(self.fd)
             directory = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(directory)
             finally:
                 os.close(directory)
         self.writes += 1
+
+    def _start_afresh(self, line: bytes) -> None:
+        """Replace the file by one holding ``line``: readers see the old file or the new one."""
+        temporary = self.path + ".tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                     | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.close()
+        self.fd = fd
+        self.size = len(line)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _document(line: bytes) -> list[Record]:
+    data = orjson.loads(line)
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise ValueError(f"not a version {VERSION} checkpoint document")
+    files = data.get("files")
+    if not isinstance(files, list):
+        raise ValueError("files is not a list")
+    return [_record(entry) for entry in files]

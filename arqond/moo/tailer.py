@@ -225,6 +225,7 @@ class NarrativeTailer:
             self.inotify.close()
             self.inotify = None
         self._save(sync=True)
+        self.store.close()
         for tracked in [*self.at_name.values(), *self.draining]:
             os.close(tracked.fd)
         self.at_name.clear()
@@ -243,7 +244,7 @@ class NarrativeTailer:
         return [gauge("arqonbus_narrative_files", "Narrative files followed now.", self.files),
                 *counters_of(self, "arqonbus_narrative", TAILER_COUNTERS),
                 counter("arqonbus_narrative_checkpoint_writes_total",
-                        "Checkpoint file rewrites.", self.store.writes),
+                        "Checkpoint saves.", self.store.writes),
                 counter("arqonbus_narrative_queries_evicted_total",
                         "Open file-based queries forgotten at the tracker's bound.",
                         self.queries.evicted)]
@@ -505,7 +506,8 @@ class NarrativeTailer:
             await asyncio.sleep(self.settings.sweep_interval)
             self._rescan()
             self._close_drained()
-            self._save(sync=True)
+            if self.dirty:
+                self._save(sync=False)
 
     def _close_drained(self) -> None:
         now = time.monotonic()
