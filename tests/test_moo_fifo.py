@@ -8,8 +8,9 @@ import stat
 import subprocess
 
 import orjson
+import pytest
 
-from tests.conftest import run_arqon, sh
+from tests.conftest import metrics_of, run_arqon, sh
 
 ZGENTS = {"dreader": {"name": "DReader", "capabilities": ["query:volume"]},
           "parseclipmate": {}}
@@ -218,6 +219,31 @@ async def test_unread_mailbox_messages_survive_restarts_and_kill_9_once(make_dae
     daemon.start()
     sock = await zgent_socket(moo / "dreader.sock")
     assert (await sock.call("arqon.recv"))["result"] is None
+
+
+async def test_a_full_disk_keeps_the_mailbox_in_memory_and_says_so(make_daemon, zgent_socket):
+    daemon = make_daemon(moo_config(), start=False)
+    daemon.state_dir.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "arqond-test",
+                       str(daemon.state_dir)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs for the state dir (needs root)")
+    try:
+        daemon.start()
+        kept = daemon.state_dir / "mailboxes" / "dreader.jsonl"
+        messages = [{"n": n, "pad": "x" * 2000} for n in range(100)]   # 200 KB > 128 KiB
+        with open(daemon.moo_dir / "dreader-inbox", "wb") as inbox:
+            for message in messages:
+                inbox.write(orjson.dumps(message) + b"\n")
+        daemon.wait_for_line("mailbox of dreader no longer kept on disk")
+        assert metrics_of(daemon)["arqonbus_moo_mailbox_journal_errors_total"] == 1
+        assert not kept.exists()   # a file missing writes would replay wrong
+        sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
+        assert await drain(sock, 100) == messages   # nothing lost while arqond runs
+    finally:
+        try:
+            daemon.stop()
+        finally:
+            subprocess.run(["umount", str(daemon.state_dir)], check=True)
 
 
 async def test_a_corrupt_mailbox_file_is_set_aside_and_the_inbox_works(make_daemon,

@@ -13,13 +13,14 @@ writeback delay (about 30 s), and the lines of that span are published again, wi
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
+
+from arqond.moo.files import AppendFile
 
 FILENAME = "narrative-checkpoints.json"
 VERSION = 1
@@ -62,10 +63,12 @@ def _record(data: Any) -> Record:
 
 class CheckpointStore:
     def __init__(self, state_dir: str) -> None:
-        self.path = os.path.join(state_dir, FILENAME)
+        self.file = AppendFile(os.path.join(state_dir, FILENAME))
         self.writes = 0
-        self.fd = -1
-        self.size = 0
+
+    @property
+    def path(self) -> str:
+        return self.file.path
 
     def load(self) -> list[Record] | None:
         """The stored records, or None when there is no checkpoint file (a first start).
@@ -90,42 +93,16 @@ class CheckpointStore:
 
     def save(self, records: list[Record], *, sync: bool = False) -> None:
         line = orjson.dumps({"version": VERSION, "files": [asdict(r) for r in records]}) + b"\n"
-        if self.fd < 0 or self.size + len(line) > COMPACT_BYTES:
-            self._start_afresh(line)
+        if self.file.fd < 0 or self.file.size + len(line) > COMPACT_BYTES:
+            self.file.replace(line)
         else:
-            written = os.write(self.fd, line)
-            self.size += written
-            if written < len(line):   # the disk is full: never append after a torn line
-                self.close()
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.file.append(line)
         if sync:
-            os.fsync(self.fd)
-            directory = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            self.file.sync()
         self.writes += 1
 
-    def _start_afresh(self, line: bytes) -> None:
-        """Replace the file by one holding ``line``: readers see the old file or the new one."""
-        temporary = self.path + ".tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                     | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, line)
-            os.replace(temporary, self.path)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.close()
-        self.fd = fd
-        self.size = len(line)
-
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.file.close()
 
 
 def _document(line: bytes) -> list[Record]:

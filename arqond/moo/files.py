@@ -1,4 +1,5 @@
-"""The files arqond owns in the MOO dir: FIFOs, sockets, atomically replaced JSON files.
+"""The files arqond owns: FIFOs and sockets in the MOO dir, atomically replaced JSON files,
+and the append-only records of the state dir (mailboxes, narrative checkpoints).
 
 Anything found where one of them belongs that is not of the right kind (a regular file, a
 symlink, a directory, a socket someone is still listening on) is refused, never touched.
@@ -6,6 +7,7 @@ symlink, a directory, a socket someone is still listening on) is refused, never 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import grp
 import os
@@ -147,3 +149,58 @@ def write_atomically(path: str, data: bytes, mode: int, gid: int | None) -> None
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class AppendFile:
+    """A file of whole records, written by appending and replaced whole when it is rewritten
+    (temporary file, rename: a reader sees the old file or the new one).
+
+    A record cut short (the disk filled up mid-write) is never appended to: the fd is closed
+    and OSError raised, so the torn record stays last in the file, where readers skip it.
+    Every method raises OSError when the disk refuses. No fsync except in ``sync``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        self.size = 0
+
+    def append(self, data: bytes) -> None:
+        written = os.write(self.fd, data)
+        self.size += written
+        if written < len(data):
+            self.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def replace(self, data: bytes) -> None:
+        temporary = f"{self.path}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                     | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            if os.write(fd, data) < len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.rename(temporary, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.close()
+        self.fd = fd
+        self.size = len(data)
+
+    def truncate(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.size = 0
+
+    def sync(self) -> None:
+        """File and directory to disk: for start and stop, never on a hot path."""
+        os.fsync(self.fd)
+        directory = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

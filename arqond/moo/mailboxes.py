@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from arqond.moo.files import AppendFile
+
 TAKEN = b"-\n"
 # Taken-message bytes tolerated before a rewrite, on top of twice the unread ones.
 COMPACT_SLACK = 1 << 20
@@ -42,58 +44,41 @@ class MailboxLog:
     """The file behind one mailbox. Every method raises OSError when the disk refuses."""
 
     def __init__(self, path: str, unread: list[dict[str, Any]]) -> None:
-        self.path = path
-        self.fd = -1
-        self.size = 0       # bytes in the file
+        self.file = AppendFile(path)
         self.limit = 0      # size that triggers a rewrite
         self.rewrite(unread)
 
+    @property
+    def path(self) -> str:
+        return self.file.path
+
     def put(self, message: dict[str, Any]) -> None:
-        self._append(orjson.dumps(message) + b"\n")
+        self.file.append(orjson.dumps(message) + b"\n")
 
     def put_over_oldest(self, message: dict[str, Any], unread: deque[dict[str, Any]]) -> None:
         """``message`` was put into a full mailbox, which dropped its oldest: one write for
         both (a mailbox nobody reads takes this path for every message)."""
-        if self.size > self.limit:
+        if self.file.size > self.limit:
             self.rewrite(list(unread))
         else:
-            self._append(orjson.dumps(message) + b"\n" + TAKEN)
+            self.file.append(orjson.dumps(message) + b"\n" + TAKEN)
 
     def took(self, unread: deque[dict[str, Any]], count: int = 1) -> None:
         """``count`` oldest messages were taken; ``unread`` is what is left."""
         if not unread:
-            os.ftruncate(self.fd, 0)
-            self.size = 0
+            self.file.truncate()
             self.limit = COMPACT_SLACK
-        elif self.size > self.limit:
+        elif self.file.size > self.limit:
             self.rewrite(list(unread))
         else:
-            self._append(TAKEN * count)
+            self.file.append(TAKEN * count)
 
     def rewrite(self, unread: list[dict[str, Any]]) -> None:
-        data = b"".join(orjson.dumps(m) + b"\n" for m in unread)
-        tmp = f"{self.path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
-                     | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-            os.rename(tmp, self.path)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.close()
-        self.fd = fd
-        self.size = len(data)
-        self.limit = 2 * self.size + COMPACT_SLACK
-
-    def _append(self, data: bytes) -> None:
-        os.write(self.fd, data)
-        self.size += len(data)
+        self.file.replace(b"".join(orjson.dumps(m) + b"\n" for m in unread))
+        self.limit = 2 * self.file.size + COMPACT_SLACK
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.file.close()
 
     def remove(self) -> None:
         self.close()
