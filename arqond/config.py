@@ -210,7 +210,8 @@ SCHEMA: tuple[Option, ...] = (
            "longer line is published cut to this length as {\"raw\": ...} with "
            "metadata.malformed, and the lines after it flow on.", reload=True, check=_positive),
     Option("narrative.sweep_interval", float, 5.0, "Seconds between stat sweeps of the log "
-           "dir, the safety net for missed inotify events and queue overflows.", reload=True, check=_positive),
+           "dir, the safety net for missed inotify events and queue overflows.", reload=True,
+           check=_positive),
     Option("narrative.rotate_wait", float, 5.0, "Seconds a file renamed or deleted away stays "
            "open for late writes once it was read to its end.", reload=True,
            check=_non_negative),
