@@ -485,7 +485,8 @@ async def test_kill_9_and_restart_lose_no_inbox_line(container, tmp_path):
 async def test_what_systemctl_stop_costs_on_systemd_252(container, tmp_path):
     """What systemd 252 does not keep: "systemctl stop" empties the fd store (systemd 254+
     keeps it with FileDescriptorStorePreserve=yes). The FIFO stays on disk, so an echo into
-    it waits for the next start; a writer holding it open gets EPIPE; connects to NAME.sock
+    it waits for the next start (unless it opened the FIFO just before arqond let go of it:
+    that one gets EPIPE); a writer holding it open gets EPIPE; connects to NAME.sock
     are refused until the start. Lines written after arqond's last read sit in a pipe that
     no process holds for good: they survive only if some writer keeps it open until the
     next start. What arrives arrives in order, once."""
@@ -509,7 +510,8 @@ async def test_what_systemctl_stop_costs_on_systemd_252(container, tmp_path):
           f"({ranges(got['echo'])}); ping ok {len(load.written('ping'))}, failed "
           f"{len(load.failed('ping'))} {sorted({why[-40:] for _, why in load.failed('ping')})}")
     assert "box-inbox" not in container.fd_names(fresh)
-    assert load.failed("echo") == []
+    # At most the one echo that was between its open and its write when arqond stopped.
+    assert len(load.failed("echo")) <= 1
     # The holder of the FIFO is told (EPIPE), reopens, and waits for the next start.
     assert load.failed("long") and {why for _, why in load.failed("long")} == {"Broken pipe"}
     for writer in ("long", "echo"):
