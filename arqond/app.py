@@ -65,7 +65,8 @@ class Adapter(Protocol):
 def bus_settings(config: Config) -> BusSettings:
     room, _, channel = config.server.default_channel.partition(":")
     return BusSettings(default_room=room or None, default_channel=channel or None,
-                       history_size=config.server.history_size)
+                       history_size=config.server.history_size,
+                       max_json_depth=config.server.max_json_depth)
 
 
 def control_listener(config: Config) -> socket.socket:
@@ -277,6 +278,7 @@ class Daemon:
         settings = bus_settings(fresh)
         self.bus.settings.default_room = settings.default_room
         self.bus.settings.default_channel = settings.default_channel
+        self.bus.settings.max_json_depth = settings.max_json_depth
         for adapter in self.adapters:
             adapter.reload(fresh)
         self.config = fresh

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from arqond.core.casil import Policy
 
 DEFAULT_CONFIG_PATH = "/etc/arqond/arqond.toml"
+# orjson writes at most 254 levels of nesting; the deepest wrapper arqond puts around a
+# client's JSON (a JSON-RPC reply holding history envelopes holding the payload) adds fewer
+# than 8. Precedents for the default: .NET's System.Text.Json 64, serde_json 128.
+MAX_JSON_DEPTH_CEILING = 200
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -73,6 +77,12 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return check
 
 
+def _between(low: int, high: int) -> Callable[[int], str | None]:
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be from {low} to {high}"
+    return check
+
+
 def _name(value: str) -> str | None:
     return None if value and ":" not in value and "*" not in value else \
         "must be a non-empty room or channel name without ':' or '*'"
@@ -106,6 +116,12 @@ SCHEMA: tuple[Option, ...] = (
     Option("server.max_message_size", int, 1048576, "Largest inbound WebSocket frame or "
            "control-socket line in bytes; a larger one closes the connection (WebSocket: 1009).", env=("ARQONBUS_MAX_MESSAGE_SIZE",),
            check=_positive),
+    Option("server.max_json_depth", int, 64, "Deepest nesting of arrays and "
+           "objects accepted in any JSON arqond reads (frames, lines, bodies, narrative "
+           "lines); deeper JSON is refused with an error naming this key, or published as "
+           '{"raw": ...} where lines are never refused. At most 200, so that whatever is '
+           "accepted can always be sent on.", reload=True,
+           check=_between(1, MAX_JSON_DEPTH_CEILING)),
     Option("server.max_connections", int, 20000, "WebSocket clients served at once; one more "
            "is refused with HTTP 503.", reload=True, env=("ARQONBUS_MAX_CONNECTIONS",),
            check=_positive),

@@ -38,14 +38,14 @@ def test_serialize_key_order_and_optional_keys():
 
 
 def test_parse_aliases_and_errors():
-    env = envelope.parse('{"type":"message","payload":{"a":1},"from":"x"}')
+    env = envelope.parse('{"type":"message","payload":{"a":1},"from":"x"}', 64)
     assert env["from_client"] == "x" and "from" not in env
     with pytest.raises(EnvelopeError) as exc:
-        envelope.parse('{"payload":{},"content":1}')
+        envelope.parse('{"payload":{},"content":1}', 64)
     assert "'content'" in exc.value.message
-    assert envelope.parse('{"payload":{"a":1}}')["type"] == "message"  # the default type
+    assert envelope.parse('{"payload":{"a":1}}', 64)["type"] == "message"  # the default type
     name, args = envelope.command_of(envelope.parse(
-        '{"type":"command","payload":{"command":"ping","parameters":{"x":1}}}'))
+        '{"type":"command","payload":{"command":"ping","parameters":{"x":1}}}', 64))
     assert (name, args) == ("ping", {"x": 1})
 
 

@@ -273,3 +273,16 @@ async def test_the_mailbox_of_a_zgent_gone_from_the_config_is_dropped_loudly(mak
     assert sorted(os.listdir(folder)) == ["dreader.jsonl", "parseclipmate.jsonl"]
     sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
     assert await drain(sock, 1) == [{"n": 1}]
+
+
+async def test_an_inbox_line_nested_too_deep_is_delivered_raw_and_the_next_one_whole(
+        make_daemon, zgent_socket):
+    daemon = make_daemon({"zgents": {"dreader": {}}})
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    inbox = daemon.moo_dir / "dreader-inbox"
+    assert sh(f"echo '{deep}' > {inbox}; echo '{{\"n\":2}}' > {inbox}").returncode == 0
+    reader = await zgent_socket(daemon.moo_dir / "dreader.sock")
+    assert (await reader.call("arqon.recv", {"wait": 5}))["result"] == {"raw": deep}
+    assert (await reader.call("arqon.recv", {"wait": 5}))["result"] == {"n": 2}
+    daemon.wait_for_line("dreader-inbox: JSON nests deeper than 64 levels "
+                         "(server.max_json_depth); delivered as raw")

@@ -7,11 +7,12 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 
 import orjson
 import pytest
 
-from tests.conftest import sh
+from tests.conftest import metrics_of, sh
 
 ZGENTS = {"dreader": {"name": "DReader", "capabilities": ["query:volume"]},
           "parseclipmate": {}}
@@ -289,3 +290,25 @@ async def test_stopping_answers_open_requests_then_closes(make_daemon, zgent_soc
     assert answer["error"] == {"code": -32001, "message": "arqond is stopping"}
     assert await asker.reader.read() == b""
     assert daemon.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("how", ["socat gave up waiting", "the reader was killed"])
+async def test_a_recv_wait_abandoned_by_its_reader_never_eats_the_next_message(
+        make_daemon, zgent_socket, how):
+    daemon = make_daemon(moo_config())
+    path = daemon.moo_dir / "dreader.sock"
+    if how == "socat gave up waiting":
+        # socat half-closes after its request, waits 0.5 s (-t) for an answer, then leaves.
+        result = sh(f"""echo '{{"id":"w","method":"arqon.recv","params":{{"wait":30}}}}' """
+                    f"| socat - UNIX-CONNECT:{path}")
+        assert result.returncode == 0 and result.stdout == "", result
+    else:
+        with socket.socket(socket.AF_UNIX) as waiter:  # gone without a word, as after kill -9
+            waiter.connect(str(path))
+            waiter.sendall(b'{"id":"w","method":"arqon.recv","params":{"wait":30}}\n')
+            await asyncio.sleep(0.2)
+    assert sh(f"echo '{{\"after\":1}}' > {daemon.moo_dir}/dreader-inbox").returncode == 0
+    reader = await zgent_socket(path)
+    assert (await reader.call("arqon.recv", {"wait": 5}))["result"] == {"after": 1}
+    assert (await reader.call("arqon.recv"))["result"] is None  # once, not twice
+    assert metrics_of(daemon)["arqonbus_moo_abandoned_waits_total"] == 1

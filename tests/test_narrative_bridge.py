@@ -148,12 +148,35 @@ async def test_malformed_lines_are_published_raw_with_the_reason(daemon, connect
     reasons = [frame["metadata"].get("malformed", "") for frame in got]
     assert [frame["payload"].get("raw") for frame in got[:4]] == \
         ["not json", '{"ts":"2026-02-12T10:00:00Z","from":"dreader"}', "[1]", ""]
-    assert "not JSON" in reasons[0]
+    assert "not valid JSON" in reasons[0]
     assert "breaks the message schema: type missing; content missing" in reasons[1]
     assert reasons[2] == "not a JSON object" and reasons[3] == "empty line"
     assert got[4]["payload"]["seq"] == 5 and "malformed" not in got[4]["metadata"]
     assert all(frame["sender"] == "dreader" for frame in got)
-    daemon.wait_for_line("offset 0: not JSON")
+    daemon.wait_for_line("offset 0: not valid JSON")
+
+
+async def test_a_line_nested_deeper_than_can_be_sent_never_stops_the_bridge(daemon,
+                                                                            connect_peer):
+    """orjson reads 1024 levels but writes 254: such a line used to end the bridge for good,
+    silently, and again after every restart (its checkpoint is before it)."""
+    peer = await subscriber(connect_peer, daemon, "*:narrative")
+    deep = ('{"ts":"2026-02-12T10:00:00Z","from":"mallory","type":"narrative","content":'
+            + '{"a":' * 300 + "1" + "}" * 300 + "}")
+    append(daemon.log_dir / "mallory-narrative.jsonl", deep + "\n" + line("mallory", 2))
+    append(daemon.log_dir / "dreader-narrative.jsonl", line("dreader", 3))
+    got = {frame["payload"].get("seq", "raw"): frame for frame in await receive(peer, 3)}
+    assert got["raw"]["payload"] == {"raw": deep}
+    assert got["raw"]["metadata"]["malformed"] == \
+        "JSON nests deeper than 64 levels (server.max_json_depth)"
+    assert set(got) == {"raw", 2, 3}
+    # Still serving after a restart: the line is behind its checkpoint now.
+    assert await stop(daemon) == 0
+    daemon.start()
+    peer = await subscriber(connect_peer, daemon, "*:narrative")
+    append(daemon.log_dir / "mallory-narrative.jsonl", line("mallory", 4))
+    assert seqs(await receive(peer, 1)) == [4]
+    await peer.expect_silence(0.3)
 
 
 async def test_overlong_line_is_cut_and_the_rest_keeps_flowing(make_daemon, connect_peer):

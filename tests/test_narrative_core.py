@@ -14,6 +14,9 @@ from arqond.core.narrative import Line, LineBuffer, QueryTracker, Target
 
 ID_RE = re.compile(r"^arq_\d+_\d+_[0-9a-f]{6}$")
 GOOD = b'{"ts":"2026-02-12T10:00:00Z","from":"dreader","type":"narrative","content":"hi"}'
+DEPTH = 64  # server.max_json_depth's default
+DEEP_LINE = (b'{"ts":"2026-02-12T10:00:00Z","from":"dreader","type":"narrative","content":'
+             + b'{"a":' * 300 + b'1' + b'}' * 300 + b'}')
 
 
 @pytest.mark.parametrize("filename, expected", [
@@ -118,8 +121,8 @@ def test_schema_accepts_the_seed_examples():
 
 def test_envelope_of_a_good_line():
     target = Target("dreader", "narrative", "dreader")
-    env = narrative.envelope(target, "/var/log/moo/dreader-narrative.jsonl", "k", Line(7, GOOD,
-                                                                                       len(GOOD)))
+    env = narrative.envelope(target, "/var/log/moo/dreader-narrative.jsonl", "k",
+                             Line(7, GOOD, len(GOOD)), DEPTH)
     assert env == {"id": narrative.message_id("k", 7), "type": "event", "room": "dreader",
                    "channel": "narrative", "sender": "dreader",
                    "payload": {"ts": "2026-02-12T10:00:00Z", "from": "dreader",
@@ -129,16 +132,18 @@ def test_envelope_of_a_good_line():
 
 
 @pytest.mark.parametrize("data, length, reason", [
-    (b"not json", 8, "not JSON"),
+    (b"not json", 8, "not valid JSON"),
     (b"[1, 2]", 6, "not a JSON object"),
     (b"   ", 3, "empty line"),
     (b'{"ts":"2026-02-12T10:00:00Z"}', 29, "breaks the message schema: from missing"),
     (b'{"a":1', 5000, "longer than max_line_bytes"),
-    (b'\xff\xfe{"x":1}', 9, "not JSON"),
+    (b'\xff\xfe{"x":1}', 9, "not valid JSON"),
+    # Valid JSON and schema, but deeper than anything arqond could send on.
+    (DEEP_LINE, len(DEEP_LINE), "JSON nests deeper than 64 levels (server.max_json_depth)"),
 ])
 def test_malformed_lines_become_raw_with_a_reason(data, length, reason):
     target = Target("moo", "presence", None)
-    env = narrative.envelope(target, "/l/presence.jsonl", "k", Line(0, data, length))
+    env = narrative.envelope(target, "/l/presence.jsonl", "k", Line(0, data, length), DEPTH)
     assert env["payload"] == {"raw": data.decode("utf-8", "replace")}
     assert reason in env["metadata"]["malformed"]
     assert env["sender"] == "moo"  # no trusted "from" in a malformed line
@@ -147,9 +152,10 @@ def test_malformed_lines_become_raw_with_a_reason(data, length, reason):
 def test_query_files_accept_json_rpc_requests():
     request = b'{"id":"q-1","method":"query","params":{},"replyTo":"parseclipmate"}'
     target = Target("dreader", "queries", "dreader")
-    env = narrative.envelope(target, "/l/q", "k", Line(0, request, len(request)), requests=True)
+    env = narrative.envelope(target, "/l/q", "k", Line(0, request, len(request)), DEPTH,
+                             requests=True)
     assert "malformed" not in env["metadata"] and env["payload"]["method"] == "query"
-    env = narrative.envelope(target, "/l/q", "k", Line(0, request, len(request)))
+    env = narrative.envelope(target, "/l/q", "k", Line(0, request, len(request)), DEPTH)
     assert "malformed" in env["metadata"]  # a narrative file wants the message schema
 
 

@@ -36,6 +36,7 @@ class BusSettings:
     default_channel: str | None = "general"
     history_size: int = 500
     history_default_limit: int = 50
+    max_json_depth: int = 64
 
 
 @dataclass
@@ -121,7 +122,7 @@ class Bus:
     def receive(self, client: Client, raw: str | bytes) -> None:
         client.last_active = time.time()
         try:
-            env = envelopes.parse(raw)
+            env = envelopes.parse(raw, self.settings.max_json_depth)
         except EnvelopeError as exc:
             self.send_error(client, exc.code, exc.message, request_id=exc.request_id,
                             errors=exc.errors)
@@ -352,10 +353,14 @@ class Bus:
 
     def _fanout(self, env: dict[str, Any], recipients: Iterable[Client],
                 exclude: Client | None) -> int:
-        """Record and deliver one routed envelope: serialized once, pushed to every sink."""
+        """Record and deliver one routed envelope: serialized once, pushed to every sink.
+
+        Serialized before it is recorded, so history never holds what cannot be sent.
+        """
+        frame = serialize(env)
         self.stats.messages_total += 1
         self.router.record(env["room"], env.get("channel"), env)
-        return self._deliver(recipients, serialize(env), exclude)
+        return self._deliver(recipients, frame, exclude)
 
     def _deliver(self, recipients: Iterable[Client], frame: bytes,
                  exclude: Client | None) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from arqond import PROTOCOL_VERSION
+from arqond.core import payload
 
 # Keys a client may send, in wire order. "from" is the seed's legacy alias of from_client.
 FIELDS = (
@@ -96,15 +97,16 @@ def iso_at(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None).isoformat()
 
 
-def parse(raw: str | bytes) -> dict[str, Any]:
+def parse(raw: str | bytes, max_depth: int) -> dict[str, Any]:
     """Decode and validate one inbound frame; returns a normalized envelope dict.
 
     Missing id/timestamp/version are left for the Bus to fill in (it owns the id generator).
     """
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise EnvelopeError("INVALID_JSON", f"frame is not valid JSON: {exc}") from None
+        data = payload.loads(raw, max_depth)
+    except payload.PayloadError as exc:
+        raise EnvelopeError(exc.code, f"frame is {exc.message}" if exc.code == "INVALID_JSON"
+                            else exc.message) from None
     if not isinstance(data, dict):
         raise EnvelopeError("VALIDATION_ERROR",
                             f"frame must be a JSON object, not {json_type(data)}")

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import orjson
 
+from arqond.core import payload
 from arqond.core.envelope import json_type
 
 PARSE_ERROR = -32700
@@ -49,12 +50,14 @@ def line(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-def decode(raw: bytes) -> dict[str, Any]:
+def decode(raw: bytes, max_depth: int) -> dict[str, Any]:
     """One line to a JSON object, or RpcError(-32700 / -32600)."""
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise RpcError(PARSE_ERROR, f"parse error: {exc}") from None
+        data = payload.loads(raw, max_depth)
+    except payload.PayloadError as exc:
+        if exc.code == "INVALID_JSON":
+            raise RpcError(PARSE_ERROR, f"parse error: {exc.message}") from None
+        raise RpcError(INVALID_REQUEST, f"invalid request: {exc.message}") from None
     if not isinstance(data, dict):
         raise RpcError(INVALID_REQUEST, f"a line must be a JSON object, not {json_type(data)}")
     return data

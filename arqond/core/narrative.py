@@ -13,8 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-import orjson
-
+from arqond.core import payload
 from arqond.core.router import NAME_RE
 
 SUFFIX = ".jsonl"
@@ -196,7 +195,8 @@ def request_problem(obj: dict[str, Any]) -> str | None:
     return schema_problem(obj)
 
 
-def decode_line(line: Line, *, requests: bool = False) -> tuple[dict[str, Any], str | None]:
+def decode_line(line: Line, max_depth: int, *,
+                requests: bool = False) -> tuple[dict[str, Any], str | None]:
     """The payload for one line and, when it is malformed, the reason."""
     text = line.data.decode("utf-8", "replace")
     if line.cut:
@@ -205,9 +205,9 @@ def decode_line(line: Line, *, requests: bool = False) -> tuple[dict[str, Any], 
     if not text.strip():
         return {"raw": text}, "empty line"
     try:
-        obj = orjson.loads(line.data)
-    except orjson.JSONDecodeError as exc:
-        return {"raw": text}, f"not JSON: {exc}"
+        obj = payload.loads(line.data, max_depth)
+    except payload.PayloadError as exc:
+        return {"raw": text}, exc.message
     if not isinstance(obj, dict):
         return {"raw": text}, "not a JSON object"
     problem = request_problem(obj) if requests else schema_problem(obj)
@@ -216,18 +216,23 @@ def decode_line(line: Line, *, requests: bool = False) -> tuple[dict[str, Any], 
     return obj, None
 
 
-def envelope(target: Target, path: str, key: str, line: Line, *,
+def envelope(target: Target, path: str, key: str, line: Line, max_depth: int, *,
              requests: bool = False) -> dict[str, Any]:
     """The bus envelope of one narrative line (DESIGN §3)."""
-    payload, malformed = decode_line(line, requests=requests)
-    sender = payload.get("from") if malformed is None else None
+    body, malformed = decode_line(line, max_depth, requests=requests)
+    return line_envelope(target, path, key, line, body, malformed)
+
+
+def line_envelope(target: Target, path: str, key: str, line: Line, body: dict[str, Any],
+                  malformed: str | None) -> dict[str, Any]:
+    sender = body.get("from") if malformed is None else None
     metadata: dict[str, Any] = {"source": {"path": path, "offset": line.offset}}
     if malformed:
         metadata["malformed"] = malformed
     return {"id": message_id(key, line.offset), "type": "event", "room": target.room,
             "channel": target.channel,
             "sender": sender if isinstance(sender, str) and sender else target.default_sender,
-            "payload": payload, "metadata": metadata}
+            "payload": body, "metadata": metadata}
 
 
 # -- file-based queries (seed Phase 3) -----------------------------------------------------

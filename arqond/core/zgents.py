@@ -141,6 +141,10 @@ class Mailbox:
         self.dropped += 1
         return False
 
+    def peek(self) -> dict[str, Any] | None:
+        """The oldest message, left in place (taken with ``get`` once it was delivered)."""
+        return self.messages[0] if self.messages else None
+
     def get(self) -> dict[str, Any] | None:
         if not self.messages:
             return None

@@ -21,13 +21,14 @@ from typing import Any, Callable
 import orjson
 
 from arqond.config import Config
-from arqond.core import jsonrpc, zgents
+from arqond.core import jsonrpc, payload, zgents
 from arqond.core.bus import Bus
 from arqond.core.clients import Client
 from arqond.core.commands import CommandContext, CommandError
 from arqond.core.envelope import SERVER_SENDER, now_iso
 from arqond.core.jsonrpc import Pending, PendingTable, RpcError
 from arqond.core.lines import Refused
+from arqond.core.payload import PayloadError
 from arqond.core.router import RoutingError, split_target
 from arqond.core.zgents import Spec, Zgent, ZgentError
 from arqond.moo import files, mailboxes
@@ -98,6 +99,10 @@ MOO_COUNTERS = {
     "late_replies_total": "Handler replies that came after their request timed out.",
     "broadcasts_total": "Broadcasts appended to broadcast.jsonl.",
     "registry_writes_total": "Atomic rewrites of registry.json.",
+    "internal_errors_total": "Inbox lines that failed inside arqond (a bug), each logged and "
+                             "delivered as {\"raw\": ...} instead.",
+    "abandoned_waits_total": "Messages not handed to an arqon.recv waiter that had gone away; "
+                             "each stayed in the mailbox.",
 }
 
 
@@ -142,6 +147,8 @@ class MooLayer:
         self.late_replies_total = 0
         self.broadcasts_total = 0
         self.registry_writes_total = 0
+        self.internal_errors_total = 0
+        self.abandoned_waits_total = 0
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -510,13 +517,25 @@ class MooLayer:
     # -- messages to a Zgent ----------------------------------------------------------------
 
     def _fifo_line(self, name: str, raw: bytes) -> None:
+        """JSON objects as they are, any other line as {"raw": line}; a line that fails inside
+        arqond is logged, counted and delivered as raw, never lost."""
         try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            obj = payload.loads(raw, self.config.server.max_json_depth)
+        except PayloadError as exc:
             obj = None
+            if exc.code != "INVALID_JSON":
+                log_event(log, logging.WARNING, "line_malformed", f"{name}-inbox: "
+                          f"{exc.message}; delivered as raw", zgent=name)
+        text = raw.decode("utf-8", "replace")
         if not isinstance(obj, dict):
-            obj = {"raw": raw.decode("utf-8", "replace")}
-        self.inbox_line(name, obj)
+            obj = {"raw": text}
+        try:
+            self.inbox_line(name, obj)
+        except Exception:
+            self.internal_errors_total += 1
+            log.exception("%s-inbox: a line failed inside arqond; delivered as raw", name)
+            if obj.keys() != {"raw"}:
+                self.inbox_line(name, {"raw": text})
 
     def _fifo_refused(self, name: str, refused: Refused) -> None:
         self.inbox_refused_total += 1
@@ -571,10 +590,11 @@ class MooLayer:
             waiter = served.waiters.pop(0)
             if waiter.timer is not None:
                 waiter.timer.cancel()
-            if waiter.connection.open:
-                waiter.connection.write(jsonrpc.result(waiter.request_id, obj))
+            if waiter.connection.offer(jsonrpc.result(waiter.request_id, obj)):
                 waiter.connection.finish_if_done()
                 return
+            # The waiter went away (socat's -t ran out, Ctrl-C): the message stays.
+            self._abandoned(served, waiter.connection)
         mailbox = served.zgent.mailbox
         kept = mailbox.put(obj)
         if served.journal is not None:
@@ -721,7 +741,7 @@ class MooLayer:
     def socket_line(self, connection: ZgentConnection, raw: bytes) -> None:
         self.socket_requests_total += 1
         try:
-            obj = jsonrpc.decode(raw)
+            obj = jsonrpc.decode(raw, self.config.server.max_json_depth)
             if not jsonrpc.is_request(obj):
                 if connection.serving and "id" in obj and "type" not in obj:
                     self._handler_reply(connection, obj)
@@ -827,16 +847,27 @@ class MooLayer:
             raise RpcError(jsonrpc.INVALID_PARAMS, f"wait must be 0 to {MAX_RECV_WAIT:g} "
                            "seconds", request_id)
         self.touch(served.zgent.id)
-        message = served.zgent.mailbox.get()
-        if message is not None:
-            self._journal_took(served, 1)
+        mailbox = served.zgent.mailbox
+        message = mailbox.peek()
         if message is not None or wait == 0:
-            connection.write(jsonrpc.result(request_id, message))
+            # Taken out of the mailbox only once a live reader's socket has it.
+            if not connection.offer(jsonrpc.result(request_id, message)):
+                if message is not None:
+                    self._abandoned(served, connection)
+            elif message is not None:
+                mailbox.get()
+                self._journal_took(served, 1)
             return
         waiter = Waiter(connection, request_id)
         assert self.loop is not None
         waiter.timer = self.loop.call_later(wait, self._recv_expired, served, waiter)
         served.waiters.append(waiter)
+
+    def _abandoned(self, served: Served, connection: ZgentConnection) -> None:
+        self.abandoned_waits_total += 1
+        log.info("Zgent %s: arqon.recv reader (%s) went away; the message stays in the "
+                 "mailbox", served.zgent.id, connection.peer)
+        connection.close()
 
     def _recv_expired(self, served: Served, waiter: Waiter) -> None:
         if waiter in served.waiters:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
@@ -91,6 +92,30 @@ class ZgentConnection(asyncio.Protocol):
 
     def write(self, obj: dict[str, Any]) -> None:
         self.write_frame(jsonrpc.line(obj))
+
+    def offer(self, obj: dict[str, Any]) -> bool:
+        """Write a reply that must not be lost (a mailbox message): True only when a peer that
+        is still there took it into its socket. False, with nothing written, when the peer has
+        hung up (a client that half-closed after its request still reads, so only a full
+        hang-up counts), the write failed, or the reply would push the client past its bound.
+        """
+        transport = self.transport
+        if not self.open or transport is None or transport.is_closing() or self._hung_up():
+            return False
+        data = jsonrpc.line(obj)
+        if transport.get_write_buffer_size() + len(data) > \
+                self.layer.config.moo.client_buffer_bytes:
+            return False
+        transport.write(data)
+        # A failed send(2) (EPIPE) closes the transport at once, inside write().
+        return not transport.is_closing()
+
+    def _hung_up(self) -> bool:
+        """Whether the peer closed both directions: once its end of file has been read, the
+        loop no longer watches the socket, so only poll(2) can tell."""
+        poller = select.poll()
+        poller.register(self.transport.get_extra_info("socket").fileno(), select.POLLOUT)
+        return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     def close(self) -> None:
         """Drop the connection now, unsent output included (a client cut off)."""

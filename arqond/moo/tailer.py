@@ -74,12 +74,13 @@ class Settings:
     sweep_interval: float
     rotate_wait: float
     max_files: int
+    max_depth: int
 
     @classmethod
     def of(cls, config: Config) -> "Settings":
         section = config.narrative
         return cls(section.read_from, section.max_line_bytes, section.sweep_interval,
-                   section.rotate_wait, section.max_files)
+                   section.rotate_wait, section.max_files, config.server.max_json_depth)
 
 
 class TrackedFile:
@@ -140,6 +141,8 @@ TAILER_COUNTERS = {
     "recovered_from_copies": "Truncated files whose unread lines came from a rotated copy.",
     "queue_overflows": "inotify queue overflows, caught up by a sweep.",
     "hook_errors": "Errors raised by the MOO layer hooks, each logged.",
+    "internal_errors": "Lines that failed in arqond itself (a bug), each logged with its file "
+                       "and offset and published as {\"raw\": ...} instead.",
 }
 
 
@@ -191,6 +194,7 @@ class NarrativeTailer:
         self.recovered_from_copies = 0
         self.queue_overflows = 0
         self.hook_errors = 0
+        self.internal_errors = 0
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -612,8 +616,7 @@ class NarrativeTailer:
         target = tracked.target
         requests = target.channel == "queries" and target.zgent is not None
         for line in lines:
-            env = narrative.envelope(target, tracked.path, tracked.key, line, requests=requests)
-            self.bus.publish(env)
+            env = self._publish_line(tracked, line, requests)
             tracked.published = line.end
             self.lines_published += 1
             malformed = env["metadata"].get("malformed")
@@ -628,6 +631,26 @@ class NarrativeTailer:
         self.dirty = True
         if target.channel == "narrative" and target.zgent:
             self._call(self.on_zgent_seen, target.zgent, False)
+
+    def _publish_line(self, tracked: TrackedFile, line: narrative.Line,
+                      requests: bool) -> dict[str, Any]:
+        """Publish one line; a failure inside arqond publishes it as raw instead, so one line
+        can never stop the bridge."""
+        assert tracked.key is not None
+        env = narrative.envelope(tracked.target, tracked.path, tracked.key, line,
+                                 self.settings.max_depth, requests=requests)
+        try:
+            self.bus.publish(env)
+        except Exception as exc:
+            self.internal_errors += 1
+            log.exception("%s offset %d: publishing failed; published as raw instead",
+                          tracked.path, line.offset)
+            env = narrative.line_envelope(
+                tracked.target, tracked.path, tracked.key, line,
+                {"raw": line.data.decode("utf-8", "replace")},
+                f"arqond could not publish it ({type(exc).__name__}: {exc})")
+            self.bus.publish(env)
+        return env
 
     def _route_query(self, target: Target, obj: dict[str, Any], requests: bool) -> None:
         assert target.zgent is not None
