@@ -6,6 +6,7 @@ import pytest
 
 from arqond import config as configuration
 from arqond.core import jsonrpc, zgents
+from arqond.core.errors import RpcCode
 from arqond.core.jsonrpc import Pending, PendingTable, RpcError
 from arqond.core.lines import LineFramer, Refused
 from arqond.core.zgents import Mailbox, Spec, Zgent, ZgentError
@@ -143,11 +144,11 @@ def test_framer_cut_drops_an_unfinished_line():
 
 def test_json_rpc_decoding_and_request_checks():
     with pytest.raises(RpcError) as caught:
-        jsonrpc.decode(b"{nope")
-    assert caught.value.code == jsonrpc.PARSE_ERROR
+        jsonrpc.decode(b"{nope", 64)
+    assert caught.value.code == RpcCode.PARSE_ERROR
     with pytest.raises(RpcError) as caught:
-        jsonrpc.decode(b"[1]")
-    assert caught.value.code == jsonrpc.INVALID_REQUEST
+        jsonrpc.decode(b"[1]", 64)
+    assert caught.value.code == RpcCode.INVALID_REQUEST
     jsonrpc.check_request({"id": "q-1", "method": "query", "params": {}, "replyTo": "pc"})
     for bad, needle in [({"id": "q", "method": 3}, '"method"'),
                         ({"id": [1], "method": "m"}, '"id"'),
@@ -156,7 +157,7 @@ def test_json_rpc_decoding_and_request_checks():
                         ({"id": 1, "method": "m", "extra": 1}, "'extra'")]:
         with pytest.raises(RpcError) as caught:
             jsonrpc.check_request(bad)
-        assert caught.value.code == jsonrpc.INVALID_REQUEST and needle in caught.value.message
+        assert caught.value.code == RpcCode.INVALID_REQUEST and needle in caught.value.message
     assert jsonrpc.check_response({"id": 1, "result": None}) is None
     assert "exactly one" in jsonrpc.check_response({"id": 1})
     assert "exactly one" in jsonrpc.check_response({"id": 1, "result": 1, "error": {}})

@@ -20,6 +20,7 @@ import orjson
 from arqond import config as configuration
 from arqond.cli.common import CliError, add_bus_arguments, bus_client, command_data, run
 from arqond.core import jsonrpc, zgents
+from arqond.core.errors import RpcCode
 
 SERVE_ERROR = -32000
 
@@ -159,7 +160,7 @@ async def _run_handler(handler: str, zgent: str, request: dict[str, Any],
     try:
         return jsonrpc.result(request_id, orjson.loads(out))
     except orjson.JSONDecodeError:
-        return jsonrpc.error(request_id, jsonrpc.INTERNAL_ERROR,
+        return jsonrpc.error(request_id, RpcCode.INTERNAL_ERROR,
                              "handler output is not one JSON value")
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from arqond import PROTOCOL_VERSION, __version__
 from arqond.core import envelope as envelopes
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, Sink
-from arqond.core.commands import CommandContext, CommandError, CommandRegistry, builtin_commands
+from arqond.core.commands import (Command, CommandContext, CommandError, CommandRegistry,
+                                  builtin_commands)
 from arqond.core.envelope import SERVER_SENDER, EnvelopeError, IdGenerator, now_iso, serialize
+from arqond.core.errors import ErrorCode
 from arqond.core.router import Router, RoutingError, check_name, split_target
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ class Bus:
         self.listeners: list[EventListener] = []
         self.intercepts: dict[tuple[str, str], Intercept] = {}
         self.observers: list[MessageObserver] = []
-        # Content inspection of client frames (CASIL); None while it is disabled.
+        # Content inspection of client frames (CASIL), when plugged in.
         self.inspector: "Casil | None" = None
         for name in SCIENCE_CHANNELS:
             self.router.ensure_channel(SCIENCE_ROOM, name, kind="general", hardcoded=True)
@@ -96,7 +98,8 @@ class Bus:
                 "welcome": "Connected to ArqonBus", "client_id": client.id}})
         problems = client.identify(identity) if identity else []
         if problems:
-            self.send_error(client, "VALIDATION_ERROR", "; ".join(problems), errors=problems)
+            self.send_error(client, ErrorCode.VALIDATION_ERROR, "; ".join(problems),
+                            errors=problems)
         room, channel = self.settings.default_room, self.settings.default_channel
         if join_default and room and channel:
             self.router.join(client, room, channel, created_by=SERVER_SENDER)
@@ -112,6 +115,22 @@ class Bus:
         self.router.drop(client)
         self.emit("client_disconnected", client_id=client.id, transport=client.transport,
                   reason=reason)
+
+    def plug(self, *, commands: Mapping[str, Command] | None = None,
+             on_event: EventListener | None = None, on_message: MessageObserver | None = None,
+             intercepts: Mapping[tuple[str, str], Intercept] | None = None,
+             inspector: "Casil | None" = None) -> None:
+        """Add a part to the Bus: its commands, its listener of bus events, its observer of
+        routed messages, the targets it takes over, the content inspector. app.py is the
+        only caller, so one place shows everything that plugs into the Bus."""
+        self.commands.add(commands or {})
+        if on_event is not None:
+            self.listeners.append(on_event)
+        if on_message is not None:
+            self.observers.append(on_message)
+        self.intercepts.update(intercepts or {})
+        if inspector is not None:
+            self.inspector = inspector
 
     def emit(self, event: str, **fields: Any) -> None:
         for listener in self.listeners:
@@ -143,7 +162,8 @@ class Bus:
         env["sender"] = client.id
         kind = env["type"]
         try:
-            if self.inspector is not None and kind in INSPECTED_TYPES \
+            inspector = self.inspector
+            if inspector is not None and inspector.enabled and kind in INSPECTED_TYPES \
                     and not self._inspect(client, env):
                 return
             if kind in ("message", "event"):
@@ -156,7 +176,8 @@ class Bus:
                 self._system(client, env)
             elif kind == "telemetry":
                 self._telemetry(client, env)
-            # "response" and "error" frames from clients have no addressee; ignored as ArqonBus does.
+            # "response" and "error" frames from clients have no addressee; ignored as ArqonBus
+            # does.
         except RoutingError as exc:
             self.send_error(client, exc.code, exc.message, request_id=env["id"])
 
@@ -185,9 +206,10 @@ class Bus:
 
         Commands that publish later on a client's behalf (op.cron) screen their payload too.
         """
-        if self.inspector is None:
+        inspector = self.inspector
+        if inspector is None or not inspector.enabled:
             return None
-        verdict = self.inspector.inspect(env, client_id)
+        verdict = inspector.inspect(env, client_id)
         if verdict is not None:
             for event, fields in verdict.events:
                 self.emit(event, **fields)
@@ -203,7 +225,7 @@ class Bus:
             else:
                 room = client.room
         if room is None:
-            raise RoutingError("VALIDATION_ERROR",
+            raise RoutingError(ErrorCode.VALIDATION_ERROR,
                                "the message names no room and the client has no current room; "
                                "set room (or \"room:channel\") or join a channel first")
         check_name("room", room)
@@ -239,11 +261,12 @@ class Bus:
         if isinstance(targets, str):
             targets = [targets]
         if not targets or not all(isinstance(t, str) for t in targets):
-            raise RoutingError("VALIDATION_ERROR", "a private message needs payload.target or "
+            raise RoutingError(ErrorCode.VALIDATION_ERROR,
+                               "a private message needs payload.target or "
                                "to_client: a client id or a list of client ids")
         missing = [t for t in targets if t not in self.clients]
         if missing:
-            raise RoutingError("TARGET_NOT_FOUND",
+            raise RoutingError(ErrorCode.TARGET_NOT_FOUND,
                                f"no connected client with id {', '.join(missing)}")
         env["type"] = "private"
         recipients = {self.clients[t]: None for t in targets}
@@ -254,7 +277,8 @@ class Bus:
 
     def _system(self, client: Client, env: dict[str, Any]) -> None:
         if not client.admin:
-            raise RoutingError("AUTHORIZATION_ERROR", "only arqond itself and admin clients "
+            raise RoutingError(ErrorCode.AUTHORIZATION_ERROR,
+                               "only arqond itself and admin clients "
                                "may send system messages")
         if env.get("room") or env.get("channel"):
             room, channel = self._target(client, env)
@@ -289,13 +313,13 @@ class Bus:
 
     def _command_done(self, context: CommandContext, done: Any) -> None:
         if done.cancelled():
-            self._command_reply(context, error=CommandError("EXECUTION_ERROR", "cancelled"))
+            self._command_reply(context, error=CommandError(ErrorCode.EXECUTION_ERROR, "cancelled"))
             return
         exc = done.exception()
         if isinstance(exc, CommandError):
             self._command_reply(context, error=exc)
         elif exc is not None:
-            self._command_reply(context, error=CommandError("EXECUTION_ERROR",
+            self._command_reply(context, error=CommandError(ErrorCode.EXECUTION_ERROR,
                                                             f"Execution error: {exc}"))
         else:
             self._command_reply(context, result=done.result())

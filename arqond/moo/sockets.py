@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import select
-import socket
-import struct
 from typing import TYPE_CHECKING, Any
 
 from arqond.core import jsonrpc
 from arqond.core.clients import Client
 from arqond.core.lines import LineFramer, Refused
+from arqond.unix import peer_credentials
 
 if TYPE_CHECKING:
     from arqond.moo.layer import MooLayer
@@ -44,9 +43,7 @@ class ZgentConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        self.pid, self.uid, self.gid = struct.unpack("3i", creds)
+        self.pid, self.uid, self.gid = peer_credentials(transport.get_extra_info("socket"))
         self.layer.socket_connected(self)
 
     def data_received(self, data: bytes) -> None:

@@ -41,7 +41,7 @@ from arqond.core.bus import Bus
 from arqond.core.metrics import Sample, counter, counters_of, gauge
 from arqond.core.narrative import LineBuffer, QueryTracker, Target
 from arqond.moo.checkpoints import CheckpointStore, CorruptCheckpoints, Record
-from arqond.system.journal import NOTICE, log_event
+from arqond.log import NOTICE, log_event
 
 log = logging.getLogger("arqond.narrative")
 

@@ -30,9 +30,10 @@ from arqond.core.auth import AuthError, authenticate
 from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, identity_from_query
 from arqond.core.envelope import now_iso, serialize
+from arqond.core.errors import ErrorCode
 from arqond.core.metrics import MetricSource, Sample, counter, gauge
 from arqond.core.router import RoutingError, check_name, split_target
-from arqond.system.journal import log_event
+from arqond.log import log_event
 
 log = logging.getLogger("arqond.http")
 
@@ -43,8 +44,9 @@ IDLE_TIMEOUT = 30.0
 READ_CHUNK = 65536
 PUBLISH_TYPES = ("message", "event")
 # Bus error codes as HTTP statuses, for /v1/publish refusals.
-ERROR_STATUS = {"NOT_FOUND": HTTPStatus.NOT_FOUND, "TARGET_NOT_FOUND": HTTPStatus.NOT_FOUND,
-                "AUTHORIZATION_ERROR": HTTPStatus.FORBIDDEN}
+ERROR_STATUS = {ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+                ErrorCode.TARGET_NOT_FOUND: HTTPStatus.NOT_FOUND,
+                ErrorCode.AUTHORIZATION_ERROR: HTTPStatus.FORBIDDEN}
 SERVER_HEADER = f"arqond/{__version__}".encode()
 
 StatusProvider = Callable[[], Mapping[str, Any]]
