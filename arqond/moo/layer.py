@@ -28,7 +28,6 @@ from arqond.core.commands import Command, CommandContext, CommandError
 from arqond.core.envelope import SERVER_SENDER, now_iso
 from arqond.core.errors import ErrorCode, RpcCode
 from arqond.core.jsonrpc import Pending, PendingTable, RpcError
-from arqond.core.lines import Refused
 from arqond.core.payload import PayloadError
 from arqond.core.router import RoutingError, split_target
 from arqond.core.zgents import Spec, Zgent, ZgentError
@@ -359,7 +358,7 @@ class MooLayer:
         served.reader = InboxReader(
             self.loop, inbox, fd, self.config.moo.max_line_bytes, self.peeker,
             on_line=lambda raw: self._fifo_line(spec.id, raw),
-            on_refused=lambda refused: self._fifo_refused(spec.id, refused),
+            on_refused=lambda reason, size: self._fifo_refused(spec.id, reason, size),
             on_error=lambda text: log_event(log, logging.ERROR, "file_refused",
                                             f"{inbox}: {text}; inbox closed", zgent=spec.id))
         served.sock = sock
@@ -531,10 +530,10 @@ class MooLayer:
             if obj.keys() != {"raw"}:
                 self.inbox_line(name, {"raw": text})
 
-    def _fifo_refused(self, name: str, refused: Refused) -> None:
+    def _fifo_refused(self, name: str, reason: str, size: int) -> None:
         self.inbox_refused_total += 1
         log_event(log, logging.WARNING, "line_refused",
-                  f"{name}-inbox: {refused.size} byte(s) refused: {refused.reason}", zgent=name)
+                  f"{name}-inbox: {size} byte(s) refused: {reason}", zgent=name)
 
     def inbox_line(self, name: str, obj: dict[str, Any]) -> None:
         """One message to NAME, exactly as if read from NAME-inbox."""

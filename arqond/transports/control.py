@@ -30,6 +30,7 @@ from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import SERVER_SENDER, now_iso, serialize
 from arqond.core.errors import ErrorCode
+from arqond.core.framing import Line, LineFramer, too_long
 from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.log import log_event
 from arqond.unix import Peer, group_id, group_ids, peer_credentials
@@ -78,7 +79,7 @@ class ControlConnection(asyncio.Protocol):
         self.adapter = adapter
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
-        self.buffer = bytearray()
+        self.framer = LineFramer(adapter.config.server.max_message_size)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -103,41 +104,37 @@ class ControlConnection(asyncio.Protocol):
         client = self.client
         if client is None or not client.open:
             return
-        buffer = self.buffer
-        buffer += data
-        limit = self.adapter.config.server.max_message_size
-        receive = self.adapter.bus.receive
-        start = 0
-        while client.open:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            if end - start > limit:
-                self._too_long(limit)
+        framer = self.framer
+        for line in framer.feed(data):
+            self._line(line)
+            if not client.open:
                 return
-            line = bytes(buffer[start:end]).strip()
-            start = end + 1
-            if line:  # blank lines (a human pressing Enter) are not frames
-                receive(client, line)
-        del buffer[:start]
-        if client.open and len(buffer) > limit:
-            self._too_long(limit)
+        # Too long already, newline or not: no reason to read the rest of it.
+        if framer.pending_length > framer.max_bytes:
+            self._too_long()
 
-    def _too_long(self, limit: int) -> None:
+    def _line(self, line: Line) -> None:
+        if line.cut:
+            self._too_long()
+            return
+        text = line.data.strip()
+        if text:  # blank lines (a human pressing Enter) are not frames
+            assert self.client is not None
+            self.adapter.bus.receive(self.client, text)
+
+    def _too_long(self) -> None:
         assert self.client is not None and self.transport is not None
         self.adapter.oversize_total += 1
-        self.buffer.clear()
         self.adapter.bus.reject(self.client, ErrorCode.LINE_TOO_LONG,
-                                f"line longer than {limit} bytes (server.max_message_size); "
+                                f"{too_long(self.framer.max_bytes)} (server.max_message_size); "
                                 "closing the connection")
         self.adapter.bus.detach(self.client, reason="line too long")
         self.transport.close()
 
     def eof_received(self) -> bool:
-        client = self.client
-        if client is not None and client.open and self.buffer.strip():
-            self.buffer += b"\n"  # a last line without its newline still counts
-            self.data_received(b"")
+        last = self.framer.finish()  # a last line without its newline still counts
+        if last is not None and self.client is not None and self.client.open:
+            self._line(last)
         return False  # close once the replies are flushed
 
     def connection_lost(self, exc: Exception | None) -> None:
