@@ -172,9 +172,7 @@ def _delete_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
 def _join_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     room, channel = ctx.target(channel_required=True)
     router, client = ctx.bus.router, ctx.client
-    created = router.join(client, room, channel)
-    if created:
-        ctx.bus.emit("channel_created", room=room, channel=channel, created_by=client.id)
+    created = ctx.bus.join(client, room, channel)
     data: dict[str, Any] = {"room": room, "channel": channel, "joined_by": client.id,
                             "joined_at": now_iso(), "created": created,
                             "wildcard": "*" in (room, channel)}

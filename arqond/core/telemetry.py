@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from arqond import SERVICE_NAME
-from arqond.core.bus import TELEMETRY_TARGET
+from arqond.core.protocol import TELEMETRY_TARGET
 from arqond.core.clients import Client
 from arqond.core.envelope import SERVER_SENDER, json_type, now_iso
 from arqond.core.errors import ErrorCode
