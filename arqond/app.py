@@ -18,7 +18,9 @@ from arqond.config import Config, ConfigError
 from arqond.core.bus import Bus, BusSettings
 from arqond.core.casil import Casil
 from arqond.core.cron import Cron
-from arqond.core.metrics import Sample, counters_of
+from arqond.core.metrics import Sample, counter, counters_of, gauge
+from arqond.core.quotas import Charges, limits_of
+from arqond.core.store import Store
 from arqond.core.omega import Omega
 from arqond.core.webhooks import Webhooks
 from arqond.moo.layer import MooLayer
@@ -26,7 +28,8 @@ from arqond.moo.tailer import NarrativeTailer, TailerError
 from arqond.system import activation, daemonize, journal
 from arqond.system.activation import Activation, ActivationError
 from arqond.system.fdstore import FdStore
-from arqond.log import MESSAGE_IDS, NOTICE, log_event
+from arqond.log import MESSAGE_IDS, NOTICE, Throttle, log_event
+from arqond.principals import PrincipalResolver
 from arqond.system.listeners import ListenerError, bind_tcp, describe
 from arqond.system.notify import Notifier
 from arqond.system.policy import CasilReloader
@@ -43,7 +46,8 @@ log = logging.getLogger("arqond")
 # Bus events worth a log line, with their level; the rest stay at debug.
 EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
                 "channel_deleted": logging.INFO, "policy_refusal": logging.WARNING,
-                "casil_reloaded": NOTICE,
+                "casil_reloaded": NOTICE, "access_refused": logging.WARNING,
+                "limit_reached": logging.WARNING, "audit": NOTICE,
                 "casil_internal_error": logging.ERROR}
 # SIGTERM to exit: every stop callback and adapter shares this budget (the contract is 5 s).
 STOP_BUDGET = 4.0
@@ -67,7 +71,8 @@ def bus_settings(config: Config) -> BusSettings:
     room, _, channel = config.server.default_channel.partition(":")
     return BusSettings(default_room=room or None, default_channel=channel or None,
                        history_size=config.server.history_size,
-                       max_json_depth=config.server.max_json_depth)
+                       max_json_depth=config.server.max_json_depth,
+                       max_channels=config.server.max_channels)
 
 
 def control_listener(config: Config) -> socket.socket:
@@ -89,7 +94,7 @@ class Daemon:
                  activated: Activation | None = None, notifier: Notifier | None = None) -> None:
         self.config = config
         self.overrides = overrides
-        self.bus = Bus(bus_settings(config))
+        self.bus = Bus(bus_settings(config), charges=Charges(limits_of(config.quotas)))
         self.bus.plug(on_event=self._log_bus_event)
         self.adapters: list[Adapter] = []
         self.stopping = asyncio.Event()
@@ -102,6 +107,8 @@ class Daemon:
         self.addresses: dict[str, str] = {}
         # "starting", "ready" or "stopping": /health answers 200 only when "ready".
         self.state = "starting"
+        self.principals = PrincipalResolver(config)
+        self.limit_lines = Throttle()
         self._add_operator_lane()
 
     def _add_operator_lane(self) -> None:
@@ -112,6 +119,8 @@ class Daemon:
         self.omega = Omega(bus, self.config.omega)
         self.timers = LoopTimers()
         self.cron = Cron(bus, self.timers)
+        self.store = Store(self.config.store, bus.charges)
+        bus.plug(commands=self.store.commands())
         webhooks = Webhooks()
         self.webhook_delivery = WebhookDelivery(webhooks)
         bus.plug(commands=self.casil.commands(), inspector=self.casil)
@@ -124,8 +133,15 @@ class Daemon:
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
         level = EVENT_LEVELS.get(event, logging.DEBUG)
+        fields = dict(fields)
+        text = fields.pop("text", None) or event.replace("_", " ")
+        if event == "limit_reached":
+            due, count = self.limit_lines(fields["limit"])
+            if not due:
+                return
+            text = f"{fields['limit']} ({fields['value']}) reached ({count} time(s) so far)"
         if event in MESSAGE_IDS:
-            log_event(log, level, event, event.replace("_", " "), **fields)
+            log_event(log, level, event, text, **fields)
         elif log.isEnabledFor(level):
             log.log(level, "%s %s", event.replace("_", " "),
                     " ".join(f"{k}={v}" for k, v in fields.items()))
@@ -174,15 +190,20 @@ class Daemon:
         # The control socket file belongs to systemd when it passed the socket: kept on stop.
         control_owned = "control" not in self.activation.listeners
         control_sock = self.listener("control", lambda: control_listener(config))
+        ws_socks = [ws_sock]
+        if server.bus_socket or "bus" in self.activation.listeners:
+            # Anyone local may connect (0666): the kernel tells the bus who it is.
+            ws_socks.append(self.listener("bus", lambda: bind_unix(server.bus_socket, 0o666)))
         bus = self.bus
+        principals = self.principals
         self.moo = MooLayer(bus, config, self.fdstore)
         bus.plug(commands=self.moo.commands(), intercepts=self.moo.intercepts())
-        self.http = HttpAdapter(bus, config, http_sock, state=lambda: self.state,
-                                listeners=self.addresses)
-        websocket = WebSocketAdapter(bus, config, ws_sock)
+        self.http = HttpAdapter(bus, config, http_sock, principals=principals,
+                                state=lambda: self.state, listeners=self.addresses)
+        websocket = WebSocketAdapter(bus, config, ws_socks, principals)
         telemetry = TelemetryAdapter(bus, config, telemetry_sock)
         bus.plug(on_event=telemetry.on_event, on_message=telemetry.on_message)
-        control = ControlAdapter(bus, config, control_sock,
+        control = ControlAdapter(bus, config, control_sock, principals,
                                  owned_path=server.control_socket if control_owned else None)
         self.adapters += [websocket, self.moo, telemetry, self.http, control]
         # What reports through HTTP: counters on /metrics, sections of /status.
@@ -216,7 +237,16 @@ class Daemon:
                 *counters_of(self.cron, "arqonbus_cron", {
                     "fired_total": "op.cron messages published."}),
                 *counters_of(self.omega, "arqonbus_omega", {
-                    "events_dropped_total": "Omega events dropped at omega.max_events."})]
+                    "events_dropped_total": "Omega events dropped at omega.max_events."}),
+                *counters_of(self.store, "arqonbus_store", {
+                    "refused_total": "op.store writes refused at a store bound or quota."}),
+                gauge("arqonbus_store_keys", "Keys op.store holds.", self.store.keys),
+                gauge("arqonbus_store_bytes", "Bytes of values op.store holds.",
+                      self.store.bytes),
+                *(counter("arqonbus_quota_refusals_total",
+                          "Requests refused at a principal's quota ([quotas]).", count,
+                          quota=quota.value)
+                  for quota, count in sorted(self.bus.charges.refused.items()))]
 
     def _zgent_seen(self, name: str, new_file: bool) -> None:
         """A narrative file registers its Zgent; each new line refreshes its lastSeen."""
@@ -293,6 +323,10 @@ class Daemon:
         self.bus.settings.default_room = settings.default_room
         self.bus.settings.default_channel = settings.default_channel
         self.bus.settings.max_json_depth = settings.max_json_depth
+        self.bus.settings.max_channels = settings.max_channels
+        self.bus.charges.limits = limits_of(fresh.quotas)
+        self.store.settings = fresh.store
+        self.principals.reload(fresh)
         for adapter in self.adapters:
             adapter.reload(fresh)
         self.config = fresh

@@ -71,6 +71,10 @@ def _absolute(value: str) -> str | None:
     return None if value.startswith("/") else "must be an absolute path"
 
 
+def _absolute_or_empty(value: str) -> str | None:
+    return None if value == "" else _absolute(value)
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -139,6 +143,10 @@ SCHEMA: tuple[Option, ...] = (
            '"uvloop" (a C event loop; needs the uvloop package, the "uvloop" extra). The '
            'benchmarks measure both within a few per cent of each other.',
            env=("ARQONBUS_EVENT_LOOP",), check=_one_of("asyncio", "uvloop")),
+    Option("server.max_channels", int, 10000, "Channels that may exist at once; past it a "
+           "client's join or create_channel is refused with LIMIT_EXCEEDED. arqond's own "
+           "channels (narrative files, Zgent inboxes) are bounded by narrative.max_files and "
+           "moo.max_zgents instead, and are never refused.", reload=True, check=_positive),
     Option("server.history_size", int, 500, "Messages kept per channel for history.",
            env=("ARQONBUS_HISTORY_SIZE",), check=_positive),
     Option("server.stats_interval", float, 60.0, "Seconds between statistics log lines.",
@@ -146,10 +154,21 @@ SCHEMA: tuple[Option, ...] = (
     Option("server.control_socket", str, "/run/arqond/control.sock", "Unix socket of the "
            "local admin door (mode 0660, group server.admin_group); the arqon CLI uses it.",
            flag="--control-socket", env=("ARQONBUS_CONTROL_SOCKET",), check=_absolute),
+    Option("server.bus_socket", str, "/run/arqond/bus.sock", "Unix socket speaking the "
+           "WebSocket bus protocol (ws+unix), mode 0666: anyone local may connect, and the "
+           "kernel says who (SO_PEERCRED); root and server.admin_group are admins. The arqon "
+           'CLI and SDK use it locally. "" turns it off.', flag="--bus-socket",
+           env=("ARQONBUS_BUS_SOCKET",), check=_absolute_or_empty),
     Option("server.admin_group", str, "arqond", "Members of this group (and root) are admins "
            "on the control socket; other peers are ordinary clients.", reload=True),
     Option("auth.enabled", bool, False, "Require an HS256 JWT at the WebSocket handshake.",
            reload=True, env=("ARQONBUS_ENABLE_AUTH",)),
+    Option("auth.loopback_identity", bool, True, "Identify TCP peers on this host (WebSocket "
+           "and HTTP) by the uid the kernel records for their socket, as `ss -e` shows it, "
+           "so the same rules as on the Unix sockets apply to them (owners read their "
+           "Zgents' inboxes, moo.group members register Zgents). Over TCP nobody is an "
+           "admin but by a token with role admin. Off: such peers are anonymous without a "
+           "token.", reload=True),
     Option("auth.jwt_secret", str, "", "Shared secret for HS256 tokens; required when "
            "auth.enabled is true.", reload=True),
     Option("moo.dir", str, "/var/moo", "MOO runtime dir: inbox FIFOs, Zgent sockets, registry, "
@@ -190,6 +209,29 @@ SCHEMA: tuple[Option, ...] = (
     Option("casil.metadata_to_envelope", bool, False, "Add metadata.casil to routed "
            "messages.", reload=True),
     # Tier-Omega lab lane (op.omega.*): off unless enabled; in-memory runtime only.
+    # op.store: bounded in keys and bytes, in all and (see [quotas]) per principal.
+    Option("store.max_keys", int, 10000, "Keys op.store holds, all principals together; one "
+           "more is refused with LIMIT_EXCEEDED.", reload=True, check=_positive),
+    Option("store.max_value_bytes", int, 65536, "Largest op.store value, as serialized JSON; a "
+           "larger one is refused with LIMIT_EXCEEDED.", reload=True, check=_positive),
+    Option("store.max_bytes", int, 67108864, "Bytes of values op.store holds, all principals "
+           "together; a set past it is refused with LIMIT_EXCEEDED.", reload=True,
+           check=_positive),
+    # What one principal (a local user, a token subject, an anonymous address) may hold at
+    # once; admins are not charged. A refusal names the quota.
+    Option("quotas.connections", int, 256, "Connections open at once, all transports.",
+           reload=True, check=_positive),
+    Option("quotas.channels", int, 256, "Channels it created (by join, publish or "
+           "create_channel) that still exist.", reload=True, check=_positive),
+    Option("quotas.store_keys", int, 1000, "op.store keys.", reload=True, check=_positive),
+    Option("quotas.store_bytes", int, 4194304, "Bytes of op.store values.", reload=True,
+           check=_positive),
+    Option("quotas.cron_jobs", int, 64, "op.cron jobs scheduled at once.", reload=True,
+           check=_positive),
+    Option("quotas.cron_rate", float, 10.0, "op.cron messages per second, its jobs together "
+           "(a job every 0.5 s counts 2).", reload=True, check=_positive),
+    Option("quotas.webhooks", int, 32, "op.webhook rules.", reload=True, check=_positive),
+    Option("quotas.zgents", int, 64, "Zgents it registered.", reload=True, check=_positive),
     Option("omega.enabled", bool, False, "Serve the op.omega.* commands."),
     Option("omega.lab_room", str, "omega-lab", "Room of the lab channel omega events go to.",
            check=_name),

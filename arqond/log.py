@@ -46,6 +46,9 @@ MESSAGE_IDS = {
     "webhook_dropped": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a67",
     "activation_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a68",
     "listener_unserved": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a69",
+    "access_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6a",
+    "limit_reached": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6b",
+    "audit": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6c",
 }
 
 logger = logging.getLogger("arqond")
@@ -59,3 +62,16 @@ def log_event(log: logging.Logger, level: int, kind: str, text: str, **fields: A
     log.log(level, text, extra={"journal": journal})
 
 
+
+
+class Throttle:
+    """Says whether the n-th occurrence of something is worth a log line: the 1st, 2nd, 4th,
+    8th... of each key, so a bound hit in a loop is loud once and never a flood."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, key: str) -> tuple[bool, int]:
+        count = self.counts.get(key, 0) + 1
+        self.counts[key] = count
+        return count & (count - 1) == 0, count

@@ -94,3 +94,49 @@ def group_id(name: str) -> int | None:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         return None
+
+
+# -- who is at the other end of a loopback TCP connection -----------------------------------
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 1
+_NO_COOKIE = 0xFFFFFFFF
+_HEADER = struct.Struct("=IHHII")          # struct nlmsghdr
+_REQUEST = struct.Struct("=BBBBI")         # struct inet_diag_req_v2 up to its sockid
+_UID_AT = _HEADER.size + 4 + 48 + 12       # inet_diag_msg: ..., sockid, expires, rq, wq, uid
+
+
+def tcp_peer_uid(sock: socket.socket) -> int | None:
+    """The uid the kernel recorded for the socket at the other end of a TCP connection, when
+    that socket is on this host (a loopback peer); None otherwise.
+
+    The same fact `ss -e` shows, asked for one socket through NETLINK_SOCK_DIAG: the peer's
+    socket is looked up by its exact address pair, so only a socket of this host can match,
+    and its uid is the one its creating process had, which it cannot forge.
+    """
+    local, remote = sock.getsockname(), sock.getpeername()
+    family = sock.family
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+
+    def address(host: str) -> bytes:
+        packed = socket.inet_pton(family, host)
+        return packed + bytes(16 - len(packed))
+
+    # The peer's socket: its source is the remote end, its destination our end.
+    sockid = (struct.pack("!HH", remote[1], local[1]) + address(remote[0]) + address(local[0])
+              + struct.pack("=III", 0, _NO_COOKIE, _NO_COOKIE))
+    request = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, _NO_COOKIE) + sockid
+    message = _HEADER.pack(_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST,
+                           1, 0) + request
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as diag:
+            diag.sendto(message, (0, 0))
+            reply = diag.recv(4096)
+    except OSError:
+        return None
+    _, kind, _, _, _ = _HEADER.unpack_from(reply)
+    if kind != _SOCK_DIAG_BY_FAMILY or len(reply) < _UID_AT + 4:
+        return None  # NLMSG_ERROR: no such socket here (a remote peer)
+    return struct.unpack_from("=I", reply, _UID_AT)[0]

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn
 
 from arqond import PROTOCOL_VERSION, __version__
+from arqond.core.access import INBOX, Access, Action, Refused
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, Sink
 from arqond.core.commands import Command, CommandRegistry, builtin_commands
 from arqond.core.envelope import SERVER_SENDER, IdGenerator, now_iso, serialize
 from arqond.core.errors import ErrorCode
+from arqond.core.principal import NOBODY, Principal
+from arqond.core.quotas import Charges, Quota, QuotaExceeded, default_limits
 from arqond.core.protocol import ArqonProtocol, error_frame
-from arqond.core.router import Router
+from arqond.core.router import WILDCARD, Channel, Router, RoutingError
 
 if TYPE_CHECKING:
     from arqond.core.casil import Casil
@@ -35,6 +38,7 @@ class BusSettings:
     history_size: int = 500
     history_default_limit: int = 50
     max_json_depth: int = 64
+    max_channels: int = 10000
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Stats:
     errors_total: int = 0
     slow_consumers_total: int = 0
     policy_blocks_total: int = 0
+    channels_refused_total: int = 0
     by_transport: dict[str, int] = field(default_factory=dict)
 
 
@@ -59,8 +64,12 @@ Intercept = Callable[["Client", dict[str, Any]], None]
 
 
 class Bus(ArqonProtocol):
-    def __init__(self, settings: BusSettings | None = None, router: Router | None = None) -> None:
+    def __init__(self, settings: BusSettings | None = None, router: Router | None = None,
+                 charges: Charges | None = None) -> None:
         self.settings = settings or BusSettings()
+        # What each principal holds against its quotas (arqond/core/quotas.py).
+        self.charges = charges or Charges(default_limits())
+        self.charges.on_refused = self._quota_refused
         self.router = router or Router(self.settings.history_size)
         self.ids = IdGenerator()
         self.clients: dict[str, Client] = {}
@@ -72,20 +81,23 @@ class Bus(ArqonProtocol):
         self.observers: list[MessageObserver] = []
         # Content inspection of client frames (CASIL), when plugged in.
         self.inspector: "Casil | None" = None
+        # Who may do what (arqond/core/access.py); the MOO layer keeps its Zgent owners.
+        self.access = Access()
         for name in SCIENCE_CHANNELS:
             self.router.ensure_channel(SCIENCE_ROOM, name, kind="general", hardcoded=True)
 
     # -- life cycle of a client --------------------------------------------------------
 
-    def attach(self, sink: Sink, transport: str, *, admin: bool = False,
-               claims: dict[str, Any] | None = None, identity: dict[str, Any] | None = None,
-               peer: str = "", welcome: bool = True, join_default: bool = True) -> Client:
+    def attach(self, sink: Sink, transport: str, principal: Principal = NOBODY, *,
+               identity: dict[str, Any] | None = None, peer: str = "", welcome: bool = True,
+               join_default: bool = True) -> Client:
         """Register a new client, send its welcome frame and join it to the default channel.
 
         Transports with their own framing (an HTTP stream, a JSON-RPC socket) may skip the
         welcome frame or the default channel.
         """
-        client = Client(sink, transport, admin=admin, claims=claims, peer=peer)
+        self.charges.charge(principal, Quota.CONNECTIONS)  # QuotaExceeded: not attached
+        client = Client(sink, transport, principal, peer=peer)
         self.clients[client.id] = client
         self.stats.connections_total += 1
         self.stats.by_transport[transport] = self.stats.by_transport.get(transport, 0) + 1
@@ -107,16 +119,54 @@ class Bus(ArqonProtocol):
     def join(self, client: Client, room: str, channel: str, *,
              created_by: str | None = None) -> bool:
         """Subscribe ``client`` to room:channel ('*' wildcards allowed), creating a concrete
-        channel that does not exist yet and announcing it; True when it was created."""
+        channel that does not exist yet and announcing it; True when it was created.
+
+        A Zgent's inbox is joined only by those who may read it; a wildcard is joined by
+        anyone, and filtered for each message at delivery."""
+        if not self.access.may_read(client.principal, room, channel):
+            self.refuse(client, Action.READ_INBOX, room)
         creator = created_by or client.id
-        created = self.router.join(client, room, channel, created_by=creator)
-        if created:
+        new = WILDCARD not in (room, channel) and self.router.channel(room, channel) is None
+        if new:
+            self.make_room_for_channel(client)
+        try:
+            self.router.join(client, room, channel, created_by=creator)
+        except RoutingError:
+            if new:
+                self.charges.release(client.principal, Quota.CHANNELS)
+            raise
+        if new:
+            self.router.channel(room, channel).owner = client.principal
             self.emit("channel_created", room=room, channel=channel, created_by=creator)
-        return created
+        return new
+
+    def make_room_for_channel(self, client: Client) -> None:
+        """A client is about to create a channel: within server.max_channels and its
+        quotas.channels, or refused (arqond's own publishing is bounded elsewhere)."""
+        limit = self.settings.max_channels
+        if self.router.channel_count() >= limit:
+            self.stats.channels_refused_total += 1
+            self.emit("limit_reached", limit="server.max_channels", value=limit,
+                      client_id=client.id)
+            raise RoutingError(ErrorCode.LIMIT_EXCEEDED, f"server.max_channels ({limit}) "
+                               "channels exist already; no more can be created")
+        try:
+            self.charges.charge(client.principal, Quota.CHANNELS)
+        except QuotaExceeded as exc:
+            raise RoutingError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
+
+    def _quota_refused(self, exc: QuotaExceeded, principal: Principal) -> None:
+        self.emit("limit_reached", limit=f"quotas.{exc.quota.value}", value=exc.limit,
+                  **principal.log_fields())
+
+    def channel_deleted(self, channel: Channel) -> None:
+        if channel.owner is not None:
+            self.charges.release(channel.owner, Quota.CHANNELS)
 
     def detach(self, client: Client, reason: str = "closed") -> None:
         if self.clients.pop(client.id, None) is None:
             return
+        self.charges.release(client.principal, Quota.CONNECTIONS)
         client.open = False
         self.router.drop(client)
         self.emit("client_disconnected", client_id=client.id, transport=client.transport,
@@ -137,6 +187,26 @@ class Bus(ArqonProtocol):
         self.intercepts.update(intercepts or {})
         if inspector is not None:
             self.inspector = inspector
+
+    def refuse(self, client: Client, action: Action, zgent: str | None = None) -> NoReturn:
+        """Refuse ``action`` to ``client`` under the policy's rule: logged with who it was."""
+        refused = Refused(action, self.access.rules[action], zgent)
+        self.emit("access_refused", client_id=client.id, text=str(refused),
+                  **client.principal.log_fields())
+        raise RoutingError(ErrorCode.AUTHORIZATION_ERROR, str(refused))
+
+    def history_for(self, client: Client, room: str,
+                    channel: str | None) -> list[dict[str, Any]]:
+        """What ``client`` may see of room:channel's history (or the whole room's): a Zgent's
+        inbox only for those who may read it, refused when asked for by name."""
+        if channel is not None:
+            if not self.access.may_read(client.principal, room, channel):
+                self.refuse(client, Action.READ_INBOX, room)
+            return self.router.history(room, channel)
+        entries = self.router.history(room, None)
+        if self.access.may_read(client.principal, room, INBOX):
+            return entries
+        return [env for env in entries if env.get("channel") != INBOX]
 
     def emit(self, event: str, **fields: Any) -> None:
         for listener in self.listeners:
@@ -173,11 +243,16 @@ class Bus(ArqonProtocol):
                 exclude: Client | None) -> int:
         """Record and deliver one routed envelope: serialized once, pushed to every sink.
 
-        Serialized before it is recorded, so history never holds what cannot be sent.
+        Serialized before it is recorded, so history never holds what cannot be sent. A
+        Zgent's inbox reaches only those who may read it, whatever they subscribed to.
         """
         frame = serialize(env)
         self.stats.messages_total += 1
-        self.router.record(env["room"], env.get("channel"), env)
+        room, channel = env["room"], env.get("channel")
+        self.router.record(room, channel, env)
+        owners = self.access.guarded(room, channel)
+        if owners is not None:
+            recipients = [c for c in recipients if owners.include(c.principal)]
         return self._deliver(recipients, frame, exclude)
 
     def _deliver(self, recipients: Iterable[Client], frame: bytes,

@@ -6,6 +6,7 @@ import time
 from typing import Any, Mapping, Protocol
 
 from arqond.core.envelope import client_id, iso_at, now_iso
+from arqond.core.principal import NOBODY, Principal
 
 CLIENT_TYPES = ("human", "dashboard", "ai-agent", "agent", "service", "system", "zgent", "bot")
 # Clients whose messages are not reported as agent_activity telemetry.
@@ -37,25 +38,23 @@ class Sink(Protocol):
 
 
 class Client:
-    __slots__ = ("id", "sink", "transport", "type", "screen_name", "personality", "avatar",
-                 "role", "tenant_id", "subject", "admin", "connected_at", "last_active",
-                 "room", "channel", "subscriptions", "peer", "open")
+    __slots__ = ("id", "sink", "transport", "principal", "admin", "type", "screen_name",
+                 "personality", "avatar", "connected_at", "last_active", "room", "channel",
+                 "subscriptions", "peer", "open")
 
-    def __init__(self, sink: Sink | None, transport: str, *, admin: bool = False,
-                 claims: dict[str, Any] | None = None, peer: str = "") -> None:
+    def __init__(self, sink: Sink | None, transport: str, principal: Principal = NOBODY, *,
+                 peer: str = "") -> None:
         self.id = client_id()
         # None for a sender that is not a connection (an HTTP POST): nothing is sent to it.
         self.sink = sink
         self.transport = transport
+        # Who is behind it (arqond/core/principal.py); admin is read on every command.
+        self.principal = principal
+        self.admin = principal.admin
         self.type = "human"
         self.screen_name: str | None = None
         self.personality: str | None = None
         self.avatar: str | None = None
-        claims = claims or {}
-        self.role = claims.get("role") if isinstance(claims.get("role"), str) else None
-        self.tenant_id = claims.get("tenant_id")
-        self.subject = claims.get("sub")
-        self.admin = admin or (self.role or "").lower() == "admin"
         self.connected_at = now_iso()
         # A float, set on every inbound frame; formatted only when someone asks.
         self.last_active = time.time()
@@ -91,9 +90,10 @@ class Client:
             "screen_name": self.screen_name,
             "personality": self.personality,
             "avatar": self.avatar,
-            "role": self.role,
-            "tenant_id": self.tenant_id,
-            "subject": self.subject,
+            "role": self.principal.role,
+            "tenant_id": self.principal.tenant,
+            "subject": self.principal.subject,
+            "principal": self.principal.name,
             "admin": self.admin,
             "connected_at": self.connected_at,
             "last_activity": iso_at(self.last_active),

@@ -163,6 +163,7 @@ def _create_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
 def _delete_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     room, channel = ctx.target(channel_required=True)
     deleted = ctx.bus.router.delete_channel(room, channel)
+    ctx.bus.channel_deleted(deleted)
     ctx.bus.emit("channel_deleted", room=room, channel=channel, deleted_by=ctx.client.id)
     data = deleted.summary()
     data.update(deleted_by=ctx.client.id, deleted_at=now_iso())
@@ -220,7 +221,7 @@ def _history(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     room, channel = ctx.target(channel_required=False)
     limit = ctx.limit(ctx.bus.settings.history_default_limit, ctx.bus.settings.history_size)
     since = _timestamp_arg(ctx, "since")
-    entries = ctx.bus.router.history(room, channel)
+    entries = ctx.bus.history_for(ctx.client, room, channel)
     if since is not None:
         entries = [e for e in entries if _parse_time(e["timestamp"]) > since]
     total = len(entries)
@@ -248,8 +249,8 @@ def _history_window(ctx: CommandContext, since_key: str, until_key: str, *, requ
     limit = ctx.limit(default_limit, maximum)
     router = ctx.bus.router
     if room is not None:
-        entries = router.history(room, channel)
-    else:
+        entries = ctx.bus.history_for(ctx.client, room, channel)
+    else:  # admins only: nothing is hidden from them
         entries = [env for name in list(router.rooms) for env in router.history(name, None)]
     kept = [e for e in entries
             if (since is None or _parse_time(e["timestamp"]) >= since)
@@ -318,59 +319,6 @@ def _identify(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     return "Identity updated", ctx.client.describe()
 
 
-def _namespace(ctx: CommandContext) -> str:
-    namespace = ctx.arg("namespace", str)
-    if namespace:
-        return namespace
-    tenant = ctx.client.tenant_id
-    return f"tenant:{tenant}" if tenant else "default"
-
-
-def _store_key(ctx: CommandContext) -> str:
-    key = ctx.arg("key", str, required=True)
-    if not key:
-        raise CommandError(ErrorCode.VALIDATION_ERROR, "key must not be empty")
-    return key
-
-
-class KeyValueStore:
-    """op.store.*: a small in-memory store per namespace, bounded in keys and value size."""
-
-    def __init__(self, max_keys: int = 10000) -> None:
-        self.max_keys = max_keys
-        self.data: dict[str, dict[str, Any]] = {}
-
-    def set(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
-        namespace, key = _namespace(ctx), _store_key(ctx)
-        if "value" not in ctx.args or ctx.args["value"] is None:
-            raise CommandError(ErrorCode.VALIDATION_ERROR,
-                               "op.store.set requires a non-null 'value'")
-        space = self.data.setdefault(namespace, {})
-        updated = key in space
-        if not updated and sum(len(s) for s in self.data.values()) >= self.max_keys:
-            raise CommandError(ErrorCode.LIMIT_EXCEEDED,
-                               f"the store holds {self.max_keys} keys already")
-        space[key] = ctx.args["value"]
-        return "Value stored", {"namespace": namespace, "key": key, "updated": updated}
-
-    def get(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
-        namespace, key = _namespace(ctx), _store_key(ctx)
-        space = self.data.get(namespace, {})
-        return "Value retrieved", {"namespace": namespace, "key": key, "found": key in space,
-                                   "value": space.get(key)}
-
-    def delete(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
-        namespace, key = _namespace(ctx), _store_key(ctx)
-        deleted = self.data.get(namespace, {}).pop(key, None) is not None
-        return "Value deleted" if deleted else "Key not found", {
-            "namespace": namespace, "key": key, "deleted": deleted}
-
-    def list(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
-        namespace = _namespace(ctx)
-        keys = sorted(self.data.get(namespace, {}))
-        return "Store keys listed", {"namespace": namespace, "count": len(keys), "keys": keys}
-
-
 def builtin_commands() -> CommandRegistry:
     registry = CommandRegistry()
     register = registry.register
@@ -392,9 +340,4 @@ def builtin_commands() -> CommandRegistry:
         register(f"{prefix}history.get", _history_get, summary="history, newest first")
         register(f"{prefix}history.replay", _history_replay,
                  summary="history between from_ts and to_ts, oldest first")
-    store = KeyValueStore()
-    register("op.store.set", store.set, summary="store a value under key")
-    register("op.store.get", store.get, summary="read a stored value")
-    register("op.store.delete", store.delete, summary="delete a stored value")
-    register("op.store.list", store.list, summary="list stored keys")
     return registry

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from arqond import PROTOCOL_VERSION
 from arqond.core import envelope as envelopes
+from arqond.core.access import Refused
 from arqond.core.clients import Client
 from arqond.core.commands import CommandContext, CommandError
 from arqond.core.envelope import SERVER_SENDER, EnvelopeError, now_iso, serialize
@@ -171,6 +172,10 @@ class ArqonProtocol:
         if channel == PM_CHANNEL:
             return self._private(client, env)
         env["room"], env["channel"] = room, channel
+        try:
+            self.access.check_publish(client.principal, room, channel)
+        except Refused as refused:
+            self.refuse(client, refused.action, refused.zgent)
         intercept = self.intercepts.get((room, channel))
         if intercept is not None:
             intercept(client, env)
@@ -209,7 +214,7 @@ class ArqonProtocol:
             room, channel = self._target(client, env)
             env["room"], env["channel"] = room, channel
             self._fanout(env, self.router.recipients(room, channel), exclude=client)
-        else:
+        else:  # to every client: a Zgent's inbox traffic never travels this way
             self.stats.messages_total += 1
             self._deliver(self.clients.values(), serialize(env), exclude=client)
         return ack_frame(env)
@@ -220,6 +225,10 @@ class ArqonProtocol:
             self.router.ensure_channel(*TELEMETRY_TARGET, kind="system")
         room, channel = self._target(client, env)
         env["room"], env["channel"] = room, channel
+        try:
+            self.access.check_publish(client.principal, room, channel)
+        except Refused as refused:
+            self.refuse(client, refused.action, refused.zgent)
         self._fanout(env, self.router.recipients(room, channel), exclude=client)
 
     # -- commands ---------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def split_target(room: str | None, channel: str | None) -> tuple[str | None, str
 
 class Channel:
     __slots__ = ("room", "name", "created_at", "created_by", "type", "hardcoded", "members",
-                 "history", "message_count", "last_activity", "description")
+                 "history", "message_count", "last_activity", "description", "owner")
 
     def __init__(self, room: str, name: str, *, created_by: str, kind: str, hardcoded: bool,
                  history_size: int, description: str = "") -> None:
@@ -64,6 +64,8 @@ class Channel:
         self.history: deque[tuple[int, dict[str, Any]]] = deque(maxlen=history_size)
         self.message_count = 0
         self.last_activity: str | None = None
+        # The principal charged for it (quotas.channels), when a client created it.
+        self.owner: Any = None
 
     def metadata(self) -> dict[str, Any]:
         return {"created_at": self.created_at, "created_by": self.created_by, "type": self.type,

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import orjson
 
 from arqond.config import Config
-from arqond.core import jsonrpc, payload, zgents
+from arqond.core import jsonrpc, payload, principal as principals, zgents
 from arqond.core.bus import Bus
 from arqond.core.clients import Client
 from arqond.core.commands import Command, CommandContext, CommandError
@@ -762,8 +762,11 @@ class MooLayer:
 
     def _bus_client(self, connection: ZgentConnection) -> Client:
         if connection.client is None:
+            # The peer passed the socket's mode (0660, moo.group) to get here.
+            principal = principals.local(connection.uid, frozenset({connection.gid}), None,
+                                         admin=False, moo_member=True)
             connection.client = self.bus.attach(
-                SocketSink(connection), "moo", welcome=False, join_default=False,
+                SocketSink(connection), "moo", principal, welcome=False, join_default=False,
                 peer=f"{connection.zgent_id}.sock {connection.peer}")
         return connection.client
 

@@ -3,7 +3,7 @@
 systemd hands fds from 3 on, named by LISTEN_FDNAMES (``FileDescriptorName=`` of the socket
 unit, ``FDNAME=`` for fds the daemon stored). Listeners are taken by name; a name systemd made up
 itself (the unit name, or "unknown" with systemd-socket-activate) counts as unnamed, and unnamed
-listening sockets fill ws, telemetry, http, control in that order. Everything else named is an
+listening sockets fill ws, telemetry, http, control, bus in that order. Everything else named is an
 fd from the store and goes to the FdStore.
 """
 
@@ -20,7 +20,8 @@ LISTEN_FDS_START = 3
 LISTENER_FAMILIES = {"ws": (socket.AF_INET, socket.AF_INET6),
                      "telemetry": (socket.AF_INET, socket.AF_INET6),
                      "http": (socket.AF_INET, socket.AF_INET6),
-                     "control": (socket.AF_UNIX,)}
+                     "control": (socket.AF_UNIX,),
+                     "bus": (socket.AF_UNIX,)}
 LISTENER_NAMES = tuple(LISTENER_FAMILIES)
 FAMILY_NAMES = {socket.AF_INET: "TCP/IPv4", socket.AF_INET6: "TCP/IPv6", socket.AF_UNIX: "AF_UNIX"}
 

@@ -33,20 +33,10 @@ from arqond.core.errors import ErrorCode
 from arqond.core.framing import Line, LineFramer, too_long
 from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.log import log_event
-from arqond.unix import Peer, group_id, group_ids, peer_credentials
+from arqond.principals import PrincipalResolver
+from arqond.unix import group_id, peer_credentials
 
 log = logging.getLogger("arqond.control")
-
-
-def peer_is_admin(peer: Peer, group: str) -> bool:
-    """Root, or a peer whose groups include ``group``.
-
-    The group database is read once per connection (local files in practice), not per frame.
-    """
-    if peer.uid == 0:
-        return True
-    gid = group_id(group)
-    return gid is not None and gid in group_ids(peer.uid, peer.gid)
 
 
 class ControlSink:
@@ -96,9 +86,10 @@ class ControlConnection(asyncio.Protocol):
             transport.close()
             return
         adapter.connections.add(self)
+        # The group database is read once per connection, not per frame.
         self.client = adapter.bus.attach(
             ControlSink(transport, server.client_buffer_bytes), "control",
-            admin=peer_is_admin(credentials, server.admin_group), peer=peer)
+            adapter.principals.unix(credentials), peer=peer)
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -153,10 +144,11 @@ class ControlAdapter:
     name = "control"
 
     def __init__(self, bus: Bus, config: Config, sock: socket.socket,
-                 owned_path: str | None = None) -> None:
+                 principals: PrincipalResolver, owned_path: str | None = None) -> None:
         """``owned_path``: the socket file arqond bound itself, removed again at stop."""
         self.bus = bus
         self.config = config
+        self.principals = principals
         self.sock = sock
         self.owned_path = owned_path
         self.server: asyncio.AbstractServer | None = None

@@ -25,18 +25,19 @@ import orjson
 
 from arqond import PROTOCOL_VERSION, SERVICE_NAME, __version__
 from arqond.config import Config
-from arqond.core import metrics
+from arqond.core import envelope as envelopes
+from arqond.core import metrics, payload
 from arqond.core.auth import AuthError, authenticate
 from arqond.core.bus import Bus
-from arqond.core import envelope as envelopes
-from arqond.core import payload
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, identity_from_query
 from arqond.core.envelope import EnvelopeError, now_iso, serialize
 from arqond.core.errors import ErrorCode
 from arqond.core.metrics import MetricSource, Sample, counter, gauge
+from arqond.core.principal import Principal
 from arqond.core.protocol import error_frame
 from arqond.core.router import RoutingError, check_name, split_target
 from arqond.log import log_event
+from arqond.principals import PrincipalResolver
 
 log = logging.getLogger("arqond.http")
 
@@ -87,13 +88,14 @@ class Request:
 class Exchange:
     """One connection: its h11 state machine and its stream writer."""
 
-    __slots__ = ("conn", "reader", "writer", "peer")
+    __slots__ = ("conn", "reader", "writer", "host", "peer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.reader = reader
         self.writer = writer
         peer = writer.get_extra_info("peername")
+        self.host = peer[0] if isinstance(peer, tuple) else "unix"
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
 
     def write(self, *events: Any) -> None:
@@ -155,9 +157,11 @@ class HttpAdapter:
     name = "http"
 
     def __init__(self, bus: Bus, config: Config, sock: socket.socket, *,
-                 state: Callable[[], str], listeners: Mapping[str, str]) -> None:
+                 principals: PrincipalResolver, state: Callable[[], str],
+                 listeners: Mapping[str, str]) -> None:
         self.bus = bus
         self.config = config
+        self.principals = principals
         self.max_body = config.server.max_message_size
         self.sock = sock
         self.state = state
@@ -314,18 +318,22 @@ class HttpAdapter:
             {"error": error.status.phrase, "details": error.details,
              "status": error.status.value}), headers=headers)
 
-    def _claims(self, request: Request) -> dict[str, Any]:
+    def _principal(self, exchange: Exchange, request: Request) -> Principal:
+        """Who sends this request: a verified token's subject when auth is on (else 401),
+        else as any TCP peer (arqond/principals.py)."""
         auth = self.config.auth
-        if not auth.enabled:
-            return {}
-        try:
-            return authenticate(request.headers, request.query, auth.jwt_secret)
-        except AuthError as exc:
-            log_event(log, logging.WARNING, "auth_refused",
-                      f"HTTP {request.method} {request.path} refused: {exc}")
-            raise HttpError(HTTPStatus.UNAUTHORIZED, str(exc),
-                            headers=(("WWW-Authenticate", 'Bearer realm="arqonbus"'),)) \
-                from None
+        claims: dict[str, Any] = {}
+        if auth.enabled:
+            try:
+                claims = authenticate(request.headers, request.query, auth.jwt_secret)
+            except AuthError as exc:
+                log_event(log, logging.WARNING, "auth_refused",
+                          f"HTTP {request.method} {request.path} refused: {exc}")
+                raise HttpError(HTTPStatus.UNAUTHORIZED, str(exc),
+                                headers=(("WWW-Authenticate", 'Bearer realm="arqonbus"'),)) \
+                    from None
+        sock = exchange.writer.get_extra_info("socket")
+        return self.principals.tcp(sock, claims, exchange.host)
 
     # -- monitoring endpoints --------------------------------------------------------------
 
@@ -393,7 +401,7 @@ class HttpAdapter:
         return room, channel
 
     def _history(self, exchange: Exchange, request: Request) -> None:
-        self._claims(request)
+        reader = Client(None, "http", self._principal(exchange, request), peer=exchange.peer)
         room, channel = self._target(request, channel_required=False)
         maximum = self.bus.settings.history_size
         raw_limit = request.query.get("limit", str(self.bus.settings.history_default_limit))
@@ -402,27 +410,35 @@ class HttpAdapter:
                             f"limit must be a whole number from 1 to {maximum}")
         limit = int(raw_limit)
         try:
-            entries = self.bus.router.history(room, channel)
+            entries = self.bus.history_for(reader, room, channel)
         except RoutingError as exc:
-            raise HttpError(HTTPStatus.NOT_FOUND, exc.message) from None
+            raise HttpError(ERROR_STATUS.get(exc.code, HTTPStatus.NOT_FOUND), exc.message) \
+                from None
         kept = entries[-limit:]
         self._json(exchange, {"room": room, "channel": channel, "limit": limit,
                               "total": len(entries), "count": len(kept),
                               "messages": [orjson.Fragment(serialize(e)) for e in kept]})
 
     async def _stream(self, exchange: Exchange, request: Request) -> None:
-        claims = self._claims(request)
+        principal = self._principal(exchange, request)
         room, channel = self._target(request, channel_required=True, wildcard=True)
         assert channel is not None
         bus = self.bus
         sink = StreamSink(exchange, self.config.server.client_buffer_bytes, self)
-        client = bus.attach(sink, "http", claims=claims, peer=exchange.peer, welcome=False,
+        client = bus.attach(sink, "http", principal, peer=exchange.peer, welcome=False,
                             join_default=False)
         problems = client.identify(request.identity())
-        if problems:
+        try:
+            if problems:
+                raise HttpError(HTTPStatus.BAD_REQUEST, "; ".join(problems))
+            bus.join(client, room, channel)
+        except RoutingError as exc:
             bus.detach(client, reason="refused")
-            raise HttpError(HTTPStatus.BAD_REQUEST, "; ".join(problems))
-        bus.join(client, room, channel)
+            raise HttpError(ERROR_STATUS.get(exc.code, HTTPStatus.BAD_REQUEST), exc.message) \
+                from None
+        except HttpError:
+            bus.detach(client, reason="refused")
+            raise
         self.exchanges[exchange] = sink
         self.requests_by_status[200] = self.requests_by_status.get(200, 0) + 1
         exchange.write(h11.Response(status_code=200, reason=b"OK", headers=[
@@ -437,7 +453,7 @@ class HttpAdapter:
             bus.detach(client, reason="stream closed")
 
     def _publish(self, exchange: Exchange, request: Request) -> None:
-        claims = self._claims(request)
+        principal = self._principal(exchange, request)
         room, channel = self._target(request, channel_required=False)
         kind = request.query.get("type", "message")
         if kind not in PUBLISH_TYPES:
@@ -451,7 +467,7 @@ class HttpAdapter:
                             "payload)" if exc.code == ErrorCode.INVALID_JSON
                             else f"body refused: {exc.message}") from None
         # The request's sender: a client of the bus's rules, but not a connection.
-        sender = Client(None, "http", claims=claims, peer=exchange.peer)
+        sender = Client(None, "http", principal, peer=exchange.peer)
         problems = sender.identify(request.identity())
         try:
             if problems:

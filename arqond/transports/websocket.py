@@ -1,4 +1,6 @@
-"""The WebSocket bus adapter: the handshake (JWT, identity, connection limit) and frame moving."""
+"""The WebSocket bus adapter: the handshake (principal, identity, connection limit) and frame
+moving, on the TCP port and on the local bus socket (the same protocol over a Unix socket,
+where the kernel says who the peer is)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import asyncio
 import logging
 import socket
 import weakref
-from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -18,8 +19,11 @@ from arqond.core.bus import Bus
 from arqond.core.clients import identity_from_query
 from arqond.core.errors import ErrorCode
 from arqond.core.metrics import Sample, counter
-from arqond.transports.wsbase import (WebSocketSink, WriteBatcher, admit, peer_of,
-                                      serve_websocket)
+from arqond.core.principal import Principal
+from arqond.principals import PrincipalResolver
+from arqond.transports.wsbase import (WebSocketSink, WriteBatcher, admit, on_unix_socket,
+                                      peer_of, serve_websocket)
+from arqond.unix import peer_credentials
 
 log = logging.getLogger("arqond.ws")
 # Seconds that handshakes already under way at shutdown get to finish (see stop()).
@@ -30,15 +34,17 @@ HANDSHAKE_SETTLE = 0.05
 class WebSocketAdapter:
     name = "ws"
 
-    def __init__(self, bus: Bus, config: Config, sock: socket.socket) -> None:
+    def __init__(self, bus: Bus, config: Config, socks: list[socket.socket],
+                 principals: PrincipalResolver) -> None:
         self.bus = bus
-        self.sock = sock
+        self.socks = socks
         self.config = config
-        self.server: Server | None = None
+        self.principals = principals
+        self.servers: list[Server] = []
         # Handshake results handed from process_request to the handler; weak, because a
         # handshake can still fail after process_request and the handler then never runs.
         self._handshakes: weakref.WeakKeyDictionary[
-            ServerConnection, tuple[dict[str, Any], dict[str, str]]] = weakref.WeakKeyDictionary()
+            ServerConnection, tuple[Principal, dict[str, str]]] = weakref.WeakKeyDictionary()
         self.refused_total = 0
         self.batcher = WriteBatcher()  # one socket write per client per loop iteration
 
@@ -50,12 +56,15 @@ class WebSocketAdapter:
         self.config = config
 
     async def start(self) -> None:
-        self.server = await serve_websocket(self._handle, self.sock, self.config,
-                                            self._process_request)
+        for sock in self.socks:
+            self.servers.append(await serve_websocket(self._handle, sock, self.config,
+                                                      self._process_request))
 
     async def stop(self) -> None:
-        if self.server is None:
-            return
+        await asyncio.gather(*(self._stop_server(server, sock)
+                               for server, sock in zip(self.servers, self.socks)))
+
+    async def _stop_server(self, server: Server, sock: socket.socket) -> None:
         # Stop accepting first, without closing the server: connects still in the kernel's
         # queue then wait for the next arqond (systemd keeps the listening socket), and the
         # handshakes already under way finish and are served before the 1001 close below,
@@ -63,14 +72,14 @@ class WebSocketAdapter:
         # the listening socket; sockets it accepted a moment ago get their connection objects
         # a few loop turns later, hence the short settle before looking for handshakes.
         loop = asyncio.get_running_loop()
-        loop.remove_reader(self.sock.fileno())
+        loop.remove_reader(sock.fileno())
         deadline = loop.time() + HANDSHAKE_GRACE
         await asyncio.sleep(HANDSHAKE_SETTLE)
-        while any(c.protocol.state is State.CONNECTING for c in self.server.all_connections) \
+        while any(c.protocol.state is State.CONNECTING for c in server.all_connections) \
                 and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        self.server.close(close_connections=True)  # clients see 1001 going away
-        await self.server.wait_closed()
+        server.close(close_connections=True)  # clients see 1001 going away
+        await server.wait_closed()
 
     def _process_request(self, connection: ServerConnection,
                          request: Request) -> Response | None:
@@ -79,17 +88,20 @@ class WebSocketAdapter:
         if refusal is not None:
             self.refused_total += 1
             return refusal
-        self._handshakes[connection] = (claims, identity_from_query(query))
+        sock = connection.transport.get_extra_info("socket")
+        if on_unix_socket(connection):
+            principal = self.principals.unix(peer_credentials(sock))
+        else:
+            principal = self.principals.tcp(sock, claims, connection.remote_address[0])
+        self._handshakes[connection] = (principal, identity_from_query(query))
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
-        claims, identity = self._handshakes.pop(connection, ({}, {}))
+        principal, identity = self._handshakes.pop(connection)
         sink = WebSocketSink(connection, self.config.server.client_buffer_bytes,
                              self.batcher)
         bus = self.bus
-        client = bus.attach(sink, "ws", claims=claims,
-                            identity=identity,
-                            peer=peer_of(connection))
+        client = bus.attach(sink, "ws", principal, identity=identity, peer=peer_of(connection))
         receive = bus.receive
         try:
             async for message in connection:

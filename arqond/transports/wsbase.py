@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -164,11 +165,12 @@ def admit(connection: ServerConnection, request: Request, config: Config, active
     """Check a handshake: (refusal or None, JWT claims, query parameters).
 
     ``active`` is how many connections the listener serves now; server.max_connections bounds it.
+    A Unix socket peer needs no token: the kernel says who it is.
     """
     query = dict(parse_qsl(urlsplit(request.path).query))
     claims: dict[str, Any] = {}
     auth = config.auth
-    if auth.enabled:
+    if auth.enabled and not on_unix_socket(connection):
         try:
             claims = authenticate(request.headers, query, auth.jwt_secret)
         except AuthError as exc:
@@ -186,6 +188,10 @@ def admit(connection: ServerConnection, request: Request, config: Config, active
                               {"error": "Service Unavailable",
                                "details": "connection limit reached"}), claims, query)
     return None, claims, query
+
+
+def on_unix_socket(connection: ServerConnection) -> bool:
+    return connection.transport.get_extra_info("socket").family == socket.AF_UNIX
 
 
 def peer_of(connection: ServerConnection) -> str:
