@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from arqond import __version__
 from arqond import config as configuration
 from arqond.config import Config, ConfigError
+from arqond.core.access import Access, Action, Who
 from arqond.core.bus import Bus, BusSettings
 from arqond.core.casil import Casil
 from arqond.core.cron import Cron
@@ -75,6 +76,12 @@ def bus_settings(config: Config) -> BusSettings:
                        max_channels=config.server.max_channels)
 
 
+def apply_access_settings(access: Access, config: Config) -> None:
+    """The rules the configuration may relax (arqond/core/access.py)."""
+    access.rules[Action.WEBHOOK] = Who.IDENTIFIED if config.webhooks.allow_non_admin \
+        else Who.ADMIN
+
+
 def control_listener(config: Config) -> socket.socket:
     """The control socket, mode 0660 and owned by the admin group when that group exists."""
     path = config.server.control_socket
@@ -118,11 +125,13 @@ class Daemon:
         self.casil = Casil(bus, configuration.casil_policy(self.config.values))
         self.omega = Omega(bus, self.config.omega)
         self.timers = LoopTimers()
-        self.cron = Cron(bus, self.timers)
+        self.cron = Cron(bus, self.timers, self.config.cron)
         self.store = Store(self.config.store, bus.charges)
         bus.plug(commands=self.store.commands())
-        webhooks = Webhooks()
-        self.webhook_delivery = WebhookDelivery(webhooks)
+        webhooks = Webhooks(self.config.webhooks, bus.charges)
+        self.webhooks = webhooks
+        self.webhook_delivery = WebhookDelivery(webhooks, self.config.webhooks)
+        apply_access_settings(bus.access, self.config)
         bus.plug(commands=self.casil.commands(), inspector=self.casil)
         bus.plug(commands=self.omega.commands())
         bus.plug(commands=self.cron.commands(), on_event=self.cron.on_event)
@@ -233,7 +242,11 @@ class Daemon:
                 *counters_of(self.webhook_delivery, "arqonbus_webhook", {
                     "delivered_total": "Webhook POSTs answered 2xx.",
                     "failed_total": "Webhook POSTs that failed, each logged.",
-                    "dropped_total": "Webhook deliveries dropped at the queue bound."}),
+                    "dropped_total": "Webhook deliveries dropped at the queue bound.",
+                    "refused_total": "Webhook POSTs not made: the host resolved to an address "
+                                     "webhooks.allowed_destinations does not allow.",
+                    "loops_total": "Messages not sent to webhooks again at webhooks.max_hops."
+                    }),
                 *counters_of(self.cron, "arqonbus_cron", {
                     "fired_total": "op.cron messages published."}),
                 *counters_of(self.omega, "arqonbus_omega", {
@@ -326,6 +339,9 @@ class Daemon:
         self.bus.settings.max_channels = settings.max_channels
         self.bus.charges.limits = limits_of(fresh.quotas)
         self.store.settings = fresh.store
+        self.cron.settings = fresh.cron
+        self.webhooks.settings = fresh.webhooks
+        apply_access_settings(self.bus.access, fresh)
         self.principals.reload(fresh)
         for adapter in self.adapters:
             adapter.reload(fresh)

@@ -75,6 +75,11 @@ def _absolute_or_empty(value: str) -> str | None:
     return None if value == "" else _absolute(value)
 
 
+def _destinations(value: tuple[str, ...]) -> str | None:
+    from arqond.core.destinations import check_entries  # stdlib only: see casil_policy
+    return check_entries(value)
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -217,6 +222,24 @@ SCHEMA: tuple[Option, ...] = (
     Option("store.max_bytes", int, 67108864, "Bytes of values op.store holds, all principals "
            "together; a set past it is refused with LIMIT_EXCEEDED.", reload=True,
            check=_positive),
+    # op.cron and op.webhook: bounded in all here, per principal in [quotas].
+    Option("cron.max_jobs", int, 1024, "op.cron jobs scheduled at once, all principals "
+           "together; one more is refused with LIMIT_EXCEEDED.", reload=True, check=_positive),
+    Option("webhooks.allow_non_admin", bool, False, "Let identified principals that are not "
+           "admins register webhook rules (anonymous clients never may).", reload=True),
+    Option("webhooks.allowed_destinations", list, (), "Where webhooks may POST: origin "
+           "patterns scheme://host:port with * wildcards (no port: the scheme's default), or "
+           "networks such as 10.0.0.0/8. Empty: nowhere. Loopback, private and link-local "
+           "destinations pass only when listed exactly or by network; checked again with the "
+           "resolved addresses at every delivery.", reload=True, check=_destinations),
+    Option("webhooks.max_rules", int, 1024, "Webhook rules at once, all principals "
+           "together.", reload=True, check=_positive),
+    Option("webhooks.queue_size", int, 1024, "Deliveries waiting for a worker; past it a "
+           "delivery is dropped, logged and counted.", check=_positive),
+    Option("webhooks.max_hops", int, 1, "Webhook POSTs a message may have come through "
+           "(X-Arqond-Webhook-Hops on /v1/publish) and still be sent to webhooks: 1 means a "
+           "message published by a webhook is not sent to webhooks again, so no rule can "
+           "loop.", reload=True, check=_positive),
     # What one principal (a local user, a token subject, an anonymous address) may hold at
     # once; admins are not charged. A refusal names the quota.
     Option("quotas.connections", int, 256, "Connections open at once, all transports.",

@@ -60,7 +60,8 @@ def isolated_sections(tmp: Path) -> dict[str, dict[str, Any]]:
         (tmp / name).mkdir(exist_ok=True)
     return {
         "server": {"port": 0, "telemetry_port": 0, "http_port": 0, "log_level": "debug",
-                   "state_dir": str(tmp / "state"), "control_socket": str(tmp / "control.sock")},
+                   "state_dir": str(tmp / "state"), "control_socket": str(tmp / "control.sock"),
+                   "bus_socket": str(tmp / "bus.sock")},
         "moo": {"dir": str(tmp / "moo"), "log_dir": str(tmp / "log")},
     }
 

@@ -40,7 +40,7 @@ async def test_cron_repeats_then_stops_and_creates_the_channel(daemon, connect_p
     await listener.command("join_channel", {"room": "ops:ticks"})
     response = await scheduler.command("op.cron.schedule", {
         "room": "ops:ticks", "payload": {"n": 1}, "delay_seconds": 0.05,
-        "interval_seconds": 0.05, "repeat_count": 3})
+        "interval_seconds": 0.1, "repeat_count": 3})
     job_id = response["payload"]["data"]["job_id"]
     iterations = [(await listener.recv_type("message"))["metadata"] for _ in range(3)]
     assert iterations == [{"cron_job_id": job_id, "iteration": n} for n in (1, 2, 3)]

@@ -8,7 +8,17 @@ import socket
 import orjson
 import pytest
 
+from tests.conftest import metrics_of
+
 FENCE_TIMEOUT = 5.0
+# What the tests of delivery need: ordinary clients may register, to the receiver on loopback.
+OPEN_TO_LOOPBACK = {"webhooks": {"allow_non_admin": True,
+                                 "allowed_destinations": ["http://127.0.0.1:*"]}}
+
+
+@pytest.fixture
+def daemon(make_daemon):
+    return make_daemon(OPEN_TO_LOOPBACK)
 
 
 class Receiver:
@@ -182,8 +192,76 @@ async def test_full_delivery_queue_drops_and_logs_while_the_bus_delivers_all(dae
         for n in range(count):
             assert (await owner.recv_type("message_response"))["payload"] == {"n": n}
             assert (await other.recv_type("message"))["payload"] == {"n": n}
-        line = daemon.wait_for_line("webhook queue full (1024): delivery dropped, 64 so far")
+        line = daemon.wait_for_line("webhook queue full (webhooks.queue_size 1024): delivery "
+                                    "dropped, 64 so far")
         assert "RULE_ID=wh_" in line
     finally:
         release.set()
         server.close()
+
+
+async def test_only_admins_register_webhooks_unless_the_configuration_says_otherwise(
+        make_daemon, connect_peer):
+    daemon = make_daemon({"webhooks": {"allowed_destinations": ["http://127.0.0.1:*"]}})
+    tcp_client = await connect_peer(daemon.ws_url)  # root over TCP: a local user, no admin
+    refused = await tcp_client.command("op.webhook.register", {"url": "http://127.0.0.1:9/"})
+    assert (refused["status"], refused["error_code"]) == ("error", "AUTHORIZATION_ERROR")
+    assert refused["error"] == "not allowed to use webhooks (allowed: admins)"
+    line = daemon.wait_for_line("not allowed to use webhooks (allowed: admins)")
+    assert f"CLIENT_ID={tcp_client.id} PRINCIPAL=uid:0 UID=0" in line
+    admin = await connect_peer(daemon.control_path)  # root on the control socket: admin
+    ok = await admin.command("op.webhook.register", {"url": "http://127.0.0.1:9/"})
+    assert ok["status"] == "success"
+    daemon.wait_for_line("webhook " + ok["payload"]["data"]["rule_id"] + " registered to "
+                         "http://127.0.0.1:9/")
+
+
+async def test_anonymous_clients_never_register_webhooks(make_daemon, connect_peer):
+    daemon = make_daemon({"auth": {"loopback_identity": False}, **OPEN_TO_LOOPBACK})
+    anonymous = await connect_peer(daemon.ws_url)
+    refused = await anonymous.command("op.webhook.register", {"url": "http://127.0.0.1:9/"})
+    assert refused["error"] == ("not allowed to use webhooks (allowed: identified principals "
+                                "(not anonymous))")
+
+
+@pytest.mark.parametrize("allowed, url, needle", [
+    ([], "https://hooks.example.com/", "https://hooks.example.com:443 is not in "
+     "webhooks.allowed_destinations; an administrator must list it"),
+    (["http://127.0.0.1:8000"], "http://127.0.0.1:8001/", "http://127.0.0.1:8001 is not in "
+     "webhooks.allowed_destinations"),
+    (["http://*:*"], "http://127.0.0.1:8000/", "http://127.0.0.1:8000 is a loopback, private "
+     "or link-local destination; it must be listed exactly (no wildcard) or by network"),
+    (["http://*"], "http://169.254.169.254/latest/meta-data", "http://169.254.169.254:80 is a "
+     "loopback, private or link-local destination"),
+    (["http://*:*"], "http://localhost:8000/", "http://localhost:8000 is a loopback"),
+])
+async def test_webhook_destinations_must_be_listed_and_never_reach_inside_by_wildcard(
+        make_daemon, connect_peer, allowed, url, needle):
+    daemon = make_daemon({"webhooks": {"allow_non_admin": True,
+                                       "allowed_destinations": allowed}})
+    peer = await connect_peer(daemon.ws_url)
+    refused = await peer.command("op.webhook.register", {"url": url})
+    assert (refused["error_code"], refused["error"]) == ("AUTHORIZATION_ERROR", needle) \
+        or needle in refused["error"], refused
+    assert (await peer.command("op.webhook.list"))["payload"]["data"]["count"] == 0
+    daemon.wait_for_line("webhook refused: " + needle)
+
+
+async def test_a_webhook_pointing_at_arqond_itself_does_not_loop(make_daemon, connect_peer):
+    daemon = make_daemon({"webhooks": {"allow_non_admin": True, "allowed_destinations": [
+        "http://127.0.0.1:*"]}})
+    peer = await connect_peer(daemon.ws_url)
+    listener = await connect_peer(daemon.ws_url)
+    await listener.command("join_channel", {"room": "loop:ch"})
+    await peer.command("join_channel", {"room": "loop:ch"})
+    await peer.command("op.webhook.register", {
+        "url": f"{daemon.http_url}/v1/publish?room=loop:ch", "room": "loop", "channel": "ch"})
+    await peer.send({"type": "message", "room": "loop:ch", "payload": {"n": 1}})
+    # The message, then the copy the webhook published back: once, never again.
+    assert (await listener.recv_type("message"))["payload"] == {"n": 1}
+    echoed = await listener.recv_type("message")
+    assert echoed["payload"]["envelope"]["payload"] == {"n": 1}
+    await listener.expect_silence(0.5)
+    metrics = metrics_of(daemon)
+    assert metrics["arqonbus_webhook_loops_total"] == 1
+    assert metrics["arqonbus_webhook_delivered_total"] == 1

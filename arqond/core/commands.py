@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 from arqond import __version__
+from arqond.core.access import Action
 from arqond.core.envelope import json_type, now_iso
 from arqond.core.errors import ErrorCode
 from arqond.core.router import RoutingError, split_target
@@ -75,6 +76,12 @@ class CommandContext:
             raise CommandError(ErrorCode.VALIDATION_ERROR, f"{self.name} requires room and channel "
                                "(as {\"room\": R, \"channel\": C} or \"R:C\")")
         return room, channel
+
+    def require(self, action: Action, zgent: str | None = None) -> None:
+        """Refused (AUTHORIZATION_ERROR naming the rule, logged) unless this client's
+        principal may ``action`` (arqond/core/access.py)."""
+        if not self.bus.access.allows(self.client.principal, action, zgent):
+            self.bus.refuse(self.client, action, zgent)
 
     def require_admin(self) -> None:
         if not self.client.admin:

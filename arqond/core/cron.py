@@ -11,17 +11,18 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from arqond.core.access import Action
 from arqond.core.commands import Command, CommandContext, CommandError, owned_item
 from arqond.core.envelope import now_iso
 from arqond.core.errors import ErrorCode
+from arqond.core.principal import Principal
+from arqond.core.quotas import Quota, QuotaExceeded
 from arqond.core.router import check_name, split_target
 from arqond.core.timers import Timers
 
 if TYPE_CHECKING:
     from arqond.core.bus import Bus
 
-MAX_JOBS = 1024
-MAX_JOBS_PER_OWNER = 64
 MIN_SECONDS = 0.01          # shortest delay or interval: bounds the publish rate of one job
 MAX_SECONDS = 31 * 86400.0
 MAX_REPEAT = 1_000_000
@@ -31,7 +32,8 @@ CRON_SENDER = "op-cron"
 @dataclass
 class Job:
     job_id: str
-    owner: str
+    owner: str                  # the client that scheduled it: the job ends with it
+    principal: Principal        # who it is charged to
     room: str
     channel: str
     payload: dict[str, Any]
@@ -41,6 +43,12 @@ class Job:
     created_at: str
     iteration: int = 0
 
+    @property
+    def rate(self) -> float:
+        """Messages per second it may publish: what quotas.cron_rate counts."""
+        return 1 / self.interval_seconds if self.interval_seconds and self.repeat_count > 1 \
+            else 0.0
+
     def describe(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "room": self.room, "channel": self.channel,
                 "delay_seconds": self.delay_seconds, "interval_seconds": self.interval_seconds,
@@ -48,9 +56,11 @@ class Job:
 
 
 class Cron:
-    def __init__(self, bus: "Bus", timers: Timers) -> None:
+    def __init__(self, bus: "Bus", timers: Timers, settings: Any) -> None:
+        """``settings``: the [cron] section (max_jobs)."""
         self.bus = bus
         self.timers = timers
+        self.settings = settings
         self.jobs: dict[str, Job] = {}
         self.fired_total = 0
 
@@ -65,7 +75,7 @@ class Cron:
         job.iteration += 1
         self.fired_total += 1
         if job.iteration >= job.repeat_count:
-            del self.jobs[job.job_id]
+            self._forget(job)
         else:
             assert job.interval_seconds is not None
             self.timers.arm(job.job_id, job.interval_seconds, lambda: self._fire(job))
@@ -81,11 +91,17 @@ class Cron:
                 self._drop(job_id, "owner disconnected")
 
     def _drop(self, job_id: str, reason: str) -> None:
-        del self.jobs[job_id]
+        self._forget(self.jobs[job_id])
         self.timers.disarm(job_id)
         self.bus.emit("cron_cancelled", job_id=job_id, reason=reason)
 
+    def _forget(self, job: Job) -> None:
+        del self.jobs[job.job_id]
+        self.bus.charges.release(job.principal, Quota.CRON_JOBS)
+        self.bus.charges.release(job.principal, Quota.CRON_RATE, job.rate)
+
     def _schedule(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        ctx.require(Action.CRON)
         room, channel = split_target(ctx.arg("room", str), ctx.arg("channel", str))
         if room is None or channel is None:
             raise CommandError(ErrorCode.VALIDATION_ERROR,
@@ -103,11 +119,12 @@ class Cron:
         if repeat > 1 and interval is None:
             raise CommandError(ErrorCode.VALIDATION_ERROR, "Validation error: interval_seconds is "
                                "required when repeat_count > 1")
-        owned = sum(1 for j in self.jobs.values() if j.owner == ctx.client.id)
-        if owned >= MAX_JOBS_PER_OWNER or len(self.jobs) >= MAX_JOBS:
-            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"cron job limit reached ({owned} of "
-                               f"{MAX_JOBS_PER_OWNER} for this client, {len(self.jobs)} of "
-                               f"{MAX_JOBS} in all)")
+        limit = self.settings.max_jobs
+        if len(self.jobs) >= limit:
+            self.bus.emit("limit_reached", limit="cron.max_jobs", value=limit,
+                          client_id=ctx.client.id)
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"cron.max_jobs ({limit}) jobs are "
+                               "scheduled already")
         # Content inspection applies to what will be published, as if the client sent it now.
         verdict = self.bus.screen({"id": ctx.envelope["id"], "type": "message", "room": room,
                                    "channel": channel, "payload": payload}, ctx.client.id)
@@ -116,8 +133,19 @@ class Cron:
                                {"reason": verdict.reason})
         if verdict is not None and verdict.replace_payload:
             payload = verdict.payload
-        job = Job("cron_" + os.urandom(6).hex(), ctx.client.id, room, channel, payload, delay,
-                  interval, repeat, now_iso())
+        principal = ctx.client.principal
+        job = Job("cron_" + os.urandom(6).hex(), ctx.client.id, principal, room, channel,
+                  payload, delay, interval, repeat, now_iso())
+        charges = self.bus.charges
+        try:
+            charges.charge(principal, Quota.CRON_JOBS)
+            try:
+                charges.charge(principal, Quota.CRON_RATE, job.rate)
+            except QuotaExceeded:
+                charges.release(principal, Quota.CRON_JOBS)
+                raise
+        except QuotaExceeded as exc:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
         self.jobs[job.job_id] = job
         self.timers.arm(job.job_id, delay, lambda: self._fire(job))
         self.bus.emit("cron_scheduled", job_id=job.job_id, delay=delay, client_id=ctx.client.id)

@@ -2,7 +2,8 @@
 
 The table and the commands live here, without I/O. ``Webhooks.matching`` tells the delivery
 adapter which rules a routed envelope matches; the adapter does the POSTs. A client's rules go
-when it disconnects.
+when it disconnects. Who may register rules is the access policy's (admins, by default);
+where they may point is webhooks.allowed_destinations' (arqond/core/destinations.py).
 """
 
 from __future__ import annotations
@@ -13,27 +14,34 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+from arqond.core.access import Action
 from arqond.core.commands import Command, CommandContext, CommandError, owned_item
+from arqond.core.destinations import refusal
 from arqond.core.envelope import now_iso
 from arqond.core.errors import ErrorCode
+from arqond.core.principal import Principal
+from arqond.core.quotas import Charges, Quota, QuotaExceeded
 from arqond.core.router import check_name, split_target
 
-MAX_RULES = 1024            # in the whole daemon
-MAX_RULES_PER_OWNER = 32
 MAX_HEADERS = 32
 MAX_URL_LENGTH = 2048
 MAX_TIMEOUT_SECONDS = 60.0
 DEFAULT_TIMEOUT_SECONDS = 2.0
+# Envelope key (never on the wire) counting the webhook POSTs a message came through, and the
+# header every webhook POST carries it in.
+HOPS = "_webhook_hops"
+HOPS_HEADER = "X-Arqond-Webhook-Hops"
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 # Headers the delivery itself must control.
 RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "connection",
-                              "transfer-encoding"})
+                              "transfer-encoding", "x-arqond-webhook-hops"})
 
 
 @dataclass
 class Rule:
     rule_id: str
-    owner: str
+    owner: str                  # the client that registered it: the rule ends with it
+    principal: Principal        # who it is charged to
     url: str
     room: str | None
     channel: str | None
@@ -55,7 +63,10 @@ class Rule:
 
 
 class Webhooks:
-    def __init__(self) -> None:
+    def __init__(self, settings: Any, charges: Charges) -> None:
+        """``settings``: the [webhooks] section (max_rules, allowed_destinations, ...)."""
+        self.settings = settings
+        self.charges = charges
         self.rules: dict[str, Rule] = {}
 
     def commands(self) -> dict[str, Command]:
@@ -74,10 +85,16 @@ class Webhooks:
         if event == "client_disconnected":
             owner = fields["client_id"]
             for rule_id in [r.rule_id for r in self.rules.values() if r.owner == owner]:
-                del self.rules[rule_id]
+                self._remove(rule_id)
 
     def _register(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+        ctx.require(Action.WEBHOOK)
         url = _check_url(ctx.arg("url", str, required=True))
+        problem = refusal(urlsplit(url), (), self.settings.allowed_destinations)
+        if problem is not None:
+            ctx.bus.emit("access_refused", client_id=ctx.client.id,
+                         text=f"webhook refused: {problem}", **ctx.client.principal.log_fields())
+            raise CommandError(ErrorCode.AUTHORIZATION_ERROR, problem)
         room, channel = split_target(ctx.arg("room", str), ctx.arg("channel", str))
         for kind, name in (("room", room), ("channel", channel)):
             if name is not None:
@@ -88,15 +105,27 @@ class Webhooks:
             raise CommandError(ErrorCode.VALIDATION_ERROR,
                                "Validation error: timeout_seconds must be "
                                f"greater than 0 and at most {MAX_TIMEOUT_SECONDS:g}")
-        owned = sum(1 for r in self.rules.values() if r.owner == ctx.client.id)
-        if owned >= MAX_RULES_PER_OWNER or len(self.rules) >= MAX_RULES:
-            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"webhook rule limit reached ({owned} of "
-                               f"{MAX_RULES_PER_OWNER} for this client, {len(self.rules)} of "
-                               f"{MAX_RULES} in all)")
-        rule = Rule("wh_" + os.urandom(6).hex(), ctx.client.id, url, room, channel, headers,
-                    float(timeout), now_iso())
+        limit = self.settings.max_rules
+        if len(self.rules) >= limit:
+            ctx.bus.emit("limit_reached", limit="webhooks.max_rules", value=limit,
+                         client_id=ctx.client.id)
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"webhooks.max_rules ({limit}) "
+                               "rules exist already")
+        principal = ctx.client.principal
+        try:
+            self.charges.charge(principal, Quota.WEBHOOKS)
+        except QuotaExceeded as exc:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
+        rule = Rule("wh_" + os.urandom(6).hex(), ctx.client.id, principal, url, room, channel,
+                    headers, float(timeout), now_iso())
         self.rules[rule.rule_id] = rule
+        ctx.bus.emit("audit", text=f"webhook {rule.rule_id} registered to {url}",
+                     client_id=ctx.client.id, **principal.log_fields())
         return "Webhook registered", rule.describe()
+
+    def _remove(self, rule_id: str) -> None:
+        rule = self.rules.pop(rule_id)
+        self.charges.release(rule.principal, Quota.WEBHOOKS)
 
     def _list(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         rules = [r.describe(owner=True) for r in self.rules.values()
@@ -105,7 +134,7 @@ class Webhooks:
 
     def _unregister(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         rule_id, _ = owned_item(ctx, self.rules, "rule_id", "webhook rule", "unregister")
-        del self.rules[rule_id]
+        self._remove(rule_id)
         return "Webhook unregistered", {"rule_id": rule_id, "removed": True}
 
 

@@ -32,6 +32,7 @@ from arqond.core.envelope import SERVER_SENDER, now_iso, serialize
 from arqond.core.errors import ErrorCode
 from arqond.core.framing import Line, LineFramer, too_long
 from arqond.core.metrics import Sample, counters_of, gauge
+from arqond.core.quotas import QuotaExceeded
 from arqond.log import log_event
 from arqond.principals import PrincipalResolver
 from arqond.unix import group_id, peer_credentials
@@ -85,11 +86,17 @@ class ControlConnection(asyncio.Protocol):
             transport.write(_error_line(ErrorCode.CONNECTION_REFUSED, "connection limit reached"))
             transport.close()
             return
-        adapter.connections.add(self)
         # The group database is read once per connection, not per frame.
-        self.client = adapter.bus.attach(
-            ControlSink(transport, server.client_buffer_bytes), "control",
-            adapter.principals.unix(credentials), peer=peer)
+        try:
+            self.client = adapter.bus.attach(
+                ControlSink(transport, server.client_buffer_bytes), "control",
+                adapter.principals.unix(credentials), peer=peer)
+        except QuotaExceeded as exc:
+            adapter.refused_total += 1
+            transport.write(_error_line(ErrorCode.LIMIT_EXCEEDED, str(exc)))
+            transport.close()
+            return
+        adapter.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         client = self.client

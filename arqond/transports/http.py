@@ -35,7 +35,9 @@ from arqond.core.errors import ErrorCode
 from arqond.core.metrics import MetricSource, Sample, counter, gauge
 from arqond.core.principal import Principal
 from arqond.core.protocol import error_frame
+from arqond.core.quotas import QuotaExceeded
 from arqond.core.router import RoutingError, check_name, split_target
+from arqond.core.webhooks import HOPS, HOPS_HEADER
 from arqond.log import log_event
 from arqond.principals import PrincipalResolver
 
@@ -425,8 +427,11 @@ class HttpAdapter:
         assert channel is not None
         bus = self.bus
         sink = StreamSink(exchange, self.config.server.client_buffer_bytes, self)
-        client = bus.attach(sink, "http", principal, peer=exchange.peer, welcome=False,
-                            join_default=False)
+        try:
+            client = bus.attach(sink, "http", principal, peer=exchange.peer, welcome=False,
+                                join_default=False)
+        except QuotaExceeded as exc:
+            raise HttpError(HTTPStatus.TOO_MANY_REQUESTS, str(exc)) from None
         problems = client.identify(request.identity())
         try:
             if problems:
@@ -477,6 +482,9 @@ class HttpAdapter:
         except EnvelopeError as exc:
             reply = error_frame(exc.code, exc.message, errors=exc.errors)
         else:
+            hops = request.headers.get(HOPS_HEADER.lower(), "")
+            if hops.isascii() and hops.isdigit():  # came through a webhook: counted, not looped
+                env[HOPS] = int(hops)
             reply = bus.publish_as(sender, env)
         if reply["type"] == "message_response":
             self.published_total += 1

@@ -20,6 +20,7 @@ from arqond.core.clients import identity_from_query
 from arqond.core.errors import ErrorCode
 from arqond.core.metrics import Sample, counter
 from arqond.core.principal import Principal
+from arqond.core.quotas import QuotaExceeded
 from arqond.principals import PrincipalResolver
 from arqond.transports.wsbase import (WebSocketSink, WriteBatcher, admit, on_unix_socket,
                                       peer_of, serve_websocket)
@@ -29,6 +30,8 @@ log = logging.getLogger("arqond.ws")
 # Seconds that handshakes already under way at shutdown get to finish (see stop()).
 HANDSHAKE_GRACE = 1.0
 HANDSHAKE_SETTLE = 0.05
+CLOSE_POLICY_VIOLATION = 1008
+MAX_CLOSE_REASON = 123  # bytes a close frame's reason may hold (RFC 6455 5.5)
 
 
 class WebSocketAdapter:
@@ -101,7 +104,12 @@ class WebSocketAdapter:
         sink = WebSocketSink(connection, self.config.server.client_buffer_bytes,
                              self.batcher)
         bus = self.bus
-        client = bus.attach(sink, "ws", principal, identity=identity, peer=peer_of(connection))
+        try:
+            client = bus.attach(sink, "ws", principal, identity=identity,
+                                peer=peer_of(connection))
+        except QuotaExceeded as exc:
+            await connection.close(CLOSE_POLICY_VIOLATION, str(exc)[:MAX_CLOSE_REASON])
+            return
         receive = bus.receive
         try:
             async for message in connection:
