@@ -201,6 +201,8 @@ async def _serve_until_stopped(server: Server) -> None:
 def _serve(args: argparse.Namespace) -> int:
     if args.jobs < 1 or args.timeout <= 0:
         raise CliError("--jobs must be at least 1 and --timeout greater than 0")
+    if not args.exec.strip():
+        raise CliError("--exec needs a shell command (HANDLER is empty)")
     server = Server(args, zgent_path(args, ".sock"))
     try:
         asyncio.run(_serve_until_stopped(server))
