@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fixed_ports
 
 pytestmark = pytest.mark.timeout(300)
 MAN = ROOT / "man"
@@ -110,16 +109,6 @@ def commands(text: str) -> list[str]:
         lines = []
     assert not lines, f"an incomplete command at the end of a block:\n{lines}"
     return found
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 class Runner:
@@ -211,8 +200,7 @@ class Runner:
 
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_every_example_of_the_page_runs(make_daemon, tmp_path, document):
-    ws, telemetry, http = free_ports(3)
-    daemon = make_daemon({"server": {"port": ws, "telemetry_port": telemetry, "http_port": http},
+    daemon = make_daemon({**fixed_ports(),
                           "zgents": {name: {} for name in ZGENTS.get(document, [])}})
     runner = Runner(daemon, tmp_path)
     # The tmux examples act on the session of the Zgent they are about.

@@ -60,13 +60,18 @@ def connect_zgent(path: str, timeout: float | None) -> socket.socket:
 def ask(path: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Send one request line, return the one answer line as an object."""
     with connect_zgent(path, timeout) as sock:
-        sock.sendall(jsonrpc.line(request))
+        try:
+            sock.sendall(jsonrpc.line(request))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused at once (moo.max_clients): its one error line is there to read
         with sock.makefile("rb") as stream:
             try:
                 raw = stream.readline()
             except TimeoutError:
                 raise CliError(f"no answer from {path} within {timeout:g}s",
                                EXIT_TIMEOUT) from None
+            except ConnectionResetError:
+                raw = b""
     if not raw:
         raise CliError(f"{path} closed without answering")
     try:
