@@ -1,7 +1,8 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A hello bot: joins a channel and answers every message that says hello.
 
-    python3 examples/hello-bot.py science:general
+    .venv/bin/python examples/hello-bot.py science:general       # in a checkout
+    PYTHONPATH=/usr/lib/arqond python3 hello-bot.py science:general   # next to the package
 
 It finds arqond as the arqon command does (arqond.sdk.local_client): ARQONBUS_WS_URL, else
 the control socket or the WebSocket port named in arqond's configuration (ARQONBUS_CONFIG,
