@@ -19,23 +19,24 @@ from arqond.core.bus import Bus, BusSettings
 from arqond.core.casil import Casil
 from arqond.core.cron import Cron
 from arqond.core.metrics import Sample, counters_of
-from arqond.core.omega import Omega, OmegaSettings
+from arqond.core.omega import Omega
 from arqond.core.webhooks import Webhooks
 from arqond.moo.layer import MooLayer
 from arqond.moo.tailer import NarrativeTailer, TailerError
 from arqond.system import activation, daemonize, journal
 from arqond.system.activation import Activation, ActivationError
 from arqond.system.fdstore import FdStore
-from arqond.system.journal import NOTICE, log_event
-from arqond.system.listeners import ListenerError, bind_tcp, bind_unix, describe
+from arqond.log import MESSAGE_IDS, NOTICE, log_event
+from arqond.system.listeners import ListenerError, bind_tcp, describe
 from arqond.system.notify import Notifier
 from arqond.system.policy import CasilReloader
 from arqond.transports.control import ControlAdapter
 from arqond.transports.http import HttpAdapter
-from arqond.transports.scheduler import CronScheduler
 from arqond.transports.telemetry import TelemetryAdapter
+from arqond.transports.timers import LoopTimers
 from arqond.transports.webhooks import WebhookDelivery
 from arqond.transports.websocket import WebSocketAdapter
+from arqond.unix import bind_unix
 
 log = logging.getLogger("arqond")
 
@@ -89,7 +90,7 @@ class Daemon:
         self.config = config
         self.overrides = overrides
         self.bus = Bus(bus_settings(config))
-        self.bus.listeners.append(self._log_bus_event)
+        self.bus.plug(on_event=self._log_bus_event)
         self.adapters: list[Adapter] = []
         self.stopping = asyncio.Event()
         self.activation = activated or Activation()
@@ -108,15 +109,22 @@ class Daemon:
         bus = self.bus
         # Kept as attributes for their counters (*_total), which /metrics can export.
         self.casil = Casil(bus, configuration.casil_policy(self.config.values))
-        self.omega = Omega(bus, OmegaSettings(**vars(self.config.omega)))
-        self.cron = Cron(bus)
-        self.webhook_delivery = WebhookDelivery(bus, Webhooks(bus))
+        self.omega = Omega(bus, self.config.omega)
+        self.timers = LoopTimers()
+        self.cron = Cron(bus, self.timers)
+        webhooks = Webhooks()
+        self.webhook_delivery = WebhookDelivery(webhooks)
+        bus.plug(commands=self.casil.commands(), inspector=self.casil)
+        bus.plug(commands=self.omega.commands())
+        bus.plug(commands=self.cron.commands(), on_event=self.cron.on_event)
+        bus.plug(commands=webhooks.commands(), on_event=webhooks.on_event,
+                 on_message=self.webhook_delivery.on_message)
         self.adapters += [CasilReloader(self.casil, self.config), self.webhook_delivery,
-                          CronScheduler(bus, self.cron)]
+                          self.timers]
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
         level = EVENT_LEVELS.get(event, logging.DEBUG)
-        if event in journal.MESSAGE_IDS:
+        if event in MESSAGE_IDS:
             log_event(log, level, event, event.replace("_", " "), **fields)
         elif log.isEnabledFor(level):
             log.log(level, "%s %s", event.replace("_", " "),
@@ -166,28 +174,34 @@ class Daemon:
         # The control socket file belongs to systemd when it passed the socket: kept on stop.
         control_owned = "control" not in self.activation.listeners
         control_sock = self.listener("control", lambda: control_listener(config))
-        self.moo = MooLayer(self.bus, config, self.fdstore)
-        self.http = HttpAdapter(self.bus, config, http_sock, state=lambda: self.state,
+        bus = self.bus
+        self.moo = MooLayer(bus, config, self.fdstore)
+        bus.plug(commands=self.moo.commands(), intercepts=self.moo.intercepts())
+        self.http = HttpAdapter(bus, config, http_sock, state=lambda: self.state,
                                 listeners=self.addresses)
-        self.adapters += [
-            WebSocketAdapter(self.bus, config, ws_sock), self.moo,
-            TelemetryAdapter(self.bus, config, telemetry_sock), self.http,
-            ControlAdapter(self.bus, config, control_sock,
-                           owned_path=server.control_socket if control_owned else None)]
+        websocket = WebSocketAdapter(bus, config, ws_sock)
+        telemetry = TelemetryAdapter(bus, config, telemetry_sock)
+        bus.plug(on_event=telemetry.on_event, on_message=telemetry.on_message)
+        control = ControlAdapter(bus, config, control_sock,
+                                 owned_path=server.control_socket if control_owned else None)
+        self.adapters += [websocket, self.moo, telemetry, self.http, control]
+        # What reports through HTTP: counters on /metrics, sections of /status.
+        self.http.metric_sources += [websocket.samples, self.moo.samples, telemetry.samples,
+                                     self.http.samples, control.samples,
+                                     self._operator_lane_samples]
+        self.http.status_providers += [self.moo.status, telemetry.status, control.status]
         if config.narrative.enabled:
             # The tailer publishes broadcast.jsonl through its LOG_DIR link, so the MOO layer
             # only appends to it; otherwise every broadcast would go out twice. It starts
             # after the MOO layer, which makes that link.
             self.moo.publish_broadcasts = False
-            self.adapters.append(NarrativeTailer(
-                self.bus, config, on_zgent_seen=self._zgent_seen,
-                on_query=self.moo.inbox_line, on_reply=self.moo.inbox_line))
+            tailer = NarrativeTailer(bus, config, on_zgent_seen=self._zgent_seen,
+                                     on_query=self.moo.inbox_line,
+                                     on_reply=self.moo.inbox_line)
+            self.adapters.append(tailer)
+            self.http.metric_sources.append(tailer.samples)
         for adapter in self.adapters:
             await adapter.start()
-        # Parts with counters (samples) or /status sections (status) report through HTTP.
-        self.http.metric_sources += [a.samples for a in self.adapters if hasattr(a, "samples")]
-        self.http.metric_sources.append(self._operator_lane_samples)
-        self.http.status_providers += [a.status for a in self.adapters if hasattr(a, "status")]
 
     def _operator_lane_samples(self) -> list[Sample]:
         return [*counters_of(self.casil, "arqonbus_casil", {

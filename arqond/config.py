@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import dataclass, make_dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from arqond.core import zgents
@@ -240,24 +240,43 @@ OPTIONS: dict[str, Option] = {option.key: option for option in SCHEMA}
 SECTIONS = tuple(dict.fromkeys(option.section for option in SCHEMA))
 
 
-@dataclass
-class Config:
-    values: dict[str, Any]
-    path: str | None = None
-    tables: dict[str, Any] = field(default_factory=dict)  # free-form tables, e.g. [zgents.*]
+def _section_types() -> dict[str, type]:
+    """One frozen dataclass per [section], its fields the section's keys: built once, so a
+    read on a per-frame path is a plain attribute lookup."""
+    return {section: make_dataclass(
+        f"{section.capitalize()}Section",
+        [(option.name, Any) for option in SCHEMA if option.section == section],
+        frozen=True, slots=True) for section in SECTIONS}
 
-    def __getattr__(self, section: str) -> SimpleNamespace:
-        if section not in SECTIONS:
-            raise AttributeError(section)
-        prefix = section + "."
-        return SimpleNamespace(**{k[len(prefix):]: v for k, v in self.values.items()
-                                  if k.startswith(prefix)})
+
+SECTION_TYPES = _section_types()
+
+
+class Config:
+    """The effective configuration of one load: read-only sections (``config.server.port``),
+    the raw values by key, and the free-form tables ([zgents.NAME])."""
+
+    def __init__(self, values: dict[str, Any], path: str | None = None,
+                 tables: dict[str, Any] | None = None) -> None:
+        self.values = MappingProxyType(dict(values))
+        self.path = path
+        self.tables = tables or {}
+        for section, kind in SECTION_TYPES.items():
+            prefix = section + "."
+            setattr(self, section, kind(**{key[len(prefix):]: value
+                                           for key, value in values.items()
+                                           if key.startswith(prefix)}))
 
     def get(self, key: str) -> Any:
         return self.values[key]
 
     def changed_keys(self, other: "Config") -> list[str]:
         return sorted(k for k in self.values if self.values[k] != other.values.get(k))
+
+
+def defaults() -> Config:
+    """The built-in defaults alone: what parts of arqond start from when no file says more."""
+    return Config({option.key: option.default for option in SCHEMA})
 
 
 def _zgents_table(body: Any) -> None:

@@ -1,12 +1,15 @@
-"""The Python client library: ArqonBusClient, call-compatible with the ArqonBus SDK.
+"""The Python client library: ArqonBusClient, the ArqonBus SDK's client with arqond's extras.
 
-``connect``, ``close``, ``async with``, ``send_json`` and ``recv_json`` behave as existing
-ArqonBus code expects; ``join``, ``leave``, ``publish``, ``command`` and ``async for`` are the
-conveniences on top. ControlSocketClient is the same client over arqond's local control
-socket. While ``command`` waits for its response, frames that arrive meanwhile are
-kept (up to a bound) and returned by later ``recv_json`` calls, so nothing is lost.
-``local_client`` finds the local arqond the way the ``arqon`` command does: from the daemon's
-own configuration file.
+Code written for ArqonBus imports it as ``arqonbus.sdk``; ``arqonbus.sdk.client`` is this very
+module, so what such code's tests patch there (``websockets.connect``, or ``websockets`` itself)
+is what ``connect`` calls. ``connect``, ``close``, ``async with``, ``connected``, ``send_json``
+and ``recv_json`` behave as the ArqonBus SDK's do, down to the error classes and texts
+(docs/compat-sdk.md lists each behaviour and the few deliberate differences). ``join``,
+``leave``, ``publish``, ``command`` and ``async for`` are the conveniences on top; while
+``command`` waits for its response, frames that arrive meanwhile are kept (up to a bound) and
+returned by later ``recv_json`` calls, so nothing is lost. ControlSocketClient is the same
+client over arqond's local control socket. ``local_client`` finds the local arqond the way the
+``arqon`` command does: from the daemon's own configuration file.
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ import json
 import os
 import urllib.parse
 from collections import deque
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Mapping, Protocol
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+import websockets
 
 from arqond import config as configuration
 from arqond.core.envelope import IdGenerator
@@ -28,17 +30,21 @@ PENDING_LIMIT = 10000
 # Longest line accepted from the control socket (a history answer can be large).
 CONTROL_LINE_LIMIT = 1 << 28
 
+NOT_CONNECTED = "Client is not connected"
+TIMED_OUT = "Timed out waiting for message"
+
 
 class ArqonBusSDKError(Exception):
-    pass
+    """Base of every error the client raises."""
 
 
 class ArqonBusConnectionError(ArqonBusSDKError):
-    pass
+    """Connecting, sending or receiving failed, or a receive timed out."""
 
 
 class ArqonBusProtocolError(ArqonBusSDKError):
-    pass
+    """A frame arrived that is not a JSON object, or too many frames arrived while a
+    command waited for its response."""
 
 
 class CommandFailed(ArqonBusSDKError):
@@ -47,6 +53,17 @@ class CommandFailed(ArqonBusSDKError):
     def __init__(self, response: dict[str, Any]) -> None:
         super().__init__(f"{response.get('error_code')}: {response.get('error')}")
         self.response = response
+
+
+class FrameConnection(Protocol):
+    """What the client uses of a connection: a websockets ClientConnection, or the control
+    socket's lines behind the same three calls."""
+
+    async def send(self, message: str) -> None: ...
+
+    async def recv(self) -> str | bytes: ...
+
+    async def close(self) -> None: ...
 
 
 class ArqonBusClient:
@@ -60,21 +77,29 @@ class ArqonBusClient:
         # Who the client says it is: arqond shows it, and uses it as a broadcast's "from".
         self.screen_name = screen_name
         self.client_id: str | None = None
-        self._connection: ClientConnection | None = None
+        self._websocket: FrameConnection | None = None  # the attribute name ArqonBus's SDK uses
         self._pending: deque[dict[str, Any]] = deque()
         self._ids = IdGenerator()
 
     @property
     def connected(self) -> bool:
-        return self._connection is not None
+        """Whether a connection is held; as in ArqonBus, still true after the server closed it
+        until ``close``."""
+        return self._websocket is not None
 
-    async def connect(self) -> None:
+    def _connection_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
         if self.jwt_token:
             headers["Authorization"] = f"Bearer {self.jwt_token}"
+        return headers
+
+    async def _open(self) -> FrameConnection:
         try:
-            self._connection = await connect(self._identified_url(), additional_headers=headers,
-                                             open_timeout=self.connect_timeout)
+            # Exactly these arguments: ArqonBus SDK tests replace connect with a function
+            # that takes only them.
+            return await websockets.connect(self._identified_url(),
+                                            additional_headers=self._connection_headers(),
+                                            open_timeout=self.connect_timeout)
         except Exception as exc:
             raise ArqonBusConnectionError(f"Failed to connect to {self.ws_url}: {exc}") from exc
 
@@ -87,10 +112,22 @@ class ArqonBusClient:
         query.append(("screen_name", self.screen_name))
         return parts._replace(query=urllib.parse.urlencode(query)).geturl()
 
+    async def connect(self) -> None:
+        """Open a connection. On a connected client the new one replaces the old, which is
+        closed once the new one is open (ArqonBus's SDK leaves it open, unreachable); when
+        connecting fails, the old one stays in use."""
+        connection = await self._open()
+        await self.close()
+        self._websocket = connection
+        self.client_id = None  # the new welcome frame sets it
+
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        """Close the connection; closing a closed client does nothing."""
+        if self._websocket is None:
+            return
+        await self._websocket.close()
+        self._websocket = None
+        self._pending.clear()  # frames of the old connection are no answer on a new one
 
     async def __aenter__(self) -> "ArqonBusClient":
         await self.connect()
@@ -99,46 +136,51 @@ class ArqonBusClient:
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
 
-    def _require(self) -> ClientConnection:
-        if self._connection is None:
-            raise ArqonBusConnectionError("Not connected")
-        return self._connection
+    def _require(self) -> FrameConnection:
+        if self._websocket is None:
+            raise ArqonBusConnectionError(NOT_CONNECTED)
+        return self._websocket
 
     async def send_json(self, message: Mapping[str, Any]) -> None:
-        await self._send_text(json.dumps(dict(message)))
+        """Send ``dict(message)`` as one JSON text frame, unchanged (no envelope filling).
 
-    async def _send_text(self, text: str) -> None:
+        Whatever fails, a value that is not a mapping or not JSON included, is an
+        ArqonBusConnectionError "Send failed: ...", and nothing is sent.
+        """
+        connection = self._require()
         try:
-            await self._require().send(text)
-        except ConnectionClosed as exc:
-            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
-
-    async def _recv_text(self) -> str | bytes:
-        try:
-            return await self._require().recv()
-        except ConnectionClosed as exc:
-            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
+            await connection.send(json.dumps(dict(message)))
+        except Exception as exc:
+            raise ArqonBusConnectionError(f"Send failed: {exc}") from exc
 
     async def _read(self, timeout: float | None) -> dict[str, Any]:
+        """The next frame from the connection; ``timeout`` as asyncio.wait_for takes it (None
+        waits, 0 or less times out at once)."""
+        connection = self._require()
         try:
-            raw = await asyncio.wait_for(self._recv_text(), timeout)
-        except asyncio.TimeoutError:
-            raise ArqonBusConnectionError("Timed out waiting for message") from None
-        try:
-            frame = json.loads(raw)
-        except (TypeError, ValueError) as exc:
-            raise ArqonBusProtocolError(f"Invalid JSON frame: {exc}") from None
+            frame = json.loads(await asyncio.wait_for(connection.recv(), timeout))
+        except TimeoutError as exc:
+            raise ArqonBusConnectionError(TIMED_OUT) from exc
+        except json.JSONDecodeError as exc:
+            raise ArqonBusProtocolError(f"Invalid JSON payload: {exc}") from exc
+        except ArqonBusSDKError:
+            raise
+        except Exception as exc:  # closed connection, a second concurrent receive, bad bytes
+            raise ArqonBusConnectionError(f"Receive failed: {exc}") from exc
         if not isinstance(frame, dict):
-            raise ArqonBusProtocolError("Frame is not a JSON object")
+            raise ArqonBusProtocolError("Received non-object JSON payload")
         payload = frame.get("payload")
         if self.client_id is None and isinstance(payload, dict) and "welcome" in payload:
             self.client_id = payload.get("client_id")
         return frame
 
     async def recv_json(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next frame, a JSON object. As in ArqonBus, a ``timeout`` of None or 0 waits
+        for as long as it takes."""
+        self._require()
         if self._pending:
             return self._pending.popleft()
-        return await self._read(timeout)
+        return await self._read(timeout or None)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         while True:
@@ -194,8 +236,34 @@ class ArqonBusClient:
         return message_id
 
 
+class _ControlConnection:
+    """arqond's control socket (one JSON object per line) behind a WebSocket's send, recv
+    and close."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def send(self, message: str) -> None:
+        self._writer.write(message.encode() + b"\n")
+        await self._writer.drain()
+
+    async def recv(self) -> bytes:
+        line = await self._reader.readline()  # ValueError for a line over CONTROL_LINE_LIMIT
+        if not line:
+            raise ArqonBusConnectionError("Connection closed by arqond")
+        return line
+
+    async def close(self) -> None:
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except OSError:
+            pass  # already gone: nothing left to close
+
+
 class ControlSocketClient(ArqonBusClient):
-    """The same client over arqond's local control socket: one JSON object per line.
+    """The same client over arqond's local control socket.
 
     No JWT or headers: arqond reads who the peer is from the kernel.
     """
@@ -204,56 +272,24 @@ class ControlSocketClient(ArqonBusClient):
                  screen_name: str | None = None) -> None:
         super().__init__(path, connect_timeout=connect_timeout, screen_name=screen_name)
         self.path = path
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
 
-    @property
-    def connected(self) -> bool:
-        return self._writer is not None
-
-    async def connect(self) -> None:
+    async def _open(self) -> FrameConnection:
         try:
-            self._reader, self._writer = await asyncio.wait_for(
+            return _ControlConnection(*await asyncio.wait_for(
                 asyncio.open_unix_connection(self.path, limit=CONTROL_LINE_LIMIT),
-                self.connect_timeout)
-        except asyncio.TimeoutError:
+                self.connect_timeout))
+        except TimeoutError:
             raise ArqonBusConnectionError(f"Failed to connect to {self.path}: timed out") \
                 from None
         except OSError as exc:
             raise ArqonBusConnectionError(
                 f"Failed to connect to {self.path}: {exc.strerror or exc}") from None
+
+    async def connect(self) -> None:
+        await super().connect()
         if self.screen_name is not None:  # a socket has no query string: the command says it
             await self.command("identify", {"screen_name": self.screen_name},
                                timeout=self.connect_timeout)
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            try:
-                await self._writer.wait_closed()
-            except OSError:
-                pass  # already gone: nothing left to close
-            self._reader = self._writer = None
-
-    async def _send_text(self, text: str) -> None:
-        if self._writer is None:
-            raise ArqonBusConnectionError("Not connected")
-        self._writer.write(text.encode() + b"\n")
-        try:
-            await self._writer.drain()
-        except OSError as exc:
-            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
-
-    async def _recv_text(self) -> bytes:
-        if self._reader is None:
-            raise ArqonBusConnectionError("Not connected")
-        try:
-            line = await self._reader.readline()
-        except (OSError, ValueError) as exc:  # ValueError: a line over CONTROL_LINE_LIMIT
-            raise ArqonBusConnectionError(f"Connection closed: {exc}") from exc
-        if not line:
-            raise ArqonBusConnectionError("Connection closed by arqond")
-        return line
 
 
 # -- finding the local arqond ------------------------------------------------------------------

@@ -164,14 +164,15 @@ def test_inspection_fault_falls_back_to_default_decision():
 def test_bus_hook_blocks_before_routing_and_costs_nothing_when_disabled():
     bus = Bus()
     casil = Casil(bus, Policy())
-    assert bus.inspector is None
+    bus.plug(commands=casil.commands(), inspector=casil)
+    assert not casil.enabled  # the Bus's one check per frame
     sender_sink, receiver_sink = ListSink(), ListSink()
     sender = bus.attach(sender_sink, "test")
     bus.attach(receiver_sink, "test")
     heard = []
-    bus.listeners.append(lambda event, fields: heard.append(event))
+    bus.plug(on_event=lambda event, fields: heard.append(event))
     casil.set_policy(Policy(enabled=True, mode="enforce", block_on_probable_secret=True))
-    assert bus.inspector is casil
+    assert casil.enabled
     bus.receive(sender, '{"type":"message","id":"arq_1_9_abcdef","payload":{"password":"x"}}')
     error = sender_sink.frames[-1]
     assert error["error"] == "CASIL blocked message" and error["request_id"] == "arq_1_9_abcdef"

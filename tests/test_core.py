@@ -122,7 +122,7 @@ def test_server_publish_creates_channel_and_reaches_wildcards():
     client = bus.attach(sink, "test")
     bus.router.join(client, "*", "narrative")
     events = []
-    bus.listeners.append(lambda event, fields: events.append(event))
+    bus.plug(on_event=lambda event, fields: events.append(event))
     delivered = bus.publish({"room": "dreader", "channel": "narrative", "sender": "dreader",
                              "payload": {"content": "x"}})
     assert delivered == 1

@@ -43,6 +43,8 @@ NOT_RUN = {
         "a remote bus with a token: test_cli.py runs tail with --jwt against auth",
     ("arqond.8", "systemctl enable --now arqond.socket arqond-telemetry.socket \\"):
         "systemd as PID 1: test_system_nspawn.py",
+    ("arqond.8", "PYTHONPATH=/usr/lib/arqond ARQONBUS_WS_URL=ws://127.0.0.1:9100 \\"):
+        "ArqonBus's own hello_world_bot.py, not in this tree: test_sdk_compat.py runs it",
     ("arqond.8", "arqond --daemon --pidfile /run/arqond.pid"):
         "detaches a daemon on the default ports: test_lifecycle.py "
         "test_daemon_mode_pidfile",

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from arqond.system.journal import MESSAGE_IDS
+from arqond.log import MESSAGE_IDS
 
 from .conftest import ROOT
 
@@ -38,7 +38,7 @@ HARNESS = textwrap.dedent("""\
 DRIVER = textwrap.dedent("""\
     import asyncio, logging, signal, subprocess, sys
     from arqond.system import journal
-    from arqond.system.journal import NOTICE, log_event
+    from arqond.log import NOTICE, log_event
     journal.setup("debug")
     assert isinstance(journal.logger.handlers[0], journal.JournalHandler)
     log = logging.getLogger("arqond.moo")

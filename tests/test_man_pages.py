@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from arqond import app, cli, config
+from arqond.core.errors import ErrorCode, RpcCode
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"
@@ -177,3 +178,14 @@ def test_every_arqon_subcommand_and_flag_is_in_arqon_1(pages, monkeypatch):
     missing = sorted({flag for parser_ in [parser] + [sub for _, sub in found]
                       for flag in flags(parser_) if not mentions(options, flag)} - {"--help"})
     assert not missing, f"add to man/arqon.1 OPTIONS: {missing}"
+
+
+def test_every_wire_error_code_is_listed_where_users_look_them_up():
+    """arqond(8) lists the error_code values of the bus, arqond-moo(7) the JSON-RPC codes of
+    Zgent sockets; both lists follow arqond/core/errors.py."""
+    bus_page = (MAN / "arqond.8").read_text()
+    moo_page = (MAN / "arqond-moo.7").read_text()
+    for code in ErrorCode:
+        assert re.search(rf"^\.It Li .*\b{code.value}\b", bus_page, re.M), code
+    for code in RpcCode:
+        assert re.search(rf"^\.It Li \\-{-code.value}$", moo_page, re.M), code

@@ -10,7 +10,8 @@ import pytest
 from arqond.cli.narrative import format_moo_line, hook_line
 from arqond.core import narrative
 from arqond.core.envelope import MAX_ID_LENGTH
-from arqond.core.narrative import Line, LineBuffer, QueryTracker, Target
+from arqond.core.framing import Line
+from arqond.core.narrative import QueryTracker, Target
 
 ID_RE = re.compile(r"^arq_\d+_\d+_[0-9a-f]{6}$")
 GOOD = b'{"ts":"2026-02-12T10:00:00Z","from":"dreader","type":"narrative","content":"hi"}'
@@ -43,25 +44,6 @@ def test_file_names_map_to_room_channel(filename, expected):
 def test_bad_file_names_are_refused_with_a_reason(filename, reason):
     refused = narrative.target_of(filename)
     assert isinstance(refused, str) and reason in refused
-
-
-def test_line_buffer_holds_partial_lines_until_newline():
-    buffer = LineBuffer(100, 1000)
-    assert buffer.feed(b'{"a":') == []
-    assert buffer.read_position == 105 and buffer.offset == 100
-    lines = buffer.feed(b'1}\n{"b":2}\n{"c"')
-    assert lines == [Line(100, b'{"a":1}', 7), Line(108, b'{"b":2}', 7)]
-    assert buffer.offset == 116 and buffer.read_position == 120
-    assert buffer.feed(b":3}\n") == [Line(116, b'{"c":3}', 7)]
-
-
-def test_line_buffer_cuts_overlong_lines_and_keeps_going():
-    buffer = LineBuffer(0, 8)
-    lines = buffer.feed(b"0123456789")
-    assert lines == [] and len(buffer.pending) == 8  # memory stays at the bound
-    lines = buffer.feed(b"abcdef\nok\n")
-    assert lines == [Line(0, b"01234567", 16), Line(17, b"ok", 2)]
-    assert lines[0].cut and not lines[1].cut and buffer.offset == 20
 
 
 def test_fingerprint_covers_the_first_line_and_waits_for_it():

@@ -56,7 +56,7 @@ async def started(tmp_path: Path, recorder: Recorder, **narrative: Any) -> Narra
         "moo": {"dir": str(tmp_path / "moo"), "log_dir": str(tmp_path / "log")},
         "narrative": narrative})
     bus = Bus()
-    bus.observers.append(recorder.observe)
+    bus.plug(on_message=recorder.observe)
     tailer = NarrativeTailer(bus, configuration.load(str(path), environ={}),
                              on_zgent_seen=recorder.on_zgent_seen, on_query=recorder.on_query,
                              on_reply=recorder.on_reply)

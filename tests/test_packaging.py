@@ -30,6 +30,7 @@ pytestmark = [
 
 # Installed on both, relative to /; units differ in their directory only.
 SHIPPED = ["usr/bin/arqond", "usr/bin/arqon", "usr/lib/arqond/arqond/app.py",
+           "usr/lib/arqond/arqonbus/sdk/client.py", "usr/lib/arqond/arqonbus/protocol/ids.py",
            "usr/lib/arqond/websockets/__init__.py", "usr/lib/arqond/orjson/__init__.py",
            "usr/lib/sysusers.d/arqond.conf", "usr/lib/tmpfiles.d/arqond.conf",
            "etc/arqond/arqond.toml", "etc/logrotate.d/arqond",

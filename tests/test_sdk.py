@@ -60,7 +60,8 @@ async def test_connection_errors_are_sdk_errors(daemon):
         await quiet.recv_json(2)
         with pytest.raises(ArqonBusConnectionError, match="Timed out waiting for message"):
             await quiet.recv_json(timeout=0.2)
-    with pytest.raises(ArqonBusConnectionError, match="Not connected"):
+    # ArqonBus's text for it, which replaced arqond's "Not connected".
+    with pytest.raises(ArqonBusConnectionError, match="^Client is not connected$"):
         await ArqonBusClient(daemon.ws_url).send_json({})
 
 

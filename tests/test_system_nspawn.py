@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from arqond.system.journal import MESSAGE_IDS
+from arqond.log import MESSAGE_IDS
 
 from .conftest import ROOT
 

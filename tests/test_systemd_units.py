@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from arqond.system.journal import MESSAGE_IDS
+from arqond.log import MESSAGE_IDS
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"

@@ -6,8 +6,8 @@ import pytest
 
 from arqond import config as configuration
 from arqond.core import jsonrpc, zgents
+from arqond.core.errors import RpcCode
 from arqond.core.jsonrpc import Pending, PendingTable, RpcError
-from arqond.core.lines import LineFramer, Refused
 from arqond.core.zgents import Mailbox, Spec, Zgent, ZgentError
 
 
@@ -102,52 +102,13 @@ def test_mailbox_drops_the_oldest_at_its_bound_and_counts():
     assert box.resize(1) == 2 and box.get() == {"n": 2} and box.dropped == 3
 
 
-def test_framer_splits_lines_across_chunks():
-    framer = LineFramer(10)
-    assert framer.feed(b"ab") == []
-    assert framer.feed(b"c\nde\n\nf") == [b"abc", b"de", b""]
-    assert framer.feed(b"g\n") == [b"fg"]
-
-
-def test_framer_refuses_an_over_long_line_whole_and_keeps_its_neighbours():
-    framer = LineFramer(10)
-    out = framer.feed(b"ok\n" + b"x" * 8)
-    out += framer.feed(b"y" * 30)
-    out += framer.feed(b"z\nnext\n")
-    assert out == [b"ok", Refused("line longer than 10 bytes", 39), b"next"]
-    assert len(framer.pending) == 0
-
-
-@pytest.mark.parametrize("line, out", [
-    (b"x" * 10 + b"\n", [b"x" * 10]),                      # whole, at the bound
-    (b"x" * 11 + b"\n", [Refused("line longer than 10 bytes", 11)]),   # one past it
-    (b"\n", [b""]),
-])
-def test_framer_takes_a_whole_line_in_one_piece_as_the_long_way_does(line, out):
-    assert LineFramer(10).feed(line) == out
-    long_way = LineFramer(10)
-    assert long_way.feed(line[:1]) + long_way.feed(line[1:]) == out
-    assert LineFramer(10).feed(b"") == []
-
-
-def test_framer_cut_drops_an_unfinished_line():
-    framer = LineFramer(10)
-    framer.feed(b"half")
-    refused = framer.cut()
-    assert refused is not None and refused.size == 4
-    assert framer.feed(b"whole\n") == [b"whole"]
-    assert framer.cut() is None
-    framer.feed(b"y" * 11)
-    assert framer.cut() == Refused("line longer than 10 bytes", 11)
-
-
 def test_json_rpc_decoding_and_request_checks():
     with pytest.raises(RpcError) as caught:
-        jsonrpc.decode(b"{nope")
-    assert caught.value.code == jsonrpc.PARSE_ERROR
+        jsonrpc.decode(b"{nope", 64)
+    assert caught.value.code == RpcCode.PARSE_ERROR
     with pytest.raises(RpcError) as caught:
-        jsonrpc.decode(b"[1]")
-    assert caught.value.code == jsonrpc.INVALID_REQUEST
+        jsonrpc.decode(b"[1]", 64)
+    assert caught.value.code == RpcCode.INVALID_REQUEST
     jsonrpc.check_request({"id": "q-1", "method": "query", "params": {}, "replyTo": "pc"})
     for bad, needle in [({"id": "q", "method": 3}, '"method"'),
                         ({"id": [1], "method": "m"}, '"id"'),
@@ -156,7 +117,7 @@ def test_json_rpc_decoding_and_request_checks():
                         ({"id": 1, "method": "m", "extra": 1}, "'extra'")]:
         with pytest.raises(RpcError) as caught:
             jsonrpc.check_request(bad)
-        assert caught.value.code == jsonrpc.INVALID_REQUEST and needle in caught.value.message
+        assert caught.value.code == RpcCode.INVALID_REQUEST and needle in caught.value.message
     assert jsonrpc.check_response({"id": 1, "result": None}) is None
     assert "exactly one" in jsonrpc.check_response({"id": 1})
     assert "exactly one" in jsonrpc.check_response({"id": 1, "result": 1, "error": {}})

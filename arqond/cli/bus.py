@@ -17,7 +17,7 @@ from arqond.cli.common import (CliError, add_bus_arguments, bus_client, cli_conf
                                colour_on, command_data, keep_only, paint, parse_json,
                                print_json, print_line, run)
 from arqond.cli import narrative
-from arqond.sdk import ArqonBusClient, CommandFailed
+from arqond.sdk import TIMED_OUT, ArqonBusClient, ArqonBusConnectionError, CommandFailed
 
 STDIN_LINE_LIMIT = 1 << 24
 
@@ -177,7 +177,10 @@ async def _send_one(client: ArqonBusClient, args: argparse.Namespace, payload: A
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout_seconds
     while True:
-        frame = await client.recv_json(timeout=max(0.0, deadline - loop.time()))
+        remaining = deadline - loop.time()
+        if remaining <= 0:  # recv_json(timeout=0) would wait for ever, as ArqonBus's does
+            raise ArqonBusConnectionError(TIMED_OUT)
+        frame = await client.recv_json(timeout=remaining)
         if frame.get("type") == "message_response" and frame.get("id") == message_id:
             print_line(frame)
             return True

@@ -17,14 +17,15 @@ import orjson
 
 from arqond.cli.common import CliError, fail, parse_json, print_compact, zgent_path
 from arqond.core import jsonrpc
+from arqond.core.errors import RpcCode
 
 # Exit statuses (arqon(1) EXIT STATUS); 1 is any other failure, 2 a usage error.
 EXIT_HANDLER_ERROR = 3   # an error object from the handler (or from arqond about the request)
 EXIT_NOT_SERVING = 4     # -32001, or no socket: not registered, or another MOO dir
 EXIT_TIMEOUT = 5         # -32002, or no answer within --timeout
 EXIT_REFUSED = 6         # -32003, -32004, or the socket refused the connection
-EXIT_OF_CODE = {jsonrpc.NOT_SERVING: EXIT_NOT_SERVING, jsonrpc.TIMEOUT: EXIT_TIMEOUT,
-                jsonrpc.FORBIDDEN: EXIT_REFUSED, jsonrpc.BUSY: EXIT_REFUSED}
+EXIT_OF_CODE = {RpcCode.NOT_SERVING: EXIT_NOT_SERVING, RpcCode.TIMEOUT: EXIT_TIMEOUT,
+                RpcCode.FORBIDDEN: EXIT_REFUSED, RpcCode.BUSY: EXIT_REFUSED}
 DEFAULT_TIMEOUT = 60.0
 
 

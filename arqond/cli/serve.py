@@ -22,7 +22,9 @@ import orjson
 from arqond.cli.call import EXIT_REFUSED, connection_error, exit_status
 from arqond.cli.common import CliError, say, zgent_path
 from arqond.core import jsonrpc
+from arqond.core.errors import RpcCode
 
+# arqon serve's own code (arqond-moo(7) lists it with arqond's): the handler failed.
 HANDLER_FAILED = -32000
 # Between SIGTERM and SIGKILL of a handler's process group that ran too long.
 TERM_GRACE = 2.0
@@ -49,7 +51,7 @@ def reply_of_output(request_id: Any, out: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(out)
     except orjson.JSONDecodeError:
-        return jsonrpc.error(request_id, jsonrpc.INTERNAL_ERROR,
+        return jsonrpc.error(request_id, RpcCode.INTERNAL_ERROR,
                              "handler output is not one JSON value")
     if not is_response(value):
         return jsonrpc.result(request_id, value)
@@ -57,7 +59,7 @@ def reply_of_output(request_id: Any, out: bytes) -> dict[str, Any]:
         return jsonrpc.error(request_id, HANDLER_FAILED, value["error"])
     problem = jsonrpc.check_response(value)
     if problem:
-        return jsonrpc.error(request_id, jsonrpc.INTERNAL_ERROR,
+        return jsonrpc.error(request_id, RpcCode.INTERNAL_ERROR,
                              f"handler printed an invalid JSON-RPC response: {problem}")
     return {**value, "jsonrpc": "2.0", "id": request_id}
 
@@ -161,7 +163,7 @@ class Server:
                     out, err = await asyncio.wait_for(
                         process.communicate(jsonrpc.line(request)), self.timeout)
                 except asyncio.TimeoutError:
-                    reply = jsonrpc.error(request_id, jsonrpc.TIMEOUT,
+                    reply = jsonrpc.error(request_id, RpcCode.TIMEOUT,
                                           f"handler ran longer than {self.timeout:g}s")
                 else:
                     reply = (reply_of_output(request_id, out) if process.returncode == 0

@@ -1,33 +1,31 @@
-"""The Bus: the protocol object every transport talks to.
+"""The Bus: the object every transport talks to, and its delivery engine.
 
 Transports call ``attach`` when a client connects, ``receive`` with each text frame and
 ``detach`` when it goes; server-side producers (FIFOs, the narrative tailer) call ``publish``.
-Everything the Bus has to say goes out through each client's Sink, synchronously and without
-waiting, so one slow reader can never hold up a fan-out.
+What a frame means is arqond/core/protocol.py's part of the Bus; this module holds clients,
+joins, fan-out and delivery. Everything the Bus has to say goes out through each client's Sink,
+synchronously and without waiting, so one slow reader can never hold up a fan-out.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from arqond import PROTOCOL_VERSION, __version__
-from arqond.core import envelope as envelopes
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, Sink
-from arqond.core.commands import CommandContext, CommandError, CommandRegistry, builtin_commands
-from arqond.core.envelope import SERVER_SENDER, EnvelopeError, IdGenerator, now_iso, serialize
-from arqond.core.router import Router, RoutingError, check_name, split_target
+from arqond.core.commands import Command, CommandRegistry, builtin_commands
+from arqond.core.envelope import SERVER_SENDER, IdGenerator, now_iso, serialize
+from arqond.core.errors import ErrorCode
+from arqond.core.protocol import ArqonProtocol, error_frame
+from arqond.core.router import Router
 
 if TYPE_CHECKING:
-    from arqond.core.casil import Casil, Verdict
+    from arqond.core.casil import Casil
 
 SCIENCE_ROOM = "science"
 SCIENCE_CHANNELS = ("general", "explore", "hypothesize", "design", "execute", "interpret", "share")
-TELEMETRY_TARGET = ("integriguard", "telemetry-stream")
-# Frame types that content inspection (CASIL) looks at.
-INSPECTED_TYPES = frozenset({"message", "event", "command"})
-PM_CHANNEL = "pm"
 
 
 @dataclass
@@ -60,7 +58,7 @@ MessageObserver = Callable[[dict[str, Any], "Client | None"], None]
 Intercept = Callable[["Client", dict[str, Any]], None]
 
 
-class Bus:
+class Bus(ArqonProtocol):
     def __init__(self, settings: BusSettings | None = None, router: Router | None = None) -> None:
         self.settings = settings or BusSettings()
         self.router = router or Router(self.settings.history_size)
@@ -72,7 +70,7 @@ class Bus:
         self.listeners: list[EventListener] = []
         self.intercepts: dict[tuple[str, str], Intercept] = {}
         self.observers: list[MessageObserver] = []
-        # Content inspection of client frames (CASIL); None while it is disabled.
+        # Content inspection of client frames (CASIL), when plugged in.
         self.inspector: "Casil | None" = None
         for name in SCIENCE_CHANNELS:
             self.router.ensure_channel(SCIENCE_ROOM, name, kind="general", hardcoded=True)
@@ -96,14 +94,25 @@ class Bus:
                 "welcome": "Connected to ArqonBus", "client_id": client.id}})
         problems = client.identify(identity) if identity else []
         if problems:
-            self.send_error(client, "VALIDATION_ERROR", "; ".join(problems), errors=problems)
+            self.send_error(client, ErrorCode.VALIDATION_ERROR, "; ".join(problems),
+                            errors=problems)
         room, channel = self.settings.default_room, self.settings.default_channel
         if join_default and room and channel:
-            self.router.join(client, room, channel, created_by=SERVER_SENDER)
+            self.join(client, room, channel, created_by=SERVER_SENDER)
             client.room, client.channel = room, channel
         self.emit("client_connected", client_id=client.id, transport=transport,
                   client_type=client.type, peer=peer)
         return client
+
+    def join(self, client: Client, room: str, channel: str, *,
+             created_by: str | None = None) -> bool:
+        """Subscribe ``client`` to room:channel ('*' wildcards allowed), creating a concrete
+        channel that does not exist yet and announcing it; True when it was created."""
+        creator = created_by or client.id
+        created = self.router.join(client, room, channel, created_by=creator)
+        if created:
+            self.emit("channel_created", room=room, channel=channel, created_by=creator)
+        return created
 
     def detach(self, client: Client, reason: str = "closed") -> None:
         if self.clients.pop(client.id, None) is None:
@@ -113,216 +122,25 @@ class Bus:
         self.emit("client_disconnected", client_id=client.id, transport=client.transport,
                   reason=reason)
 
+    def plug(self, *, commands: Mapping[str, Command] | None = None,
+             on_event: EventListener | None = None, on_message: MessageObserver | None = None,
+             intercepts: Mapping[tuple[str, str], Intercept] | None = None,
+             inspector: "Casil | None" = None) -> None:
+        """Add a part to the Bus: its commands, its listener of bus events, its observer of
+        routed messages, the targets it takes over, the content inspector. app.py is the
+        only caller, so one place shows everything that plugs into the Bus."""
+        self.commands.add(commands or {})
+        if on_event is not None:
+            self.listeners.append(on_event)
+        if on_message is not None:
+            self.observers.append(on_message)
+        self.intercepts.update(intercepts or {})
+        if inspector is not None:
+            self.inspector = inspector
+
     def emit(self, event: str, **fields: Any) -> None:
         for listener in self.listeners:
             listener(event, fields)
-
-    # -- frames in ------------------------------------------------------------------------
-
-    def receive(self, client: Client, raw: str | bytes) -> None:
-        client.last_active = time.time()
-        try:
-            env = envelopes.parse(raw, self.settings.max_json_depth)
-        except EnvelopeError as exc:
-            self.send_error(client, exc.code, exc.message, request_id=exc.request_id,
-                            errors=exc.errors)
-            return
-        self.handle(client, env)
-
-    def reject(self, client: Client, code: str, message: str) -> None:
-        """A frame the transport could not even hand over (binary, oversize, ...)."""
-        self.send_error(client, code, message)
-
-    def handle(self, client: Client, env: dict[str, Any]) -> None:
-        """Dispatch one validated envelope from a client."""
-        if not env.get("id"):
-            env["id"] = self.ids.next()
-        if not env.get("timestamp"):
-            env["timestamp"] = now_iso()
-        env["version"] = PROTOCOL_VERSION
-        env["sender"] = client.id
-        kind = env["type"]
-        try:
-            if self.inspector is not None and kind in INSPECTED_TYPES \
-                    and not self._inspect(client, env):
-                return
-            if kind in ("message", "event"):
-                self._route(client, env)
-            elif kind == "command":
-                self._command(client, env)
-            elif kind == "private":
-                self._private(client, env)
-            elif kind == "system":
-                self._system(client, env)
-            elif kind == "telemetry":
-                self._telemetry(client, env)
-            # "response" and "error" frames from clients have no addressee; ignored as ArqonBus does.
-        except RoutingError as exc:
-            self.send_error(client, exc.code, exc.message, request_id=env["id"])
-
-    def _inspect(self, client: Client, env: dict[str, Any]) -> bool:
-        """Apply the inspector's verdict; False when the frame is refused (nothing routed)."""
-        if env["type"] != "command":  # a message is inspected at the target it will reach
-            env["room"], env["channel"] = self._target(client, env)
-        verdict = self.screen(env, client.id)
-        if verdict is None:
-            return True
-        if verdict.blocked:
-            self.stats.errors_total += 1
-            self.send(client, {"type": "error", "sender": SERVER_SENDER, "request_id": env["id"],
-                               "error": "CASIL blocked message", "error_code": verdict.reason,
-                               "payload": {"reason": verdict.reason},
-                               "room": env.get("room"), "channel": env.get("channel")})
-            return False
-        if verdict.replace_payload:
-            env["payload"] = verdict.payload
-        if verdict.metadata is not None:
-            env["metadata"] = {**(env.get("metadata") or {}), "casil": verdict.metadata}
-        return True
-
-    def screen(self, env: dict[str, Any], client_id: str) -> "Verdict | None":
-        """The inspector's verdict on ``env`` (None if not inspected), its events emitted.
-
-        Commands that publish later on a client's behalf (op.cron) screen their payload too.
-        """
-        if self.inspector is None:
-            return None
-        verdict = self.inspector.inspect(env, client_id)
-        if verdict is not None:
-            for event, fields in verdict.events:
-                self.emit(event, **fields)
-            if verdict.blocked:
-                self.stats.policy_blocks_total += 1
-        return verdict
-
-    def _target(self, client: Client, env: dict[str, Any]) -> tuple[str, str | None]:
-        room, channel = split_target(env.get("room"), env.get("channel"))
-        if room is None:
-            if channel is None:
-                room, channel = client.room, client.channel
-            else:
-                room = client.room
-        if room is None:
-            raise RoutingError("VALIDATION_ERROR",
-                               "the message names no room and the client has no current room; "
-                               "set room (or \"room:channel\") or join a channel first")
-        check_name("room", room)
-        if channel is not None:
-            check_name("channel", channel)
-            # An intercepted target (moo:broadcast) is served even before it has a channel.
-            if channel != PM_CHANNEL and (room, channel) not in self.intercepts:
-                self.router.require_channel(room, channel)
-        else:
-            self.router.require_room(room)
-        return room, channel
-
-    def _route(self, client: Client, env: dict[str, Any]) -> None:
-        room, channel = self._target(client, env)
-        if channel == PM_CHANNEL:
-            self._private(client, env)
-            return
-        env["room"], env["channel"] = room, channel
-        intercept = self.intercepts.get((room, channel))
-        if intercept is not None:
-            intercept(client, env)
-            self._ack(client, env)
-            return
-        self._fanout(env, self.router.recipients(room, channel), exclude=client)
-        self._ack(client, env)
-        for observer in self.observers:
-            observer(env, client)
-
-    def _private(self, client: Client, env: dict[str, Any]) -> None:
-        payload = env.get("payload")
-        targets = payload.get("target") if isinstance(payload, dict) else None
-        targets = targets or env.get("to_client")
-        if isinstance(targets, str):
-            targets = [targets]
-        if not targets or not all(isinstance(t, str) for t in targets):
-            raise RoutingError("VALIDATION_ERROR", "a private message needs payload.target or "
-                               "to_client: a client id or a list of client ids")
-        missing = [t for t in targets if t not in self.clients]
-        if missing:
-            raise RoutingError("TARGET_NOT_FOUND",
-                               f"no connected client with id {', '.join(missing)}")
-        env["type"] = "private"
-        recipients = {self.clients[t]: None for t in targets}
-        frame = serialize(env)
-        self.stats.messages_total += 1
-        self._deliver(recipients, frame, exclude=client)
-        self._ack(client, env)
-
-    def _system(self, client: Client, env: dict[str, Any]) -> None:
-        if not client.admin:
-            raise RoutingError("AUTHORIZATION_ERROR", "only arqond itself and admin clients "
-                               "may send system messages")
-        if env.get("room") or env.get("channel"):
-            room, channel = self._target(client, env)
-            env["room"], env["channel"] = room, channel
-            self._fanout(env, self.router.recipients(room, channel), exclude=client)
-        else:
-            self.stats.messages_total += 1
-            self._deliver(self.clients.values(), serialize(env), exclude=client)
-        self._ack(client, env)
-
-    def _telemetry(self, client: Client, env: dict[str, Any]) -> None:
-        if not env.get("room") and not env.get("channel"):
-            env["room"], env["channel"] = TELEMETRY_TARGET
-            self.router.ensure_channel(*TELEMETRY_TARGET, kind="system")
-        room, channel = self._target(client, env)
-        env["room"], env["channel"] = room, channel
-        self._fanout(env, self.router.recipients(room, channel), exclude=client)
-
-    def _command(self, client: Client, env: dict[str, Any]) -> None:
-        name, args = envelopes.command_of(env)
-        self.stats.commands_total += 1
-        context = CommandContext(self, client, env, name, args)
-        try:
-            result = self.commands.run(context)
-        except CommandError as exc:
-            self._command_reply(context, error=exc)
-            return
-        if callable(getattr(result, "add_done_callback", None)):
-            result.add_done_callback(lambda done: self._command_done(context, done))
-        else:
-            self._command_reply(context, result=result)
-
-    def _command_done(self, context: CommandContext, done: Any) -> None:
-        if done.cancelled():
-            self._command_reply(context, error=CommandError("EXECUTION_ERROR", "cancelled"))
-            return
-        exc = done.exception()
-        if isinstance(exc, CommandError):
-            self._command_reply(context, error=exc)
-        elif exc is not None:
-            self._command_reply(context, error=CommandError("EXECUTION_ERROR",
-                                                            f"Execution error: {exc}"))
-        else:
-            self._command_reply(context, result=done.result())
-
-    def _command_reply(self, context: CommandContext, *, result: Any = None,
-                       error: CommandError | None = None) -> None:
-        client, env = context.client, context.envelope
-        if not client.open:
-            return
-        response: dict[str, Any] = {"type": "response", "sender": SERVER_SENDER,
-                                    "request_id": env["id"], "command": context.name}
-        if error is None:
-            message, data = result
-            response.update(status="success", payload={"message": message, "data": data})
-        else:
-            self.stats.errors_total += 1
-            response.update(status="error", error=error.message, error_code=error.code,
-                            payload={"message": error.message, "data": error.data})
-        self.send(client, response)
-        payload = env.get("payload")
-        ack = {"id": env["id"], "type": "command_response", "sender": SERVER_SENDER,
-               "payload": {"result": "ok"}, "request_id": env["id"]}
-        if not (isinstance(payload, dict) and payload):
-            ack["command"] = context.name
-        else:
-            ack["command"] = payload.get("command")
-        self.send(client, ack)
 
     # -- frames out -----------------------------------------------------------------------
 
@@ -389,23 +207,21 @@ class Bus:
 
     def send(self, client: Client, env: dict[str, Any]) -> None:
         """One frame to one client (replies, errors, welcome)."""
-        env.setdefault("id", None)
-        if not env["id"]:
+        if client.open and not client.sink.send(self.encode(env)):
+            self.cut_off(client)
+
+    def encode(self, env: dict[str, Any]) -> bytes:
+        """A frame of arqond's own (a reply, an error) as it goes on the wire: given an id
+        and a timestamp when it has none."""
+        if not env.get("id"):
             env["id"] = self.ids.next()
         env.setdefault("timestamp", now_iso())
-        if client.open and not client.sink.send(serialize(env)):
-            self.cut_off(client)
+        return serialize(env)
 
     def send_error(self, client: Client, code: str, message: str, *,
                    request_id: str | None = None, errors: list[str] | None = None) -> None:
         self.stats.errors_total += 1
-        self.send(client, {"type": "error", "sender": SERVER_SENDER, "error": message,
-                           "error_code": code, "request_id": request_id,
-                           "payload": {"errors": errors or [message]}})
-
-    def _ack(self, client: Client, env: dict[str, Any]) -> None:
-        self.send(client, {"id": env["id"], "type": "message_response", "sender": SERVER_SENDER,
-                           "payload": env.get("payload")})
+        self.send(client, error_frame(code, message, request_id=request_id, errors=errors))
 
     # -- introspection ------------------------------------------------------------------
 

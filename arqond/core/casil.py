@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import orjson
 
-from arqond.core.commands import CommandContext, CommandError
+from arqond.config import OPTIONS
+from arqond.core.commands import Command, CommandContext, CommandError
+from arqond.core.errors import ErrorCode
 
 if TYPE_CHECKING:
     from arqond.core.bus import Bus
@@ -53,26 +55,31 @@ class PolicyError(ValueError):
     """An unusable policy value; the text starts with the key."""
 
 
+def _default(key: str) -> Any:
+    return OPTIONS[f"casil.{key}"].default
+
+
 @dataclass(frozen=True)
 class Policy:
     """One immutable policy snapshot; constructing it validates and compiles everything."""
 
-    enabled: bool = False
-    mode: str = "monitor"
-    default_decision: str = "allow"
-    scope_include: tuple[str, ...] = ()
-    scope_exclude: tuple[str, ...] = ()
-    max_payload_bytes: int = 262144
-    max_inspect_bytes: int = 65536
-    max_patterns: int = 32
-    block_on_probable_secret: bool = False
-    redaction_paths: tuple[str, ...] = ("password", "token", "secret")
-    redaction_patterns: tuple[str, ...] = ()
-    transport_redaction: bool = False
-    never_log_payload_for: tuple[str, ...] = ()
-    metadata_to_logs: bool = True
-    metadata_to_telemetry: bool = True
-    metadata_to_envelope: bool = False
+    # Defaults are the [casil] section's, from the one configuration schema.
+    enabled: bool = _default("enabled")
+    mode: str = _default("mode")
+    default_decision: str = _default("default_decision")
+    scope_include: tuple[str, ...] = _default("scope_include")
+    scope_exclude: tuple[str, ...] = _default("scope_exclude")
+    max_payload_bytes: int = _default("max_payload_bytes")
+    max_inspect_bytes: int = _default("max_inspect_bytes")
+    max_patterns: int = _default("max_patterns")
+    block_on_probable_secret: bool = _default("block_on_probable_secret")
+    redaction_paths: tuple[str, ...] = _default("redaction_paths")
+    redaction_patterns: tuple[str, ...] = _default("redaction_patterns")
+    transport_redaction: bool = _default("transport_redaction")
+    never_log_payload_for: tuple[str, ...] = _default("never_log_payload_for")
+    metadata_to_logs: bool = _default("metadata_to_logs")
+    metadata_to_telemetry: bool = _default("metadata_to_telemetry")
+    metadata_to_envelope: bool = _default("metadata_to_envelope")
     # Derived from the above in __post_init__.
     patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     detectors: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
@@ -233,15 +240,18 @@ class Casil:
         self.blocked_total = 0
         self.redacted_total = 0
         self.internal_errors_total = 0
+        self.enabled = False
         self.set_policy(policy)
-        bus.commands.register("op.casil.get", self._get, summary="the live CASIL policy")
-        bus.commands.register("op.casil.reload", self._reload, admin=True,
-                              summary="change CASIL policy keys live (validated)")
+
+    def commands(self) -> dict[str, Command]:
+        return {"op.casil.get": Command(self._get, False, "the live CASIL policy"),
+                "op.casil.reload": Command(self._reload, True,
+                                           "change CASIL policy keys live (validated)")}
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
-        # Disabled CASIL costs the Bus one attribute check per frame.
-        self.bus.inspector = self if policy.enabled else None
+        # A plain attribute: disabled CASIL costs the Bus one check per frame.
+        self.enabled = policy.enabled
 
     def _get(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         return "CASIL policy snapshot", self.policy.snapshot()
@@ -250,7 +260,7 @@ class Casil:
         try:
             policy = self.policy.with_changes(ctx.args)
         except PolicyError as exc:
-            raise CommandError("VALIDATION_ERROR", f"Validation error: {exc}") from None
+            raise CommandError(ErrorCode.VALIDATION_ERROR, f"Validation error: {exc}") from None
         self.set_policy(policy)
         self.bus.emit("casil_reloaded", client_id=ctx.client.id, keys=",".join(sorted(ctx.args)))
         return "CASIL policy reloaded", policy.snapshot()

@@ -41,9 +41,10 @@ class Client:
                  "role", "tenant_id", "subject", "admin", "connected_at", "last_active",
                  "room", "channel", "subscriptions", "peer", "open")
 
-    def __init__(self, sink: Sink, transport: str, *, admin: bool = False,
+    def __init__(self, sink: Sink | None, transport: str, *, admin: bool = False,
                  claims: dict[str, Any] | None = None, peer: str = "") -> None:
         self.id = client_id()
+        # None for a sender that is not a connection (an HTTP POST): nothing is sent to it.
         self.sink = sink
         self.transport = transport
         self.type = "human"

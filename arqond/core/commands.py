@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 from arqond import __version__
 from arqond.core.envelope import json_type, now_iso
+from arqond.core.errors import ErrorCode
 from arqond.core.router import RoutingError, split_target
 
 if TYPE_CHECKING:
@@ -45,19 +46,20 @@ class CommandContext:
         value = self.args.get(key)
         if value is None:
             if required:
-                raise CommandError("VALIDATION_ERROR", f"{self.name} requires argument {key!r}")
+                raise CommandError(ErrorCode.VALIDATION_ERROR,
+                                   f"{self.name} requires argument {key!r}")
             return default
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
             expected = kind.__name__ if isinstance(kind, type) else "/".join(
                 k.__name__ for k in kind)
-            raise CommandError("VALIDATION_ERROR",
+            raise CommandError(ErrorCode.VALIDATION_ERROR,
                                f"argument {key!r} must be {expected}, not {json_type(value)}")
         return value
 
     def limit(self, default: int, maximum: int) -> int:
         value = self.arg("limit", int, default)
         if not 0 < value <= maximum:
-            raise CommandError("VALIDATION_ERROR", f"limit must be between 1 and {maximum}")
+            raise CommandError(ErrorCode.VALIDATION_ERROR, f"limit must be between 1 and {maximum}")
         return value
 
     def target(self, *, channel_required: bool) -> tuple[str, str | None]:
@@ -70,13 +72,14 @@ class CommandContext:
             if channel is None and channel_required:
                 channel = self.client.channel
         if room is None or (channel_required and channel is None):
-            raise CommandError("VALIDATION_ERROR", f"{self.name} requires room and channel "
+            raise CommandError(ErrorCode.VALIDATION_ERROR, f"{self.name} requires room and channel "
                                "(as {\"room\": R, \"channel\": C} or \"R:C\")")
         return room, channel
 
     def require_admin(self) -> None:
         if not self.client.admin:
-            raise CommandError("AUTHORIZATION_ERROR", f"{self.name} is for admin clients only")
+            raise CommandError(ErrorCode.AUTHORIZATION_ERROR,
+                               f"{self.name} is for admin clients only")
 
 
 def owned_item(ctx: CommandContext, table: dict[str, Any], id_arg: str, what: str,
@@ -86,9 +89,9 @@ def owned_item(ctx: CommandContext, table: dict[str, Any], id_arg: str, what: st
     item_id = ctx.arg(id_arg, str, required=True)
     item = table.get(item_id)
     if item is None:
-        raise CommandError("NOT_FOUND", f"no {what} {item_id!r}", {id_arg: item_id})
+        raise CommandError(ErrorCode.NOT_FOUND, f"no {what} {item_id!r}", {id_arg: item_id})
     if item.owner != ctx.client.id and not ctx.client.admin:
-        raise CommandError("AUTHORIZATION_ERROR",
+        raise CommandError(ErrorCode.AUTHORIZATION_ERROR,
                            f"only the {what}'s owner or an admin may {action} it")
     return item_id, item
 
@@ -110,6 +113,9 @@ class CommandRegistry:
                  summary: str = "") -> None:
         self._commands[name] = Command(handler, admin, summary)
 
+    def add(self, commands: Mapping[str, Command]) -> None:
+        self._commands.update(commands)
+
     def names(self) -> list[str]:
         return sorted(self._commands)
 
@@ -120,7 +126,7 @@ class CommandRegistry:
     def run(self, context: CommandContext) -> Any:
         command = self._commands.get(context.name)
         if command is None:
-            raise CommandError("UNKNOWN_COMMAND", f"unknown command {context.name!r}; "
+            raise CommandError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {context.name!r}; "
                                "the help command lists them")
         if command.admin:
             context.require_admin()
@@ -166,9 +172,7 @@ def _delete_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
 def _join_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     room, channel = ctx.target(channel_required=True)
     router, client = ctx.bus.router, ctx.client
-    created = router.join(client, room, channel)
-    if created:
-        ctx.bus.emit("channel_created", room=room, channel=channel, created_by=client.id)
+    created = ctx.bus.join(client, room, channel)
     data: dict[str, Any] = {"room": room, "channel": channel, "joined_by": client.id,
                             "joined_at": now_iso(), "created": created,
                             "wildcard": "*" in (room, channel)}
@@ -235,12 +239,12 @@ def _history_window(ctx: CommandContext, since_key: str, until_key: str, *, requ
     channel = ctx.arg("channel", str)
     room, channel = split_target(room, channel)
     if room is None and not ctx.client.admin:
-        raise CommandError("AUTHORIZATION_ERROR",
+        raise CommandError(ErrorCode.AUTHORIZATION_ERROR,
                            "Only admin clients can query global history; provide 'room'")
     since = _timestamp_arg(ctx, since_key, required=required)
     until = _timestamp_arg(ctx, until_key, required=required)
     if since is not None and until is not None and until < since:
-        raise CommandError("VALIDATION_ERROR", f"{until_key} is before {since_key}")
+        raise CommandError(ErrorCode.VALIDATION_ERROR, f"{until_key} is before {since_key}")
     limit = ctx.limit(default_limit, maximum)
     router = ctx.bus.router
     if room is not None:
@@ -274,7 +278,7 @@ def _history_replay(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
             sequence = (env.get("metadata") or {}).get("sequence")
             if isinstance(sequence, int):
                 if sequence < last:
-                    raise CommandError("VALIDATION_ERROR",
+                    raise CommandError(ErrorCode.VALIDATION_ERROR,
                                        "Sequence regression detected in replay window")
                 last = sequence
     window["entries"] = [{"envelope": e, "stored_at": e["timestamp"], "storage_metadata": {}}
@@ -299,7 +303,7 @@ def _timestamp_arg(ctx: CommandContext, key: str, *, required: bool = False) -> 
     try:
         return _parse_time(value)
     except ValueError:
-        raise CommandError("VALIDATION_ERROR", f"{key} {value!r} is not ISO 8601") from None
+        raise CommandError(ErrorCode.VALIDATION_ERROR, f"{key} {value!r} is not ISO 8601") from None
 
 
 def _help(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
@@ -310,7 +314,7 @@ def _help(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
 def _identify(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     problems = ctx.client.identify(ctx.args)
     if problems:
-        raise CommandError("VALIDATION_ERROR", "; ".join(problems))
+        raise CommandError(ErrorCode.VALIDATION_ERROR, "; ".join(problems))
     return "Identity updated", ctx.client.describe()
 
 
@@ -325,7 +329,7 @@ def _namespace(ctx: CommandContext) -> str:
 def _store_key(ctx: CommandContext) -> str:
     key = ctx.arg("key", str, required=True)
     if not key:
-        raise CommandError("VALIDATION_ERROR", "key must not be empty")
+        raise CommandError(ErrorCode.VALIDATION_ERROR, "key must not be empty")
     return key
 
 
@@ -339,11 +343,13 @@ class KeyValueStore:
     def set(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         namespace, key = _namespace(ctx), _store_key(ctx)
         if "value" not in ctx.args or ctx.args["value"] is None:
-            raise CommandError("VALIDATION_ERROR", "op.store.set requires a non-null 'value'")
+            raise CommandError(ErrorCode.VALIDATION_ERROR,
+                               "op.store.set requires a non-null 'value'")
         space = self.data.setdefault(namespace, {})
         updated = key in space
         if not updated and sum(len(s) for s in self.data.values()) >= self.max_keys:
-            raise CommandError("LIMIT_EXCEEDED", f"the store holds {self.max_keys} keys already")
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED,
+                               f"the store holds {self.max_keys} keys already")
         space[key] = ctx.args["value"]
         return "Value stored", {"namespace": namespace, "key": key, "updated": updated}
 

@@ -1,9 +1,8 @@
 """op.cron.*: messages published later, once or repeatedly, on behalf of a client.
 
-The job table and the commands live here, without clocks: scheduling emits a ``cron_scheduled``
-bus event carrying the first delay, and the scheduler adapter calls ``fire`` when it is due.
-``fire`` builds the envelope to publish and says when the next firing is due. A client's jobs
-are cancelled when it disconnects (``cron_cancelled``).
+The job table and the commands live here, without clocks: each job arms a timer (Timers,
+arqond/core/timers.py) for its next firing, and a firing publishes the job's message and arms
+the next one. A client's jobs are cancelled when it disconnects.
 """
 
 from __future__ import annotations
@@ -12,9 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from arqond.core.commands import CommandContext, CommandError, owned_item
+from arqond.core.commands import Command, CommandContext, CommandError, owned_item
 from arqond.core.envelope import now_iso
+from arqond.core.errors import ErrorCode
 from arqond.core.router import check_name, split_target
+from arqond.core.timers import Timers
 
 if TYPE_CHECKING:
     from arqond.core.bus import Bus
@@ -47,33 +48,33 @@ class Job:
 
 
 class Cron:
-    def __init__(self, bus: "Bus") -> None:
+    def __init__(self, bus: "Bus", timers: Timers) -> None:
         self.bus = bus
+        self.timers = timers
         self.jobs: dict[str, Job] = {}
         self.fired_total = 0
-        register = bus.commands.register
-        register("op.cron.schedule", self._schedule,
-                 summary="publish payload to room:channel after delay_seconds (repeatable)")
-        register("op.cron.list", self._list, summary="your scheduled jobs (admin: all)")
-        register("op.cron.cancel", self._cancel, summary="cancel a scheduled job")
-        bus.listeners.append(self._on_event)
 
-    def fire(self, job_id: str) -> tuple[dict[str, Any] | None, float | None]:
-        """The envelope of this firing (None if the job is gone) and the next delay, if any."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return None, None
+    def commands(self) -> dict[str, Command]:
+        return {"op.cron.schedule": Command(self._schedule, False, "publish payload to "
+                                            "room:channel after delay_seconds (repeatable)"),
+                "op.cron.list": Command(self._list, False, "your scheduled jobs (admin: all)"),
+                "op.cron.cancel": Command(self._cancel, False, "cancel a scheduled job")}
+
+    def _fire(self, job: Job) -> None:
+        """Publish this firing's message and arm the next one, if any."""
         job.iteration += 1
         self.fired_total += 1
-        env = {"type": "message", "sender": CRON_SENDER, "room": job.room,
-               "channel": job.channel, "payload": job.payload,
-               "metadata": {"cron_job_id": job.job_id, "iteration": job.iteration}}
         if job.iteration >= job.repeat_count:
-            del self.jobs[job_id]
-            return env, None
-        return env, job.interval_seconds
+            del self.jobs[job.job_id]
+        else:
+            assert job.interval_seconds is not None
+            self.timers.arm(job.job_id, job.interval_seconds, lambda: self._fire(job))
+        self.bus.publish({"type": "message", "sender": CRON_SENDER, "room": job.room,
+                          "channel": job.channel, "payload": job.payload,
+                          "metadata": {"cron_job_id": job.job_id,
+                                       "iteration": job.iteration}})
 
-    def _on_event(self, event: str, fields: dict[str, Any]) -> None:
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "client_disconnected":
             owner = fields["client_id"]
             for job_id in [j.job_id for j in self.jobs.values() if j.owner == owner]:
@@ -81,12 +82,14 @@ class Cron:
 
     def _drop(self, job_id: str, reason: str) -> None:
         del self.jobs[job_id]
+        self.timers.disarm(job_id)
         self.bus.emit("cron_cancelled", job_id=job_id, reason=reason)
 
     def _schedule(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         room, channel = split_target(ctx.arg("room", str), ctx.arg("channel", str))
         if room is None or channel is None:
-            raise CommandError("VALIDATION_ERROR", "Validation error: op.cron.schedule requires "
+            raise CommandError(ErrorCode.VALIDATION_ERROR,
+                               "Validation error: op.cron.schedule requires "
                                "non-empty room and channel")
         check_name("room", room)
         check_name("channel", channel)
@@ -94,15 +97,15 @@ class Cron:
         delay = _seconds(ctx, "delay_seconds", 1.0)
         repeat = ctx.arg("repeat_count", int, 1)
         if not 0 < repeat <= MAX_REPEAT:
-            raise CommandError("VALIDATION_ERROR", "Validation error: repeat_count must be "
+            raise CommandError(ErrorCode.VALIDATION_ERROR, "Validation error: repeat_count must be "
                                f"from 1 to {MAX_REPEAT}")
         interval = _seconds(ctx, "interval_seconds", None)
         if repeat > 1 and interval is None:
-            raise CommandError("VALIDATION_ERROR", "Validation error: interval_seconds is "
+            raise CommandError(ErrorCode.VALIDATION_ERROR, "Validation error: interval_seconds is "
                                "required when repeat_count > 1")
         owned = sum(1 for j in self.jobs.values() if j.owner == ctx.client.id)
         if owned >= MAX_JOBS_PER_OWNER or len(self.jobs) >= MAX_JOBS:
-            raise CommandError("LIMIT_EXCEEDED", f"cron job limit reached ({owned} of "
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"cron job limit reached ({owned} of "
                                f"{MAX_JOBS_PER_OWNER} for this client, {len(self.jobs)} of "
                                f"{MAX_JOBS} in all)")
         # Content inspection applies to what will be published, as if the client sent it now.
@@ -116,6 +119,7 @@ class Cron:
         job = Job("cron_" + os.urandom(6).hex(), ctx.client.id, room, channel, payload, delay,
                   interval, repeat, now_iso())
         self.jobs[job.job_id] = job
+        self.timers.arm(job.job_id, delay, lambda: self._fire(job))
         self.bus.emit("cron_scheduled", job_id=job.job_id, delay=delay, client_id=ctx.client.id)
         return "Cron job scheduled", job.describe()
 
@@ -135,6 +139,6 @@ def _seconds(ctx: CommandContext, key: str, default: float | None) -> float | No
     if value is None:
         return None
     if isinstance(value, bool) or not MIN_SECONDS <= value <= MAX_SECONDS:
-        raise CommandError("VALIDATION_ERROR", f"Validation error: {key} must be from "
+        raise CommandError(ErrorCode.VALIDATION_ERROR, f"Validation error: {key} must be from "
                            f"{MIN_SECONDS:g} to {MAX_SECONDS:g}")
     return float(value)

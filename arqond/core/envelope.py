@@ -16,6 +16,7 @@ import orjson
 
 from arqond import PROTOCOL_VERSION
 from arqond.core import payload
+from arqond.core.errors import ErrorCode
 
 # Keys a client may send, in wire order. "from" is the seed's legacy alias of from_client.
 FIELDS = (
@@ -105,10 +106,11 @@ def parse(raw: str | bytes, max_depth: int) -> dict[str, Any]:
     try:
         data = payload.loads(raw, max_depth)
     except payload.PayloadError as exc:
-        raise EnvelopeError(exc.code, f"frame is {exc.message}" if exc.code == "INVALID_JSON"
-                            else exc.message) from None
+        message = f"frame is {exc.message}" if exc.code == ErrorCode.INVALID_JSON \
+            else exc.message
+        raise EnvelopeError(exc.code, message) from None
     if not isinstance(data, dict):
-        raise EnvelopeError("VALIDATION_ERROR",
+        raise EnvelopeError(ErrorCode.VALIDATION_ERROR,
                             f"frame must be a JSON object, not {json_type(data)}")
     return validate(data)
 
@@ -118,7 +120,7 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     unknown = data.keys() - ACCEPTED_KEYS
     if unknown:
         names = ", ".join(repr(k) for k in sorted(unknown))
-        raise EnvelopeError("VALIDATION_ERROR", f"unknown top-level key(s): {names}",
+        raise EnvelopeError(ErrorCode.VALIDATION_ERROR, f"unknown top-level key(s): {names}",
                             request_id=request_id)
     for alias, canonical in ALIASES.items():
         if alias in data:
@@ -137,7 +139,7 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     if to_client is not None and not _is_id_list(to_client):
         errors.append("to_client must be a client id string or a list of them")
     if errors:
-        raise EnvelopeError("VALIDATION_ERROR", "; ".join(errors), errors, request_id)
+        raise EnvelopeError(ErrorCode.VALIDATION_ERROR, "; ".join(errors), errors, request_id)
 
     kind = data.get("type") or "message"
     if kind not in INBOUND_TYPES:
@@ -164,7 +166,7 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
         errors.append("command requires a non-empty 'command' name "
                       "(or payload.command in the legacy shape)")
     if errors:
-        raise EnvelopeError("VALIDATION_ERROR", "; ".join(errors), errors, request_id)
+        raise EnvelopeError(ErrorCode.VALIDATION_ERROR, "; ".join(errors), errors, request_id)
     data["type"] = kind
     return data
 

@@ -14,16 +14,7 @@ import orjson
 
 from arqond.core import payload
 from arqond.core.envelope import json_type
-
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-NOT_SERVING = -32001
-TIMEOUT = -32002
-FORBIDDEN = -32003
-BUSY = -32004
+from arqond.core.errors import ErrorCode, RpcCode
 
 # A request line may name its reply inbox; the seed's pipe protocol does.
 REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params", "replyTo"})
@@ -55,11 +46,12 @@ def decode(raw: bytes, max_depth: int) -> dict[str, Any]:
     try:
         data = payload.loads(raw, max_depth)
     except payload.PayloadError as exc:
-        if exc.code == "INVALID_JSON":
-            raise RpcError(PARSE_ERROR, f"parse error: {exc.message}") from None
-        raise RpcError(INVALID_REQUEST, f"invalid request: {exc.message}") from None
+        if exc.code == ErrorCode.INVALID_JSON:
+            raise RpcError(RpcCode.PARSE_ERROR, f"parse error: {exc.message}") from None
+        raise RpcError(RpcCode.INVALID_REQUEST, f"invalid request: {exc.message}") from None
     if not isinstance(data, dict):
-        raise RpcError(INVALID_REQUEST, f"a line must be a JSON object, not {json_type(data)}")
+        raise RpcError(RpcCode.INVALID_REQUEST,
+                       f"a line must be a JSON object, not {json_type(data)}")
     return data
 
 
@@ -90,7 +82,8 @@ def check_request(obj: dict[str, Any]) -> None:
     if unknown:
         problems.append("unknown member(s) " + ", ".join(sorted(repr(k) for k in unknown)))
     if problems:
-        raise RpcError(INVALID_REQUEST, "invalid request: " + "; ".join(problems), request_id)
+        raise RpcError(RpcCode.INVALID_REQUEST,
+                       "invalid request: " + "; ".join(problems), request_id)
 
 
 def check_response(obj: dict[str, Any]) -> str | None:
@@ -110,7 +103,7 @@ def check_response(obj: dict[str, Any]) -> str | None:
 def params_dict(obj: dict[str, Any]) -> dict[str, Any]:
     params = obj.get("params", {})
     if not isinstance(params, dict):
-        raise RpcError(INVALID_PARAMS, '"params" must be an object for this method',
+        raise RpcError(RpcCode.INVALID_PARAMS, '"params" must be an object for this method',
                        obj.get("id"))
     return params
 

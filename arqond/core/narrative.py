@@ -1,6 +1,7 @@
 """Narrative lines to bus envelopes: file names, line splitting, the seed's schema, message ids.
 
-No I/O here: the tailer (arqond/moo/tailer.py) reads the files and hands bytes to these pieces.
+No I/O here: the tailer (arqond/moo/tailer.py) reads the files, frames them into lines
+(arqond/core/framing.py) and hands the lines to these pieces.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from arqond.core import payload
+from arqond.core.framing import Line
 from arqond.core.router import NAME_RE
 
 SUFFIX = ".jsonl"
@@ -58,66 +60,6 @@ def target_of(filename: str) -> Target | str:
     if not NAME_RE.match(kind):
         return f"{kind!r} is not a valid channel name"
     return Target(name, kind, name)
-
-
-# -- splitting bytes into lines ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Line:
-    offset: int        # byte offset of the line's first byte in its file
-    data: bytes        # without the newline; at most max_line_bytes of it
-    length: int        # the whole line's length, newline excluded
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.length + 1
-
-    @property
-    def cut(self) -> bool:
-        return self.length > len(self.data)
-
-
-class LineBuffer:
-    """Turns appended bytes into complete lines; a trailing partial line waits for its newline.
-
-    At most ``max_line_bytes`` of one line are kept: the rest of an overlong line is skipped
-    (counted in ``length``) until its newline, so memory stays bounded whatever the file holds.
-    ``offset`` is the first byte not yet handed out as part of a line: the checkpoint position.
-    """
-
-    def __init__(self, offset: int, max_line_bytes: int) -> None:
-        self.offset = offset
-        self.max_line_bytes = max_line_bytes
-        self.pending = bytearray()
-        self.pending_length = 0  # bytes of the partial line seen, including skipped ones
-
-    @property
-    def read_position(self) -> int:
-        return self.offset + self.pending_length
-
-    def feed(self, data: bytes) -> list[Line]:
-        lines: list[Line] = []
-        start = 0
-        while True:
-            newline = data.find(b"\n", start)
-            piece = data[start:] if newline < 0 else data[start:newline]
-            room = self.max_line_bytes - len(self.pending)
-            if room > 0:
-                self.pending += piece[:room]
-            self.pending_length += len(piece)
-            if newline < 0:
-                return lines
-            line = Line(self.offset, bytes(self.pending), self.pending_length)
-            lines.append(line)
-            self.offset = line.end
-            self.pending.clear()
-            self.pending_length = 0
-            start = newline + 1
-
-    def reset(self, offset: int) -> None:
-        self.offset = offset
-        self.pending.clear()
-        self.pending_length = 0
 
 
 def fingerprint(head: bytes) -> str | None:

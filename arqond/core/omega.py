@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from arqond.core.commands import CommandContext, CommandError
+from arqond.core.commands import Command, CommandContext, CommandError
 from arqond.core.envelope import now_iso
+from arqond.core.errors import ErrorCode
 
 if TYPE_CHECKING:
     from arqond.core.bus import Bus
@@ -28,23 +28,17 @@ FIRECRACKER = {"enabled": False, "available": False,
                "reason": "arqond runs Tier-Omega substrates in memory only"}
 
 
-@dataclass
-class OmegaSettings:
-    enabled: bool = False
-    lab_room: str = "omega-lab"
-    lab_channel: str = "signals"
-    max_events: int = 1000
-    max_substrates: int = 128
-
-
 class Omega:
-    def __init__(self, bus: "Bus", settings: OmegaSettings) -> None:
+    def __init__(self, bus: "Bus", settings: Any) -> None:
+        """``settings``: the [omega] section of the configuration (enabled, lab_room, ...)."""
         self.bus = bus
         self.settings = settings
         self.substrates: dict[str, dict[str, Any]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=settings.max_events)
         self.events_dropped_total = 0
-        commands = {
+
+    def commands(self) -> dict[str, Command]:
+        table = {
             "status": (self._status, "Tier-Omega lane status"),
             "register_substrate": (self._register, "register a lab substrate (admin)"),
             "list_substrates": (self._list_substrates, "list lab substrates"),
@@ -57,12 +51,12 @@ class Omega:
             "vm.launch": (self._vm_unavailable, "not available: no VM runtime"),
             "vm.stop": (self._vm_unavailable, "not available: no VM runtime"),
         }
-        for name, (handler, summary) in commands.items():
-            bus.commands.register(f"op.omega.{name}", handler, summary=summary)
+        return {f"op.omega.{name}": Command(handler, False, summary)
+                for name, (handler, summary) in table.items()}
 
     def _require(self, ctx: CommandContext, *, admin: bool = False) -> None:
         if not self.settings.enabled:
-            raise CommandError("FEATURE_DISABLED", "Tier-Omega lane is disabled "
+            raise CommandError(ErrorCode.FEATURE_DISABLED, "Tier-Omega lane is disabled "
                                "([omega] enabled = false, ARQONBUS_OMEGA_ENABLED)")
         if admin:
             ctx.require_admin()
@@ -81,10 +75,12 @@ class Omega:
         kind = _text(ctx, "kind")
         metadata = ctx.arg("metadata", dict, {})
         if kind.lower() in VM_KINDS or str(metadata.get("runtime", "")).lower() == "firecracker":
-            raise CommandError("FEATURE_DISABLED", "Firecracker substrates are not available: "
+            raise CommandError(ErrorCode.FEATURE_DISABLED,
+                               "Firecracker substrates are not available: "
                                "arqond runs Tier-Omega in memory only")
         if len(self.substrates) >= self.settings.max_substrates:
-            raise CommandError("VALIDATION_ERROR", "Validation error: substrate limit reached "
+            raise CommandError(ErrorCode.VALIDATION_ERROR,
+                               "Validation error: substrate limit reached "
                                f"({self.settings.max_substrates})")
         substrate = {"substrate_id": "omega_" + os.urandom(6).hex(), "name": name, "kind": kind,
                      "metadata": metadata, "created_at": now_iso(),
@@ -102,7 +98,7 @@ class Omega:
     def _substrate(self, ctx: CommandContext) -> str:
         substrate_id = ctx.arg("substrate_id", str, required=True)
         if substrate_id not in self.substrates:
-            raise CommandError("NOT_FOUND", f"no substrate {substrate_id!r}",
+            raise CommandError(ErrorCode.NOT_FOUND, f"no substrate {substrate_id!r}",
                                {"substrate_id": substrate_id})
         return substrate_id
 
@@ -163,7 +159,7 @@ class Omega:
 
     def _vm_unavailable(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx, admin=True)
-        raise CommandError("FEATURE_DISABLED", "no VM runtime: arqond runs Tier-Omega "
+        raise CommandError(ErrorCode.FEATURE_DISABLED, "no VM runtime: arqond runs Tier-Omega "
                            "substrates in memory only")
 
 
@@ -175,6 +171,6 @@ def _selected(event: dict[str, Any], substrate_id: str | None, signal: str | Non
 def _text(ctx: CommandContext, key: str) -> str:
     value = ctx.arg(key, str, required=True).strip()
     if not 0 < len(value) <= MAX_NAME_LENGTH:
-        raise CommandError("VALIDATION_ERROR", f"Validation error: {key} must be 1 to "
+        raise CommandError(ErrorCode.VALIDATION_ERROR, f"Validation error: {key} must be 1 to "
                            f"{MAX_NAME_LENGTH} characters")
     return value

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from arqond.core.errors import ErrorCode
+
 
 class PayloadError(Exception):
     """A value arqond will not accept; ``code`` is the wire error code, ``message`` says why."""
@@ -30,11 +32,11 @@ def too_deep_message(max_depth: int) -> str:
 
 
 def loads(raw: bytes | str, max_depth: int) -> Any:
-    """Decode ``raw``; PayloadError("INVALID_JSON") or ("VALIDATION_ERROR") when refused."""
+    """Decode ``raw``; PayloadError (INVALID_JSON or VALIDATION_ERROR) when refused."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise PayloadError("INVALID_JSON", f"not valid JSON: {exc}") from None
+        raise PayloadError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from None
     check_depth(raw, value, max_depth)
     return value
 
@@ -46,7 +48,7 @@ def check_depth(raw: bytes | str, value: Any, max_depth: int) -> None:
     opening = raw.count(b"[" if isinstance(raw, bytes) else "[") + \
         raw.count(b"{" if isinstance(raw, bytes) else "{")
     if opening > max_depth and depth_exceeds(value, max_depth):
-        raise PayloadError("VALIDATION_ERROR", too_deep_message(max_depth))
+        raise PayloadError(ErrorCode.VALIDATION_ERROR, too_deep_message(max_depth))
 
 
 def depth_exceeds(value: Any, max_depth: int) -> bool:

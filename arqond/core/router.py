@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from arqond.core.clients import Client
 from arqond.core.envelope import now_iso
+from arqond.core.errors import ErrorCode
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 WILDCARD = "*"
@@ -29,7 +30,7 @@ def check_name(kind: str, name: str, *, wildcard: bool = False) -> str:
     if wildcard and name == WILDCARD:
         return name
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise RoutingError("VALIDATION_ERROR",
+        raise RoutingError(ErrorCode.VALIDATION_ERROR,
                            f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
                            "(at most 128, not starting with a symbol)")
     return name
@@ -103,13 +104,13 @@ class Router:
     def require_channel(self, room: str, channel: str) -> Channel:
         found = self.channel(room, channel)
         if found is None:
-            raise RoutingError("NOT_FOUND", f"channel {room}:{channel} does not exist")
+            raise RoutingError(ErrorCode.NOT_FOUND, f"channel {room}:{channel} does not exist")
         return found
 
     def require_room(self, room: str) -> Room:
         found = self.rooms.get(room)
         if found is None:
-            raise RoutingError("NOT_FOUND", f"room {room} does not exist")
+            raise RoutingError(ErrorCode.NOT_FOUND, f"room {room} does not exist")
         return found
 
     def ensure_channel(self, room: str, channel: str, *, created_by: str = "arqonbus",
@@ -132,16 +133,16 @@ class Router:
     def create_channel(self, room: str, channel: str, **kwargs: Any) -> Channel:
         created, is_new = self.ensure_channel(room, channel, **kwargs)
         if not is_new:
-            raise RoutingError("CHANNEL_EXISTS", f"channel {room}:{channel} already exists")
+            raise RoutingError(ErrorCode.CHANNEL_EXISTS, f"channel {room}:{channel} already exists")
         return created
 
     def delete_channel(self, room: str, channel: str) -> Channel:
         found = self.require_channel(room, channel)
         if found.hardcoded:
-            raise RoutingError("CHANNEL_PROTECTED",
+            raise RoutingError(ErrorCode.CHANNEL_PROTECTED,
                                f"channel {room}:{channel} is hard-coded and cannot be deleted")
         if found.members:
-            raise RoutingError("CHANNEL_NOT_EMPTY",
+            raise RoutingError(ErrorCode.CHANNEL_NOT_EMPTY,
                                f"channel {room}:{channel} still has {len(found.members)} "
                                "participant(s); it can be deleted only when empty")
         room_obj = self.rooms[room]
@@ -172,7 +173,7 @@ class Router:
 
     def leave(self, client: Client, room: str, channel: str) -> None:
         if (room, channel) not in client.subscriptions:
-            raise RoutingError("NOT_A_MEMBER", f"client is not in {room}:{channel}")
+            raise RoutingError(ErrorCode.NOT_A_MEMBER, f"client is not in {room}:{channel}")
         client.subscriptions.discard((room, channel))
         if WILDCARD in (room, channel):
             subscribers = self.patterns.get((room, channel), {})

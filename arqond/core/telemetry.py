@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 
 from arqond import SERVICE_NAME
-from arqond.core.bus import TELEMETRY_TARGET
+from arqond.core.protocol import TELEMETRY_TARGET
 from arqond.core.clients import Client
 from arqond.core.envelope import SERVER_SENDER, json_type, now_iso
+from arqond.core.errors import ErrorCode
 
 TELEMETRY_STREAM = TELEMETRY_TARGET
 DASHBOARD_EVENTS = ("integriguard", "dashboard-events")
@@ -123,7 +124,7 @@ def pong_frame() -> bytes:
 def error_frame(errors: list[str]) -> bytes:
     message = "; ".join(errors)
     return orjson.dumps({"type": "error", "event_type": "error", "error": message,
-                         "error_code": "VALIDATION_ERROR", "errors": errors,
+                         "error_code": ErrorCode.VALIDATION_ERROR, "errors": errors,
                          "timestamp": now_iso()})
 
 

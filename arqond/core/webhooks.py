@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from arqond.core.commands import CommandContext, CommandError, owned_item
+from arqond.core.commands import Command, CommandContext, CommandError, owned_item
 from arqond.core.envelope import now_iso
+from arqond.core.errors import ErrorCode
 from arqond.core.router import check_name, split_target
-
-if TYPE_CHECKING:
-    from arqond.core.bus import Bus
 
 MAX_RULES = 1024            # in the whole daemon
 MAX_RULES_PER_OWNER = 32
@@ -57,19 +55,22 @@ class Rule:
 
 
 class Webhooks:
-    def __init__(self, bus: "Bus") -> None:
+    def __init__(self) -> None:
         self.rules: dict[str, Rule] = {}
-        register = bus.commands.register
-        register("op.webhook.register", self._register,
-                 summary="POST messages of room/channel to url (rules end with the client)")
-        register("op.webhook.list", self._list, summary="your webhook rules (admin: all)")
-        register("op.webhook.unregister", self._unregister, summary="remove a webhook rule")
-        bus.listeners.append(self._on_event)
+
+    def commands(self) -> dict[str, Command]:
+        return {"op.webhook.register": Command(self._register, False, "POST messages of "
+                                               "room/channel to url (rules end with the "
+                                               "client)"),
+                "op.webhook.list": Command(self._list, False,
+                                           "your webhook rules (admin: all)"),
+                "op.webhook.unregister": Command(self._unregister, False,
+                                                 "remove a webhook rule")}
 
     def matching(self, room: str | None, channel: str | None) -> Iterator[Rule]:
         return (rule for rule in self.rules.values() if rule.matches(room, channel))
 
-    def _on_event(self, event: str, fields: dict[str, Any]) -> None:
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "client_disconnected":
             owner = fields["client_id"]
             for rule_id in [r.rule_id for r in self.rules.values() if r.owner == owner]:
@@ -84,11 +85,12 @@ class Webhooks:
         headers = _check_headers(ctx.arg("headers", dict, {}))
         timeout = ctx.arg("timeout_seconds", (int, float), DEFAULT_TIMEOUT_SECONDS)
         if isinstance(timeout, bool) or not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-            raise CommandError("VALIDATION_ERROR", "Validation error: timeout_seconds must be "
+            raise CommandError(ErrorCode.VALIDATION_ERROR,
+                               "Validation error: timeout_seconds must be "
                                f"greater than 0 and at most {MAX_TIMEOUT_SECONDS:g}")
         owned = sum(1 for r in self.rules.values() if r.owner == ctx.client.id)
         if owned >= MAX_RULES_PER_OWNER or len(self.rules) >= MAX_RULES:
-            raise CommandError("LIMIT_EXCEEDED", f"webhook rule limit reached ({owned} of "
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"webhook rule limit reached ({owned} of "
                                f"{MAX_RULES_PER_OWNER} for this client, {len(self.rules)} of "
                                f"{MAX_RULES} in all)")
         rule = Rule("wh_" + os.urandom(6).hex(), ctx.client.id, url, room, channel, headers,
@@ -112,24 +114,30 @@ def _check_url(url: str) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise CommandError("VALIDATION_ERROR", f"Validation error: bad url: {exc}") from None
+        raise CommandError(ErrorCode.VALIDATION_ERROR,
+                           f"Validation error: bad url: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CommandError("VALIDATION_ERROR", "Validation error: url must start with http:// "
+        raise CommandError(ErrorCode.VALIDATION_ERROR,
+                           "Validation error: url must start with http:// "
                            "or https:// and name a host")
     if len(url) > MAX_URL_LENGTH or any(c in url for c in "\r\n ") or port == 0:
-        raise CommandError("VALIDATION_ERROR", "Validation error: url is too long, contains "
+        raise CommandError(ErrorCode.VALIDATION_ERROR,
+                           "Validation error: url is too long, contains "
                            "whitespace, or names port 0")
     return url
 
 
 def _check_headers(headers: dict[str, Any]) -> dict[str, str]:
     if len(headers) > MAX_HEADERS:
-        raise CommandError("VALIDATION_ERROR", f"Validation error: at most {MAX_HEADERS} headers")
+        raise CommandError(ErrorCode.VALIDATION_ERROR,
+                           f"Validation error: at most {MAX_HEADERS} headers")
     for name, value in headers.items():
         if not HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
-            raise CommandError("VALIDATION_ERROR", f"Validation error: header name {name!r} is "
+            raise CommandError(ErrorCode.VALIDATION_ERROR,
+                               f"Validation error: header name {name!r} is "
                                "not a valid token or is set by arqond itself")
         if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-            raise CommandError("VALIDATION_ERROR", f"Validation error: header {name!r} must be "
+            raise CommandError(ErrorCode.VALIDATION_ERROR,
+                               f"Validation error: header {name!r} must be "
                                "a string without line breaks")
     return dict(headers)

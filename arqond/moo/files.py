@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import grp
 import os
 import socket
 import stat
 
-from arqond.system.listeners import ListenerError, bind_unix
+from arqond.unix import ListenerError, bind_unix
 
 # Pipe capacity asked for each inbox. Linux writes a whole write() into a pipe in one go while
 # there is room, so with arqond draining it, lines up to this size from concurrent writers stay
@@ -24,13 +23,6 @@ PIPE_SIZE = 1 << 20
 
 class NotOurs(Exception):
     """A path arqond must not touch; the text says what was found there."""
-
-
-def group_id(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
 
 
 def _kind(mode: int) -> str:

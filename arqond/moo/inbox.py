@@ -7,7 +7,7 @@ import ctypes
 import os
 from typing import Callable
 
-from arqond.core.lines import LineFramer, Refused
+from arqond.core.framing import LineFramer, too_long
 from arqond.moo.files import open_fifo_reader
 
 READ_CHUNK = 65536
@@ -61,7 +61,7 @@ class InboxReader:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, path: str, fd: int, max_line: int,
                  peeker: Peeker, on_line: Callable[[bytes], None],
-                 on_refused: Callable[[Refused], None],
+                 on_refused: Callable[[str, int], None],
                  on_error: Callable[[str], None]) -> None:
         self.loop = loop
         self.path = path
@@ -95,11 +95,11 @@ class InboxReader:
         while start <= last and self.fd >= 0:
             end = data.index(b"\n", start) + 1
             try:
-                for item in self.framer.feed(data[start:end]):
-                    if isinstance(item, Refused):
-                        self.on_refused(item)
+                for line in self.framer.feed(data[start:end]):
+                    if line.cut:
+                        self.on_refused(too_long(self.framer.max_bytes), line.length)
                     else:
-                        self.on_line(item)
+                        self.on_line(line.data)
             finally:
                 self._consume(end - start)
             start = end
@@ -114,9 +114,11 @@ class InboxReader:
             size -= len(os.read(self.fd, size))
 
     def _writers_gone(self) -> None:
-        unfinished = self.framer.cut()
+        unfinished = self.framer.finish()
         if unfinished is not None:
-            self.on_refused(unfinished)
+            self.on_refused(too_long(self.framer.max_bytes) if unfinished.cut else
+                            "the writer closed before ending its line with a newline",
+                            unfinished.length)
         try:
             fresh = open_fifo_reader(self.path)
         except Exception as exc:  # removed or replaced behind arqond's back

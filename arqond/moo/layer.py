@@ -24,10 +24,10 @@ from arqond.config import Config
 from arqond.core import jsonrpc, payload, zgents
 from arqond.core.bus import Bus
 from arqond.core.clients import Client
-from arqond.core.commands import CommandContext, CommandError
+from arqond.core.commands import Command, CommandContext, CommandError
 from arqond.core.envelope import SERVER_SENDER, now_iso
+from arqond.core.errors import ErrorCode, RpcCode
 from arqond.core.jsonrpc import Pending, PendingTable, RpcError
-from arqond.core.lines import Refused
 from arqond.core.payload import PayloadError
 from arqond.core.router import RoutingError, split_target
 from arqond.core.zgents import Spec, Zgent, ZgentError
@@ -39,8 +39,8 @@ from arqond.moo.mailboxes import MailboxLog
 from arqond.moo.sockets import SocketSink, ZgentConnection
 from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.system.fdstore import FdStore
-from arqond.system.journal import log_event
-from arqond.system.listeners import ListenerError
+from arqond.log import log_event
+from arqond.unix import ListenerError, group_id, group_ids
 
 log = logging.getLogger("arqond.moo")
 
@@ -166,12 +166,6 @@ class MooLayer:
         self._set_aside_corrupt(self.registry_path, "registry",
                                 lambda raw: _check_registry(raw, written))
         self._open_broadcast()
-        self.bus.commands.register("zgent.register", self._cmd_register,
-                                   summary="register a Zgent: its inbox FIFO and socket")
-        self.bus.commands.register("zgent.unregister", self._cmd_unregister,
-                                   summary="remove a Zgent's inbox and socket (offline)")
-        self.bus.commands.register("zgent.list", self._cmd_list,
-                                   summary="the registered Zgents, as in registry.json")
         specs = dict(zgents.check_table(self.config.tables.get("zgents", {})))
         for zgent_id, table in saved.items():
             if zgent_id not in specs:
@@ -188,7 +182,7 @@ class MooLayer:
         # Sockets systemd keeps in its fd store stay on disk: the next run takes them over.
         kept = self.fdstore.stored
         for pending in self.pending.take(lambda p: True):
-            self._answer(pending, jsonrpc.error(pending.original_id, jsonrpc.NOT_SERVING,
+            self._answer(pending, jsonrpc.error(pending.original_id, RpcCode.NOT_SERVING,
                                                 "arqond is stopping"))
         for connection in list(self.connections):
             connection.end()
@@ -202,7 +196,7 @@ class MooLayer:
         self._write_registry()
         if self.broadcast is not None:
             self.broadcast.close()
-        self.bus.intercepts.pop(BROADCAST_TARGET, None)
+            self.broadcast = None
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -233,7 +227,7 @@ class MooLayer:
 
     def _resolve_group(self) -> None:
         name = self.config.moo.group
-        self.gid = files.group_id(name)
+        self.gid = group_id(name)
         if self.gid is None:
             log.warning("group %r does not exist: MOO files keep arqond's group (create it, "
                         "or set moo.group)", name)
@@ -327,7 +321,6 @@ class MooLayer:
         except NotOurs as exc:
             log_event(log, logging.ERROR, "file_refused", f"broadcast log off: {exc}")
             return
-        self.bus.intercepts[BROADCAST_TARGET] = self._broadcast_from_bus
         try:
             os.makedirs(self.log_dir, exist_ok=True)
             self.broadcast.ensure_link()
@@ -365,7 +358,7 @@ class MooLayer:
         served.reader = InboxReader(
             self.loop, inbox, fd, self.config.moo.max_line_bytes, self.peeker,
             on_line=lambda raw: self._fifo_line(spec.id, raw),
-            on_refused=lambda refused: self._fifo_refused(spec.id, refused),
+            on_refused=lambda reason, size: self._fifo_refused(spec.id, reason, size),
             on_error=lambda text: log_event(log, logging.ERROR, "file_refused",
                                             f"{inbox}: {text}; inbox closed", zgent=spec.id))
         served.sock = sock
@@ -443,7 +436,7 @@ class MooLayer:
         served = self.served.pop(name)
         zgent = served.zgent
         for pending in self.pending.take(lambda p: p.handler is served.handler):
-            self._answer(pending, jsonrpc.error(pending.original_id, jsonrpc.NOT_SERVING,
+            self._answer(pending, jsonrpc.error(pending.original_id, RpcCode.NOT_SERVING,
                                                 f"{name} was unregistered"))
         for connection in [c for c in self.connections if c.zgent_id == name]:
             connection.end()
@@ -523,7 +516,7 @@ class MooLayer:
             obj = payload.loads(raw, self.config.server.max_json_depth)
         except PayloadError as exc:
             obj = None
-            if exc.code != "INVALID_JSON":
+            if exc.code != ErrorCode.INVALID_JSON:
                 log_event(log, logging.WARNING, "line_malformed", f"{name}-inbox: "
                           f"{exc.message}; delivered as raw", zgent=name)
         text = raw.decode("utf-8", "replace")
@@ -537,10 +530,10 @@ class MooLayer:
             if obj.keys() != {"raw"}:
                 self.inbox_line(name, {"raw": text})
 
-    def _fifo_refused(self, name: str, refused: Refused) -> None:
+    def _fifo_refused(self, name: str, reason: str, size: int) -> None:
         self.inbox_refused_total += 1
         log_event(log, logging.WARNING, "line_refused",
-                  f"{name}-inbox: {refused.size} byte(s) refused: {refused.reason}", zgent=name)
+                  f"{name}-inbox: {size} byte(s) refused: {reason}", zgent=name)
 
     def inbox_line(self, name: str, obj: dict[str, Any]) -> None:
         """One message to NAME, exactly as if read from NAME-inbox."""
@@ -623,7 +616,7 @@ class MooLayer:
             out["params"] = request["params"]
         if handler is None:
             if reply is not None:
-                reply(jsonrpc.error(request.get("id"), jsonrpc.NOT_SERVING,
+                reply(jsonrpc.error(request.get("id"), RpcCode.NOT_SERVING,
                                     f"{served.zgent.id} is not serving: no handler attached "
                                     f"(arqon serve {served.zgent.id})"))
             return
@@ -632,7 +625,7 @@ class MooLayer:
             handler.write(out)
             return
         if origin is not None and self.pending.count_for(origin) >= MAX_PENDING_PER_CLIENT:
-            reply(jsonrpc.error(request.get("id"), jsonrpc.BUSY,
+            reply(jsonrpc.error(request.get("id"), RpcCode.BUSY,
                                 f"more than {MAX_PENDING_PER_CLIENT} requests waiting from "
                                 "this client; wait for some replies"))
             return
@@ -652,7 +645,7 @@ class MooLayer:
         log.warning("Zgent %s: handler did not answer within %gs", name,
                     self.config.moo.handler_timeout)
         self._answer(pending, jsonrpc.error(
-            pending.original_id, jsonrpc.TIMEOUT,
+            pending.original_id, RpcCode.TIMEOUT,
             f"{name}'s handler did not answer within {self.config.moo.handler_timeout:g}s"))
 
     def _answer(self, pending: Pending, answer: dict[str, Any]) -> None:
@@ -672,7 +665,7 @@ class MooLayer:
         if problem:
             log.warning("Zgent %s: handler sent an invalid reply: %s", connection.zgent_id,
                         problem)
-            answer = jsonrpc.error(pending.original_id, jsonrpc.INTERNAL_ERROR,
+            answer = jsonrpc.error(pending.original_id, RpcCode.INTERNAL_ERROR,
                                    f"{connection.zgent_id}'s handler sent an invalid reply: "
                                    f"{problem}")
         else:
@@ -689,7 +682,7 @@ class MooLayer:
             log_event(log, logging.WARNING, "connection_refused",
                       f"{connection.zgent_id}.sock: client ({connection.peer}) refused: "
                       f"moo.max_clients ({limit}) reached", zgent=connection.zgent_id)
-            connection.write(jsonrpc.error(None, jsonrpc.BUSY, f"arqond serves {limit} Zgent "
+            connection.write(jsonrpc.error(None, RpcCode.BUSY, f"arqond serves {limit} Zgent "
                                            "socket clients already; try again later"))
             connection.open = False
             connection.transport.close()
@@ -703,7 +696,7 @@ class MooLayer:
         self.pending.take(lambda p: p.origin is connection)
         for pending in self.pending.take(lambda p: p.handler is connection):
             self._answer(pending, jsonrpc.error(
-                pending.original_id, jsonrpc.NOT_SERVING,
+                pending.original_id, RpcCode.NOT_SERVING,
                 f"{connection.zgent_id}'s handler went away before answering"))
         served = self.served.get(connection.zgent_id)
         if served is None:
@@ -721,7 +714,7 @@ class MooLayer:
         log_event(log, logging.WARNING, "line_refused",
                   f"{connection.zgent_id}.sock: line refused: {reason}",
                   zgent=connection.zgent_id)
-        connection.write(jsonrpc.error(None, jsonrpc.INVALID_REQUEST, f"refused: {reason}"))
+        connection.write(jsonrpc.error(None, RpcCode.INVALID_REQUEST, f"refused: {reason}"))
 
     def socket_too_slow(self, connection: ZgentConnection) -> None:
         self.socket_clients_cut_total += 1
@@ -748,13 +741,13 @@ class MooLayer:
                 elif "type" in obj or "command" in obj:
                     self._bus_envelope(connection, raw)
                 else:
-                    raise RpcError(jsonrpc.INVALID_REQUEST, 'invalid request: no "method" '
+                    raise RpcError(RpcCode.INVALID_REQUEST, 'invalid request: no "method" '
                                    '(and not a bus envelope: no "type")', obj.get("id"))
                 return
             jsonrpc.check_request(obj)
             served = self.served.get(connection.zgent_id)
             if served is None:
-                raise RpcError(jsonrpc.NOT_SERVING, f"{connection.zgent_id} is unregistered",
+                raise RpcError(RpcCode.NOT_SERVING, f"{connection.zgent_id} is unregistered",
                                obj.get("id"))
             method = obj["method"]
             if method.startswith("arqon."):
@@ -796,7 +789,7 @@ class MooLayer:
         elif method == "arqon.serve":
             value = self._serve(connection, served, request_id)
         else:
-            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"method not found: {method} (arqon.ping, "
+            raise RpcError(RpcCode.METHOD_NOT_FOUND, f"method not found: {method} (arqon.ping, "
                            "arqon.info, arqon.history, arqon.subscribe, arqon.recv, "
                            "arqon.serve)", request_id)
         if "id" in obj:
@@ -806,9 +799,9 @@ class MooLayer:
         channel = params.get("channel")
         limit = params.get("limit", self.bus.settings.history_default_limit)
         if channel is not None and not isinstance(channel, str):
-            raise RpcError(jsonrpc.INVALID_PARAMS, "channel must be a string", request_id)
+            raise RpcError(RpcCode.INVALID_PARAMS, "channel must be a string", request_id)
         if not isinstance(limit, int) or not 0 < limit <= self.bus.settings.history_size:
-            raise RpcError(jsonrpc.INVALID_PARAMS, "limit must be an integer from 1 to "
+            raise RpcError(RpcCode.INVALID_PARAMS, "limit must be an integer from 1 to "
                            f"{self.bus.settings.history_size}", request_id)
         try:
             messages = self.bus.router.history(name, channel)
@@ -820,13 +813,13 @@ class MooLayer:
                    request_id: Any) -> dict[str, Any]:
         extra = params.get("channels", [])
         if not isinstance(extra, list) or not all(isinstance(t, str) for t in extra):
-            raise RpcError(jsonrpc.INVALID_PARAMS, 'channels must be a list of "room:channel"',
+            raise RpcError(RpcCode.INVALID_PARAMS, 'channels must be a list of "room:channel"',
                            request_id)
         targets = [(name, "*")]
         for text in extra:
             room, channel = split_target(text, None)
             if room is None or channel is None:
-                raise RpcError(jsonrpc.INVALID_PARAMS, f'{text!r} is not "room:channel"',
+                raise RpcError(RpcCode.INVALID_PARAMS, f'{text!r} is not "room:channel"',
                                request_id)
             targets.append((room, channel))
         client = self._bus_client(connection)
@@ -834,7 +827,7 @@ class MooLayer:
             for room, channel in targets:
                 self.bus.router.join(client, room, channel)
         except RoutingError as exc:
-            raise RpcError(jsonrpc.INVALID_PARAMS, exc.message, request_id) from None
+            raise RpcError(RpcCode.INVALID_PARAMS, exc.message, request_id) from None
         connection.wrap = True
         self.touch(name)
         return {"subscribed": [f"{r}:{c}" for r, c in targets], "method": "arqon.message"}
@@ -844,7 +837,7 @@ class MooLayer:
         wait = params.get("wait", 0)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or \
                 not 0 <= wait <= MAX_RECV_WAIT:
-            raise RpcError(jsonrpc.INVALID_PARAMS, f"wait must be 0 to {MAX_RECV_WAIT:g} "
+            raise RpcError(RpcCode.INVALID_PARAMS, f"wait must be 0 to {MAX_RECV_WAIT:g} "
                            "seconds", request_id)
         self.touch(served.zgent.id)
         mailbox = served.zgent.mailbox
@@ -882,10 +875,10 @@ class MooLayer:
             log_event(log, logging.WARNING, "policy_refusal",
                       f"Zgent {name}: arqon.serve refused to {connection.peer}: not among the "
                       "uids/groups allowed for it", zgent=name)
-            raise RpcError(jsonrpc.FORBIDDEN, f"uid {connection.uid} may not serve {name} "
+            raise RpcError(RpcCode.FORBIDDEN, f"uid {connection.uid} may not serve {name} "
                            f"(allowed: zgents.{name}.uids / .groups)", request_id)
         if served.handler is not None and served.handler is not connection:
-            raise RpcError(jsonrpc.BUSY, f"{name} already has a handler "
+            raise RpcError(RpcCode.BUSY, f"{name} already has a handler "
                            f"({served.handler.peer})", request_id)
         served.handler = connection
         connection.serving = True
@@ -898,11 +891,20 @@ class MooLayer:
         uid = connection.uid
         if uid in (0, os.getuid()) or uid in served.uids or connection.gid in served.gids:
             return True
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return False
-        return bool(served.gids.intersection(os.getgrouplist(user, connection.gid)))
+        return bool(served.gids.intersection(group_ids(uid, connection.gid)))
+
+    # -- what the layer plugs into the Bus ----------------------------------------------------
+
+    def commands(self) -> dict[str, Command]:
+        return {"zgent.register": Command(self._cmd_register, False,
+                                          "register a Zgent: its inbox FIFO and socket"),
+                "zgent.unregister": Command(self._cmd_unregister, False,
+                                            "remove a Zgent's inbox and socket (offline)"),
+                "zgent.list": Command(self._cmd_list, False,
+                                      "the registered Zgents, as in registry.json")}
+
+    def intercepts(self) -> dict[tuple[str, str], Any]:
+        return {BROADCAST_TARGET: self._broadcast_from_bus}
 
     # -- broadcast --------------------------------------------------------------------------
 
@@ -912,12 +914,14 @@ class MooLayer:
             line = zgents.broadcast_message(env.get("payload"), sender,
                                             zgents.iso_seconds(time.time()))
         except ZgentError as exc:
-            raise RoutingError("VALIDATION_ERROR", str(exc)) from None
-        assert self.broadcast is not None
+            raise RoutingError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
+        if self.broadcast is None:
+            raise RoutingError(ErrorCode.EXECUTION_ERROR, "the broadcast log is not available "
+                               "(see the arqond log for why)")
         try:
             offset = self.broadcast.append(line)
         except OSError as exc:
-            raise RoutingError("EXECUTION_ERROR", f"cannot append to the broadcast log: "
+            raise RoutingError(ErrorCode.EXECUTION_ERROR, f"cannot append to the broadcast log: "
                                f"{exc}") from None
         self.broadcasts_total += 1
         if self.publish_broadcasts:
@@ -937,8 +941,8 @@ class MooLayer:
                 try:
                     return zgents.check_name(ctx.args[key])
                 except ZgentError as exc:
-                    raise CommandError("VALIDATION_ERROR", str(exc)) from None
-        raise CommandError("VALIDATION_ERROR", f"{ctx.name} requires argument 'id' (the "
+                    raise CommandError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
+        raise CommandError(ErrorCode.VALIDATION_ERROR, f"{ctx.name} requires argument 'id' (the "
                            "Zgent name, e.g. \"dreader\")")
 
     def _command_spec(self, ctx: CommandContext) -> Spec:
@@ -947,18 +951,18 @@ class MooLayer:
         try:
             return Spec.from_table(zgent_id, table, "command")
         except ZgentError as exc:
-            raise CommandError("VALIDATION_ERROR", str(exc)) from None
+            raise CommandError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
 
     def _cmd_register(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         spec = self._command_spec(ctx)
         if spec.id in self.served:
-            raise CommandError("ZGENT_EXISTS", f"Zgent {spec.id} is already registered")
+            raise CommandError(ErrorCode.ZGENT_EXISTS, f"Zgent {spec.id} is already registered")
         try:
             served = self._register(spec)
         except NotOurs as exc:
             log_event(log, logging.ERROR, "file_refused", f"Zgent {spec.id} not registered: "
                       f"{exc}", zgent=spec.id)
-            raise CommandError("FILE_REFUSED", str(exc)) from None
+            raise CommandError(ErrorCode.FILE_REFUSED, str(exc)) from None
         self._write_registry()  # on disk before the reply, so the caller can read it
         return f"Zgent {spec.id} registered", {"id": spec.id, **served.zgent.entry()}
 
@@ -966,9 +970,9 @@ class MooLayer:
         zgent_id = self._command_id(ctx)
         served = self.served.get(zgent_id)
         if served is None:
-            raise CommandError("NOT_FOUND", f"no registered Zgent {zgent_id}")
+            raise CommandError(ErrorCode.NOT_FOUND, f"no registered Zgent {zgent_id}")
         if served.zgent.spec.source == "config":
-            raise CommandError("ZGENT_CONFIGURED", f"Zgent {zgent_id} comes from the "
+            raise CommandError(ErrorCode.ZGENT_CONFIGURED, f"Zgent {zgent_id} comes from the "
                                f"configuration file ([zgents.{zgent_id}]); remove it there")
         return f"Zgent {zgent_id} unregistered", {"id": zgent_id, **self.unregister(zgent_id)}
 

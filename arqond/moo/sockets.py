@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import select
-import socket
-import struct
 from typing import TYPE_CHECKING, Any
 
 from arqond.core import jsonrpc
 from arqond.core.clients import Client
-from arqond.core.lines import LineFramer, Refused
+from arqond.core.framing import LineFramer, too_long
+from arqond.unix import peer_credentials
 
 if TYPE_CHECKING:
     from arqond.moo.layer import MooLayer
@@ -44,28 +43,25 @@ class ZgentConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        sock = transport.get_extra_info("socket")
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        self.pid, self.uid, self.gid = struct.unpack("3i", creds)
+        self.pid, self.uid, self.gid = peer_credentials(transport.get_extra_info("socket"))
         self.layer.socket_connected(self)
 
     def data_received(self, data: bytes) -> None:
-        for item in self.framer.feed(data):
+        for line in self.framer.feed(data):
             if not self.open:
                 return
-            if isinstance(item, Refused):
-                self.layer.socket_refused(self, item.reason)
+            if line.cut:
+                self.layer.socket_refused(self, too_long(self.framer.max_bytes))
             else:
-                self.layer.socket_line(self, item)
+                self.layer.socket_line(self, line.data)
 
     def eof_received(self) -> bool:
         # The client may half-close after its last request (socat does): answer first.
-        last = bytes(self.framer.pending)
-        refused = self.framer.cut()
-        if last.strip():
-            self.layer.socket_line(self, last)  # a last line without its newline is whole
-        elif refused is not None and not last:
-            self.layer.socket_refused(self, refused.reason)
+        last = self.framer.finish()
+        if last is not None and last.cut:
+            self.layer.socket_refused(self, too_long(self.framer.max_bytes))
+        elif last is not None and last.data.strip():
+            self.layer.socket_line(self, last.data)  # a last line without its newline is whole
         self.read_closed = True
         self.finish_if_done()
         return True

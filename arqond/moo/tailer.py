@@ -39,9 +39,10 @@ from arqond.config import Config
 from arqond.core import narrative
 from arqond.core.bus import Bus
 from arqond.core.metrics import Sample, counter, counters_of, gauge
-from arqond.core.narrative import LineBuffer, QueryTracker, Target
+from arqond.core.framing import Line, LineFramer
+from arqond.core.narrative import QueryTracker, Target
 from arqond.moo.checkpoints import CheckpointStore, CorruptCheckpoints, Record
-from arqond.system.journal import NOTICE, log_event
+from arqond.log import NOTICE, log_event
 
 log = logging.getLogger("arqond.narrative")
 
@@ -96,7 +97,7 @@ class TrackedFile:
         self.generation = generation
         self.fingerprint: str | None = None
         self.key: str | None = None
-        self.buffer = LineBuffer(offset, max_line_bytes)
+        self.buffer = LineFramer(max_line_bytes, offset)
         self.published = offset     # first byte not yet published: the checkpoint
         self.attached = True        # still at its name
         self.detached_at = 0.0
@@ -238,7 +239,7 @@ class NarrativeTailer:
     def reload(self, config: Config) -> None:
         self.settings = Settings.of(config)
         for tracked in [*self.at_name.values(), *self.draining]:
-            tracked.buffer.max_line_bytes = self.settings.max_line_bytes
+            tracked.buffer.max_bytes = self.settings.max_line_bytes
 
     @property
     def files(self) -> int:
@@ -611,7 +612,7 @@ class NarrativeTailer:
         tracked.key = None
         self.dirty = True
 
-    def _publish(self, tracked: TrackedFile, lines: list[narrative.Line]) -> None:
+    def _publish(self, tracked: TrackedFile, lines: list[Line]) -> None:
         assert tracked.key is not None
         target = tracked.target
         requests = target.channel == "queries" and target.zgent is not None
@@ -632,7 +633,7 @@ class NarrativeTailer:
         if target.channel == "narrative" and target.zgent:
             self._call(self.on_zgent_seen, target.zgent, False)
 
-    def _publish_line(self, tracked: TrackedFile, line: narrative.Line,
+    def _publish_line(self, tracked: TrackedFile, line: Line,
                       requests: bool) -> dict[str, Any]:
         """Publish one line; a failure inside arqond publishes it as raw instead, so one line
         can never stop the bridge."""

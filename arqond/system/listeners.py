@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import socket
-import stat
 
-LISTEN_BACKLOG = 4096
+from arqond.unix import LISTEN_BACKLOG, ListenerError
 
-
-class ListenerError(Exception):
-    pass
+__all__ = ["ListenerError", "bind_tcp", "describe"]
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
@@ -29,49 +24,6 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         raise ListenerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
-
-
-def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
-    """Listen on a Unix socket path.
-
-    A stale socket file there (left by a crash) is replaced; a socket someone still answers on,
-    or anything that is not a socket, is refused rather than stolen.
-    """
-    try:
-        if os.path.exists(path) or os.path.islink(path):
-            info = os.lstat(path)
-            if not stat.S_ISSOCK(info.st_mode):
-                raise ListenerError(f"{path} exists and is not a socket; refusing to replace it")
-            if socket_in_use(path):
-                raise ListenerError(f"{path} is in use by another process; refusing to take it")
-            os.unlink(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    except OSError as exc:
-        raise ListenerError(f"cannot prepare {path}: {exc.strerror}") from None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        os.chmod(path, mode)
-        sock.listen(LISTEN_BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise ListenerError(f"cannot listen on {path}: {exc.strerror}") from None
-    sock.setblocking(False)
-    return sock
-
-
-def socket_in_use(path: str) -> bool:
-    """Whether some process still accepts connections on the Unix socket at ``path``."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(0.5)
-    try:
-        probe.connect(path)
-    except OSError as exc:
-        # A full backlog (EAGAIN) still means a listener; refused or gone means stale.
-        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
-    finally:
-        probe.close()
-    return True
 
 
 def describe(sock: socket.socket) -> str:

@@ -19,39 +19,34 @@ so ``echo '{...}' | socat - UNIX-CONNECT:...`` prints its answer and exits.
 from __future__ import annotations
 
 import asyncio
-import grp
 import logging
 import os
-import pwd
 import socket
 import stat
-import struct
 from typing import Any
 
 from arqond.config import Config
 from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import SERVER_SENDER, now_iso, serialize
+from arqond.core.errors import ErrorCode
+from arqond.core.framing import Line, LineFramer, too_long
 from arqond.core.metrics import Sample, counters_of, gauge
-from arqond.system.journal import log_event
+from arqond.log import log_event
+from arqond.unix import Peer, group_id, group_ids, peer_credentials
 
 log = logging.getLogger("arqond.control")
-PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-def peer_is_admin(uid: int, group: str) -> bool:
-    """Root, or a uid whose primary or supplementary groups include ``group``.
+def peer_is_admin(peer: Peer, group: str) -> bool:
+    """Root, or a peer whose groups include ``group``.
 
     The group database is read once per connection (local files in practice), not per frame.
     """
-    if uid == 0:
+    if peer.uid == 0:
         return True
-    try:
-        gid = grp.getgrnam(group).gr_gid
-        user = pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return gid in os.getgrouplist(user.pw_name, user.pw_gid)
+    gid = group_id(group)
+    return gid is not None and gid in group_ids(peer.uid, peer.gid)
 
 
 class ControlSink:
@@ -84,68 +79,62 @@ class ControlConnection(asyncio.Protocol):
         self.adapter = adapter
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
-        self.buffer = bytearray()
+        self.framer = LineFramer(adapter.config.server.max_message_size)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         adapter = self.adapter
         server = adapter.config.server
-        sock = transport.get_extra_info("socket")
-        pid, uid, _ = PEERCRED.unpack(
-            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
-        peer = f"pid={pid},uid={uid}"
+        credentials = peer_credentials(transport.get_extra_info("socket"))
+        peer = f"pid={credentials.pid},uid={credentials.uid}"
         if len(adapter.bus.clients) >= server.max_connections:
             adapter.refused_total += 1
             log_event(log, logging.WARNING, "connection_refused",
                       "control connection refused: server.max_connections reached", peer=peer)
-            transport.write(_error_line("CONNECTION_REFUSED", "connection limit reached"))
+            transport.write(_error_line(ErrorCode.CONNECTION_REFUSED, "connection limit reached"))
             transport.close()
             return
         adapter.connections.add(self)
         self.client = adapter.bus.attach(
             ControlSink(transport, server.client_buffer_bytes), "control",
-            admin=peer_is_admin(uid, server.admin_group), peer=peer)
+            admin=peer_is_admin(credentials, server.admin_group), peer=peer)
 
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is None or not client.open:
             return
-        buffer = self.buffer
-        buffer += data
-        limit = self.adapter.config.server.max_message_size
-        receive = self.adapter.bus.receive
-        start = 0
-        while client.open:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            if end - start > limit:
-                self._too_long(limit)
+        framer = self.framer
+        for line in framer.feed(data):
+            self._line(line)
+            if not client.open:
                 return
-            line = bytes(buffer[start:end]).strip()
-            start = end + 1
-            if line:  # blank lines (a human pressing Enter) are not frames
-                receive(client, line)
-        del buffer[:start]
-        if client.open and len(buffer) > limit:
-            self._too_long(limit)
+        # Too long already, newline or not: no reason to read the rest of it.
+        if framer.pending_length > framer.max_bytes:
+            self._too_long()
 
-    def _too_long(self, limit: int) -> None:
+    def _line(self, line: Line) -> None:
+        if line.cut:
+            self._too_long()
+            return
+        text = line.data.strip()
+        if text:  # blank lines (a human pressing Enter) are not frames
+            assert self.client is not None
+            self.adapter.bus.receive(self.client, text)
+
+    def _too_long(self) -> None:
         assert self.client is not None and self.transport is not None
         self.adapter.oversize_total += 1
-        self.buffer.clear()
-        self.adapter.bus.reject(self.client, "LINE_TOO_LONG",
-                                f"line longer than {limit} bytes (server.max_message_size); "
+        self.adapter.bus.reject(self.client, ErrorCode.LINE_TOO_LONG,
+                                f"{too_long(self.framer.max_bytes)} (server.max_message_size); "
                                 "closing the connection")
         self.adapter.bus.detach(self.client, reason="line too long")
         self.transport.close()
 
     def eof_received(self) -> bool:
-        client = self.client
-        if client is not None and client.open and self.buffer.strip():
-            self.buffer += b"\n"  # a last line without its newline still counts
-            self.data_received(b"")
+        last = self.framer.finish()  # a last line without its newline still counts
+        if last is not None and self.client is not None and self.client.open:
+            self._line(last)
         return False  # close once the replies are flushed
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -195,9 +184,7 @@ class ControlAdapter:
 
     def _check_admin_group(self) -> None:
         group = self.config.server.admin_group
-        try:
-            grp.getgrnam(group)
-        except KeyError:
+        if group_id(group) is None:
             log.warning("admin group %r does not exist: only root is admin on the control "
                         "socket", group)
 

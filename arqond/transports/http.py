@@ -28,11 +28,15 @@ from arqond.config import Config
 from arqond.core import metrics
 from arqond.core.auth import AuthError, authenticate
 from arqond.core.bus import Bus
-from arqond.core.clients import CLOSE_SLOW_CONSUMER, identity_from_query
-from arqond.core.envelope import now_iso, serialize
+from arqond.core import envelope as envelopes
+from arqond.core import payload
+from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, identity_from_query
+from arqond.core.envelope import EnvelopeError, now_iso, serialize
+from arqond.core.errors import ErrorCode
 from arqond.core.metrics import MetricSource, Sample, counter, gauge
+from arqond.core.protocol import error_frame
 from arqond.core.router import RoutingError, check_name, split_target
-from arqond.system.journal import log_event
+from arqond.log import log_event
 
 log = logging.getLogger("arqond.http")
 
@@ -43,8 +47,9 @@ IDLE_TIMEOUT = 30.0
 READ_CHUNK = 65536
 PUBLISH_TYPES = ("message", "event")
 # Bus error codes as HTTP statuses, for /v1/publish refusals.
-ERROR_STATUS = {"NOT_FOUND": HTTPStatus.NOT_FOUND, "TARGET_NOT_FOUND": HTTPStatus.NOT_FOUND,
-                "AUTHORIZATION_ERROR": HTTPStatus.FORBIDDEN}
+ERROR_STATUS = {ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+                ErrorCode.TARGET_NOT_FOUND: HTTPStatus.NOT_FOUND,
+                ErrorCode.AUTHORIZATION_ERROR: HTTPStatus.FORBIDDEN}
 SERVER_HEADER = f"arqond/{__version__}".encode()
 
 StatusProvider = Callable[[], Mapping[str, Any]]
@@ -137,26 +142,6 @@ class StreamSink:
         else:
             self.exchange.write(h11.EndOfMessage())
             self.exchange.writer.close()
-
-
-class ReplySink:
-    """The ephemeral client of one /v1/publish: keeps the frames the bus answers with.
-
-    The client exists only while the request is handled synchronously, joined nowhere, so it
-    receives just its ack or error (and a system broadcast, which cannot happen meanwhile).
-    """
-
-    __slots__ = ("frames",)
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> bool:
-        self.frames.append(frame)
-        return True
-
-    def close(self, code: int, reason: str) -> None:
-        pass
 
 
 def health(state: str) -> tuple[HTTPStatus, dict[str, Any]]:
@@ -437,8 +422,7 @@ class HttpAdapter:
         if problems:
             bus.detach(client, reason="refused")
             raise HttpError(HTTPStatus.BAD_REQUEST, "; ".join(problems))
-        if bus.router.join(client, room, channel, created_by=client.id):
-            bus.emit("channel_created", room=room, channel=channel, created_by=client.id)
+        bus.join(client, room, channel)
         self.exchanges[exchange] = sink
         self.requests_by_status[200] = self.requests_by_status.get(200, 0) + 1
         exchange.write(h11.Response(status_code=200, reason=b"OK", headers=[
@@ -459,27 +443,28 @@ class HttpAdapter:
         if kind not in PUBLISH_TYPES:
             raise HttpError(HTTPStatus.BAD_REQUEST,
                             f"type must be one of {', '.join(PUBLISH_TYPES)}, not {kind!r}")
-        try:
-            payload = orjson.loads(request.body)
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(HTTPStatus.BAD_REQUEST,
-                            f"body is not valid JSON (it is the message payload): {exc}") \
-                from None
         bus = self.bus
-        replies = ReplySink()
-        client = bus.attach(replies, "http", claims=claims, identity=request.identity(),
-                            peer=exchange.peer, welcome=False, join_default=False)
         try:
-            if not replies.frames:  # no identity complaint
-                # Through receive, so the envelope is validated as a WebSocket frame would be.
-                bus.receive(client, orjson.dumps({"type": kind, "room": room,
-                                                  "channel": channel, "payload": payload}))
-        finally:
-            bus.detach(client, reason="request answered")
-        reply = orjson.loads(replies.frames[-1])
+            body = payload.loads(request.body, bus.settings.max_json_depth)
+        except payload.PayloadError as exc:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"body is {exc.message} (it is the message "
+                            "payload)" if exc.code == ErrorCode.INVALID_JSON
+                            else f"body refused: {exc.message}") from None
+        # The request's sender: a client of the bus's rules, but not a connection.
+        sender = Client(None, "http", claims=claims, peer=exchange.peer)
+        problems = sender.identify(request.identity())
+        try:
+            if problems:
+                raise EnvelopeError(ErrorCode.VALIDATION_ERROR, "; ".join(problems), problems)
+            env = envelopes.validate({"type": kind, "room": room, "channel": channel,
+                                      "payload": body})
+        except EnvelopeError as exc:
+            reply = error_frame(exc.code, exc.message, errors=exc.errors)
+        else:
+            reply = bus.publish_as(sender, env)
         if reply["type"] == "message_response":
             self.published_total += 1
-            self._json(exchange, reply)
+            status = HTTPStatus.OK
         else:
-            self._json(exchange, reply, ERROR_STATUS.get(reply.get("error_code"),
-                                                         HTTPStatus.BAD_REQUEST))
+            status = ERROR_STATUS.get(reply.get("error_code"), HTTPStatus.BAD_REQUEST)
+        self._respond(exchange, status, bus.encode(reply))

@@ -24,7 +24,7 @@ from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import client_id
 from arqond.core.metrics import Sample, counter, gauge
-from arqond.system.journal import log_event
+from arqond.log import log_event
 from arqond.transports.wsbase import WebSocketSink, WriteBatcher, admit, serve_websocket
 
 log = logging.getLogger("arqond.telemetry")
@@ -55,14 +55,9 @@ class TelemetryAdapter:
     async def start(self) -> None:
         self.server = await serve_websocket(self._handle, self.sock, self.config,
                                             self._process_request)
-        self.bus.listeners.append(self._on_bus_event)
-        self.bus.observers.append(self._on_message)
         self._ticker = asyncio.create_task(self._tick_activity())
 
     async def stop(self) -> None:
-        if self._on_bus_event in self.bus.listeners:
-            self.bus.listeners.remove(self._on_bus_event)
-            self.bus.observers.remove(self._on_message)
         if self._ticker is not None:
             self._ticker.cancel()
         if self.server is not None:
@@ -113,12 +108,12 @@ class TelemetryAdapter:
         self._broadcast(telemetry.event_frame(event), exclude=watcher)
         self.bus.publish(telemetry.bus_envelope(event))
 
-    def _on_bus_event(self, event: str, fields: dict[str, Any]) -> None:
+    def on_event(self, event: str, fields: dict[str, Any]) -> None:
         if self.watchers:
             self.server_events_total += 1
             self._broadcast(telemetry.event_frame(telemetry.server_event(event, fields)))
 
-    def _on_message(self, env: dict[str, Any], client: Client | None) -> None:
+    def on_message(self, env: dict[str, Any], client: Client | None) -> None:
         report = self.coalescer.observe(env, client)
         if report is not None:
             self.bus.publish(telemetry.activity_envelope(report))
@@ -147,7 +142,7 @@ class TelemetryAdapter:
                   "telemetry watcher cut off: outgoing buffer full", client_id=watcher,
                   transport="telemetry")
         sink.close(CLOSE_SLOW_CONSUMER, "slow consumer: outgoing buffer full")
-        self._on_bus_event("client_slow", {"client_id": watcher, "transport": "telemetry"})
+        self.on_event("client_slow", {"client_id": watcher, "transport": "telemetry"})
 
     def status(self) -> dict[str, Any]:
         return {"telemetry": {"connections": len(self.watchers),

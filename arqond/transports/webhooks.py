@@ -1,6 +1,6 @@
 """Webhook delivery: HTTP POSTs of routed messages to the endpoints of op.webhook.* rules.
 
-The Bus observer only serializes the body and enqueues it; a few worker tasks do the POSTs,
+The Bus observer (on_message) only serializes the body and enqueues it; a few worker tasks do the POSTs,
 so a slow or dead endpoint never holds up a fan-out. The queue is bounded: when it is full the
 delivery is dropped and counted (``dropped_total``). Plain HTTP/1.1 over asyncio streams; https
 URLs use the system's default TLS context.
@@ -23,7 +23,7 @@ from arqond.core.bus import Bus
 from arqond.core.clients import Client
 from arqond.core.envelope import serialize
 from arqond.core.webhooks import Rule, Webhooks
-from arqond.system.journal import log_event
+from arqond.log import log_event
 
 log = logging.getLogger("arqond.webhooks")
 QUEUE_SIZE = 1024
@@ -34,7 +34,7 @@ STATUS_LINE_LIMIT = 8192
 class WebhookDelivery:
     name = "webhooks"
 
-    def __init__(self, bus: Bus, webhooks: Webhooks) -> None:
+    def __init__(self, webhooks: Webhooks) -> None:
         self.webhooks = webhooks
         self.queue: asyncio.Queue[tuple[Rule, bytes]] = asyncio.Queue(QUEUE_SIZE)
         self.workers: list[asyncio.Task[None]] = []
@@ -42,7 +42,6 @@ class WebhookDelivery:
         self.delivered_total = 0
         self.failed_total = 0
         self.dropped_total = 0
-        bus.observers.append(self._observe)
 
     async def start(self) -> None:
         self.workers = [asyncio.create_task(self._work()) for _ in range(WORKERS)]
@@ -57,7 +56,7 @@ class WebhookDelivery:
     def reload(self, config: Config) -> None:
         pass  # nothing configurable yet
 
-    def _observe(self, env: dict[str, Any], client: Client | None) -> None:
+    def on_message(self, env: dict[str, Any], client: Client | None) -> None:
         if not self.webhooks.rules:
             return
         rules = list(self.webhooks.matching(env.get("room"), env.get("channel")))

@@ -16,6 +16,7 @@ from websockets.protocol import State
 from arqond.config import Config
 from arqond.core.bus import Bus
 from arqond.core.clients import identity_from_query
+from arqond.core.errors import ErrorCode
 from arqond.core.metrics import Sample, counter
 from arqond.transports.wsbase import (WebSocketSink, WriteBatcher, admit, peer_of,
                                       serve_websocket)
@@ -95,7 +96,7 @@ class WebSocketAdapter:
                 if isinstance(message, str):
                     receive(client, message)
                 else:
-                    bus.reject(client, "UNSUPPORTED_FRAME",
+                    bus.reject(client, ErrorCode.UNSUPPORTED_FRAME,
                                "binary frames are not supported: send JSON in text frames")
         except ConnectionClosed:
             pass

@@ -19,7 +19,7 @@ OPEN = State.OPEN
 from arqond import __version__
 from arqond.config import Config
 from arqond.core.auth import AuthError, authenticate
-from arqond.system.journal import log_event
+from arqond.log import log_event
 
 
 # The library's own per-connection chatter is debug material; its warnings still show.

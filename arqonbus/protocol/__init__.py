@@ -1,0 +1,1 @@
+"""ArqonBus's protocol import path; only ``ids`` is client-side."""

@@ -1,0 +1,279 @@
+"""ArqonBus frame semantics: what each inbound frame means and what is answered.
+
+``ArqonProtocol`` is the half of the Bus that reads frames: validation, content inspection,
+routing of messages, private, system and telemetry frames, commands and their two-frame
+replies. It decides and returns replies; the delivery engine (arqond/core/bus.py) carries
+them out. Connections call ``receive``; request/response surfaces that have no connection
+(an HTTP POST) call ``publish_as`` and get the reply back instead.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from arqond import PROTOCOL_VERSION
+from arqond.core import envelope as envelopes
+from arqond.core.clients import Client
+from arqond.core.commands import CommandContext, CommandError
+from arqond.core.envelope import SERVER_SENDER, EnvelopeError, now_iso, serialize
+from arqond.core.errors import ErrorCode
+from arqond.core.router import RoutingError, check_name, split_target
+
+if TYPE_CHECKING:
+    from arqond.core.bus import Bus
+    from arqond.core.casil import Verdict
+
+TELEMETRY_TARGET = ("integriguard", "telemetry-stream")
+# Frame types that content inspection (CASIL) looks at.
+INSPECTED_TYPES = frozenset({"message", "event", "command"})
+PM_CHANNEL = "pm"
+Reply = dict[str, Any]
+
+
+def error_frame(code: str, message: str, *, request_id: str | None = None,
+                errors: list[str] | None = None) -> Reply:
+    return {"type": "error", "sender": SERVER_SENDER, "error": message, "error_code": code,
+            "request_id": request_id, "payload": {"errors": errors or [message]}}
+
+
+def ack_frame(env: dict[str, Any]) -> Reply:
+    return {"id": env["id"], "type": "message_response", "sender": SERVER_SENDER,
+            "payload": env.get("payload")}
+
+
+class ArqonProtocol:
+    """Mixed into Bus; every method runs synchronously and never waits on a client."""
+
+    # -- frames in --------------------------------------------------------------------------
+
+    def receive(self: "Bus", client: Client, raw: str | bytes) -> None:
+        client.last_active = time.time()
+        try:
+            env = envelopes.parse(raw, self.settings.max_json_depth)
+        except EnvelopeError as exc:
+            self.send_error(client, exc.code, exc.message, request_id=exc.request_id,
+                            errors=exc.errors)
+            return
+        self.handle(client, env)
+
+    def reject(self: "Bus", client: Client, code: str, message: str) -> None:
+        """A frame the transport could not even hand over (binary, oversize, ...)."""
+        self.send_error(client, code, message)
+
+    def handle(self: "Bus", client: Client, env: dict[str, Any]) -> None:
+        """Dispatch one validated envelope from a connected client; the reply goes to it."""
+        reply = self._dispatch(client, env)
+        if reply is not None:
+            self.send(client, reply)
+
+    def publish_as(self: "Bus", sender: Client, env: dict[str, Any]) -> Reply:
+        """Route one validated message or event for a sender that is not a connection (an
+        HTTP POST), under the same rules as a client's frame. The reply (the ack, or the
+        error) is returned, not sent; nothing counts as a connection."""
+        if env["type"] not in ("message", "event"):
+            raise ValueError(f"publish_as routes messages and events, not {env['type']!r}")
+        reply = self._dispatch(sender, env)
+        assert reply is not None
+        return reply
+
+    def _dispatch(self: "Bus", client: Client, env: dict[str, Any]) -> Reply | None:
+        if not env.get("id"):
+            env["id"] = self.ids.next()
+        if not env.get("timestamp"):
+            env["timestamp"] = now_iso()
+        env["version"] = PROTOCOL_VERSION
+        env["sender"] = client.id
+        kind = env["type"]
+        try:
+            inspector = self.inspector
+            if inspector is not None and inspector.enabled and kind in INSPECTED_TYPES:
+                refusal = self._inspect(client, env)
+                if refusal is not None:
+                    return refusal
+            if kind in ("message", "event"):
+                return self._route(client, env)
+            if kind == "command":
+                self._command(client, env)
+            elif kind == "private":
+                return self._private(client, env)
+            elif kind == "system":
+                return self._system(client, env)
+            elif kind == "telemetry":
+                self._telemetry(client, env)
+            # "response" and "error" frames from clients have no addressee; ignored as
+            # ArqonBus does.
+            return None
+        except RoutingError as exc:
+            self.stats.errors_total += 1
+            return error_frame(exc.code, exc.message, request_id=env["id"])
+
+    def _inspect(self: "Bus", client: Client, env: dict[str, Any]) -> Reply | None:
+        """Apply the inspector's verdict; the refusal to answer when the frame is blocked."""
+        if env["type"] != "command":  # a message is inspected at the target it will reach
+            env["room"], env["channel"] = self._target(client, env)
+        verdict = self.screen(env, client.id)
+        if verdict is None:
+            return None
+        if verdict.blocked:
+            self.stats.errors_total += 1
+            return {"type": "error", "sender": SERVER_SENDER, "request_id": env["id"],
+                    "error": "CASIL blocked message", "error_code": verdict.reason,
+                    "payload": {"reason": verdict.reason},
+                    "room": env.get("room"), "channel": env.get("channel")}
+        if verdict.replace_payload:
+            env["payload"] = verdict.payload
+        if verdict.metadata is not None:
+            env["metadata"] = {**(env.get("metadata") or {}), "casil": verdict.metadata}
+        return None
+
+    def screen(self: "Bus", env: dict[str, Any], client_id: str) -> "Verdict | None":
+        """The inspector's verdict on ``env`` (None if not inspected), its events emitted.
+
+        Commands that publish later on a client's behalf (op.cron) screen their payload too.
+        """
+        inspector = self.inspector
+        if inspector is None or not inspector.enabled:
+            return None
+        verdict = inspector.inspect(env, client_id)
+        if verdict is not None:
+            for event, fields in verdict.events:
+                self.emit(event, **fields)
+            if verdict.blocked:
+                self.stats.policy_blocks_total += 1
+        return verdict
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def _target(self: "Bus", client: Client, env: dict[str, Any]) -> tuple[str, str | None]:
+        room, channel = split_target(env.get("room"), env.get("channel"))
+        if room is None:
+            if channel is None:
+                room, channel = client.room, client.channel
+            else:
+                room = client.room
+        if room is None:
+            raise RoutingError(ErrorCode.VALIDATION_ERROR,
+                               "the message names no room and the client has no current room; "
+                               "set room (or \"room:channel\") or join a channel first")
+        check_name("room", room)
+        if channel is not None:
+            check_name("channel", channel)
+            # An intercepted target (moo:broadcast) is served even before it has a channel.
+            if channel != PM_CHANNEL and (room, channel) not in self.intercepts:
+                self.router.require_channel(room, channel)
+        else:
+            self.router.require_room(room)
+        return room, channel
+
+    def _route(self: "Bus", client: Client, env: dict[str, Any]) -> Reply:
+        room, channel = self._target(client, env)
+        if channel == PM_CHANNEL:
+            return self._private(client, env)
+        env["room"], env["channel"] = room, channel
+        intercept = self.intercepts.get((room, channel))
+        if intercept is not None:
+            intercept(client, env)
+            return ack_frame(env)
+        self._fanout(env, self.router.recipients(room, channel), exclude=client)
+        for observer in self.observers:
+            observer(env, client)
+        return ack_frame(env)
+
+    def _private(self: "Bus", client: Client, env: dict[str, Any]) -> Reply:
+        payload = env.get("payload")
+        targets = payload.get("target") if isinstance(payload, dict) else None
+        targets = targets or env.get("to_client")
+        if isinstance(targets, str):
+            targets = [targets]
+        if not targets or not all(isinstance(t, str) for t in targets):
+            raise RoutingError(ErrorCode.VALIDATION_ERROR, "a private message needs "
+                               "payload.target or to_client: a client id or a list of "
+                               "client ids")
+        missing = [t for t in targets if t not in self.clients]
+        if missing:
+            raise RoutingError(ErrorCode.TARGET_NOT_FOUND,
+                               f"no connected client with id {', '.join(missing)}")
+        env["type"] = "private"
+        recipients = {self.clients[t]: None for t in targets}
+        frame = serialize(env)
+        self.stats.messages_total += 1
+        self._deliver(recipients, frame, exclude=client)
+        return ack_frame(env)
+
+    def _system(self: "Bus", client: Client, env: dict[str, Any]) -> Reply:
+        if not client.admin:
+            raise RoutingError(ErrorCode.AUTHORIZATION_ERROR, "only arqond itself and admin "
+                               "clients may send system messages")
+        if env.get("room") or env.get("channel"):
+            room, channel = self._target(client, env)
+            env["room"], env["channel"] = room, channel
+            self._fanout(env, self.router.recipients(room, channel), exclude=client)
+        else:
+            self.stats.messages_total += 1
+            self._deliver(self.clients.values(), serialize(env), exclude=client)
+        return ack_frame(env)
+
+    def _telemetry(self: "Bus", client: Client, env: dict[str, Any]) -> None:
+        if not env.get("room") and not env.get("channel"):
+            env["room"], env["channel"] = TELEMETRY_TARGET
+            self.router.ensure_channel(*TELEMETRY_TARGET, kind="system")
+        room, channel = self._target(client, env)
+        env["room"], env["channel"] = room, channel
+        self._fanout(env, self.router.recipients(room, channel), exclude=client)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _command(self: "Bus", client: Client, env: dict[str, Any]) -> None:
+        name, args = envelopes.command_of(env)
+        self.stats.commands_total += 1
+        context = CommandContext(self, client, env, name, args)
+        try:
+            result = self.commands.run(context)
+        except CommandError as exc:
+            self._command_reply(context, error=exc)
+            return
+        if callable(getattr(result, "add_done_callback", None)):
+            result.add_done_callback(lambda done: self._command_done(context, done))
+        else:
+            self._command_reply(context, result=result)
+
+    def _command_done(self: "Bus", context: CommandContext, done: Any) -> None:
+        if done.cancelled():
+            self._command_reply(context, error=CommandError(ErrorCode.EXECUTION_ERROR,
+                                                            "cancelled"))
+            return
+        exc = done.exception()
+        if isinstance(exc, CommandError):
+            self._command_reply(context, error=exc)
+        elif exc is not None:
+            self._command_reply(context, error=CommandError(ErrorCode.EXECUTION_ERROR,
+                                                            f"Execution error: {exc}"))
+        else:
+            self._command_reply(context, result=done.result())
+
+    def _command_reply(self: "Bus", context: CommandContext, *, result: Any = None,
+                       error: CommandError | None = None) -> None:
+        """A ``response`` frame, then the legacy ``command_response`` ack, as ArqonBus sends
+        them (wire facts: every command gets both, even when it failed)."""
+        client, env = context.client, context.envelope
+        if not client.open:
+            return
+        response: Reply = {"type": "response", "sender": SERVER_SENDER,
+                           "request_id": env["id"], "command": context.name}
+        if error is None:
+            message, data = result
+            response.update(status="success", payload={"message": message, "data": data})
+        else:
+            self.stats.errors_total += 1
+            response.update(status="error", error=error.message, error_code=error.code,
+                            payload={"message": error.message, "data": error.data})
+        self.send(client, response)
+        payload = env.get("payload")
+        ack = {"id": env["id"], "type": "command_response", "sender": SERVER_SENDER,
+               "payload": {"result": "ok"}, "request_id": env["id"]}
+        if not (isinstance(payload, dict) and payload):
+            ack["command"] = context.name
+        else:
+            ack["command"] = payload.get("command")
+        self.send(client, ack)
