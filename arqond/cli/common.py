@@ -33,7 +33,7 @@ DEFAULT_WS_URL = "ws://127.0.0.1:9100"
 DEFAULT_CONTROL_SOCKET = OPTIONS["server.control_socket"].default
 DEFAULT_TIMEOUT = 5.0
 # Select Graphic Rendition codes of the few styles arqon uses on a terminal.
-STYLES = {"bold": "1", "dim": "2", "red": "1;31", "green": "32", "yellow": "33", "cyan": "36"}
+STYLES = {"bold": "1", "dim": "2", "red": "1;31", "green": "32", "cyan": "36"}
 
 
 class CliError(Exception):

@@ -102,14 +102,14 @@ def _global_entries(args: argparse.Namespace, hook: str) -> list[str]:
     return found
 
 
-def log_dir(args: argparse.Namespace) -> str:
+def hooks_log_dir(args: argparse.Namespace) -> str:
     return args.log_dir or os.environ.get("ARQONBUS_LOG_DIR") or cli_config(args).moo.log_dir
 
 
 def _install(args: argparse.Namespace) -> int:
     try:
         name = check_name(args.name)
-        commands = {hook: hook_command(name, hook, log_dir(args)) for hook in HOOKS}
+        commands = {hook: hook_command(name, hook, hooks_log_dir(args)) for hook in HOOKS}
         _tmux(args, "has-session", "-t", f"={name}")
         for hook, command in commands.items():
             if hook not in GLOBAL_HOOKS:
@@ -181,7 +181,7 @@ def open_shared_log(path: str) -> int:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
     while True:
         try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o664)
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, SHARED_LOG_MODE)
         except FileExistsError:
             try:
                 return os.open(path, flags)
