@@ -8,18 +8,22 @@ and ``recv_json`` behave as the ArqonBus SDK's do, down to the error classes and
 ``leave``, ``publish``, ``command`` and ``async for`` are the conveniences on top; while
 ``command`` waits for its response, frames that arrive meanwhile are kept (up to a bound) and
 returned by later ``recv_json`` calls, so nothing is lost. ControlSocketClient is the same
-client over arqond's local control socket.
+client over arqond's local control socket. ``local_client`` finds the local arqond the way the
+``arqon`` command does: from the daemon's own configuration file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import urllib.parse
 from collections import deque
 from typing import Any, AsyncIterator, Mapping, Protocol
 
 import websockets
 
+from arqond import config as configuration
 from arqond.core.envelope import IdGenerator
 
 PENDING_LIMIT = 10000
@@ -64,11 +68,14 @@ class FrameConnection(Protocol):
 
 class ArqonBusClient:
     def __init__(self, ws_url: str, *, jwt_token: str | None = None,
-                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0) -> None:
+                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0,
+                 screen_name: str | None = None) -> None:
         self.ws_url = ws_url
         self.jwt_token = jwt_token
         self.headers = dict(headers or {})
         self.connect_timeout = connect_timeout
+        # Who the client says it is: arqond shows it, and uses it as a broadcast's "from".
+        self.screen_name = screen_name
         self.client_id: str | None = None
         self._websocket: FrameConnection | None = None  # the attribute name ArqonBus's SDK uses
         self._pending: deque[dict[str, Any]] = deque()
@@ -90,11 +97,20 @@ class ArqonBusClient:
         try:
             # Exactly these arguments: ArqonBus SDK tests replace connect with a function
             # that takes only them.
-            return await websockets.connect(self.ws_url,
+            return await websockets.connect(self._identified_url(),
                                             additional_headers=self._connection_headers(),
                                             open_timeout=self.connect_timeout)
         except Exception as exc:
             raise ArqonBusConnectionError(f"Failed to connect to {self.ws_url}: {exc}") from exc
+
+    def _identified_url(self) -> str:
+        """The URL with ``screen_name`` in its query (ArqonBus's way), unless it has one."""
+        parts = urllib.parse.urlsplit(self.ws_url)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if self.screen_name is None or any(key == "screen_name" for key, _ in query):
+            return self.ws_url
+        query.append(("screen_name", self.screen_name))
+        return parts._replace(query=urllib.parse.urlencode(query)).geturl()
 
     async def connect(self) -> None:
         """Open a connection. On a connected client the new one replaces the old, which is
@@ -252,8 +268,9 @@ class ControlSocketClient(ArqonBusClient):
     No JWT or headers: arqond reads who the peer is from the kernel.
     """
 
-    def __init__(self, path: str, *, connect_timeout: float = 5.0) -> None:
-        super().__init__(path, connect_timeout=connect_timeout)
+    def __init__(self, path: str, *, connect_timeout: float = 5.0,
+                 screen_name: str | None = None) -> None:
+        super().__init__(path, connect_timeout=connect_timeout, screen_name=screen_name)
         self.path = path
 
     async def _open(self) -> FrameConnection:
@@ -267,3 +284,68 @@ class ControlSocketClient(ArqonBusClient):
         except OSError as exc:
             raise ArqonBusConnectionError(
                 f"Failed to connect to {self.path}: {exc.strerror or exc}") from None
+
+    async def connect(self) -> None:
+        await super().connect()
+        if self.screen_name is not None:  # a socket has no query string: the command says it
+            await self.command("identify", {"screen_name": self.screen_name},
+                               timeout=self.connect_timeout)
+
+
+# -- finding the local arqond ------------------------------------------------------------------
+
+def local_config(path: str | None = None) -> configuration.Config:
+    """arqond's configuration as its clients see it: ``path``, else ARQONBUS_CONFIG, else
+    /etc/arqond/arqond.toml, with the ARQONBUS_* variables applied on top.
+
+    A default file this user may not read (it may hold a JWT secret) counts as absent.
+    """
+    path = path or os.environ.get("ARQONBUS_CONFIG")
+    if path is None and os.path.exists(configuration.DEFAULT_CONFIG_PATH) and \
+            not os.access(configuration.DEFAULT_CONFIG_PATH, os.R_OK):
+        path = os.devnull  # an empty document: the built-in defaults
+    try:
+        return configuration.load(path)
+    except configuration.ConfigError as exc:
+        raise ArqonBusSDKError(str(exc)) from None
+
+
+def listener_url(config: configuration.Config, scheme: str, key: str,
+                 instead: str = "the URL") -> str:
+    """``scheme://host:port`` of the listener whose port is config key ``key``, as a local
+    client reaches it (a wildcard address means this machine)."""
+    port = config.get(key)
+    if port == 0:
+        raise ArqonBusSDKError(f"{config.path or 'the configuration'} sets {key} = 0 (a free "
+                               f"port picked when arqond starts): give {instead}")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.server.host,
+                                                                      config.server.host)
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def local_client(*, ws_url: str | None = None, control_socket: str | None = None,
+                 config_path: str | None = None, jwt_token: str | None = None,
+                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0,
+                 screen_name: str | None = None) -> ArqonBusClient:
+    """A client of the local arqond, not yet connected, found as the ``arqon`` command finds it.
+
+    ``ws_url`` (or ARQONBUS_WS_URL) wins; then ``control_socket``; then the control socket
+    of the configuration (``local_config(config_path)``) when this user may connect to it;
+    then the configuration's WebSocket port.
+    """
+    url = ws_url or os.environ.get("ARQONBUS_WS_URL")
+    if not url:
+        path = control_socket
+        if path is None:
+            config = local_config(config_path)
+            candidate = config.server.control_socket
+            if os.path.exists(candidate) and os.access(candidate, os.W_OK):
+                path = candidate
+            else:
+                url = listener_url(config, "ws", "server.port",
+                                   "the WebSocket URL (ARQONBUS_WS_URL)")
+        if path is not None:
+            return ControlSocketClient(path, connect_timeout=connect_timeout,
+                                       screen_name=screen_name)
+    return ArqonBusClient(url, jwt_token=jwt_token, headers=headers,
+                          connect_timeout=connect_timeout, screen_name=screen_name)

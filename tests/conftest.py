@@ -53,6 +53,23 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
+def free_ports(count: int) -> list[int]:
+    """Local ports nothing listens on right now, for a daemon whose config must name them."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def fixed_ports() -> dict[str, dict[str, int]]:
+    """Config sections with real port numbers (not 0), so that a client can read them."""
+    ws, telemetry, http = free_ports(3)
+    return {"server": {"port": ws, "telemetry_port": telemetry, "http_port": http}}
+
+
 def isolated_sections(tmp: Path) -> dict[str, dict[str, Any]]:
     """Config sections that keep a test's arqond off every system path and fixed port: free
     ports, and the MOO, log and state dirs and the control socket under ``tmp``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import signal
 import socket
@@ -349,3 +350,55 @@ async def test_send_reads_stdin_from_a_regular_file(daemon, connect_peer, contro
     assert [a["payload"] for a in lines(result.stdout)] == [{"n": 1}, {"n": 2}]
     for n in (1, 2):
         assert (await peer.recv_type("message"))["payload"] == {"n": n}
+
+
+# -- colour ---------------------------------------------------------------------------------
+
+def on_a_terminal(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """arqon with stdout and stderr on a pseudo-terminal: its exit status and what it showed."""
+    master, slave = pty.openpty()
+    terminal = {k: v for k, v in cli_env({"TERM": "xterm", **(env or {})}).items()
+                if k != "NO_COLOR" or env and k in env}
+    proc = subprocess.Popen([*ARQON, *args], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env=terminal, cwd=ROOT)
+    os.close(slave)
+    shown = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every writer of the terminal is gone
+            break
+        if not data:
+            break
+        shown.append(data)
+    os.close(master)
+    return proc.wait(30), b"".join(shown).decode()
+
+
+def test_tail_and_errors_are_in_colour_on_a_terminal_only(daemon):
+    shown = on_a_terminal("tail", "--ws-url", daemon.ws_url)
+    assert shown[0] == 0
+    assert "type=\x1b[1mmessage\x1b[0m sender=\x1b[32marqonbus\x1b[0m" in shown[1]
+    port = closed_port()
+    status, error = on_a_terminal("status", "--http-url", f"http://127.0.0.1:{port}")
+    assert status == 1 and error.startswith("\x1b[1;31marqon:\x1b[0m Failed to reach ")
+    for env in ({"NO_COLOR": "1"}, {"TERM": "dumb"}):
+        assert "\x1b[" not in on_a_terminal("tail", "--ws-url", daemon.ws_url, env=env)[1]
+        assert on_a_terminal("status", "--http-url", f"http://127.0.0.1:{port}",
+                             env=env)[1].startswith("arqon: Failed to reach ")
+    piped = arqon("tail", "--ws-url", daemon.ws_url)
+    assert piped.returncode == 0 and "\x1b" not in piped.stdout + piped.stderr
+
+
+def test_coloured_frames_and_moo_lines_keep_their_text():
+    from arqond.cli.bus import format_frame
+    from arqond.cli.narrative import format_moo_line
+    frame = {"timestamp": "2026-02-12T14:30:00", "type": "error", "sender": "arqonbus",
+             "room": "lab", "channel": "bench", "payload": {"k": 1}}
+    plain = format_frame(frame, raw=False)
+    coloured = format_frame(frame, raw=False, colour=True)
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain
+    assert "type=\x1b[1;31merror\x1b[0m" in coloured and "room=\x1b[36mlab\x1b[0m" in coloured
+    line = {"payload": {"ts": "2026-02-12T14:30:00Z", "content": "SPX sweep"}}
+    assert format_moo_line(line, colour=True) == "\x1b[2m[14:30:00]\x1b[0m SPX sweep"
+    assert format_moo_line(line) == "[14:30:00] SPX sweep"

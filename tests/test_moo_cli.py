@@ -43,7 +43,9 @@ def test_bad_names_and_unreachable_daemon_give_one_clear_line(make_daemon):
     assert nowhere.returncode == 1 and nowhere.stderr.startswith(
         "arqon: Failed to connect to ws://127.0.0.1:1/")
     absent = run_arqon(daemon, "recv", "nobody-here")
-    assert absent.returncode == 1 and "cannot connect to" in absent.stderr
+    assert absent.returncode == 4 and absent.stderr == (
+        f"arqon: no socket {daemon.moo_dir}/nobody-here.sock: the Zgent is not registered "
+        "(arqon zgent list), or arqond uses another MOO dir (--config)\n")
 
 
 def test_send_to_and_recv(make_daemon):
@@ -115,7 +117,7 @@ esac
         assert junk["error"] == {"code": -32603, "message": "handler output is not one JSON value"}
         second = subprocess.run(arqon_command("serve", "dreader", "--exec", "true"),
                                 capture_output=True, text=True, env=env, timeout=30)
-        assert second.returncode == 1 and "already has a handler" in second.stderr
+        assert second.returncode == 6 and "already has a handler" in second.stderr
     finally:
         serve.terminate()
         serve.wait()

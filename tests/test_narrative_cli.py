@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import io
 import subprocess
 import sys
@@ -221,3 +223,82 @@ async def test_arqon_tail_moo_follows_until_interrupted(daemon):
     finally:
         tail.send_signal(2)  # SIGINT, as ^C in the pane
         assert await asyncio.wait_for(tail.wait(), 10) == 0
+
+
+async def test_moo_tail_of_a_narrative_not_there_yet_says_what_it_waits_for(daemon):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARQONBUS_")}
+    env["ARQONBUS_CONFIG"] = str(daemon.config_path)
+
+    async def tail(name: str):
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "arqond.cli", "tail", "--moo", name, cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    waiting = await tail("nosuch")
+    try:
+        assert await asyncio.wait_for(waiting.stderr.readline(), 10) == (
+            f"arqon: no Zgent nosuch is registered and nosuch:narrative has no lines yet; "
+            f"waiting for the first one (a line appended to {daemon.log_dir}/"
+            "nosuch-narrative.jsonl registers nosuch); Ctrl-C to stop\n").encode()
+        with open(daemon.log_dir / "nosuch-narrative.jsonl", "ab") as handle:
+            handle.write(narrative_line(1))
+        assert await asyncio.wait_for(waiting.stdout.readline(), 10) == \
+            b"[14:30:01] signal 1\n"
+    finally:
+        waiting.send_signal(2)
+        assert await asyncio.wait_for(waiting.wait(), 10) == 0
+    # Now nosuch is registered; a registered Zgent that has not written is said as such.
+    registered = subprocess.run([sys.executable, "-m", "arqond.cli", "zgent", "register",
+                                 "quiet"], env=env, cwd=ROOT, capture_output=True, timeout=30)
+    assert registered.returncode == 0, registered.stderr
+    quiet = await tail("quiet")
+    try:
+        assert await asyncio.wait_for(quiet.stderr.readline(), 10) == (
+            f"arqon: quiet:narrative has no lines yet; waiting for the first one "
+            f"({daemon.log_dir}/quiet-narrative.jsonl); Ctrl-C to stop\n").encode()
+    finally:
+        quiet.send_signal(2)
+        assert await asyncio.wait_for(quiet.wait(), 10) == 0
+    # With history there is nothing to say: stderr stays empty.
+    shown = await tail("nosuch")
+    try:
+        assert await asyncio.wait_for(shown.stdout.readline(), 10) == b"[14:30:01] signal 1\n"
+    finally:
+        shown.send_signal(2)
+        assert await asyncio.wait_for(shown.wait(), 10) == 0
+    assert await shown.stderr.read() == b""
+
+
+def test_a_log_the_hooks_create_is_group_writable_whatever_the_umask(shared_moo_dir):
+    if shutil.which("setpriv") is None or os.getuid() != 0:
+        pytest.skip("needs root and setpriv to append as another uid")
+    os.chown(shared_moo_dir, -1, 65534)  # the log dir's group; not setgid: emit sets it
+    os.chmod(shared_moo_dir, 0o775)
+    presence = os.path.join(shared_moo_dir, "presence.jsonl")
+    emit = ["-m", "arqond.cli", "hooks", "emit", "--file", presence, "--event",
+            "client-attached"]
+    first = subprocess.run([sys.executable, *emit, "--from", "dreader"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30,
+                           preexec_fn=lambda: os.umask(0o022))
+    assert first.returncode == 0, first.stderr
+    info = os.stat(presence)
+    assert (info.st_mode & 0o777, info.st_gid) == (0o664, 65534)
+    # Another user of the group appends its own hooks' lines.
+    other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, *emit, "--from", "parseclipmate"], cwd="/",
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                           text=True, timeout=30)
+    assert other.returncode == 0, other.stderr
+    senders = [orjson.loads(line)["from"] for line in Path(presence).read_text().splitlines()]
+    assert senders == ["dreader", "parseclipmate"]
+    # A user outside the dir's group still gets 0664, in its own group.
+    os.chmod(shared_moo_dir, 0o777)
+    outsider_log = os.path.join(shared_moo_dir, "outsider-events.jsonl")
+    outsider = subprocess.run(["setpriv", "--reuid=65534", "--regid=65533", "--clear-groups",
+                               sys.executable, "-m", "arqond.cli", "hooks", "emit", "--file",
+                               outsider_log, "--event", "e", "--from", "x"], cwd="/",
+                              env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=30)
+    assert outsider.returncode == 0, outsider.stderr
+    info = os.stat(outsider_log)
+    assert (info.st_mode & 0o777, info.st_gid) == (0o664, 65533)

@@ -35,7 +35,12 @@ SHIPPED = ["usr/bin/arqond", "usr/bin/arqon", "usr/lib/arqond/arqond/app.py",
            "usr/lib/sysusers.d/arqond.conf", "usr/lib/tmpfiles.d/arqond.conf",
            "etc/arqond/arqond.toml", "etc/logrotate.d/arqond",
            "usr/share/man/man1/arqon.1.gz", "usr/share/man/man5/arqond.conf.5.gz",
-           "usr/share/man/man7/arqond-moo.7.gz", "usr/share/man/man8/arqond.8.gz"]
+           "usr/share/man/man7/arqond-moo.7.gz", "usr/share/man/man8/arqond.8.gz",
+           "usr/share/bash-completion/completions/arqon",
+           "usr/share/doc/arqond/examples/dreader-handler.sh"]
+# zsh reads vendor completion from here on Debian, from site-functions on RPM distributions.
+ZSH_COMPLETION = {"deb": "usr/share/zsh/vendor-completions/_arqon",
+                  "rpm": "usr/share/zsh/site-functions/_arqon"}
 # Persistent dirs from tmpfiles.d (path, octal mode, user, group): both packages make them so.
 TMPFILES_DIRS = [(f[1], int(f[2], 8), f[3], f[4]) for f in (
     line.split() for line in (ROOT / "systemd/tmpfiles.d/arqond.conf").read_text().splitlines())
@@ -85,6 +90,8 @@ def comparable(files: set[str]) -> set[str]:
     out = set()
     for name in files:
         name = re.sub(r"^(usr/)?lib/systemd/system/", "UNITDIR/", name)
+        name = re.sub(r"^usr/share/zsh/(vendor-completions|site-functions)/", "ZSHCOMPDIR/",
+                      name)
         # Debian 12's systemd (252) has no use for drop-ins that need systemd 254.
         if not name.startswith(("usr/lib/.build-id", "usr/share/doc", "UNITDIR/arqond.service.d/"
                                 )) and "__pycache__" not in name \
@@ -95,7 +102,8 @@ def comparable(files: set[str]) -> set[str]:
 
 def test_deb_holds_every_shipped_file_and_no_build_leftovers(packages):
     files = deb_files(packages["deb"])
-    expected = SHIPPED + [f"lib/systemd/system/{unit}" for unit in UNITS]
+    expected = SHIPPED + [ZSH_COMPLETION["deb"]] + [f"lib/systemd/system/{unit}"
+                                                    for unit in UNITS]
     assert not [f for f in expected if f not in files], sorted(files)
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     assert "usr/lib/arqond/bin" not in files  # pip's own launchers would use the build python
@@ -123,7 +131,8 @@ def test_lintian_reports_no_errors(packages):
 
 def test_rpm_holds_the_same_files_as_the_deb(packages):
     rpm = rpm_files(packages["rpm"])
-    expected = [f for f in SHIPPED] + [f"usr/lib/systemd/system/{unit}" for unit in UNITS]
+    expected = SHIPPED + [ZSH_COMPLETION["rpm"]] + [f"usr/lib/systemd/system/{unit}"
+                                                    for unit in UNITS]
     assert not [f for f in expected if f not in rpm], sorted(rpm)
     only_deb = comparable(deb_files(packages["deb"])) - comparable(rpm)
     only_rpm = comparable(rpm) - comparable(deb_files(packages["deb"]))

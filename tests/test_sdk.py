@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from datetime import datetime, timezone
 
 import pytest
 
 from arqond.core.envelope import IdGenerator
 from arqond.sdk import ArqonBusClient, ArqonBusConnectionError, CommandFailed
+from tests.conftest import ROOT
 
 
 async def test_hello_world_bot_path(daemon):
@@ -59,3 +63,30 @@ async def test_connection_errors_are_sdk_errors(daemon):
     # ArqonBus's text for it, which replaced arqond's "Not connected".
     with pytest.raises(ArqonBusConnectionError, match="^Client is not connected$"):
         await ArqonBusClient(daemon.ws_url).send_json({})
+
+
+async def test_the_hello_bot_example_answers_hello_and_nothing_else(daemon):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARQONBUS_")}
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable, "examples/hello-bot.py", "lab:bench", cwd=ROOT,
+        env={**env, "ARQONBUS_CONFIG": str(daemon.config_path), "PYTHONPATH": str(ROOT)},
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        assert await asyncio.wait_for(bot.stderr.readline(), 15) == \
+            b"hello-bot: listening on lab:bench\n"
+        async with ArqonBusClient(daemon.ws_url) as person:
+            await person.join("lab:bench")
+            await person.publish("lab:bench", {"content": "good morning"})
+            asked = await person.publish("lab:bench", {"content": "Hello there"})
+            answers = []
+            while not answers:
+                frame = await person.recv_json(timeout=10)
+                if frame.get("type") == "message" and frame.get("room") == "lab":
+                    answers.append(frame)
+            # The first message got no answer: the one answer is to the second.
+            assert answers[0]["payload"] == {"content": "hello! hello-bot here",
+                                             "in_reply_to": asked}
+            assert answers[0]["channel"] == "bench"
+    finally:
+        bot.send_signal(2)
+        assert await asyncio.wait_for(bot.wait(), 10) == 0

@@ -17,6 +17,9 @@ UNITS = ROOT / "systemd"
 UNIT_NAMES = ["arqond.service", "arqond.socket", "arqond-telemetry.socket",
               "arqond-http.socket", "arqond-control.socket"]
 MAX_EXPOSURE = 2.0
+# arqon-serve@.service runs any handler a user writes, so it leaves the network and system
+# calls open (its comments say why).
+SERVE_MAX_EXPOSURE = 4.0
 
 
 def unit_options(name: str) -> dict[str, list[str]]:
@@ -140,3 +143,25 @@ def test_sysusers_and_tmpfiles(tmp_path):
     for path, mode in (("var/moo", 0o2775), ("var/log/moo", 0o2775), ("run/arqond", 0o755)):
         info = (root / path).stat()
         assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (mode, uid, gid), path
+
+
+def test_the_serve_template_verifies_and_runs_arqon_serve_with_the_handler(unit_root):
+    shutil.copy(UNITS / "arqon-serve@.service", unit_root / "etc/systemd/system")
+    (unit_root / "usr/bin/arqon").write_text("#!/bin/sh\n")
+    (unit_root / "usr/bin/arqon").chmod(0o755)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={unit_root}",
+                             "arqon-serve@dreader.service"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result
+    options = unit_options("arqon-serve@.service")
+    # $HANDLER alone as a word reaches arqon whole, spaces included: one shell command.
+    assert options["ExecStart"] == ["/usr/bin/arqon serve %i --exec $HANDLER"]
+    assert options["EnvironmentFile"] == ["-/etc/arqond/serve/%i.env"]
+    assert (options["Restart"], options["Group"], options["DynamicUser"]) == (
+        ["on-failure"], ["zgents"], ["yes"])
+    assert options["Wants"] == options["After"] == ["arqond.service"]
+    security = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                               str(UNITS / "arqon-serve@.service")],
+                              capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout)
+    assert match and float(match.group(1)) <= SERVE_MAX_EXPOSURE, security.stdout

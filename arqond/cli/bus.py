@@ -13,8 +13,9 @@ import os
 import sys
 from typing import Any, AsyncIterator
 
-from arqond.cli.common import (CliError, add_bus_arguments, bus_client, command_data,
-                               keep_only, parse_json, print_json, print_line, run)
+from arqond.cli.common import (CliError, add_bus_arguments, bus_client, cli_config,
+                               colour_on, command_data, keep_only, paint, parse_json,
+                               print_json, print_line, run)
 from arqond.cli import narrative
 from arqond.sdk import TIMED_OUT, ArqonBusClient, ArqonBusConnectionError, CommandFailed
 
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tail.add_argument("--follow", action="store_true", help="keep printing until interrupted")
     tail.add_argument("--moo", metavar="NAME", help="print Zgent NAME's narrative as the "
                       "seed's moo-tail does ([HH:MM:SS] content), the last --lines of it, then "
-                      "live until interrupted")
+                      "live until interrupted; an empty one is said on stderr, then waited for")
     tail.add_argument("--lines", type=int, default=10, help="with --moo: lines of history "
                       "shown first (default 10)")
     tail.set_defaults(func=tail_command)
@@ -65,13 +66,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # -- tail -----------------------------------------------------------------------------------
 
-def format_frame(frame: dict[str, Any], raw: bool) -> str:
+# How ``tail`` marks each field on a terminal: the values people scan for stand out.
+FIELD_STYLES = {"type": "bold", "sender": "green", "room": "cyan", "channel": "cyan"}
+
+
+def format_frame(frame: dict[str, Any], raw: bool, colour: bool = False) -> str:
     if raw:
         return json.dumps(frame, sort_keys=True)
-    fields = " ".join(f"{key}={frame.get(key, '')}" for key in ("type", "sender", "room",
-                                                                  "channel"))
+    styles = {**FIELD_STYLES, "type": "red" if frame.get("type") == "error" else "bold"}
+    fields = " ".join(f"{key}={paint(str(frame.get(key, '')), style, colour)}"
+                      for key, style in styles.items())
     payload = json.dumps(frame.get("payload", {}), sort_keys=True)
-    return f"{frame.get('timestamp', '')} {fields} payload={payload}"
+    return f"{paint(str(frame.get('timestamp', '')), 'dim', colour)} {fields} payload={payload}"
 
 
 def tail_command(args: argparse.Namespace) -> int:
@@ -79,8 +85,9 @@ def tail_command(args: argparse.Namespace) -> int:
         if args.lines < 0:
             raise CliError("--lines must be 0 or more")
         try:
-            return run(narrative.follow_moo(bus_client(args), args.moo, sys.stdout,
-                                            lines=args.lines))
+            return run(narrative.follow_moo(
+                bus_client(args), args.moo, sys.stdout, lines=args.lines, notes=sys.stderr,
+                log_dir=cli_config(args).moo.log_dir, colour=colour_on(sys.stdout)))
         except KeyboardInterrupt:
             return 0  # interrupting is how a moo-tail ends
     send = None
@@ -107,10 +114,11 @@ async def _tail(client: ArqonBusClient, args: argparse.Namespace,
         if send is not None:
             await client.send_json(send)
         timeout = None if args.follow else args.timeout_seconds
+        colour = colour_on(sys.stdout)
         printed = 0
         while args.follow or printed < args.limit:
             frame = await client.recv_json(timeout=timeout)
-            print(format_frame(frame, args.raw), flush=True)
+            print(format_frame(frame, args.raw, colour), flush=True)
             printed += 1
     return 0
 

@@ -1,7 +1,12 @@
-"""What every arqon subcommand shares: connection flags and clients, JSON output, errors.
+"""What every arqon subcommand shares: where arqond is, connection flags and clients, JSON
+output, colour, errors.
 
 A subcommand reports a failure by raising CliError; ``main`` prints it as
-``arqon: <message>`` on stderr and exits 1.
+``arqon: <message>`` on stderr and exits with its status (1 unless it says otherwise).
+
+Where arqond is comes from its own configuration file (``--config``, ARQONBUS_CONFIG,
+/etc/arqond/arqond.toml): the WebSocket and HTTP ports, the control socket and the MOO and
+log dirs. Explicit flags and ARQONBUS_* variables win over it.
 """
 
 from __future__ import annotations
@@ -10,27 +15,54 @@ import argparse
 import asyncio
 import json
 import os
+import pwd
 import sys
 import urllib.error
 import urllib.request
-from typing import Any, Awaitable
+from typing import Any, Awaitable, TextIO
 
+import orjson
+
+from arqond import config as configuration
 from arqond.config import OPTIONS
-from arqond.sdk import ArqonBusClient, ArqonBusSDKError, ControlSocketClient
+from arqond.core import zgents
+from arqond.sdk import ArqonBusClient, ArqonBusSDKError, listener_url, local_client, local_config
 
 DEFAULT_HTTP_URL = "http://127.0.0.1:8080"
 DEFAULT_WS_URL = "ws://127.0.0.1:9100"
 DEFAULT_CONTROL_SOCKET = OPTIONS["server.control_socket"].default
 DEFAULT_TIMEOUT = 5.0
+# Select Graphic Rendition codes of the few styles arqon uses on a terminal.
+STYLES = {"bold": "1", "dim": "2", "red": "1;31", "green": "32", "cyan": "36"}
 
 
 class CliError(Exception):
-    """A failure to report as ``arqon: <message>`` with exit status 1."""
+    """A failure to report as ``arqon: <message>``, exiting with ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def fail(message: str) -> int:
+def colour_on(stream: TextIO) -> bool:
+    """Colour only for a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb" and \
+        stream.isatty()
+
+
+def paint(text: str, style: str, on: bool) -> str:
+    return f"\033[{STYLES[style]}m{text}\033[0m" if on else text
+
+
+def fail(message: str, status: int = 1) -> int:
+    prefix = paint("arqon:", "red", colour_on(sys.stderr))
+    print(f"{prefix} {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def say(message: str) -> None:
+    """A note on stderr for the person watching (``arqon: ...``), never data."""
     print(f"arqon: {message}", file=sys.stderr, flush=True)
-    return 1
 
 
 def print_json(value: Any) -> None:
@@ -41,6 +73,12 @@ def print_json(value: Any) -> None:
 def print_line(value: Any) -> None:
     """One JSON value on one line, sorted keys, as ``tail --raw`` prints frames."""
     print(json.dumps(value, sort_keys=True), flush=True)
+
+
+def print_compact(value: Any) -> None:
+    """One JSON line as arqond writes it (orjson: no spaces), as the Zgent commands print."""
+    sys.stdout.write(orjson.dumps(value).decode() + "\n")
+    sys.stdout.flush()
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -58,15 +96,66 @@ def run(coroutine: Awaitable[int]) -> int:
         raise CliError(str(exc)) from None
 
 
+def login_name() -> str:
+    """Who runs arqon, as the bus shows it (screen_name) and broadcasts name it."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid-{os.getuid()}"
+
+
+# -- the daemon's configuration -----------------------------------------------------------
+
+def add_config_argument(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help="arqond's configuration file, where arqon finds its ports, "
+                             "sockets and dirs (env ARQONBUS_CONFIG, default "
+                             f"{configuration.DEFAULT_CONFIG_PATH})")
+
+
+def cli_config(args: argparse.Namespace) -> configuration.Config:
+    """The configuration named by ``--config`` or the environment, read once per command."""
+    loaded = getattr(args, "_loaded_config", None)
+    if loaded is None:
+        try:
+            loaded = local_config(getattr(args, "config", None))
+        except ArqonBusSDKError as exc:
+            raise CliError(str(exc)) from None
+        args._loaded_config = loaded
+    return loaded
+
+
+def zgent_name(text: str) -> str:
+    try:
+        return zgents.check_name(text)
+    except zgents.ZgentError as exc:
+        raise CliError(str(exc)) from None
+
+
+def zgent_path(args: argparse.Namespace, suffix: str) -> str:
+    """MOO_DIR/NAME + suffix for the Zgent ``args.zgent`` (its socket, its inbox)."""
+    return os.path.join(cli_config(args).moo.dir, zgent_name(args.zgent) + suffix)
+
+
 # -- HTTP ---------------------------------------------------------------------------------
 
 def add_http_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--http-url", default=os.environ.get("ARQONBUS_HTTP_URL",
-                                                             DEFAULT_HTTP_URL),
-                        help="base URL of the HTTP port (env ARQONBUS_HTTP_URL, default "
-                             f"{DEFAULT_HTTP_URL})")
+    parser.add_argument("--http-url", help="base URL of the HTTP port (env ARQONBUS_HTTP_URL; "
+                        "default from the configuration's server.host and server.http_port, "
+                        f"{DEFAULT_HTTP_URL} by default)")
     parser.add_argument("--timeout-seconds", type=float, default=DEFAULT_TIMEOUT,
                         help=f"HTTP timeout (default {DEFAULT_TIMEOUT})")
+
+
+def http_url(args: argparse.Namespace) -> str:
+    url = args.http_url or os.environ.get("ARQONBUS_HTTP_URL")
+    if url:
+        return url
+    try:
+        return listener_url(cli_config(args), "http", "server.http_port",
+                            "--http-url or ARQONBUS_HTTP_URL")
+    except ArqonBusSDKError as exc:
+        raise CliError(str(exc)) from None
 
 
 def http_get_json(base_url: str, path: str, timeout: float) -> dict[str, Any]:
@@ -96,14 +185,15 @@ def http_get_json(base_url: str, path: str, timeout: float) -> dict[str, Any]:
 def add_bus_arguments(parser: argparse.ArgumentParser) -> None:
     """Where to reach the bus: a WebSocket URL, or arqond's local control socket."""
     parser.add_argument("--ws-url", help="WebSocket URL (env ARQONBUS_WS_URL); without one, "
-                        "the control socket is used when it exists, else " + DEFAULT_WS_URL)
+                        "the configuration's control socket is used when it exists and this "
+                        "user may use it, else its WebSocket port (" + DEFAULT_WS_URL + ")")
     parser.add_argument("--jwt", default=os.environ.get("ARQONBUS_AUTH_JWT"),
                         help="bearer token for the WebSocket (env ARQONBUS_AUTH_JWT)")
     parser.add_argument("--header", action="append", default=[], metavar="KEY:VALUE",
                         help="extra WebSocket handshake header (repeatable)")
     parser.add_argument("--control-socket", metavar="PATH",
                         help="arqond's control socket (env ARQONBUS_CONTROL_SOCKET, default "
-                             f"{DEFAULT_CONTROL_SOCKET})")
+                             f"the configuration's, {DEFAULT_CONTROL_SOCKET})")
     parser.add_argument("--timeout-seconds", type=float, default=DEFAULT_TIMEOUT,
                         help=f"connect and reply timeout (default {DEFAULT_TIMEOUT})")
 
@@ -121,21 +211,17 @@ def parse_headers(items: list[str]) -> dict[str, str]:
 
 
 def bus_client(args: argparse.Namespace) -> ArqonBusClient:
-    """The client the flags ask for, not yet connected.
-
-    A WebSocket URL (flag or ARQONBUS_WS_URL) wins; otherwise an explicit --control-socket,
-    or the control socket from ARQONBUS_CONTROL_SOCKET or its default path when it exists;
-    otherwise the default WebSocket URL.
-    """
+    """The client the flags ask for, not yet connected, named after the user who runs arqon:
+    a WebSocket URL (flag or ARQONBUS_WS_URL), else --control-socket, else what the
+    configuration says (sdk.local_client)."""
     headers = parse_headers(args.header)
-    url = args.ws_url or os.environ.get("ARQONBUS_WS_URL")
-    if not url:
-        path = args.control_socket or os.environ.get("ARQONBUS_CONTROL_SOCKET",
-                                                     DEFAULT_CONTROL_SOCKET)
-        if args.control_socket or os.path.exists(path):
-            return ControlSocketClient(path, connect_timeout=args.timeout_seconds)
-    return ArqonBusClient(url or DEFAULT_WS_URL, jwt_token=args.jwt, headers=headers,
-                          connect_timeout=args.timeout_seconds)
+    try:
+        return local_client(ws_url=args.ws_url, control_socket=args.control_socket,
+                            config_path=getattr(args, "config", None), jwt_token=args.jwt,
+                            headers=headers, connect_timeout=args.timeout_seconds,
+                            screen_name=login_name())
+    except ArqonBusSDKError as exc:
+        raise CliError(str(exc)) from None
 
 
 async def command_data(client: ArqonBusClient, name: str, arguments: dict[str, Any],

@@ -12,19 +12,34 @@ import os
 import sys
 
 from arqond import __version__
-from arqond.cli import bus, moo, narrative, status
-from arqond.cli.common import CliError, fail
+from arqond.cli import bus, call, completion, moo, narrative, serve, status
+from arqond.cli.common import CliError, add_config_argument, fail
 
-PARTS = (status, bus, moo, narrative)
+PARTS = (status, bus, moo, call, serve, narrative, completion)
+
+
+def leaf_parsers(parser: argparse.ArgumentParser):
+    """Every parser of a subcommand that runs something (``zgent register``, not ``zgent``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                has_children = any(isinstance(a, argparse._SubParsersAction)
+                                   for a in sub._actions)
+                yield from leaf_parsers(sub) if has_children else (sub,)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arqon", description="Talk to arqond: its status, the bus, Zgents and narratives.")
     parser.add_argument("--version", action="version", version=f"arqon {__version__}")
+    add_config_argument(parser)
     subparsers = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     for part in PARTS:
         part.register(subparsers)
+    # --config is taken before or after the subcommand; after it, only when given, so that
+    # the subcommand's default never hides `arqon --config FILE SUBCOMMAND`.
+    for leaf in leaf_parsers(parser):
+        add_config_argument(leaf, default=argparse.SUPPRESS)
     return parser
 
 
@@ -33,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliError as exc:
-        return fail(str(exc))
+        return fail(str(exc), exc.status)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

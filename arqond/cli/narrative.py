@@ -20,11 +20,12 @@ from typing import Any, TextIO
 
 import orjson
 
-from arqond.cli.common import CliError, fail
+from arqond.cli.common import CliError, cli_config, fail, paint
 from arqond.core.narrative import ZGENT_NAME_RE
 from arqond.sdk import ArqonBusClient
 
 DEFAULT_LOG_DIR = "/var/log/moo"
+SHARED_LOG_MODE = 0o664
 PRESENCE = "presence"
 # tmux hook → (event name, the file it goes to: the Zgent's events or presence, tmux formats).
 HOOKS = {
@@ -101,10 +102,14 @@ def _global_entries(args: argparse.Namespace, hook: str) -> list[str]:
     return found
 
 
+def hooks_log_dir(args: argparse.Namespace) -> str:
+    return args.log_dir or os.environ.get("ARQONBUS_LOG_DIR") or cli_config(args).moo.log_dir
+
+
 def _install(args: argparse.Namespace) -> int:
     try:
         name = check_name(args.name)
-        commands = {hook: hook_command(name, hook, args.log_dir) for hook in HOOKS}
+        commands = {hook: hook_command(name, hook, hooks_log_dir(args)) for hook in HOOKS}
         _tmux(args, "has-session", "-t", f"={name}")
         for hook, command in commands.items():
             if hook not in GLOBAL_HOOKS:
@@ -157,7 +162,7 @@ def _emit(args: argparse.Namespace) -> int:
             return fail(f"bad field {item!r}: expected key=value")
         fields[key] = value
     try:
-        fd = os.open(args.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o664)
+        fd = open_shared_log(args.file)
         try:
             os.write(fd, hook_line(args.sender, args.event, fields))
         finally:
@@ -167,9 +172,33 @@ def _emit(args: argparse.Namespace) -> int:
     return 0
 
 
+def open_shared_log(path: str) -> int:
+    """An O_APPEND descriptor of a log that many users' hooks append to (presence.jsonl).
+
+    A file this creates is made mode 0664 in its directory's group with fchmod and fchown,
+    whatever the umask, so that the next user's hooks may append too.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    while True:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, SHARED_LOG_MODE)
+        except FileExistsError:
+            try:
+                return os.open(path, flags)
+            except FileNotFoundError:
+                continue  # rotated away between the two opens: create it after all
+        break
+    try:
+        os.fchown(fd, -1, os.stat(os.path.dirname(os.path.abspath(path))).st_gid)
+    except PermissionError:
+        pass  # not a member of the directory's group: the file keeps ours
+    os.fchmod(fd, SHARED_LOG_MODE)
+    return fd
+
+
 # -- moo-tail ------------------------------------------------------------------------------
 
-def format_moo_line(env: dict[str, Any]) -> str:
+def format_moo_line(env: dict[str, Any], colour: bool = False) -> str:
     """``[HH:MM:SS] content`` as the seed's moo-tail prints it (jq's ``.ts[11:19]``)."""
     payload = env.get("payload")
     payload = payload if isinstance(payload, dict) else {"content": payload}
@@ -178,29 +207,47 @@ def format_moo_line(env: dict[str, Any]) -> str:
     content = payload.get("content", payload.get("raw", payload))
     if not isinstance(content, str):
         content = orjson.dumps(content).decode()
-    return f"[{clock}] {content}"
+    return f"{paint(f'[{clock}]', 'dim', colour)} {content}"
+
+
+def waiting_note(name: str, channel: str, registered: bool, log_dir: str) -> str:
+    """What ``tail --moo`` says on stderr when there is nothing to show yet."""
+    where = os.path.join(log_dir, f"{name}-{channel}.jsonl")
+    if registered:
+        return f"{name}:{channel} has no lines yet; waiting for the first one ({where}); " \
+               "Ctrl-C to stop"
+    return f"no Zgent {name} is registered and {name}:{channel} has no lines yet; waiting " \
+           f"for the first one (a line appended to {where} registers {name}); Ctrl-C to stop"
 
 
 async def follow_moo(client: ArqonBusClient, name: str, out: TextIO, *, lines: int = 10,
-                     channel: str = "narrative") -> int:
+                     channel: str = "narrative", notes: TextIO | None = None,
+                     log_dir: str = DEFAULT_LOG_DIR, colour: bool = False) -> int:
     """Print NAME's narrative as moo-tail does: the last ``lines`` ones, then live ones.
 
     Joining comes before reading history, so no line falls between the two; a line that is in
-    both is printed once (the SDK keeps frames that arrive while a command waits).
+    both is printed once (the SDK keeps frames that arrive while a command waits). With
+    ``notes``, an empty narrative is said there (waiting_note) rather than waited on silently.
     """
     check_name(name)
     async with client:
         await client.join(f"{name}:{channel}")
-        history = await client.command("history", {"room": name, "channel": channel,
-                                                   "limit": max(lines, 1)})
+        history = (await client.command("history", {"room": name, "channel": channel,
+                                                    "limit": max(lines, 1)})
+                   )["payload"]["data"]["history"]
         shown: set[str] = set()
-        for env in history["payload"]["data"]["history"][-lines:] if lines else []:
+        for env in history[-lines:] if lines else []:
             shown.add(env["message_id"])
-            print(format_moo_line(env), file=out, flush=True)
+            print(format_moo_line(env, colour), file=out, flush=True)
+        if not history and notes is not None:
+            registry = await client.command("zgent.list")
+            registered = name in registry["payload"]["data"]["zgents"]
+            print(f"arqon: {waiting_note(name, channel, registered, log_dir)}", file=notes,
+                  flush=True)
         async for frame in client:
             if (frame.get("room"), frame.get("channel")) == (name, channel) and \
                     frame.get("type") in ("event", "message") and frame["id"] not in shown:
-                print(format_moo_line(frame), file=out, flush=True)
+                print(format_moo_line(frame, colour), file=out, flush=True)
     return 0
 
 
@@ -217,13 +264,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                   ("remove", _remove, "take the hooks off session NAME")):
         parser = actions.add_parser(action, help=summary, description=summary)
         parser.add_argument("name", metavar="NAME", help="Zgent name = tmux session name")
-        parser.add_argument("--log-dir", default=os.environ.get("ARQONBUS_LOG_DIR",
-                                                                DEFAULT_LOG_DIR),
-                            help=f"narrative log dir (default {DEFAULT_LOG_DIR})")
-        parser.add_argument("-S", "--socket", help="tmux server socket (tmux -S)")
+        parser.add_argument("--log-dir", metavar="DIR",
+                            help="narrative log dir (env ARQONBUS_LOG_DIR, default the "
+                                 f"configuration's moo.log_dir, {DEFAULT_LOG_DIR})")
+        parser.add_argument("-S", "--socket", metavar="SOCKET",
+                            help="tmux server socket (tmux -S)")
         parser.set_defaults(func=func)
     emit = actions.add_parser("emit", help="append one event line (what the hooks run)")
-    emit.add_argument("--file", required=True)
+    emit.add_argument("--file", required=True, metavar="FILE")
     emit.add_argument("--from", dest="sender", required=True)
     emit.add_argument("--event", required=True)
     emit.add_argument("fields", nargs="*", metavar="KEY=VALUE")

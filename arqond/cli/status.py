@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from arqond.cli.common import add_http_arguments, http_get_json, print_json
+from arqond.cli.common import add_http_arguments, http_get_json, http_url, print_json
 
 ENDPOINTS = {"status": "connections, rooms, channels, messages, uptime and listeners",
              "version": "service, version and protocol"}
@@ -20,5 +20,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def show(args: argparse.Namespace) -> int:
-    print_json(http_get_json(args.http_url, args.path, args.timeout_seconds))
+    print_json(http_get_json(http_url(args), args.path, args.timeout_seconds))
     return 0
