@@ -72,6 +72,8 @@ def bus_settings(config: Config) -> BusSettings:
     room, _, channel = config.server.default_channel.partition(":")
     return BusSettings(default_room=room or None, default_channel=channel or None,
                        history_size=config.server.history_size,
+                       history_bytes=config.server.history_bytes,
+                       history_total_bytes=config.server.history_total_bytes,
                        max_json_depth=config.server.max_json_depth,
                        max_channels=config.server.max_channels)
 
@@ -337,6 +339,9 @@ class Daemon:
         self.bus.settings.default_channel = settings.default_channel
         self.bus.settings.max_json_depth = settings.max_json_depth
         self.bus.settings.max_channels = settings.max_channels
+        for key in ("history_size", "history_bytes", "history_total_bytes"):
+            setattr(self.bus.settings, key, getattr(settings, key))
+        self.bus.router.histories.resize(self.bus.settings.history_limits())
         self.bus.charges.limits = limits_of(fresh.quotas)
         self.store.settings = fresh.store
         self.cron.settings = fresh.cron

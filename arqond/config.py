@@ -152,8 +152,15 @@ SCHEMA: tuple[Option, ...] = (
            "client's join or create_channel is refused with LIMIT_EXCEEDED. arqond's own "
            "channels (narrative files, Zgent inboxes) are bounded by narrative.max_files and "
            "moo.max_zgents instead, and are never refused.", reload=True, check=_positive),
-    Option("server.history_size", int, 500, "Messages kept per channel for history.",
-           env=("ARQONBUS_HISTORY_SIZE",), check=_positive),
+    Option("server.history_size", int, 500, "Messages kept per channel (and per room, for "
+           "messages to a whole room) for history; the oldest leaves the window.",
+           reload=True, env=("ARQONBUS_HISTORY_SIZE",), check=_positive),
+    Option("server.history_bytes", int, 8388608, "Bytes of serialized frames kept per channel "
+           "for history; past it the oldest leave the window (the newest message is always "
+           "kept).", reload=True, check=_positive),
+    Option("server.history_total_bytes", int, 268435456, "Bytes kept for history by all "
+           "channels together; past it the channel being written to gives up its oldest "
+           "first, then the largest channels theirs.", reload=True, check=_positive),
     Option("server.stats_interval", float, 60.0, "Seconds between statistics log lines.",
            reload=True, check=_positive),
     Option("server.control_socket", str, "/run/arqond/control.sock", "Unix socket of the "

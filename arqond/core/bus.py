@@ -22,7 +22,8 @@ from arqond.core.errors import ErrorCode
 from arqond.core.principal import NOBODY, Principal
 from arqond.core.quotas import Charges, Quota, QuotaExceeded, default_limits
 from arqond.core.protocol import ArqonProtocol, error_frame
-from arqond.core.router import WILDCARD, Channel, Router, RoutingError
+from arqond.core.history import Entry, History, HistoryLimits
+from arqond.core.router import DEFAULT_HISTORY, WILDCARD, Channel, Router, RoutingError
 
 if TYPE_CHECKING:
     from arqond.core.casil import Casil
@@ -35,10 +36,15 @@ SCIENCE_CHANNELS = ("general", "explore", "hypothesize", "design", "execute", "i
 class BusSettings:
     default_room: str | None = "science"
     default_channel: str | None = "general"
-    history_size: int = 500
+    history_size: int = DEFAULT_HISTORY.messages
+    history_bytes: int = DEFAULT_HISTORY.bytes
+    history_total_bytes: int = DEFAULT_HISTORY.total_bytes
     history_default_limit: int = 50
     max_json_depth: int = 64
     max_channels: int = 10000
+
+    def history_limits(self) -> HistoryLimits:
+        return HistoryLimits(self.history_size, self.history_bytes, self.history_total_bytes)
 
 
 @dataclass
@@ -70,7 +76,7 @@ class Bus(ArqonProtocol):
         # What each principal holds against its quotas (arqond/core/quotas.py).
         self.charges = charges or Charges(default_limits())
         self.charges.on_refused = self._quota_refused
-        self.router = router or Router(self.settings.history_size)
+        self.router = router or Router(History(self.settings.history_limits()))
         self.ids = IdGenerator()
         self.clients: dict[str, Client] = {}
         self.commands: CommandRegistry = builtin_commands()
@@ -195,18 +201,22 @@ class Bus(ArqonProtocol):
                   **client.principal.log_fields())
         raise RoutingError(ErrorCode.AUTHORIZATION_ERROR, str(refused))
 
-    def history_for(self, client: Client, room: str,
-                    channel: str | None) -> list[dict[str, Any]]:
-        """What ``client`` may see of room:channel's history (or the whole room's): a Zgent's
+    def history_for(self, client: Client, room: str, channel: str | None) -> list[Entry]:
+        """What ``client`` may see of room:channel's history (or the whole room's), oldest
+        first; nothing for a room or channel that does not exist, as in ArqonBus. A Zgent's
         inbox only for those who may read it, refused when asked for by name."""
         if channel is not None:
             if not self.access.may_read(client.principal, room, channel):
                 self.refuse(client, Action.READ_INBOX, room)
-            return self.router.history(room, channel)
-        entries = self.router.history(room, None)
+            found = self.router.channel(room, channel)
+            return list(found.history) if found is not None else []
+        if room not in self.router.rooms:
+            return []
         if self.access.may_read(client.principal, room, INBOX):
-            return entries
-        return [env for env in entries if env.get("channel") != INBOX]
+            return self.router.entries(room, None)
+        inbox = self.router.channel(room, INBOX)
+        hidden = {id(entry) for entry in inbox.history} if inbox is not None else set()
+        return [entry for entry in self.router.entries(room, None) if id(entry) not in hidden]
 
     def emit(self, event: str, **fields: Any) -> None:
         for listener in self.listeners:
@@ -249,7 +259,7 @@ class Bus(ArqonProtocol):
         frame = serialize(env)
         self.stats.messages_total += 1
         room, channel = env["room"], env.get("channel")
-        self.router.record(room, channel, env)
+        self.router.record(room, channel, time.time(), frame)
         owners = self.access.guarded(room, channel)
         if owners is not None:
             recipients = [c for c in recipients if owners.include(c.principal)]

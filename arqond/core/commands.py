@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 from arqond import __version__
 from arqond.core.access import Action
-from arqond.core.envelope import json_type, now_iso
+from arqond.core.envelope import iso_at, json_type, now_iso
+from arqond.core.history import Entry
 from arqond.core.errors import ErrorCode
 from arqond.core.router import RoutingError, split_target
 
@@ -229,14 +230,13 @@ def _history(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     limit = ctx.limit(ctx.bus.settings.history_default_limit, ctx.bus.settings.history_size)
     since = _timestamp_arg(ctx, "since")
     entries = ctx.bus.history_for(ctx.client, room, channel)
-    if since is not None:
-        entries = [e for e in entries if _parse_time(e["timestamp"]) > since]
+    if since is not None:  # when arqond received them, not what senders wrote
+        entries = [entry for entry in entries if entry.received > since]
     total = len(entries)
-    entries = entries[-limit:]
     history = [{"message_id": e["id"], "type": e["type"], "sender": e.get("sender"),
                 "room": e["room"], "channel": e.get("channel"), "payload": e.get("payload"),
                 "metadata": e.get("metadata") or {}, "timestamp": e["timestamp"]}
-               for e in entries]
+               for e in (entry.envelope() for entry in entries[-limit:])]
     return f"{len(history)} message(s)", {"room": room, "channel": channel, "limit": limit,
                                          "total_messages": total, "history": history}
 
@@ -258,19 +258,24 @@ def _history_window(ctx: CommandContext, since_key: str, until_key: str, *, requ
     if room is not None:
         entries = ctx.bus.history_for(ctx.client, room, channel)
     else:  # admins only: nothing is hidden from them
-        entries = [env for name in list(router.rooms) for env in router.history(name, None)]
-    kept = [e for e in entries
-            if (since is None or _parse_time(e["timestamp"]) >= since)
-            and (until is None or _parse_time(e["timestamp"]) <= until)]
+        entries = sorted(entry for name in router.rooms for entry in router.entries(name, None))
+    # The window is in arqond's receipt time, never in the timestamps senders wrote.
+    kept = [entry for entry in entries
+            if (since is None or entry.received >= since)
+            and (until is None or entry.received <= until)]
     return {"room": room, "channel": channel, "limit": limit, "entries": kept}
+
+
+def _stored(entry: Entry) -> dict[str, Any]:
+    return {"envelope": entry.envelope(), "stored_at": iso_at(entry.received),
+            "storage_metadata": {}}
 
 
 def _history_get(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     window = _history_window(ctx, "since", "until", required=False, default_limit=100,
                              maximum=HISTORY_GET_MAX)
     entries = list(reversed(window["entries"]))[:window["limit"]]
-    window["entries"] = [{"envelope": e, "stored_at": e["timestamp"], "storage_metadata": {}}
-                         for e in entries]
+    window["entries"] = [_stored(entry) for entry in entries]
     window.update(count=len(entries), since=ctx.args.get("since"), until=ctx.args.get("until"))
     return "History retrieved", window
 
@@ -279,18 +284,17 @@ def _history_replay(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     window = _history_window(ctx, "from_ts", "to_ts", required=True, default_limit=1000,
                              maximum=HISTORY_REPLAY_MAX)
     strict = ctx.arg("strict_sequence", bool, True)
-    entries = window["entries"][:window["limit"]]
+    entries = [_stored(entry) for entry in window["entries"][:window["limit"]]]
     if strict:
         last = 0
-        for env in entries:
-            sequence = (env.get("metadata") or {}).get("sequence")
+        for stored in entries:
+            sequence = (stored["envelope"].get("metadata") or {}).get("sequence")
             if isinstance(sequence, int):
                 if sequence < last:
                     raise CommandError(ErrorCode.VALIDATION_ERROR,
                                        "Sequence regression detected in replay window")
                 last = sequence
-    window["entries"] = [{"envelope": e, "stored_at": e["timestamp"], "storage_metadata": {}}
-                         for e in entries]
+    window["entries"] = entries
     window.update(count=len(entries), from_ts=ctx.args["from_ts"], to_ts=ctx.args["to_ts"],
                   strict_sequence=strict)
     return "History replayed", window

@@ -93,6 +93,11 @@ def bus_samples(bus: "Bus") -> list[Sample]:
                 stats.slow_consumers_total),
         gauge("arqonbus_connections_active", "Clients attached to the bus now.",
               len(bus.clients)),
+        counter("arqonbus_history_evicted_total",
+                "History entries dropped at server.history_size, history_bytes or "
+                "history_total_bytes.", bus.router.histories.evicted_total),
+        gauge("arqonbus_history_bytes", "Bytes of frames history keeps now.",
+              bus.router.histories.bytes),
         gauge("arqonbus_rooms", "Rooms that exist now.", len(bus.router.rooms)),
         gauge("arqonbus_channels", "Channels that exist now.", bus.router.channel_count()),
         gauge("arqonbus_uptime_seconds", "Seconds since the bus started.",

@@ -6,15 +6,16 @@ records history through it, so a NATS-backed router can replace it without touch
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections import deque
 from typing import Any, Iterable
 
 from arqond.core.clients import Client
-from arqond.core.envelope import now_iso
+from arqond.core.envelope import iso_at, now_iso
+from arqond.core.history import Entry, History, HistoryLimits, Window
 from arqond.core.errors import ErrorCode
 
+# What arqond.conf(5) gives server.history_size, history_bytes and history_total_bytes.
+DEFAULT_HISTORY = HistoryLimits(500, 8 << 20, 256 << 20)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 WILDCARD = "*"
 
@@ -51,7 +52,7 @@ class Channel:
                  "history", "message_count", "last_activity", "description", "owner")
 
     def __init__(self, room: str, name: str, *, created_by: str, kind: str, hardcoded: bool,
-                 history_size: int, description: str = "") -> None:
+                 history: Window, description: str = "") -> None:
         self.room = room
         self.name = name
         self.created_at = now_iso()
@@ -61,9 +62,9 @@ class Channel:
         self.description = description
         # dict, not set: insertion order keeps fan-out order and listings deterministic.
         self.members: dict[Client, None] = {}
-        self.history: deque[tuple[int, dict[str, Any]]] = deque(maxlen=history_size)
+        self.history = history
         self.message_count = 0
-        self.last_activity: str | None = None
+        self.last_activity: float | None = None
         # The principal charged for it (quotas.channels), when a client created it.
         self.owner: Any = None
 
@@ -74,28 +75,28 @@ class Channel:
     def summary(self) -> dict[str, Any]:
         return {"room": self.room, "channel": self.name, "name": self.name,
                 "participants": len(self.members), "member_count": len(self.members),
-                "messages": self.message_count, "last_activity": self.last_activity,
-                **self.metadata()}
+                "messages": self.message_count,
+                "last_activity": None if self.last_activity is None
+                else iso_at(self.last_activity), **self.metadata()}
 
 
 class Room:
     __slots__ = ("name", "created_at", "channels", "history")
 
-    def __init__(self, name: str, history_size: int) -> None:
+    def __init__(self, name: str, history: Window) -> None:
         self.name = name
         self.created_at = now_iso()
         self.channels: dict[str, Channel] = {}
         # Messages sent to the room as a whole (no channel).
-        self.history: deque[tuple[int, dict[str, Any]]] = deque(maxlen=history_size)
+        self.history = history
 
 
 class Router:
-    def __init__(self, history_size: int = 500) -> None:
-        self.history_size = history_size
+    def __init__(self, history: History | None = None) -> None:
+        self.histories = history or History(DEFAULT_HISTORY)
         self.rooms: dict[str, Room] = {}
         # (room or "*", channel or "*") -> subscribers; only for subscriptions with a wildcard.
         self.patterns: dict[tuple[str, str], dict[Client, None]] = {}
-        self._sequence = itertools.count(1)
 
     # -- rooms and channels --------------------------------------------------------------
 
@@ -126,9 +127,9 @@ class Router:
         check_name("channel", channel)
         room_obj = self.rooms.get(room)
         if room_obj is None:
-            room_obj = self.rooms[room] = Room(room, self.history_size)
+            room_obj = self.rooms[room] = Room(room, self.histories.window())
         created = Channel(room, channel, created_by=created_by, kind=kind, hardcoded=hardcoded,
-                          history_size=self.history_size, description=description)
+                          history=self.histories.window(), description=description)
         room_obj.channels[channel] = created
         return created, True
 
@@ -149,7 +150,9 @@ class Router:
                                "participant(s); it can be deleted only when empty")
         room_obj = self.rooms[room]
         del room_obj.channels[channel]
+        self.histories.forget(found.history)
         if not room_obj.channels:
+            self.histories.forget(room_obj.history)
             del self.rooms[room]
         return found
 
@@ -215,27 +218,30 @@ class Router:
                 merged.update(subscribers)
         return merged
 
-    def record(self, room: str, channel: str | None, env: dict[str, Any]) -> None:
-        entry = (next(self._sequence), env)
+    def record(self, room: str, channel: str | None, received: float, frame: bytes) -> None:
         room_obj = self.rooms.get(room)
         if room_obj is None:
             return
         if channel is None:
-            room_obj.history.append(entry)
+            self.histories.record(room_obj.history, received, frame)
             return
         found = room_obj.channels.get(channel)
         if found is not None:
-            found.history.append(entry)
+            self.histories.record(found.history, received, frame)
             found.message_count += 1
-            found.last_activity = env["timestamp"]
+            found.last_activity = received
 
-    def history(self, room: str, channel: str | None) -> list[dict[str, Any]]:
-        """Stored envelopes, oldest first: one channel, or the whole room merged in order."""
+    def entries(self, room: str, channel: str | None) -> list[Entry]:
+        """What is kept, oldest first: one channel, or the whole room merged in order."""
         room_obj = self.require_room(room)
         if channel is not None:
-            return [env for _, env in self.require_channel(room, channel).history]
+            return list(self.require_channel(room, channel).history)
         entries = list(room_obj.history)
         for found in room_obj.channels.values():
             entries.extend(found.history)
-        entries.sort(key=lambda entry: entry[0])
-        return [env for _, env in entries]
+        entries.sort()
+        return entries
+
+    def history(self, room: str, channel: str | None) -> list[dict[str, Any]]:
+        """The kept envelopes, oldest first (see ``entries``)."""
+        return [entry.envelope() for entry in self.entries(room, channel)]

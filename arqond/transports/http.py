@@ -412,6 +412,11 @@ class HttpAdapter:
                             f"limit must be a whole number from 1 to {maximum}")
         limit = int(raw_limit)
         try:
+            # An unknown name is a mistake worth a 404 here (the commands answer nothing).
+            if channel is None:
+                self.bus.router.require_room(room)
+            else:
+                self.bus.router.require_channel(room, channel)
             entries = self.bus.history_for(reader, room, channel)
         except RoutingError as exc:
             raise HttpError(ERROR_STATUS.get(exc.code, HTTPStatus.NOT_FOUND), exc.message) \
@@ -419,7 +424,7 @@ class HttpAdapter:
         kept = entries[-limit:]
         self._json(exchange, {"room": room, "channel": channel, "limit": limit,
                               "total": len(entries), "count": len(kept),
-                              "messages": [orjson.Fragment(serialize(e)) for e in kept]})
+                              "messages": [orjson.Fragment(entry.frame) for entry in kept]})
 
     async def _stream(self, exchange: Exchange, request: Request) -> None:
         principal = self._principal(exchange, request)
