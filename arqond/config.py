@@ -148,6 +148,10 @@ SCHEMA: tuple[Option, ...] = (
            '"uvloop" (a C event loop; needs the uvloop package, the "uvloop" extra). The '
            'benchmarks measure both within a few per cent of each other.',
            env=("ARQONBUS_EVENT_LOOP",), check=_one_of("asyncio", "uvloop")),
+    Option("server.output_budget_bytes", int, 268435456, "Bytes that may wait unsent for all "
+           "clients together (each one also has server.client_buffer_bytes); checked four "
+           "times a second, and past it the clients with the most waiting are cut off first "
+           "(close 4008) until it holds.", reload=True, check=_positive),
     Option("server.max_channels", int, 10000, "Channels that may exist at once; past it a "
            "client's join or create_channel is refused with LIMIT_EXCEEDED. arqond's own "
            "channels (narrative files, Zgent inboxes) are bounded by narrative.max_files and "

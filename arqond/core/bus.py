@@ -42,6 +42,8 @@ class BusSettings:
     history_default_limit: int = 50
     max_json_depth: int = 64
     max_channels: int = 10000
+    client_buffer_bytes: int = 4 << 20
+    output_budget_bytes: int = 256 << 20
 
     def history_limits(self) -> HistoryLimits:
         return HistoryLimits(self.history_size, self.history_bytes, self.history_total_bytes)
@@ -57,6 +59,8 @@ class Stats:
     slow_consumers_total: int = 0
     policy_blocks_total: int = 0
     channels_refused_total: int = 0
+    replies_too_large_total: int = 0
+    budget_cuts_total: int = 0
     by_transport: dict[str, int] = field(default_factory=dict)
 
 
@@ -291,9 +295,49 @@ class Bus(ArqonProtocol):
         self.detach(client, reason="slow consumer")
 
     def send(self, client: Client, env: dict[str, Any]) -> None:
-        """One frame to one client (replies, errors, welcome)."""
-        if client.open and not client.sink.send(self.encode(env)):
+        """One frame to one client (replies, errors, welcome). A reply too large for the
+        client's buffer to take in one piece is answered with an error instead: asking
+        too much never makes a slow consumer."""
+        frame = self.encode(env)
+        limit = self.settings.client_buffer_bytes // 2
+        if len(frame) > limit:
+            self.stats.replies_too_large_total += 1
+            self.emit("limit_reached", limit="server.client_buffer_bytes", value=limit * 2,
+                      client_id=client.id)
+            message = (f"the reply would be {len(frame)} bytes, more than half of "
+                       f"server.client_buffer_bytes ({limit * 2}); ask for less (limit, offset)")
+            if env.get("type") == "response":  # a command's answer keeps its shape
+                frame = self.encode({
+                    "type": "response", "sender": SERVER_SENDER, "status": "error",
+                    "request_id": env.get("request_id"), "command": env.get("command"),
+                    "error": message, "error_code": ErrorCode.LIMIT_EXCEEDED,
+                    "payload": {"message": message, "data": {}}})
+            else:
+                frame = self.encode(error_frame(ErrorCode.LIMIT_EXCEEDED, message,
+                                                request_id=env.get("request_id")))
+        if client.open and not client.sink.send(frame):
             self.cut_off(client)
+
+    def trim_output(self) -> int:
+        """server.output_budget_bytes: when what waits for all clients together passes it,
+        the largest consumers are cut off first until it holds; returns how many were."""
+        budget = self.settings.output_budget_bytes
+        waiting = [(client.sink.buffered(), client) for client in self.clients.values()]
+        total = sum(size for size, _ in waiting)
+        if total <= budget:
+            return 0
+        waiting.sort(key=lambda item: item[0], reverse=True)
+        cut = 0
+        for size, client in waiting:
+            if total <= budget:
+                break
+            self.stats.budget_cuts_total += 1
+            self.emit("limit_reached", limit="server.output_budget_bytes", value=budget,
+                      client_id=client.id)
+            self.cut_off(client)
+            total -= size
+            cut += 1
+        return cut
 
     def encode(self, env: dict[str, Any]) -> bytes:
         """A frame of arqond's own (a reply, an error) as it goes on the wire: given an id

@@ -36,6 +36,9 @@ class Sink(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Start closing the connection; the adapter later calls Bus.detach."""
 
+    def buffered(self) -> int:
+        """Bytes queued for the client and not yet taken by the kernel."""
+
 
 class Client:
     __slots__ = ("id", "sink", "transport", "principal", "admin", "type", "screen_name",

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from arqond.core.clients import Client
 
 HISTORY_GET_MAX = 1000
+# Channels in one list_channels reply: about 300 bytes each, well inside any client's buffer.
+LIST_CHANNELS_PAGE = 1000
 HISTORY_REPLAY_MAX = 5000
 
 
@@ -203,6 +205,8 @@ def _leave_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
 
 
 def _list_channels(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    """One page of channels (``limit``, ``offset``): a reply stays small however many there
+    are; ``next_offset`` says where the next page starts (null after the last)."""
     router = ctx.bus.router
     room = ctx.arg("room", str)
     if room is not None:
@@ -210,9 +214,16 @@ def _list_channels(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         rooms = [router.require_room(room)]
     else:
         rooms = list(router.rooms.values())
-    channels = [channel.summary() for r in rooms for channel in r.channels.values()]
-    return f"{len(channels)} channel(s)", {"room": room, "channels": channels,
-                                          "total_channels": len(channels)}
+    limit = ctx.limit(LIST_CHANNELS_PAGE, LIST_CHANNELS_PAGE)
+    offset = ctx.arg("offset", int, 0)
+    if offset < 0:
+        raise CommandError(ErrorCode.VALIDATION_ERROR, "offset must be 0 or more")
+    every = [channel for r in rooms for channel in r.channels.values()]
+    page = [channel.summary() for channel in every[offset:offset + limit]]
+    following = offset + limit
+    return f"{len(page)} channel(s)", {
+        "room": room, "channels": page, "total_channels": len(every), "offset": offset,
+        "next_offset": following if following < len(every) else None}
 
 
 def _channel_info(ctx: CommandContext) -> tuple[str, dict[str, Any]]:

@@ -140,3 +140,7 @@ class SocketSink:
 
     def close(self, code: int, reason: str) -> None:
         self.connection.close()
+
+    def buffered(self) -> int:
+        transport = self.connection.transport
+        return transport.get_write_buffer_size() if transport is not None else 0

@@ -64,6 +64,9 @@ class ControlSink:
         else:
             self.transport.close()
 
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size()
+
 
 class ControlConnection(asyncio.Protocol):
     def __init__(self, adapter: "ControlAdapter") -> None:

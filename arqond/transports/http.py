@@ -135,6 +135,9 @@ class StreamSink:
         self.exchange.write(h11.Data(data=frame + b"\n"))
         return True
 
+    def buffered(self) -> int:
+        return self.exchange.writer.transport.get_write_buffer_size()
+
     def close(self, code: int, reason: str) -> None:
         if not self.open:
             return

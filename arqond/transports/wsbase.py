@@ -129,6 +129,9 @@ class WebSocketSink:
         self.pending += len(frame)
         return True
 
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size() + self.pending
+
     def flush(self) -> None:
         self.pending = 0
         writes = self.protocol.data_to_send()
