@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any, Awaitable
 
 from arqond.config import OPTIONS
+from arqond.core import zgents
 from arqond.sdk import ArqonBusClient, ArqonBusSDKError, ControlSocketClient
 
 DEFAULT_HTTP_URL = "http://127.0.0.1:8080"
@@ -31,6 +32,14 @@ class CliError(Exception):
 def fail(message: str) -> int:
     print(f"arqon: {message}", file=sys.stderr, flush=True)
     return 1
+
+
+def zgent_name(text: str) -> str:
+    """``text`` when it is a valid Zgent name (THE rule, arqond/core/zgents.py)."""
+    try:
+        return zgents.check_name(text)
+    except zgents.ZgentError as exc:
+        raise CliError(str(exc)) from None
 
 
 def print_json(value: Any) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 
 from arqond import config as configuration
-from arqond.cli.common import CliError, add_bus_arguments, bus_client, command_data, run
-from arqond.core import jsonrpc, zgents
+from arqond.cli.common import (CliError, add_bus_arguments, bus_client, command_data, run,
+                               zgent_name)
+from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode
 
 SERVE_ERROR = -32000
@@ -32,15 +33,8 @@ def _config(args: argparse.Namespace) -> configuration.Config:
         raise CliError(str(exc)) from None
 
 
-def _name(text: str) -> str:
-    try:
-        return zgents.check_name(text)
-    except zgents.ZgentError as exc:
-        raise CliError(str(exc)) from None
-
-
 def _moo_path(args: argparse.Namespace, suffix: str) -> str:
-    return os.path.join(_config(args).moo.dir, _name(args.zgent) + suffix)
+    return os.path.join(_config(args).moo.dir, zgent_name(args.zgent) + suffix)
 
 
 def _print(value: Any) -> None:
@@ -56,7 +50,8 @@ def _bus_command(args: argparse.Namespace, command: str, arguments: dict[str, An
 
 
 def _zgent_register(args: argparse.Namespace) -> int:
-    command_args: dict[str, Any] = {"id": _name(args.zgent), "capabilities": args.capability}
+    command_args: dict[str, Any] = {"id": zgent_name(args.zgent),
+                                    "capabilities": args.capability}
     for key in ("name", "session", "pane"):
         if getattr(args, key) is not None:
             command_args[key] = getattr(args, key)
@@ -68,7 +63,7 @@ def _zgent_register(args: argparse.Namespace) -> int:
 
 
 def _zgent_unregister(args: argparse.Namespace) -> int:
-    return _bus_command(args, "zgent.unregister", {"id": _name(args.zgent)})
+    return _bus_command(args, "zgent.unregister", {"id": zgent_name(args.zgent)})
 
 
 def _zgent_list(args: argparse.Namespace) -> int:
