@@ -604,3 +604,42 @@ def test_any_interleaving_publishes_every_complete_line_once_in_order(ops):
         assert seqs == list(range(1, written[name] + 1)), name
     ids = [(line.key, line.offset) for line in published]
     assert len(ids) == len(set(ids))
+
+
+# -- blind spots the sweep or the inode closes ---------------------------------------------------
+
+def test_a_copytruncate_before_anything_was_published_is_rescued_from_the_copy():
+    bridge = Bridge()
+    bridge.disk.append(NARRATIVE, lines_of(1, 2))
+    bridge.see("d-narrative.jsonl")  # opened: its first line is known, nothing read yet
+    bridge.disk.copy(NARRATIVE, NARRATIVE + ".1")
+    bridge.disk.truncate(NARRATIVE)
+    bridge.disk.append(NARRATIVE, lines_of(3))
+    bridge.see("d-narrative.jsonl")
+    bridge.pump()
+    bridge.sweep()  # same length as before: the first-line check of the sweep notices it
+    bridge.pump()
+    assert [(line.path, line.offset) for line in bridge.published] == [
+        (NARRATIVE + ".1", 0), (NARRATIVE + ".1", ONE), (NARRATIVE, 0)]
+
+
+def test_a_file_rewritten_to_the_length_already_read_is_noticed_by_the_next_sweep():
+    bridge = following(1, 2)
+    bridge.disk.paths[NARRATIVE].data[:] = lines_of(3, 4)
+    bridge.see("d-narrative.jsonl")
+    assert_publishes(bridge.pump(), offsets=[])  # nothing grew: an event cannot tell
+    bridge.sweep()
+    assert_publishes(bridge.pump(), offsets=[0, ONE], data=[lines_of(3)[:-1], lines_of(4)[:-1]])
+
+
+def test_a_checkpoint_without_a_fingerprint_is_found_by_its_inode_after_a_rename():
+    bridge = Bridge()
+    bridge.disk.append(NARRATIVE, b'{"partial"')
+    bridge.start()
+    bridge.pump()
+    records = bridge.follower.records()
+    bridge.disk.append(NARRATIVE, b"}\n")
+    bridge.disk.rename(NARRATIVE, NARRATIVE + ".1")
+    again = Bridge(bridge.disk)
+    again.start(records)
+    assert_publishes(again.pump(), offsets=[0], path=NARRATIVE + ".1")
