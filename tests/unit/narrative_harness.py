@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from arqond.core.narrative import follow
-from arqond.core.narrative.actions import (Action, Announce, Close, Find, Open, Publish, Read,
-                                           Stat)
+from arqond.core.narrative.actions import Action, Announce, Close, Find, Open, Publish, Read
 from arqond.core.narrative.files import FollowedFile, Record, State
 from arqond.core.narrative.ids import FINGERPRINT_BYTES
 

@@ -18,7 +18,7 @@ from arqond.core.narrative.actions import Announce, Close, Find, Open, OpenReaso
 from arqond.core.narrative.files import Event, FollowError, Record, State
 from arqond.core.narrative.follow import CHUNK
 from arqond.core.narrative.ids import fingerprint, identity_key
-from tests.unit.narrative_harness import (BROADCAST_TARGET, LOG, Bridge, Disk, assert_closes,
+from tests.unit.narrative_harness import (BROADCAST_TARGET, LOG, Bridge, assert_closes,
                                           assert_opens, assert_publishes, assert_state, lines_of,
                                           of)
 
@@ -101,7 +101,7 @@ def test_a_deleted_file_is_read_to_its_end(caplog):
 
 def test_rename_and_create_reads_the_old_file_to_its_end_before_the_new_one():
     bridge = following(1)
-    bridge.disk.append(NARRATIVE, lines_of(*range(2, 200)))  # several chunks' worth? no: a few
+    bridge.disk.append(NARRATIVE, lines_of(*range(2, 200)))  # written before the rename
     bridge.disk.rename(NARRATIVE, NARRATIVE + ".1")
     bridge.disk.append(NARRATIVE, lines_of(200, 201))
     bridge.see("d-narrative.jsonl.1", "d-narrative.jsonl")

@@ -25,8 +25,12 @@ FOLLOWING,  shrank, or another     same, or    read it again from 0 as its next 
 DRAINING,   first line (copy-      DRAINING    Find a copy holding the lines not yet
 DRAINED     truncate, truncation,  from        published (copytruncate) and read that first
             inode reuse)           DRAINED
+any open    sweep                  same        its first line is checked at its next step
+                                               even when it did not grow (a rewrite to the
+                                               length already read shows only there)
 DRAINED     sweep, rotate_wait     CLOSED      Close
-            past since it left
+            past since it left,
+            first line checked
 any open    read failed            CLOSED      Close
 any open    arqond stops           CLOSED      Close
 =========== ====================== =========== =============================================
