@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from arqond.core import narrative
+from arqond.core.narrative import ids
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -91,9 +91,8 @@ def checkpointed(daemon) -> list[dict[str, Any]]:
 def expected_id(path: Path, offset: int, generation: int = 0) -> str:
     st = os.stat(path)
     with open(path, "rb") as handle:
-        fp = narrative.fingerprint(handle.read(narrative.FINGERPRINT_BYTES))
-    return narrative.message_id(narrative.identity_key(st.st_dev, st.st_ino, fp, generation),
-                                offset)
+        fp = ids.fingerprint(handle.read(ids.FINGERPRINT_BYTES))
+    return ids.message_id(ids.identity_key(st.st_dev, st.st_ino, fp, generation), offset)
 
 
 # -- publishing ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import errno
 import pytest
 
 from arqond.moo import checkpoints
-from arqond.moo.checkpoints import CheckpointStore, CorruptCheckpoints, Record
+from arqond.core.narrative.files import Record
+from arqond.moo.checkpoints import CheckpointStore, CorruptCheckpoints
 
 
 def record(offset: int, name: str = "dreader-narrative.jsonl") -> Record:

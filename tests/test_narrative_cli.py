@@ -16,7 +16,7 @@ import pytest
 
 from arqond.cli import narrative as cli
 from arqond.sdk import ArqonBusClient
-from arqond.core.narrative import schema_problem
+from arqond.core.narrative.schema import schema_problem
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(60)

@@ -149,3 +149,127 @@ async def test_the_sweep_publishes_what_inotify_did_not_report(tmp_path):
         assert [env["payload"]["n"] for env in published] == [1, 2]
     finally:
         await tailer.stop()
+
+
+async def wait_until(condition, what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_a_rotated_file_is_closed_rotate_wait_after_it_was_read_to_its_end(tmp_path):
+    recorder = Recorder()
+    tailer = await started(tmp_path, recorder, rotate_wait=0.0, sweep_interval=0.1)
+    try:
+        path = tmp_path / "log" / "dreader-narrative.jsonl"
+        append(path, message("dreader", n=1))
+        await recorder.wait_published(1)
+        path.rename(tmp_path / "log" / "dreader-narrative.jsonl.1")
+        append(path, message("dreader", n=2))
+        await recorder.wait_published(2)
+        await wait_until(lambda: tailer.files == 1, "the rotated file closed")
+        assert len(tailer.fds) == 1
+    finally:
+        await tailer.stop()
+
+
+async def test_max_files_refuses_the_next_file_with_one_log_line(tmp_path, caplog):
+    recorder = Recorder()
+    tailer = await started(tmp_path, recorder, max_files=2)
+    try:
+        log = tmp_path / "log"
+        for name in ("a", "b", "c"):
+            append(log / f"{name}-narrative.jsonl", message(name))
+        published = await recorder.wait_published(2)
+        tailer.sweep()
+        tailer.sweep()
+        assert sorted(env["room"] for env in published) == ["a", "b"]
+        assert caplog.text.count(f"{log}/c-narrative.jsonl: max_files (2) files are followed "
+                                 "already; not followed") == 1
+        assert tailer.files == 2 and tailer.follower.files_refused == 1
+        assert ("arqonbus_narrative_files_refused_total", 1) in \
+            [(sample.name, sample.value) for sample in tailer.samples()]
+    finally:
+        await tailer.stop()
+
+
+async def test_a_step_failing_inside_arqond_holds_only_its_file_until_the_next_sweep(
+        tmp_path, caplog):
+    recorder = Recorder()
+    tailer = await started(tmp_path, recorder, sweep_interval=3600.0)
+    try:
+        log = tmp_path / "log"
+        sized = tailer.follower.sized
+        failures = []
+
+        def broken(file, size):
+            if file.name == "bad-narrative.jsonl":
+                failures.append(size)
+                raise RuntimeError("a bug in the follower")
+            return sized(file, size)
+
+        tailer.follower.sized = broken  # type: ignore[method-assign]
+        append(log / "bad-narrative.jsonl", message("bad", n=1))
+        append(log / "good-narrative.jsonl", message("good", n=1))
+        await recorder.wait_published(1)
+        append(log / "bad-narrative.jsonl", message("bad", n=2))  # an event: still held
+        append(log / "good-narrative.jsonl", message("good", n=2))
+        published = await recorder.wait_published(2)
+        assert [env["room"] for env in published] == ["good", "good"]
+        assert len(failures) == 1 and tailer.internal_errors == 1
+        assert f"{log}/bad-narrative.jsonl offset 0: reading failed inside arqond; the file " \
+            "waits for the next sweep" in caplog.text and "a bug in the follower" in caplog.text
+        tailer.follower.sized = sized  # type: ignore[method-assign]
+        tailer.sweep()
+        published = await recorder.wait_published(4)
+        assert [env["payload"]["n"] for env in published if env["room"] == "bad"] == [1, 2]
+        assert tailer.failed is None
+    finally:
+        await tailer.stop()
+
+
+async def test_a_line_that_fails_to_publish_goes_out_raw_and_the_next_one_whole(tmp_path,
+                                                                              caplog):
+    recorder = Recorder()
+    tailer = await started(tmp_path, recorder)
+    publish = tailer.bus.publish
+
+    def refusing(env, *args, **kwargs):
+        if env["payload"].get("boom"):
+            raise ValueError("cannot route this")
+        return publish(env, *args, **kwargs)
+
+    tailer.bus.publish = refusing  # type: ignore[method-assign]
+    try:
+        path = tmp_path / "log" / "dreader-narrative.jsonl"
+        append(path, message("dreader", boom=True))
+        append(path, message("dreader", n=2))
+        raw, whole = await recorder.wait_published(2)
+        assert raw["payload"] == {"raw": orjson.dumps(message("dreader", boom=True)).decode()}
+        assert raw["metadata"]["malformed"] == \
+            "arqond could not publish it (ValueError: cannot route this)"
+        assert whole["payload"]["n"] == 2 and tailer.internal_errors == 1
+        assert f"{path} offset 0: publishing failed; published as raw instead" in caplog.text
+    finally:
+        await tailer.stop()
+
+
+async def test_a_task_that_ends_is_named_for_health(tmp_path, caplog):
+    recorder = Recorder()
+    tailer = await started(tmp_path, recorder)
+    try:
+        assert tailer.failed is None
+
+        def broken():
+            raise RuntimeError("the queue itself is broken")
+
+        tailer.follower.next_ready = broken  # type: ignore[method-assign]
+        tailer.wake.set()
+        await wait_until(lambda: tailer.failed is not None, "the pump ended")
+        assert tailer.failed == \
+            "narrative pump ended: RuntimeError('the queue itself is broken')"
+        assert "the narrative bridge stopped working: narrative pump ended" in caplog.text
+    finally:
+        await tailer.stop()

@@ -65,6 +65,14 @@ def say(message: str) -> None:
     print(f"arqon: {message}", file=sys.stderr, flush=True)
 
 
+def zgent_name(text: str) -> str:
+    """``text`` when it is a valid Zgent name (THE rule, arqond/core/zgents.py)."""
+    try:
+        return zgents.check_name(text)
+    except zgents.ZgentError as exc:
+        raise CliError(str(exc)) from None
+
+
 def print_json(value: Any) -> None:
     """Pretty JSON for people and jq: sorted keys, two-space indent."""
     print(json.dumps(value, indent=2, sort_keys=True), flush=True)
@@ -123,13 +131,6 @@ def cli_config(args: argparse.Namespace) -> configuration.Config:
             raise CliError(str(exc)) from None
         args._loaded_config = loaded
     return loaded
-
-
-def zgent_name(text: str) -> str:
-    try:
-        return zgents.check_name(text)
-    except zgents.ZgentError as exc:
-        raise CliError(str(exc)) from None
 
 
 def zgent_path(args: argparse.Namespace, suffix: str) -> str:

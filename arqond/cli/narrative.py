@@ -20,8 +20,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from arqond.cli.common import CliError, cli_config, fail, paint
-from arqond.core.narrative import ZGENT_NAME_RE
+from arqond.cli.common import CliError, cli_config, fail, paint, zgent_name
 from arqond.sdk import ArqonBusClient
 
 DEFAULT_LOG_DIR = "/var/log/moo"
@@ -51,13 +50,6 @@ HOOK_ENTRY_RE = re.compile(r"^(?P<hook>[a-z-]+)\[(?P<index>\d+)\] (?P<command>.*
 # Fixed parts of a hook's shell command are used bare, so they must need no quoting at all.
 SHELL_SAFE = re.compile(r"^[A-Za-z0-9_./:@+=,-]+$")
 FIELD_RE = re.compile(r"^[a-z_]+$")
-
-
-def check_name(name: str) -> str:
-    if not ZGENT_NAME_RE.match(name):
-        raise CliError(f"invalid Zgent name {name!r}: use lower-case letters, digits, '.', '_' "
-                       "or '-', at most 63, starting with a letter or digit")
-    return name
 
 
 # -- tmux hooks --------------------------------------------------------------------------
@@ -108,7 +100,7 @@ def hooks_log_dir(args: argparse.Namespace) -> str:
 
 def _install(args: argparse.Namespace) -> int:
     try:
-        name = check_name(args.name)
+        name = zgent_name(args.name)
         commands = {hook: hook_command(name, hook, hooks_log_dir(args)) for hook in HOOKS}
         _tmux(args, "has-session", "-t", f"={name}")
         for hook, command in commands.items():
@@ -128,7 +120,7 @@ def _install(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     try:
-        name = check_name(args.name)
+        name = zgent_name(args.name)
         for hook in HOOKS:
             if hook not in GLOBAL_HOOKS:
                 _tmux(args, "set-hook", "-u", "-t", f"={name}:", hook)
@@ -229,7 +221,7 @@ async def follow_moo(client: ArqonBusClient, name: str, out: TextIO, *, lines: i
     both is printed once (the SDK keeps frames that arrive while a command waits). With
     ``notes``, an empty narrative is said there (waiting_note) rather than waited on silently.
     """
-    check_name(name)
+    zgent_name(name)
     async with client:
         await client.join(f"{name}:{channel}")
         history = (await client.command("history", {"room": name, "channel": channel,

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import orjson
 
+from arqond.core.narrative.files import Record
 from arqond.moo.files import AppendFile
 
 FILENAME = "narrative-checkpoints.json"
@@ -35,17 +36,6 @@ class CorruptCheckpoints(Exception):
         super().__init__(reason)
         self.reason = reason
         self.set_aside = set_aside
-
-
-@dataclass
-class Record:
-    name: str          # the name the file was published under (it decides room:channel)
-    dev: int
-    ino: int
-    fingerprint: str | None
-    key: str | None    # what message ids derive from (narrative.identity_key)
-    generation: int
-    offset: int        # first byte not yet published
 
 
 def _record(data: Any) -> Record:

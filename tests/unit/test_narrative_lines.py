@@ -1,4 +1,5 @@
-"""The I/O-free narrative pieces: names, lines, schema, ids, query tracking, moo-tail format."""
+"""The I/O-free narrative pieces as tables: file names, the line schema and envelopes, ids,
+query tracking, and the seed's moo-tail format."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import orjson
 import pytest
 
 from arqond.cli.narrative import format_moo_line, hook_line
-from arqond.core import narrative
 from arqond.core.envelope import MAX_ID_LENGTH
 from arqond.core.framing import Line
-from arqond.core.narrative import QueryTracker, Target
+from arqond.core.narrative import ids, names, schema
+from arqond.core.narrative.names import Target
+from arqond.core.narrative.queries import QueryTracker
 
 ID_RE = re.compile(r"^arq_\d+_\d+_[0-9a-f]{6}$")
 GOOD = b'{"ts":"2026-02-12T10:00:00Z","from":"dreader","type":"narrative","content":"hi"}'
@@ -30,7 +32,16 @@ DEEP_LINE = (b'{"ts":"2026-02-12T10:00:00Z","from":"dreader","type":"narrative",
     ("events.jsonl", Target("moo", "events", None)),
 ])
 def test_file_names_map_to_room_channel(filename, expected):
-    assert narrative.target_of(filename) == expected
+    assert names.target_of(filename) == expected
+
+
+@pytest.mark.parametrize("filename, registers, takes_requests", [
+    ("dreader-narrative.jsonl", True, False), ("dreader-queries.jsonl", False, True),
+    ("dreader-events.jsonl", False, False), ("narrative.jsonl", False, False),
+    ("queries.jsonl", False, False)])
+def test_what_a_file_means_for_its_zgent(filename, registers, takes_requests):
+    target = names.target_of(filename)
+    assert (target.registers, target.takes_requests) == (registers, takes_requests)
 
 
 @pytest.mark.parametrize("filename, reason", [
@@ -38,35 +49,40 @@ def test_file_names_map_to_room_channel(filename, expected):
     (".hidden-narrative.jsonl", "not a .jsonl file"),
     ("DReader-narrative.jsonl", "not a valid Zgent name"),
     ("-narrative.jsonl", "not a valid Zgent name"),
+    # THE Zgent-name rule (core/zgents.py): a file is never published for a Zgent that
+    # could not be registered.
+    ("a..b-narrative.jsonl", "'a..b' is not a valid Zgent name (invalid Zgent name 'a..b': "
+     "1 to 63 of a-z 0-9 . _ -, starting with a letter or digit, without '..')"),
+    (("x" * 64) + "-narrative.jsonl", "is not a valid Zgent name"),
     ("dreader-.jsonl", "not a valid channel name"),
     ("sp ace.jsonl", "not a valid channel name"),
 ])
 def test_bad_file_names_are_refused_with_a_reason(filename, reason):
-    refused = narrative.target_of(filename)
+    refused = names.target_of(filename)
     assert isinstance(refused, str) and reason in refused
 
 
 def test_fingerprint_covers_the_first_line_and_waits_for_it():
-    assert narrative.fingerprint(b'{"partial"') is None
-    first = narrative.fingerprint(b"line one\n")
-    assert first == narrative.fingerprint(b"line one\nline two\n")  # grows, stays the same
-    assert first != narrative.fingerprint(b"line 1!!\n")
-    long_line = b"x" * (narrative.FINGERPRINT_BYTES + 10)
-    assert narrative.fingerprint(long_line) == narrative.fingerprint(long_line + b"yz\n")
+    assert ids.fingerprint(b'{"partial"') is None
+    first = ids.fingerprint(b"line one\n")
+    assert first == ids.fingerprint(b"line one\nline two\n")  # grows, stays the same
+    assert first != ids.fingerprint(b"line 1!!\n")
+    long_line = b"x" * (ids.FINGERPRINT_BYTES + 10)
+    assert ids.fingerprint(long_line) == ids.fingerprint(long_line + b"yz\n")
 
 
 def test_message_ids_are_deterministic_and_shaped_like_arqonbus_ids():
-    key = narrative.identity_key(2049, 1234, "abcdef0123456789", 0)
-    first = narrative.message_id(key, 0)
-    assert first == narrative.message_id(key, 0)
+    key = ids.identity_key(2049, 1234, "abcdef0123456789", 0)
+    first = ids.message_id(key, 0)
+    assert first == ids.message_id(key, 0)
     assert ID_RE.match(first) and len(first) <= MAX_ID_LENGTH
-    others = {narrative.message_id(key, 81), narrative.message_id(key + "x", 0),
-              narrative.message_id(narrative.identity_key(2049, 1234, "abcdef0123456789", 1),
+    others = {ids.message_id(key, 81), ids.message_id(key + "x", 0),
+              ids.message_id(ids.identity_key(2049, 1234, "abcdef0123456789", 1),
                                    0)}
     assert first not in others and len(others) == 3
     # Pinned: checkpoints written by one version are read by the next, and a line published
     # again after an upgrade must keep its id.
-    assert narrative.message_id("1:2:abc:0", 77) == "arq_9283694654893908951_77_a1cf06"
+    assert ids.message_id("1:2:abc:0", 77) == "arq_9283694654893908951_77_a1cf06"
 
 
 @pytest.mark.parametrize("obj, problem", [
@@ -87,7 +103,7 @@ def test_message_ids_are_deterministic_and_shaped_like_arqonbus_ids():
       "correlationId": ["a"]}, "correlationId must be a string"),
 ])
 def test_schema_problems_are_named(obj, problem):
-    found = narrative.schema_problem(obj)
+    found = schema.schema_problem(obj)
     assert found is not None and problem in found
 
 
@@ -98,14 +114,14 @@ def test_schema_accepts_the_seed_examples():
                  "queryId": "q-123", "content": {"symbol": "SPX", "volume": 125000}},
                 {"ts": "2026-02-12T10:00:05Z", "from": "dreader", "type": "status",
                  "content": "healthy", "uptime": 3600, "ttl": 30}):
-        assert narrative.schema_problem(obj) is None
+        assert schema.schema_problem(obj) is None
 
 
 def test_envelope_of_a_good_line():
     target = Target("dreader", "narrative", "dreader")
-    env = narrative.envelope(target, "/var/log/moo/dreader-narrative.jsonl", "k",
+    env = schema.envelope(target, "/var/log/moo/dreader-narrative.jsonl", "k",
                              Line(7, GOOD, len(GOOD)), DEPTH)
-    assert env == {"id": narrative.message_id("k", 7), "type": "event", "room": "dreader",
+    assert env == {"id": ids.message_id("k", 7), "type": "event", "room": "dreader",
                    "channel": "narrative", "sender": "dreader",
                    "payload": {"ts": "2026-02-12T10:00:00Z", "from": "dreader",
                                "type": "narrative", "content": "hi"},
@@ -125,7 +141,7 @@ def test_envelope_of_a_good_line():
 ])
 def test_malformed_lines_become_raw_with_a_reason(data, length, reason):
     target = Target("moo", "presence", None)
-    env = narrative.envelope(target, "/l/presence.jsonl", "k", Line(0, data, length), DEPTH)
+    env = schema.envelope(target, "/l/presence.jsonl", "k", Line(0, data, length), DEPTH)
     assert env["payload"] == {"raw": data.decode("utf-8", "replace")}
     assert reason in env["metadata"]["malformed"]
     assert env["sender"] == "moo"  # no trusted "from" in a malformed line
@@ -134,10 +150,10 @@ def test_malformed_lines_become_raw_with_a_reason(data, length, reason):
 def test_query_files_accept_json_rpc_requests():
     request = b'{"id":"q-1","method":"query","params":{},"replyTo":"parseclipmate"}'
     target = Target("dreader", "queries", "dreader")
-    env = narrative.envelope(target, "/l/q", "k", Line(0, request, len(request)), DEPTH,
+    env = schema.envelope(target, "/l/q", "k", Line(0, request, len(request)), DEPTH,
                              requests=True)
     assert "malformed" not in env["metadata"] and env["payload"]["method"] == "query"
-    env = narrative.envelope(target, "/l/q", "k", Line(0, request, len(request)), DEPTH)
+    env = schema.envelope(target, "/l/q", "k", Line(0, request, len(request)), DEPTH)
     assert "malformed" in env["metadata"]  # a narrative file wants the message schema
 
 
@@ -174,4 +190,4 @@ def test_hook_lines_are_valid_messages_whatever_the_values():
     obj = orjson.loads(line)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert obj["window_name"] == 'it\'s "q" $(x) \\ \n'
-    assert narrative.schema_problem(obj) is None and obj["from"] == "dreader"
+    assert schema.schema_problem(obj) is None and obj["from"] == "dreader"
