@@ -78,7 +78,10 @@ def isolated_sections(tmp: Path) -> dict[str, dict[str, Any]]:
     return {
         "server": {"port": 0, "telemetry_port": 0, "http_port": 0, "log_level": "debug",
                    "state_dir": str(tmp / "state"), "control_socket": str(tmp / "control.sock"),
-                   "bus_socket": str(tmp / "bus.sock")},
+                   "bus_socket": str(tmp / "bus.sock"),
+                   # The legacy initial room, which most tests were written with; the tests of
+                   # the default (no auto-join, as ArqonBus's clients expect) turn it off.
+                   "default_channel": "science:general"},
         "moo": {"dir": str(tmp / "moo"), "log_dir": str(tmp / "log")},
     }
 

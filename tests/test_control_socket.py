@@ -76,7 +76,7 @@ async def test_same_protocol_as_the_websocket(daemon, connect_peer):
     (b"[1, 2]", "VALIDATION_ERROR"),
     (b'{"type": "bogus", "payload": {}}', "VALIDATION_ERROR"),
     (b'{"type": "message", "payload": {}, "extra": 1}', "VALIDATION_ERROR"),
-    (b'{"type": "message", "room": "no:such", "payload": {"n": 1}}', "NOT_FOUND"),
+    (b'{"type": "message", "room": "no\\u0000such", "payload": {"n": 1}}', "VALIDATION_ERROR"),
 ])
 async def test_garbage_lines_get_an_error_and_disturb_nobody(daemon, connect_peer, line, code):
     ws = await connect_peer(daemon.ws_url)

@@ -518,7 +518,6 @@ async def test_hello_world_bot_passes_its_token_and_without_one_is_refused(make_
     await observer.expect_silence(0.2)
 
 
-@pytest.mark.xfail(strict=True, reason="publish to a fresh channel: core half of issue 19")
 async def test_hello_world_bot_publishing_to_a_channel_nobody_created_is_acked(daemon, tmp_path):
     status, printed, err = await run_hello_bot(tmp_path, hello_env(daemon, "hello", "world"))
     assert status == 0, err

@@ -77,7 +77,7 @@ async def test_cron_cancel_and_disconnect_stop_jobs(daemon, connect_peer):
      "interval_seconds is required"),
     ({"room": "science", "channel": "general", "payload": {}, "repeat_count": 0},
      "repeat_count must be from 1"),
-    ({"room": "bad room", "channel": "general", "payload": {}}, "invalid room name"),
+    ({"room": "bad\x07room", "channel": "general", "payload": {}}, "invalid room name"),
 ])
 async def test_cron_schedule_bad_input(daemon, connect_peer, args, needle):
     peer = await connect_peer(daemon.ws_url)

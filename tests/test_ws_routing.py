@@ -7,6 +7,8 @@ import re
 from datetime import datetime
 
 import pytest
+
+from tests.conftest import metrics_of
 from websockets.frames import Frame, Opcode
 
 from arqond.transports.wsbase import text_frame
@@ -52,7 +54,7 @@ async def test_missing_defaults_are_filled_and_client_values_kept(daemon, connec
                   "room": "science:general", "payload": {"n": 1}})
     got = await b.recv_type("message")
     assert got["id"] == "arq_1_2_abcdef"
-    assert got["timestamp"] == "2025-01-01T12:00:00Z"
+    assert got["timestamp"] == "2025-01-01T12:00:00+00:00"  # re-formatted, as ArqonBus does
     assert got["version"] == "1.0"
     assert got["channel"] == "general"
     await a.send({"type": "event", "payload": {"n": 2}})
@@ -151,15 +153,50 @@ async def test_telemetry_envelope_defaults_to_integriguard(daemon, connect_peer)
     assert got["payload"] == {"eventType": "y"}
 
 
-async def test_default_channel_can_be_turned_off(make_daemon, connect_peer):
+async def test_by_default_a_client_joins_nothing_and_a_roomless_message_goes_nowhere(
+        make_daemon, connect_peer):
+    """ArqonBus's clients expect to get only what they join; a message naming no room is
+    acknowledged and dropped there, and so here."""
     daemon = make_daemon({"server": {"default_channel": ""}})
     a = await connect_peer(daemon.ws_url)
-    await a.send({"type": "message", "payload": {"x": 1}})
-    error = await a.recv_type("error")
-    assert error["error_code"] == "VALIDATION_ERROR"
-    assert "no current room" in error["error"]
+    b = await connect_peer(daemon.ws_url)
+    await b.command("join_channel", {"room": "science:general"})
+    await a.send({"type": "message", "id": "arq_1_7_abcdef", "payload": {"x": 1}})
+    ack = await a.recv_type("message_response")
+    assert (ack["id"], ack["payload"]) == ("arq_1_7_abcdef", {"x": 1})
+    await a.send({"type": "message", "room": "nosuchroom", "payload": {"x": 2}})
+    await a.recv_type("message_response")  # a whole room that does not exist: also nowhere
+    await b.expect_silence(0.3)
     status = await a.command("status")
     assert status["payload"]["data"]["client"]["subscriptions"] == []
+    assert status["payload"]["data"]["client"]["room"] is None
+    assert metrics_of(daemon)["arqonbus_unrouted_total"] == 2
+
+
+async def test_publishing_to_a_channel_nobody_created_creates_it_for_the_publisher(
+        make_daemon, connect_peer):
+    daemon = make_daemon({"server": {"default_channel": ""}})
+    watcher = await connect_peer(daemon.ws_url)
+    await watcher.command("join_channel", {"room": "*", "channel": "bots"})
+    bot = await connect_peer(daemon.ws_url)
+    await bot.send({"type": "message", "room": "lab", "channel": "bots", "payload": {"hi": 1}})
+    await bot.recv_type("message_response")
+    assert (await watcher.recv_type("message"))["payload"] == {"hi": 1}
+    info = (await watcher.command("channel_info", {"room": "lab:bots"}))["payload"]["data"]
+    assert info["metadata"]["created_by"] == bot.id
+
+
+@pytest.mark.parametrize("room, channel", [("team/alpha", "general"), ("alice@lab", "x"),
+                                           ("Lab Room", "_private"), ("été", "日本")])
+async def test_names_are_any_string_arqonbus_accepts(make_daemon, connect_peer, room, channel):
+    daemon = make_daemon({"server": {"default_channel": ""}})
+    listener = await connect_peer(daemon.ws_url)
+    joined = await listener.command("join_channel", {"room": room, "channel": channel})
+    assert joined["status"] == "success", joined
+    sender = await connect_peer(daemon.ws_url)
+    await sender.send({"type": "message", "room": room, "channel": channel, "payload": {"n": 1}})
+    got = await listener.recv_type("message")
+    assert (got["room"], got["channel"], got["payload"]) == (room, channel, {"n": 1})
 
 
 async def test_identity_from_query_string_and_identify(daemon, connect_peer):

@@ -144,7 +144,7 @@ async def test_failed_delivery_is_logged_and_bus_unaffected(daemon, connect_peer
     ({"url": "http://127.0.0.1/", "headers": {"Host": "evil"}}, "set by arqond itself"),
     ({"url": "http://127.0.0.1/", "headers": {"X-A": "a\r\nX-B: b"}}, "without line breaks"),
     ({"url": "http://127.0.0.1/", "headers": "X-A: a"}, "'headers' must be dict"),
-    ({"url": "http://127.0.0.1/", "room": "bad room"}, "invalid room name"),
+    ({"url": "http://127.0.0.1/", "room": "bad\x07room"}, "invalid room name"),
 ])
 async def test_register_bad_input(daemon, connect_peer, args, needle):
     peer = await connect_peer(daemon.ws_url)

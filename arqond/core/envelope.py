@@ -153,7 +153,8 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     timestamp = data.get("timestamp")
     if timestamp is not None:
         try:
-            datetime.fromisoformat(timestamp)
+            # Relayed as ArqonBus relays it, re-formatted: "...00.000Z" goes on as "+00:00".
+            data["timestamp"] = datetime.fromisoformat(timestamp).isoformat()
         except ValueError:
             errors.append(f"timestamp {timestamp!r} is not ISO 8601")
     for key in ("room", "channel"):
@@ -168,6 +169,8 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise EnvelopeError(ErrorCode.VALIDATION_ERROR, "; ".join(errors), errors, request_id)
     data["type"] = kind
+    if to_client is not None and "metadata" not in data:
+        data["metadata"] = {"to_client": to_client}  # as ArqonBus copies the legacy field
     return data
 
 
