@@ -26,7 +26,49 @@ from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENER_RE = re.compile(r"LISTENER=(\S+) ADDRESS=(\S+)")
-START_TIMEOUT = 15.0
+
+
+def _timeout_factor() -> float:
+    text = os.environ.get("ARQOND_TESTS_TIMEOUT_FACTOR", "1")
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = 0.0
+    if not factor > 0:
+        raise pytest.UsageError(f"ARQOND_TESTS_TIMEOUT_FACTOR={text!r}: must be a number > 0")
+    return factor
+
+
+# Every wait the tests make (a log line, a frame, a silence window, a subprocess) is stretched
+# by this one factor: a slow shared CI machine sets ARQOND_TESTS_TIMEOUT_FACTOR=3 once instead
+# of every wait being tuned for the fastest machine. Read once; the helpers below apply it.
+TIMEOUT_FACTOR = _timeout_factor()
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` stretched by ARQOND_TESTS_TIMEOUT_FACTOR: for every wait a test makes."""
+    return seconds * TIMEOUT_FACTOR
+
+
+async def settle(seconds: float) -> None:
+    """A fixed pause (time passing is the point), stretched like every other wait."""
+    await asyncio.sleep(scaled(seconds))
+
+
+def pytest_collection_modifyitems(config, items):
+    """pytest-timeout's per-test limit (timeout in pyproject.toml, timeout marks) scales too."""
+    if TIMEOUT_FACTOR == 1:
+        return
+    default = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        limit = default if marker is None else \
+            float(marker.args[0] if marker.args else marker.kwargs.get("timeout", 0))
+        if limit > 0:
+            item.add_marker(pytest.mark.timeout(scaled(limit)), append=False)
+
+
+START_TIMEOUT = 15.0    # seconds for arqond to log "ready" (scaled, as every wait)
 
 
 def toml_value(value: Any) -> str:
@@ -121,6 +163,8 @@ class DaemonProcess:
             self._changed.notify_all()
 
     def wait_for_line(self, needle: str, timeout: float = 10.0, start: int = 0) -> str:
+        """The first line from ``start`` on with ``needle``, waiting ``timeout`` (scaled)."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
@@ -173,11 +217,11 @@ class DaemonProcess:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("arqond did not exit within 10 s of SIGTERM")
+            raise AssertionError(f"arqond did not exit within {scaled(timeout)} s of SIGTERM")
 
 
 @pytest.fixture
@@ -228,6 +272,9 @@ class NotifySocket:
         self.received: list[Notification] = []
 
     def receive(self, timeout: float = 10.0) -> Notification:
+        return self._receive(scaled(timeout))
+
+    def _receive(self, timeout: float) -> Notification:
         self.sock.settimeout(timeout)
         fd_space = socket.CMSG_SPACE(16 * array.array("i").itemsize)
         cred_space = socket.CMSG_SPACE(struct.calcsize("3i"))
@@ -244,9 +291,9 @@ class NotifySocket:
 
     def until(self, key: str, timeout: float = 10.0) -> Notification:
         """Receive until a message with field ``key`` arrives; return that message."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
-            note = self.receive(max(deadline - time.monotonic(), 0.01))
+            note = self._receive(max(deadline - time.monotonic(), 0.01))
             if key in note.fields:
                 return note
 
@@ -275,13 +322,13 @@ def run_arqon(daemon: DaemonProcess, *args: str, timeout: float = 30,
     if "ws" in daemon.listeners:
         env["ARQONBUS_WS_URL"] = daemon.ws_url
     return subprocess.run(arqon_command(*args), capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout, **kwargs)
+                          cwd=ROOT, timeout=scaled(timeout), **kwargs)
 
 
 def sh(script: str, timeout: float = 30, **kwargs: Any) -> subprocess.CompletedProcess:
     """A shell snippet as a user would type it (the seed's echo/socat/jq examples)."""
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+                          timeout=scaled(timeout), **kwargs)
 
 
 class ZgentSocket:
@@ -302,7 +349,7 @@ class ZgentSocket:
         await self.writer.drain()
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        line = await asyncio.wait_for(self.reader.readline(), timeout)
+        line = await asyncio.wait_for(self.reader.readline(), scaled(timeout))
         assert line, "socket closed"
         return orjson.loads(line)
 
@@ -316,7 +363,7 @@ class ZgentSocket:
 
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
-            line = await asyncio.wait_for(self.reader.readline(), seconds)
+            line = await asyncio.wait_for(self.reader.readline(), scaled(seconds))
         except asyncio.TimeoutError:
             return
         raise AssertionError(f"expected nothing, got {line!r}")
@@ -364,7 +411,7 @@ class Peer:
         return await self.connection.recv()
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        return orjson.loads(await asyncio.wait_for(self.recv_text(), timeout))
+        return orjson.loads(await asyncio.wait_for(self.recv_text(), scaled(timeout)))
 
     async def recv_type(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
         """The next frame, which must be of type ``kind``."""
@@ -380,7 +427,7 @@ class Peer:
 
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
-            frame = await asyncio.wait_for(self.recv_text(), seconds)
+            frame = await asyncio.wait_for(self.recv_text(), scaled(seconds))
         except asyncio.TimeoutError:
             return
         raise AssertionError(f"expected no frame, got {frame}")
@@ -420,7 +467,7 @@ class ControlPeer(Peer):
 
     async def at_eof(self, timeout: float = 5.0) -> bool:
         """True once arqond has closed the connection and every line was read."""
-        return await asyncio.wait_for(self.reader.read(1), timeout) == b""
+        return await asyncio.wait_for(self.reader.read(1), scaled(timeout)) == b""
 
     async def close(self) -> None:
         self.writer.close()
@@ -436,7 +483,7 @@ async def connect_peer():
         if url.startswith("/"):
             peer = ControlPeer(*await asyncio.open_unix_connection(url, limit=1 << 24))
         else:
-            peer = Peer(await connect(url, open_timeout=5, **kwargs))
+            peer = Peer(await connect(url, open_timeout=scaled(5), **kwargs))
         peer.welcome = await peer.recv()
         opened.append(peer)
         return peer
@@ -461,7 +508,7 @@ def http_call(daemon: DaemonProcess, method: str, path: str, body: bytes | None 
               headers: dict[str, str] | None = None) -> HttpReply:
     """One request on a fresh connection to the daemon's HTTP listener."""
     host, port = daemon.http_address
-    connection = http.client.HTTPConnection(host, port, timeout=10)
+    connection = http.client.HTTPConnection(host, port, timeout=scaled(10))
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -473,7 +520,7 @@ def http_call(daemon: DaemonProcess, method: str, path: str, body: bytes | None 
 
 def http_raw(daemon: DaemonProcess, data: bytes, timeout: float = 10.0) -> bytes:
     """Send raw bytes to the HTTP listener and read until the server closes."""
-    with socket.create_connection(daemon.http_address, timeout=timeout) as sock:
+    with socket.create_connection(daemon.http_address, timeout=scaled(timeout)) as sock:
         sock.sendall(data)
         chunks = []
         while chunk := sock.recv(65536):

@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 
 from arqond.system import activation
 from arqond.system.activation import ActivationError
+from tests.conftest import scaled
 
 
 def free_port() -> int:
@@ -36,8 +37,8 @@ def socket_activate(daemon, listens: list[str], names: list[str] | None = None) 
 
 
 async def welcome_of(url: str) -> dict:
-    async with connect(url, open_timeout=15) as ws:
-        return orjson.loads(await asyncio.wait_for(ws.recv(), 15))
+    async with connect(url, open_timeout=scaled(15)) as ws:
+        return orjson.loads(await asyncio.wait_for(ws.recv(), scaled(15)))
 
 
 async def test_socket_activate_serves_a_client_queued_before_start(make_daemon, tmp_path):
@@ -92,7 +93,7 @@ async def test_socket_of_the_wrong_family_is_refused(make_daemon, tmp_path, list
     else:
         client = socket.create_connection(("127.0.0.1", port))
     with client:
-        assert daemon.proc.wait(15) == 1
+        assert daemon.proc.wait(scaled(15)) == 1
     line = daemon.wait_for_line("socket activation")
     assert complaint in line
     assert line.startswith("<3>")

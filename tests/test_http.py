@@ -13,7 +13,8 @@ import pytest
 
 from arqond import __version__
 from arqond.core.auth import issue_hs256
-from tests.conftest import http_call, http_raw, metrics_of, parse_http_reply, parse_metrics
+from tests.conftest import (http_call, http_raw, metrics_of, parse_http_reply, parse_metrics,
+                            scaled)
 
 SECRET = "http-secret"
 
@@ -176,9 +177,9 @@ async def open_curl_stream(daemon, query: str) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_shell(
         f"curl -sSN -D /dev/stderr '{url}' | jq --unbuffered -c .",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    status = await asyncio.wait_for(process.stderr.readline(), 10)
+    status = await asyncio.wait_for(process.stderr.readline(), scaled(10))
     assert b" 200 " in status, status
-    while (await asyncio.wait_for(process.stderr.readline(), 10)).strip():
+    while (await asyncio.wait_for(process.stderr.readline(), scaled(10))).strip():
         pass  # the rest of the head; the subscription exists before the head is sent
     return process
 
@@ -189,7 +190,7 @@ async def close_stream(process) -> None:
 
 
 async def read_lines(process, count: int) -> list[dict]:
-    return [orjson.loads(await asyncio.wait_for(process.stdout.readline(), 5))
+    return [orjson.loads(await asyncio.wait_for(process.stdout.readline(), scaled(5)))
             for _ in range(count)]
 
 
@@ -213,7 +214,7 @@ async def test_stream_gets_exactly_the_published_envelopes(daemon, connect_peer)
             [{"n": 0}, {"n": 1}, {"n": 2}, {"from": "http"}]
         assert all((line["room"], line["channel"]) == ("science", "execute") for line in lines)
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(stream.stdout.readline(), 0.3)
+            await asyncio.wait_for(stream.stdout.readline(), scaled(0.3))
         status = http_call(daemon, "GET", "/status").json()
         assert status["http"]["streams"] == 1
     finally:
@@ -303,14 +304,14 @@ async def test_stream_ends_cleanly_when_arqond_stops(daemon):
     http_call(daemon, "POST", "/v1/publish?room=science:general", body=b'{"last": 1}')
     assert (await read_lines(stream, 1))[0]["payload"] == {"last": 1}
     assert daemon.stop() == 0
-    assert await asyncio.wait_for(stream.stdout.read(), 5) == b""
-    assert await asyncio.wait_for(stream.wait(), 5) == 0  # curl saw a complete chunked body
+    assert await asyncio.wait_for(stream.stdout.read(), scaled(5)) == b""
+    assert await asyncio.wait_for(stream.wait(), scaled(5)) == 0  # curl saw a complete chunked body
 
 
 def test_connection_limit_answers_503(make_daemon):
     daemon = make_daemon({"server": {"max_connections": 1}})
     host, port = daemon.http_address
-    holder = http.client.HTTPConnection(host, port, timeout=10)
+    holder = http.client.HTTPConnection(host, port, timeout=scaled(10))
 
     def held(path: str) -> tuple[int, bytes]:
         holder.request("GET", path)
@@ -412,7 +413,7 @@ def test_unknown_paths_and_wrong_methods(daemon, method, path, status, allow):
 
 def test_keep_alive_and_pipelining(daemon):
     host, port = daemon.http_address
-    connection = http.client.HTTPConnection(host, port, timeout=10)
+    connection = http.client.HTTPConnection(host, port, timeout=scaled(10))
     try:
         for path in ("/health", "/version", "/nothing", "/status"):
             connection.request("GET", path)
@@ -432,7 +433,7 @@ def test_keep_alive_and_pipelining(daemon):
 
 def test_expect_100_continue_is_answered_before_the_body(daemon):
     body = orjson.dumps({"big": "x" * 5000})
-    with socket.create_connection(daemon.http_address, timeout=10) as sock:
+    with socket.create_connection(daemon.http_address, timeout=scaled(10)) as sock:
         sock.sendall(b"POST /v1/publish?room=science:general HTTP/1.1\r\nHost: x\r\n"
                      b"Expect: 100-continue\r\nConnection: close\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body))

@@ -14,7 +14,7 @@ import pytest
 
 from arqond.log import MESSAGE_IDS
 
-from .conftest import ROOT
+from .conftest import ROOT, scaled
 
 JOURNALD = "/lib/systemd/systemd-journald"
 
@@ -61,7 +61,7 @@ def private_journal(tmp_path):
         script = HARNESS.format(journald=JOURNALD, python=sys.executable)
         env = {**os.environ, "WORK": str(tmp_path), "PYTHONPATH": str(ROOT)}
         result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                                capture_output=True, text=True, timeout=60, env=env)
+                                capture_output=True, text=True, timeout=scaled(60), env=env)
         assert result.returncode == 0, result.stderr + (tmp_path / "stderr").read_text()
         return [json.loads(line) for line in result.stdout.splitlines()]
     return run

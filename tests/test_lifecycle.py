@@ -21,7 +21,7 @@ from arqond import config as configuration
 from arqond.system.fdstore import FdStore
 from arqond.system.notify import Notifier, monotonic_usec
 
-from .conftest import ROOT, isolated_sections, write_config
+from .conftest import ROOT, isolated_sections, scaled, write_config
 
 STOP_CONTRACT = 5.0  # seconds from SIGTERM to exit that arqond promises
 
@@ -121,7 +121,7 @@ def test_fd_store_without_a_manager_is_a_no_op(tmp_path):
 
 async def refused_status(url: str) -> int:
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, open_timeout=5):
+        async with connect(url, open_timeout=scaled(5)):
             pass
     return refused.value.response.status_code
 
@@ -171,9 +171,9 @@ async def test_stop_signal_closes_clients_with_1001_and_exits_0(make_daemon, con
     started = time.monotonic()
     daemon.signal(signum)
     for peer in peers:
-        await asyncio.wait_for(peer.connection.wait_closed(), STOP_CONTRACT)
+        await asyncio.wait_for(peer.connection.wait_closed(), scaled(STOP_CONTRACT))
         assert peer.connection.close_code == 1001
-    code = await asyncio.to_thread(daemon.proc.wait, 2 * STOP_CONTRACT)
+    code = await asyncio.to_thread(daemon.proc.wait, scaled(2 * STOP_CONTRACT))
     elapsed = time.monotonic() - started
     silent.close()
     print(f"exit {elapsed:.2f} s after {signal.Signals(signum).name}")
@@ -204,7 +204,7 @@ async def test_stop_callbacks_run_and_a_stuck_one_is_cut_short(tmp_path, monkeyp
     async with connect(f"ws://{daemon.addresses['ws']}/") as client:
         await client.recv()
         daemon.stopping.set()
-        assert await asyncio.wait_for(running, 5) == 0
+        assert await asyncio.wait_for(running, scaled(5)) == 0
         await client.wait_closed()
         assert client.close_code == 1001
     assert flushed == ["checkpoints"]
@@ -220,11 +220,11 @@ def run_arqond(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARQONBUS_", "NOTIFY_"))}
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run([sys.executable, "-m", "arqond", *args], capture_output=True,
-                          text=True, timeout=30, cwd=cwd, env=env)
+                          text=True, timeout=scaled(30), cwd=cwd, env=env)
 
 
 def wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
@@ -245,7 +245,7 @@ def read_pid(pidfile: Path, other_than: int = 0) -> int:
 
 def listening(port: int) -> bool:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        socket.create_connection(("127.0.0.1", port), timeout=scaled(1)).close()
     except ConnectionRefusedError:
         return False
     return True
@@ -275,15 +275,15 @@ async def test_daemon_mode_pidfile(tmp_path):
         assert pid != os.getpid() and alive(pid)
         # The pidfile comes before the listener: a detached daemon has no readiness signal.
         wait_for(lambda: listening(port))
-        async with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as client:
+        async with connect(f"ws://127.0.0.1:{port}/", open_timeout=scaled(10)) as client:
             assert "welcome" in (await client.recv())
             settings["server"]["max_connections"] = 1
             write_config(config, settings)
             os.kill(pid, signal.SIGHUP)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + scaled(10)
             while True:   # the daemon logs to syslog, so watch the effect instead
                 try:
-                    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
+                    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=scaled(5)):
                         pass
                 except InvalidStatus as refused:
                     assert refused.response.status_code == 503

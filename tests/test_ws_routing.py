@@ -10,6 +10,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 
 from arqond.transports.wsbase import text_frame
+from tests.conftest import settle
 
 CLIENT_ID_RE = re.compile(r"^arq_client_[0-9a-f]{32}$")
 ALWAYS_KEYS = ["id", "timestamp", "type", "version", "payload", "args", "metadata"]
@@ -169,7 +170,7 @@ async def test_identity_from_query_string_and_identify(daemon, connect_peer):
     connected = datetime.fromisoformat(data["connected_at"])
     first_activity = datetime.fromisoformat(data["last_activity"])
     assert connected <= first_activity  # the status command itself was activity
-    await asyncio.sleep(0.05)
+    await settle(0.05)
     response = await a.command("identify", {"personality": "curious", "type": "dashboard"})
     assert datetime.fromisoformat(response["payload"]["data"]["last_activity"]) > first_activity
     assert response["status"] == "success"

@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from arqond.core.auth import issue_hs256
+from tests.conftest import scaled, settle
 
 SECRET = "handshake-secret"
 
@@ -52,7 +53,7 @@ async def test_broken_socket_is_cleaned_up_at_once(daemon, connect_peer):
         status = (await watcher.command("status"))["payload"]["data"]
         if status["connections"]["active"] == 1:
             break
-        await asyncio.sleep(0.05)
+        await settle(0.05)
     assert status["connections"]["active"] == 1
     info = (await watcher.command("channel_info", {"room": "science:general"}))
     assert [p["client_id"] for p in info["payload"]["data"]["participants"]] == [watcher.id]
@@ -93,7 +94,7 @@ async def test_bad_tokens_get_401_json(auth_daemon, connect_peer, how, details):
         url += "?auth_token=" + issue_hs256({"nbf": now + 3600}, SECRET)
     bystander = await connect_peer(auth_daemon.ws_url + "?token=" + issue_hs256({}, SECRET))
     with pytest.raises(InvalidStatus) as refused:
-        await connect(url, additional_headers=headers, open_timeout=5)
+        await connect(url, additional_headers=headers, open_timeout=scaled(5))
     response = refused.value.response
     assert response.status_code == 401
     assert response.headers["Content-Type"] == "application/json"
@@ -127,7 +128,7 @@ async def test_connection_limit_refuses_with_503(make_daemon, connect_peer):
     first = await connect_peer(daemon.ws_url)
     await connect_peer(daemon.ws_url)
     with pytest.raises(InvalidStatus) as refused:
-        await connect(daemon.ws_url, open_timeout=5)
+        await connect(daemon.ws_url, open_timeout=scaled(5))
     assert refused.value.response.status_code == 503
     assert orjson.loads(refused.value.response.body)["details"] == "connection limit reached"
     await first.send({"type": "message", "payload": {"still": "fine"}})

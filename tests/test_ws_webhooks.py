@@ -8,6 +8,8 @@ import socket
 import orjson
 import pytest
 
+from tests.conftest import scaled
+
 FENCE_TIMEOUT = 5.0
 
 
@@ -47,7 +49,7 @@ class Receiver:
         writer.close()
 
     async def next(self) -> dict:
-        return await asyncio.wait_for(self.requests.get(), FENCE_TIMEOUT)
+        return await asyncio.wait_for(self.requests.get(), scaled(FENCE_TIMEOUT))
 
 
 async def test_message_is_posted_to_matching_rule(daemon, connect_peer):
