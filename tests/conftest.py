@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import orjson
 import pytest
@@ -537,6 +537,50 @@ def parse_http_reply(raw: bytes) -> HttpReply:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return HttpReply(status, headers, body)
+
+
+# -- TCP ports: read back from the daemon, or picked for what cannot bind port 0 ---------------
+# arqond binds port 0 and logs LISTENER=... ADDRESS=...: tests read the port from there
+# (DaemonProcess.listeners). Only what must be told its port before it starts picks one here.
+
+T = TypeVar("T")
+
+
+class PortTaken(Exception):
+    """A start found its picked port bound by someone else (EADDRINUSE) in the meantime."""
+
+
+def on_free_ports(count: int, start: Callable[[list[int]], T], attempts: int = 5) -> T:
+    """``start(ports)`` on ``count`` distinct free loopback ports, for what cannot bind port 0
+    and report the port (systemd-socket-activate refuses "127.0.0.1:0"; a detached daemon logs
+    to syslog; a container's socket units). A port is free only until someone binds it, so
+    when ``start`` raises PortTaken, it is called again on fresh ports."""
+    for _ in range(attempts - 1):
+        try:
+            return start(_free_ports(count))
+        except PortTaken:
+            pass
+    return start(_free_ports(count))
+
+
+def _free_ports(count: int) -> list[int]:
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:   # all bound at once: the kernel hands out distinct ports
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+@pytest.fixture
+def refused_port():
+    """A loopback port where every connect is refused, for as long as the test runs: bound,
+    never listening, so nothing else can take it meanwhile."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 @pytest.fixture

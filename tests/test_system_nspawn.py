@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 
 from arqond.log import MESSAGE_IDS
 
-from .conftest import ROOT
+from .conftest import ROOT, PortTaken, on_free_ports
 
 # The first run builds the root filesystem (about a minute) inside the first test's setup.
 pytestmark = pytest.mark.timeout(900)
@@ -48,12 +48,6 @@ def rootfs() -> Path:
     if result.returncode != 0:
         pytest.fail(f"cannot build the Debian 12 root filesystem:\n{result.stderr}")
     return Path(result.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Container:
@@ -116,10 +110,24 @@ def container(rootfs, tmp_path):
         boot.wait(60)
 
 
-def install(machine: Container, ports: dict[str, int], service_dropin: str = "",
-            config: str = "") -> None:
+def install(machine: Container, service_dropin: str = "", config: str = "") -> dict[str, int]:
     """What a package does: units, sysusers.d, tmpfiles.d, catalog; ports moved off the
-    defaults with drop-ins (the container shares the host's loopback)."""
+    defaults with drop-ins (the container shares the host's loopback). Returns the ports."""
+    def start(picked: list[int]) -> dict[str, int]:
+        ports = dict(zip(("ws", "telemetry", "http"), picked))
+        try:
+            install_on(machine, ports, service_dropin, config)
+        except AssertionError:
+            said = machine.sh("journalctl -u 'arqond*.socket' --no-pager -o cat", check=False)
+            if "Address already in use" in said:
+                raise PortTaken(ports) from None
+            raise
+        return ports
+    return on_free_ports(3, start)
+
+
+def install_on(machine: Container, ports: dict[str, int], service_dropin: str,
+               config: str) -> None:
     src = "/opt/arqond/src/systemd"
     script = ["mkdir -p /etc/sysusers.d /etc/tmpfiles.d /usr/lib/systemd/catalog",
               f"cp {src}/arqond.service {src}/arqond*.socket /etc/systemd/system/",
@@ -178,8 +186,7 @@ class Load:
 
 
 async def test_socket_activated_service_restarts_without_refusing(container):
-    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
-    install(container, ports)
+    ports = install(container)
     # Socket-activated: nothing runs until the first client, which is queued and served.
     assert container.show("arqond.service", "ActiveState")["ActiveState"] == "inactive"
     assert (await welcome(ports["ws"])).startswith("arq_client_")
@@ -243,8 +250,7 @@ async def test_socket_activated_service_restarts_without_refusing(container):
 
 
 async def test_a_stuck_event_loop_is_restarted_by_the_watchdog(container):
-    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
-    install(container, ports, "[Service]\\nWatchdogSec=2s\\nTimeoutAbortSec=2s\\n")
+    ports = install(container, "[Service]\\nWatchdogSec=2s\\nTimeoutAbortSec=2s\\n")
     await welcome(ports["ws"])
     pid = container.wait_active("arqond.service")
     time.sleep(3)   # longer than WatchdogSec: the pings from the running loop keep it alive
@@ -425,8 +431,7 @@ def in_flight(load: MooLoad) -> list[tuple[int, str]]:
 
 
 async def test_kill_9_and_restart_lose_no_inbox_line(container, tmp_path):
-    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
-    install(container, ports, config=f"[server]\\nhistory_size = {HISTORY}\\n"
+    ports = install(container, config=f"[server]\\nhistory_size = {HISTORY}\\n"
                                      f"[moo]\\nmailbox_size = {HISTORY}\\n")
     await register_zgent(ports["ws"], "box")
     pid = container.wait_active("arqond.service")
@@ -490,8 +495,7 @@ async def test_what_systemctl_stop_costs_on_systemd_252(container, tmp_path):
     are refused until the start. Lines written after arqond's last read sit in a pipe that
     no process holds for good: they survive only if some writer keeps it open until the
     next start. What arrives arrives in order, once."""
-    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
-    install(container, ports, config=f"[moo]\\nmailbox_size = {HISTORY}\\n")
+    ports = install(container, config=f"[moo]\\nmailbox_size = {HISTORY}\\n")
     await register_zgent(ports["ws"], "box")
     pid = container.wait_active("arqond.service")
     load = MooLoad(container, "box", tmp_path / "stop", ping=True)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import scaled
-from tests.test_activation import free_port, socket_activate
+from tests.test_activation import socket_activate
 
 SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 share it
 _syscall = ctypes.CDLL(None, use_errno=True).syscall
@@ -74,9 +74,8 @@ def test_listeners_arqond_binds_turn_nagle_off(daemon):
 @pytest.mark.skipif(not os.path.exists("/usr/bin/systemd-socket-activate"),
                     reason="systemd-socket-activate is not installed")
 def test_listener_from_systemd_turns_nagle_off(make_daemon):
-    port = free_port()
     daemon = make_daemon(start=False)
-    socket_activate(daemon, [f"127.0.0.1:{port}"], ["ws"])
+    port = socket_activate(daemon, ["127.0.0.1:{port}"], ["ws"])
     # The tool execs arqond on the first connection; this one is served once it is up.
     with socket.create_connection(("127.0.0.1", port), timeout=scaled(5)):
         daemon.wait_for_line("ready")

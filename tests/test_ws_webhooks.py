@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import orjson
 import pytest
@@ -107,11 +106,9 @@ async def test_unregister_and_disconnect_remove_rules(daemon, connect_peer):
         assert receiver.requests.empty()
 
 
-async def test_failed_delivery_is_logged_and_bus_unaffected(daemon, connect_peer):
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    dead_port = closed.getsockname()[1]
-    closed.close()  # nothing listens there now
+async def test_failed_delivery_is_logged_and_bus_unaffected(daemon, connect_peer,
+                                                            refused_port):
+    dead_port = refused_port
     async with Receiver(status=500) as receiver:
         owner = await connect_peer(daemon.ws_url)
         other = await connect_peer(daemon.ws_url)
