@@ -212,6 +212,10 @@ class DaemonProcess:
         self.proc.kill()
         self.proc.wait()
 
+    def kill_if_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
@@ -239,14 +243,31 @@ def make_daemon(tmp_path):
 
     yield factory
     for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait()
+        daemon.kill_if_running()
 
 
 @pytest.fixture
 def daemon(make_daemon):
     return make_daemon()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory):
+    """One arqond per configuration for the rows of a module's tables that each leave it as
+    they found it (requests it must refuse, read-only queries of the adapters' own rules):
+    one start per module instead of one per row. Rules of the core are tables in tests/unit
+    instead; a test that changes what the daemon holds takes ``daemon`` or ``make_daemon``."""
+    started: dict[bytes, DaemonProcess] = {}
+
+    def get(config: dict[str, dict[str, Any]] | None = None) -> DaemonProcess:
+        key = orjson.dumps(config or {}, option=orjson.OPT_SORT_KEYS)
+        if key not in started:
+            started[key] = DaemonProcess(tmp_path_factory.mktemp("shared"), config).start()
+        return started[key]
+
+    yield get
+    for daemon in started.values():
+        daemon.kill_if_running()
 
 
 class Notification:

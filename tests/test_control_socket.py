@@ -70,25 +70,33 @@ async def test_same_protocol_as_the_websocket(daemon, connect_peer):
     assert client["subscriptions"] == ["science:general"]
 
 
-@pytest.mark.parametrize("line, code", [
+# What a line may be is the envelope's rule (tests/unit/test_envelope.py and
+# test_protocol.py); here one daemon shows each refusal as a control client sees it.
+GARBAGE_LINES = [
     (b"garbage", "INVALID_JSON"),
     (b"\xff\xfe{", "INVALID_JSON"),
     (b"[1, 2]", "VALIDATION_ERROR"),
     (b'{"type": "bogus", "payload": {}}', "VALIDATION_ERROR"),
     (b'{"type": "message", "payload": {}, "extra": 1}', "VALIDATION_ERROR"),
     (b'{"type": "message", "room": "no:such", "payload": {"n": 1}}', "NOT_FOUND"),
-])
-async def test_garbage_lines_get_an_error_and_disturb_nobody(daemon, connect_peer, line, code):
+]
+
+
+async def test_garbage_lines_get_an_error_and_disturb_nobody(daemon, connect_peer):
     ws = await connect_peer(daemon.ws_url)
     ctl = await connect_peer(daemon.control_path)
-    ctl.writer.write(b"\n  \n" + line + b"\r\n")  # blank lines are skipped, not errors
-    error = await ctl.recv_type("error")
-    assert error["error_code"] == code and error["error"]
+    for n, (line, code) in enumerate(GARBAGE_LINES):
+        ctl.writer.write(b"\n  \n" + line + b"\r\n")  # blank lines are skipped, not errors
+        error = await ctl.recv_type("error")
+        assert error["error_code"] == code and error["error"], line
+        assert (await ctl.command("ping"))["payload"]["message"] == "pong"  # still usable
+        # The next good message is the first thing the WebSocket client gets: the refused
+        # line reached nobody.
+        await ctl.send({"type": "message", "payload": {"after": n}})
+        assert (await ws.recv_type("message"))["payload"] == {"after": n}
+        await ctl.recv_type("message_response")
     await ctl.expect_silence(0.2)
     await ws.expect_silence(0.2)
-    assert (await ctl.command("ping"))["payload"]["message"] == "pong"  # still usable
-    await ctl.send({"type": "message", "payload": {"after": True}})
-    assert (await ws.recv_type("message"))["payload"] == {"after": True}
 
 
 async def test_over_long_line_gets_an_error_then_the_close(make_daemon, connect_peer):

@@ -122,8 +122,9 @@ async def test_publish_acts_like_a_client_message(daemon, connect_peer):
     ("room=science:general&client_type=" + "x" * 300, b'{"a": 1}', 400,
      "type must be a string of 1 to 256"),
 ])
-async def test_bad_publish_is_refused_and_delivers_nothing(daemon, connect_peer, query, body,
-                                                           status, needle):
+async def test_bad_publish_is_refused_and_delivers_nothing(shared_daemon, connect_peer, query,
+                                                           body, status, needle):
+    daemon = shared_daemon()
     listener = await connect_peer(daemon.ws_url)
     reply = http_call(daemon, "POST", f"/v1/publish?{query}", body=body)
     assert reply.status == status
@@ -162,7 +163,8 @@ async def test_history_returns_the_last_messages_in_order(daemon, connect_peer):
     ("room=science&channel=absent", 404, "channel science:absent does not exist"),
     ("room=absent", 404, "room absent does not exist"),
 ])
-def test_bad_history_requests(daemon, query, status, needle):
+def test_bad_history_requests(shared_daemon, query, status, needle):
+    daemon = shared_daemon()
     reply = http_call(daemon, "GET", f"/v1/history?{query}")
     assert reply.status == status
     body = reply.json()
@@ -247,7 +249,8 @@ async def test_stream_with_wildcard_and_new_channel(daemon, connect_peer):
     ("room=science", "query parameters room and channel are required"),
     ("room=science&channel=bad/name", "invalid channel name"),
 ])
-def test_bad_stream_requests(daemon, query, needle):
+def test_bad_stream_requests(shared_daemon, query, needle):
+    daemon = shared_daemon()
     reply = http_call(daemon, "GET", f"/v1/stream?{query}")
     assert reply.status == 400 and needle in reply.json()["details"]
 
@@ -335,8 +338,8 @@ def test_connection_limit_answers_503(make_daemon):
 @pytest.mark.parametrize("path, method", [
     ("/v1/history?room=science", "GET"), ("/v1/stream?room=science&channel=general", "GET"),
     ("/v1/publish?room=science:general", "POST")])
-def test_v1_endpoints_need_a_token_when_auth_is_on(make_daemon, path, method):
-    daemon = make_daemon({"auth": {"enabled": True, "jwt_secret": SECRET}})
+def test_v1_endpoints_need_a_token_when_auth_is_on(shared_daemon, path, method):
+    daemon = shared_daemon({"auth": {"enabled": True, "jwt_secret": SECRET}})
     missing = http_call(daemon, method, path, body=b'{"a": 1}')
     assert missing.status == 401
     assert missing.headers["www-authenticate"] == 'Bearer realm="arqonbus"'
@@ -380,9 +383,9 @@ async def test_valid_token_in_header_or_query(make_daemon, connect_peer):
      + b"800\r\n" + b"a" * 2048 + b"\r\n" + b"800\r\n" + b"a" * 2048 + b"\r\n0\r\n\r\n",
      413, "body exceeds the limit of 4096 bytes"),
 ])
-async def test_malformed_requests_get_json_errors_and_close(make_daemon, connect_peer,
+async def test_malformed_requests_get_json_errors_and_close(shared_daemon, connect_peer,
                                                             request_bytes, status, needle):
-    daemon = make_daemon({"server": {"max_message_size": 4096}})
+    daemon = shared_daemon({"server": {"max_message_size": 4096}})
     listener = await connect_peer(daemon.ws_url)
     reply = parse_http_reply(http_raw(daemon, request_bytes))  # read until the server closes
     assert reply.status == status
@@ -404,7 +407,8 @@ def test_http_10_without_host_is_accepted(daemon):
     ("GET", "/v1/publish?room=science:general", 405, "POST"),
     ("PUT", "/v1/stream", 405, "GET"),
 ])
-def test_unknown_paths_and_wrong_methods(daemon, method, path, status, allow):
+def test_unknown_paths_and_wrong_methods(shared_daemon, method, path, status, allow):
+    daemon = shared_daemon()
     reply = http_call(daemon, method, path)
     assert reply.status == status
     assert reply.headers.get("allow") == allow

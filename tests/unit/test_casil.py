@@ -237,3 +237,30 @@ def test_decisions_without_telemetry_or_logs_emit_no_events():
                     metadata_to_telemetry=False, metadata_to_logs=False)
     verdict, _ = inspect(policy, {"password": "x"})
     assert verdict.blocked and verdict.events == []
+
+
+@pytest.mark.parametrize("admin", [True, False], ids=["admin", "no admin"])
+def test_reload_refusals_leave_the_policy_unchanged(admin):
+    bus = BusHarness()
+    casil = bus.plug(Casil(bus.bus, Policy(enabled=True)))
+    client, bystander = bus.connect(admin=admin), bus.connect()
+    before = client.ok("op.casil.get")
+    assert before["enabled"] is True and before["redaction_paths"] == ["password", "token",
+                                                                       "secret"]
+    if not admin:   # without a token's admin role (or with auth off), nobody reloads
+        data = assert_refused(client.command("op.casil.reload", {"mode": "enforce"}),
+                              ErrorCode.AUTHORIZATION_ERROR,
+                              "op.casil.reload is for admin clients only")
+        assert data == {}
+    for args, needle in (({"mode": "audit"}, "mode: must be one of monitor, enforce"),
+                         ({"mode": "enforce", "redaction_patterns": ["(x"]}, "regular expr"),
+                         ({"mode": "enforce", "colour": "red"}, "colour: unknown CASIL key"),
+                         ({"max_patterns": -3}, "max_patterns: must be greater than 0")):
+        response = client.command("op.casil.reload", args)
+        if admin:
+            assert (response["status"], response["error_code"]) == ("error", "VALIDATION_ERROR")
+            assert needle in response["payload"]["message"]
+        else:
+            assert response["error_code"] == "AUTHORIZATION_ERROR"
+    assert client.ok("op.casil.get") == before and casil.policy.mode == "monitor"
+    bystander.assert_silent()

@@ -212,9 +212,12 @@ def test_join_creates_a_missing_channel_once_and_makes_it_current(bus):
     assert response["payload"]["message"] == "Joined lab:bench"
     data = response["payload"]["data"]
     assert (data["created"], data["wildcard"], data["joined_by"]) == (True, False, a.id)
-    assert (data["created_by"], data["participants"]) == (a.id, 1)
+    assert (data["created_by"], data["participants"], data["hardcoded"]) == (a.id, 1, False)
     assert (a.client.room, a.client.channel) == ("lab", "bench")
     assert b.ok("join_channel", {"room": "lab:bench"})["created"] is False
+    counts = {(c["room"], c["channel"]): c["participants"]
+              for c in a.ok("list_channels")["channels"]}
+    assert counts[("lab", "bench")] == 2 and counts[("science", "general")] == 2
     assert bus.events_named("channel_created")[-1] == {"room": "lab", "channel": "bench",
                                                        "created_by": a.id}
     assert len(bus.events_named("channel_created")) == 1
@@ -228,6 +231,20 @@ def test_a_wildcard_join_subscribes_without_creating_or_moving_the_current_chann
     assert "participants" not in data
     assert (client.client.room, client.client.channel) == ("science", "general")
     assert bus.bus.router.channel_count() == 7
+
+
+def test_a_wildcard_join_follows_every_matching_channel(bus):
+    watcher, a = bus.connect(), bus.connect()
+    watcher.ok("join_channel", {"room": "*", "channel": "narrative"})
+    watcher.ok("leave_channel", {"room": "science:general"})
+    for zgent in ("alpha", "beta"):
+        a.ok("join_channel", {"room": f"{zgent}:narrative"})
+        a.send({"type": "message", "room": f"{zgent}:narrative", "payload": {"z": zgent}})
+        got = watcher.next("message")
+        assert got["room"] == zgent and got["payload"] == {"z": zgent}
+    a.ok("join_channel", {"room": "alpha:events"})
+    a.send({"type": "message", "room": "alpha:events", "payload": {"no": 1}})
+    watcher.assert_silent()
 
 
 def test_join_refuses_a_bad_name(bus):
@@ -276,7 +293,9 @@ def test_list_channels_of_every_room_or_one(bus):
     assert [c["channel"] for c in science["channels"]] == SCIENCE
     general = science["channels"][0]
     assert (general["hardcoded"], general["type"], general["created_by"]) == \
-        (True, "general", "arqonbus")
+        (True, "general", "arqonbus") and general["created_at"]
+    assert general["participants"] == 1   # this client, auto-joined
+    assert all(c["participants"] == 0 for c in science["channels"][1:])
     assert_refused(client.command("list_channels", {"room": "atlantis"}), ErrorCode.NOT_FOUND,
                    "room atlantis does not exist")
 

@@ -189,12 +189,14 @@ def test_the_whole_table_holds_at_most_1024_jobs(bus, monkeypatch):
 def test_what_a_job_will_publish_is_inspected_when_it_is_scheduled(bus):
     bus.plug(Casil(bus.bus, Policy(enabled=True, mode="enforce", block_on_probable_secret=True,
                                    redaction_patterns=("secret",))))
-    client = bus.connect()
+    client, watcher = bus.connect(), bus.connect()
     data = assert_refused(client.command("op.cron.schedule", {
-        "room": "science", "channel": "general", "payload": {"text": "a secret"}}),
-        "CASIL_POLICY_BLOCKED_SECRET", "CASIL blocked message")
+        "room": "science", "channel": "general", "payload": {"text": "a secret"},
+        "delay_seconds": 0.05}), "CASIL_POLICY_BLOCKED_SECRET", "CASIL blocked message")
     assert data == {"reason": "CASIL_POLICY_BLOCKED_SECRET"}
     assert client.ok("op.cron.list")["count"] == 0
+    bus.timers.advance(1)
+    watcher.assert_silent()
 
 
 def test_a_redacting_policy_rewrites_what_the_job_will_publish(bus):

@@ -15,6 +15,7 @@ import pytest
 from arqond.core import envelope
 from arqond.core.envelope import EnvelopeError
 from arqond.core.errors import ErrorCode
+from tests.unit.harness import BusHarness, assert_ack, assert_error
 
 # (id, frame, code, the whole error text). One row per rule of envelope.parse.
 BAD_FRAMES = [
@@ -86,6 +87,19 @@ def test_bad_frames_are_refused_with_a_clear_error(raw, code, text):
     else:
         assert error.message == text
     assert "; ".join(error.errors) == error.message
+
+
+@pytest.mark.parametrize("raw, code, text", [row[1:] for row in BAD_FRAMES],
+                         ids=[row[0] for row in BAD_FRAMES])
+def test_a_bad_frame_gets_its_error_and_disturbs_nobody(raw, code, text):
+    bus = BusHarness()
+    sender, bystander = bus.connect(), bus.connect()
+    assert_error(sender.send(raw), code, text)
+    bystander.assert_silent()
+    assert sender.ok("ping")["pong"] is True   # still usable
+    # A good message afterwards still flows: the bad one disturbed nothing.
+    assert_ack(sender.send({"type": "message", "payload": {"after": True}}))
+    assert bystander.next("message")["payload"] == {"after": True}
 
 
 def test_the_request_id_of_a_refused_frame_is_kept_when_it_is_a_string():

@@ -26,6 +26,13 @@ def bus():
     return BusHarness()
 
 
+def still_usable(sender, bystander) -> None:
+    """After a refused frame, the sender can go on and a good message flows."""
+    assert sender.ok("ping")["pong"] is True
+    assert_ack(sender.send({"type": "message", "payload": {"after": True}}))
+    assert bystander.next("message")["payload"] == {"after": True}
+
+
 # -- messages and events: the target and who gets a copy ----------------------------------------
 
 def test_a_message_reaches_every_other_member_once_and_the_sender_only_its_ack(bus):
@@ -44,13 +51,17 @@ def test_a_message_reaches_every_other_member_once_and_the_sender_only_its_ack(b
 
 def test_a_clients_id_and_timestamp_are_kept_and_missing_ones_filled(bus):
     a, b = bus.connect(), bus.connect()
-    a.send({"type": "event", "id": "arq_1_2_abcdef", "timestamp": "2025-01-01T12:00:00Z",
-            "payload": {"n": 1}})
-    got = b.next("event")
-    assert (got["id"], got["timestamp"]) == ("arq_1_2_abcdef", "2025-01-01T12:00:00Z")
-    a.send({"payload": {"n": 2}})   # no type: a message
+    a.send({"type": "message", "id": "arq_1_2_abcdef", "timestamp": "2025-01-01T12:00:00Z",
+            "room": "science:general", "payload": {"n": 1}})
     got = b.next("message")
+    assert (got["id"], got["timestamp"]) == ("arq_1_2_abcdef", "2025-01-01T12:00:00Z")
+    assert (got["version"], got["channel"]) == ("1.0", "general")
+    a.send({"type": "event", "payload": {"n": 2}})
+    got = b.next("event")
+    assert (got["room"], got["channel"]) == ("science", "general")  # the current channel
     assert got["id"].startswith("arq_") and got["timestamp"]
+    a.send({"payload": {"n": 3}})   # no type: a message
+    assert b.next("message")["payload"] == {"n": 3}
 
 
 @pytest.mark.parametrize("target", [
@@ -105,6 +116,7 @@ def test_refused_targets_reach_nobody(bus, kind, target, code, text):
     assert_error(frames, code, text, request_id="arq_1_1_abcdef")
     bystander.assert_silent()
     assert bus.bus.stats.errors_total == 1 and bus.bus.stats.messages_total == 0
+    still_usable(sender, bystander)
 
 
 def test_a_client_with_no_current_room_must_name_one():
@@ -152,9 +164,10 @@ def test_observers_see_routed_client_messages_with_their_sender(bus):
 ], ids=["target", "target list", "to_client", "pm channel", "pm channel of any room"])
 def test_a_private_message_reaches_only_its_targets(bus, frame):
     a, b, c = bus.connect(), bus.connect(), bus.connect()
-    assert_ack(a.send(frame(b.id)))
+    sent = frame(b.id)
+    assert_ack(a.send(sent))
     got = b.next("private")
-    assert got["payload"]["text"] == "psst" and got["sender"] == a.id
+    assert got["payload"] == sent["payload"] and got["sender"] == a.id
     c.assert_silent()
     b.assert_silent()
 
@@ -179,6 +192,7 @@ def test_private_refusals_deliver_to_nobody(bus, payload, code, text):
         payload = {"target": [b.id, payload["target"]]}   # one known, one not: nobody gets it
     assert_error(a.send({"type": "private", "payload": payload}), code, text)
     b.assert_silent()
+    still_usable(a, b)
 
 
 # -- system and telemetry --------------------------------------------------------------------
@@ -318,15 +332,26 @@ def test_a_blocked_command_is_refused_before_it_runs(bus):
     assert bus.bus.router.channel("ops", "x") is None
 
 
-def test_redaction_rewrites_what_is_routed_and_metadata_says_why(bus):
-    casil(bus, transport_redaction=True, metadata_to_envelope=True)
+def test_redaction_reaches_receivers_the_ack_and_history_and_metadata_says_why(bus):
+    casil(bus, transport_redaction=True, metadata_to_envelope=True,
+          redaction_paths=("password", "user.pin"),
+          redaction_patterns=(r"\d{4}-\d{4}-\d{4}-\d{4}",))
     sender, receiver = bus.connect(), bus.connect()
-    ack = assert_ack(sender.send({"type": "message", "payload": {"token": "abc", "n": 1},
-                                  "metadata": {"mine": True}}))
-    got = receiver.next("message")
-    assert got["payload"] == ack["payload"] == {"token": "***REDACTED***", "n": 1}
-    assert got["metadata"]["mine"] is True
-    assert got["metadata"]["casil"]["decision"] == "ALLOW_WITH_REDACTION"
+    payload = {"password": "hunter2", "user": {"pin": 1234, "name": "ann"},
+               "note": "card 1111-2222-3333-4444 \"quoted\""}
+    redacted = {"password": "***REDACTED***", "user": {"pin": "***REDACTED***", "name": "ann"},
+                "note": "card ***REDACTED*** \"quoted\""}
+    ack = assert_ack(sender.send({"type": "message", "payload": payload,
+                                  "metadata": {"sequence": 1}}))
+    routed = receiver.next("message")
+    assert routed["payload"] == ack["payload"] == redacted
+    assert routed["metadata"]["sequence"] == 1
+    assert routed["metadata"]["casil"] == {
+        "kind": "data", "risk_level": "high", "flags": ["contains_probable_secret", "redacted"],
+        "reason_code": "CASIL_POLICY_REDACTED", "decision": "ALLOW_WITH_REDACTION"}
+    assert "casil" not in ack["metadata"]
+    history = sender.ok("history", {"room": "science:general"})
+    assert history["history"][0]["payload"] == redacted
 
 
 def test_an_allowed_frame_is_routed_as_it_came(bus):
@@ -345,11 +370,16 @@ def test_out_of_scope_or_disabled_inspection_leaves_frames_alone(bus):
     sender, receiver = bus.connect(), bus.connect()
     assert_ack(sender.send({"type": "message", "payload": {"password": "x"}}))
     assert receiver.next("message")["payload"] == {"password": "x"}
+    receiver.ok("join_channel", {"room": "secure-lab", "channel": "g"})
+    [error] = sender.send({"type": "message", "room": "secure-lab:g",
+                           "payload": {"password": "x"}})
+    assert error["error_code"] == "CASIL_POLICY_BLOCKED_SECRET"   # in scope: blocked
+    receiver.assert_silent()
     inspector.set_policy(Policy(enabled=False, mode="enforce", block_on_probable_secret=True))
     assert_ack(sender.send({"type": "message", "payload": {"password": "y"}}))
     assert bus.bus.screen({"id": "x", "type": "message", "room": "science",
                            "channel": "general", "payload": {}}, sender.id) is None
-    assert inspector.inspected_total == 0
+    assert inspector.inspected_total == 1   # the secure-lab one alone
 
 
 # -- frames that are not frames -------------------------------------------------------------

@@ -46,6 +46,11 @@ def test_valid_event_keeps_type_payload_and_source():
     ('[1, 2]', "must be a JSON object, not an array"),
     ('{"eventType": ', "not valid JSON"),
     ('{"eventType": "big", "payload": {"x": "' + "y" * 65536 + '"}}', "limited to 65536 bytes"),
+    ('{"eventType": ["x"], "payload": {}}', "eventType must be a string, not an array"),
+    ('{"eventType": "cpu", "payload": "high"}', "payload must be a JSON object, not a string"),
+    ('{"eventType": "cpu", "payload": {}, "room": "x"}', "unknown key(s) 'room'"),
+    ("not json", "not valid JSON"),
+    ("42", "must be a JSON object, not a number"),
 ])
 def test_invalid_events_say_what_is_wrong(frame, complaint):
     with pytest.raises(telemetry.TelemetryError) as caught:
