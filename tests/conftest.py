@@ -24,6 +24,8 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
+from arqond import __version__
+
 ROOT = Path(__file__).resolve().parent.parent
 LISTENER_RE = re.compile(r"LISTENER=(\S+) ADDRESS=(\S+)")
 
@@ -68,7 +70,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.timeout(scaled(limit)), append=False)
 
 
-START_TIMEOUT = 15.0    # seconds for arqond to log "ready" (scaled, as every wait)
+START_TIMEOUT = 15.0    # seconds for arqond to log that it is ready (scaled, as every wait)
+# The whole ready line: "ready" alone is also in "Address already in use".
+READY_LINE = f"arqond {__version__} ready"
 
 
 def toml_value(value: Any) -> str:
@@ -146,8 +150,18 @@ class DaemonProcess:
             text=True, env=self.env, cwd=ROOT, **self.popen_extra)
         threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
         if wait_ready:
-            self.wait_for_line("ready", START_TIMEOUT)
+            self.wait_listening(READY_LINE, START_TIMEOUT)
         return self
+
+    def wait_listening(self, needle: str, timeout: float = 10.0) -> str:
+        """wait_for_line, for the line that says the process listens: PortTaken (see
+        on_free_ports) when it exited instead because a port it was given is in use."""
+        try:
+            return self.wait_for_line(needle, timeout)
+        except AssertionError as failed:
+            if any("Address already in use" in line for line in self.lines):
+                raise PortTaken(str(failed)) from None
+            raise
 
     def _read_stderr(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stderr is not None
@@ -567,8 +581,9 @@ def parse_http_reply(raw: bytes) -> HttpReply:
 T = TypeVar("T")
 
 
-class PortTaken(Exception):
-    """A start found its picked port bound by someone else (EADDRINUSE) in the meantime."""
+class PortTaken(AssertionError):
+    """A start found a port it was given bound by someone else (EADDRINUSE); a failure of
+    the test, unless on_free_ports picks another port and starts again."""
 
 
 def on_free_ports(count: int, start: Callable[[list[int]], T], attempts: int = 5) -> T:

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from arqond.system import activation
 from arqond.system.activation import ActivationError
-from tests.conftest import PortTaken, on_free_ports, scaled
+from tests.conftest import on_free_ports, scaled
 
 
 def socket_activate(daemon, listens: list[str], names: list[str] | None = None) -> int:
@@ -32,12 +32,7 @@ def socket_activate(daemon, listens: list[str], names: list[str] | None = None) 
                          "-E", "PYTHONUNBUFFERED=1"]
         daemon.start(wait_ready=False)
         for spec in specs:
-            try:
-                daemon.wait_for_line(f"Listening on {spec}")
-            except AssertionError:
-                if any("Address already in use" in line for line in daemon.lines):
-                    raise PortTaken(spec) from None
-                raise
+            daemon.wait_listening(f"Listening on {spec}")
         return ports[0]
     return on_free_ports(1, start)
 
