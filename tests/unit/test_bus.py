@@ -29,6 +29,13 @@ def test_attach_welcomes_joins_the_default_channel_and_announces_the_client():
     assert bus.bus.stats.by_transport == {"ws": 1}
 
 
+def test_by_default_a_new_client_joins_science_general():
+    # Issue 19: clients are no longer joined anywhere by default; this row flips then.
+    assert (BusSettings().default_room, BusSettings().default_channel) == ("science", "general")
+    client = Bus().attach(ListSink(), "test")
+    assert client.subscriptions == {("science", "general")}
+
+
 def test_a_transport_may_skip_the_welcome_and_the_default_channel():
     bus = BusHarness()
     client = bus.connect(welcome=False, join_default=False)
