@@ -77,8 +77,11 @@ Intercept = Callable[["Client", dict[str, Any]], None]
 
 class Bus(ArqonProtocol):
     def __init__(self, settings: BusSettings | None = None, router: Router | None = None,
-                 charges: Charges | None = None) -> None:
+                 charges: Charges | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings or BusSettings()
+        # When arqond received what it records (history time windows): injected for tests.
+        self.clock = clock
         # What each principal holds against its quotas (arqond/core/quotas.py).
         self.charges = charges or Charges(default_limits())
         self.charges.on_refused = self._quota_refused
@@ -121,6 +124,10 @@ class Bus(ArqonProtocol):
             self.send_error(client, ErrorCode.VALIDATION_ERROR, "; ".join(problems),
                             errors=problems)
         room, channel = self.settings.default_room, self.settings.default_channel
+        # Its welcome or an identity error may already have cut it off (and announced that):
+        # then it joins nothing and is not announced as connected.
+        if not client.open:
+            return client
         if join_default and room and channel:
             self.join(client, room, channel, created_by=SERVER_SENDER)
             client.room, client.channel = room, channel
@@ -273,7 +280,7 @@ class Bus(ArqonProtocol):
         frame = serialize(env)
         self.stats.messages_total += 1
         room, channel = env["room"], env.get("channel")
-        self.router.record(room, channel, time.time(), frame)
+        self.router.record(room, channel, self.clock(), frame)
         owners = self.access.guarded(room, channel)
         if owners is not None:
             recipients = [c for c in recipients if owners.include(c.principal)]
