@@ -175,7 +175,7 @@ class Daemon:
         control_owned = "control" not in self.activation.listeners
         control_sock = self.listener("control", lambda: control_listener(config))
         bus = self.bus
-        self.moo = MooLayer(bus, config, self.fdstore)
+        self.moo = MooLayer(bus, config, self.fdstore, self.timers)
         bus.plug(commands=self.moo.commands(), intercepts=self.moo.intercepts())
         self.http = HttpAdapter(bus, config, http_sock, state=lambda: self.state,
                                 listeners=self.addresses)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, make_dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from arqond.core import zgents
+from arqond.core.moo.names import ZgentError
+from arqond.core.moo.registry import check_table
 
 if TYPE_CHECKING:
     from arqond.core.casil import Policy
@@ -281,8 +282,8 @@ def defaults() -> Config:
 
 def _zgents_table(body: Any) -> None:
     try:
-        zgents.check_table(body)
-    except zgents.ZgentError as exc:
+        check_table(body)
+    except ZgentError as exc:
         raise ConfigError(str(exc)) from None
 
 

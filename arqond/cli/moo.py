@@ -19,7 +19,8 @@ import orjson
 
 from arqond import config as configuration
 from arqond.cli.common import CliError, add_bus_arguments, bus_client, command_data, run
-from arqond.core import jsonrpc, zgents
+from arqond.core import jsonrpc
+from arqond.core.moo.names import ZgentError, check_name
 from arqond.core.errors import RpcCode
 
 SERVE_ERROR = -32000
@@ -34,8 +35,8 @@ def _config(args: argparse.Namespace) -> configuration.Config:
 
 def _name(text: str) -> str:
     try:
-        return zgents.check_name(text)
-    except zgents.ZgentError as exc:
+        return check_name(text)
+    except ZgentError as exc:
         raise CliError(str(exc)) from None
 
 
