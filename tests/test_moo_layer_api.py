@@ -3,6 +3,7 @@ with real files."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket as sockets
 import stat
@@ -95,3 +96,29 @@ async def test_fds_handed_back_by_the_fd_store_are_taken_over_with_their_data(tm
     finally:
         await early.close()
         await layer.stop()
+
+
+async def test_a_part_that_stopped_working_is_listed_in_faults_until_it_is_gone(layer):
+    layer.ensure_zgent("newbie", "narrative")
+    assert layer.faults() == []
+    inbox = os.path.join(layer.dir, "newbie-inbox")
+    writer = os.open(inbox, os.O_WRONLY | os.O_NONBLOCK)
+    os.unlink(inbox)
+    open(inbox, "w").close()
+    os.close(writer)   # the last writer leaves: the reader reopens the path, finds a file
+    for _ in range(100):
+        if layer.faults():
+            break
+        await asyncio.sleep(0.01)
+    assert layer.faults() == [f"{inbox}: cannot reopen: {inbox} was replaced by something "
+                              "that is not a FIFO; inbox closed"]
+    layer.unregister("newbie")
+    assert layer.faults() == []
+    # registry.json that cannot be written is one too, until a write succeeds.
+    os.unlink(layer.registry_path)
+    os.mkdir(layer.registry_path)
+    await layer.written()
+    assert layer.faults() == [f"cannot write {layer.registry_path}: Is a directory"]
+    os.rmdir(layer.registry_path)
+    await layer.written()
+    assert layer.faults() == []

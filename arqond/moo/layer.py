@@ -60,10 +60,13 @@ CORE_COUNTERS = {
     "socket_errors_total": "JSON-RPC errors answered on Zgent sockets.",
     "socket_clients_cut_total": "Zgent socket clients cut off for falling behind.",
     "socket_clients_refused_total": "Zgent socket clients refused at moo.max_clients.",
-    "internal_errors_total": "Inbox lines that failed inside arqond (a bug), each logged and "
-                             "delivered as {\"raw\": ...} instead.",
+    "internal_errors_total": "Inbox and socket lines that failed inside arqond (a bug), each "
+                             "logged with where: an inbox line is delivered as {\"raw\": ...} "
+                             "instead, a socket line answered -32603.",
     "abandoned_waits_total": "Messages not handed to an arqon.recv waiter that had gone away; "
                              "each stayed in the mailbox.",
+    "registry_purged_total": "Unregistered Zgents dropped from registry.json after "
+                             "moo.purge_offline_after.",
 }
 RPC_COUNTERS = {
     "handler_requests_total": "Requests forwarded to attached Zgent handlers.",
@@ -73,6 +76,10 @@ RPC_COUNTERS = {
 MAILBOX_COUNTERS = {
     "mailbox_restored_total": "Unread mailbox messages taken back from disk at registration.",
     "mailbox_journal_errors_total": "Mailboxes no longer kept on disk after a write failed.",
+}
+LAYER_COUNTERS = {
+    "inbox_second_reader_total": "Times another process was caught reading an inbox FIFO "
+                                 "(lines then reach one reader or the other), each logged.",
 }
 WRITER_COUNTERS = {"registry_writes_total": "Atomic rewrites of registry.json."}
 BROADCAST_COUNTERS = {"broadcasts_total": "Broadcasts appended to broadcast.jsonl."}
@@ -115,6 +122,7 @@ class MooLayer:
         self.zgents = Zgents(bus, config, timers, time.time, time.monotonic, own_uid=os.getuid(),
                              groups_of=group_ids, on_change=self._changed)
         self.files: dict[str, ZgentFiles] = {}
+        self.problems: dict[str, str] = {}     # Zgent -> why a part of it stopped working
         self.broadcasts = Broadcasts(bus, os.path.join(self.dir, "broadcast.jsonl"),
                                      os.path.join(self.log_dir, "broadcast.jsonl"))
         self.writer = RegistryWriter(self.registry_path, self.state_path, None)
@@ -122,6 +130,7 @@ class MooLayer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.peeker: Peeker | None = None
         self._flush_scheduled = False
+        self.inbox_second_reader_total = 0
 
     @property
     def publish_broadcasts(self) -> bool:
@@ -195,6 +204,13 @@ class MooLayer:
                 served.zgent.spec = spec
                 served.principals = self._principals(spec)
 
+    def faults(self) -> list[str]:
+        """What stopped working and why (an inbox closed after a read error, a socket that
+        could not be served, registry.json not written), one line each; empty while every
+        part runs."""
+        failure = self.writer.failure
+        return [*self.problems.values(), *([failure] if failure else [])]
+
     # -- registry.json ------------------------------------------------------------------------
 
     def _snapshot(self) -> Snapshot:
@@ -253,10 +269,11 @@ class MooLayer:
             self.loop, inbox, fd, self.config.moo.max_line_bytes, self.peeker,
             on_line=lambda raw: zgents.fifo_line(name, raw),
             on_refused=lambda reason, size: zgents.fifo_refused(name, reason, size),
-            on_error=lambda text: log_event(log, logging.ERROR, "file_refused",
-                                            f"{inbox}: {text}; inbox closed", zgent=name))
+            on_error=lambda text: self._failed(name, f"{inbox}: {text}; inbox closed"),
+            on_second_reader=self._second_reader)
         held = self.files[name] = ZgentFiles(reader, sock, sock_path, journal)
-        self.loop.create_task(self._serve_socket(name, held))
+        self.loop.create_task(self._serve_socket(name, held)).add_done_callback(
+            lambda task: self._served_or_not(name, held, task))
         log_event(log, logging.INFO, "zgent_registered",
                   f"Zgent {name} registered ({spec.source})", zgent=name)
         return zgent.entry()
@@ -274,6 +291,17 @@ class MooLayer:
             server.close()
         else:
             held.server = server
+
+    def _served_or_not(self, name: str, held: ZgentFiles, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._failed(name, f"{held.sock_path}: not served: {task.exception()}")
+
+    def _failed(self, name: str, why: str) -> None:
+        self.problems[name] = why
+        log_event(log, logging.ERROR, "file_refused", why, zgent=name)
+
+    def _second_reader(self) -> None:
+        self.inbox_second_reader_total += 1
 
     def _close_files(self, held: ZgentFiles, *, remove_socket: bool) -> None:
         held.closed = True
@@ -315,6 +343,7 @@ class MooLayer:
         inbox = self.zgents.served[name].zgent.inbox
         entry = self.zgents.remove(name)
         held = self.files.pop(name)
+        self.problems.pop(name, None)
         self._close_files(held, remove_socket=True)
         files.remove_if(inbox, stat.S_ISFIFO)
         if held.journal is not None:
@@ -347,6 +376,7 @@ class MooLayer:
         return [gauge("arqonbus_moo_zgents", "Zgents served now.", len(self.zgents.served)),
                 *counters_of(self.zgents, "arqonbus_moo", CORE_COUNTERS),
                 *counters_of(self.zgents.calls, "arqonbus_moo", RPC_COUNTERS),
+                *counters_of(self, "arqonbus_moo", LAYER_COUNTERS),
                 *counters_of(self.mailboxes, "arqonbus_moo", MAILBOX_COUNTERS),
                 *counters_of(self.broadcasts, "arqonbus_moo", BROADCAST_COUNTERS),
                 *counters_of(self.writer, "arqonbus_moo", WRITER_COUNTERS)]

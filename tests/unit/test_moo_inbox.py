@@ -149,6 +149,20 @@ def test_a_line_that_fails_inside_arqond_is_counted_logged_and_delivered_raw(cap
     assert "RuntimeError: bus on fire" in caplog.text
 
 
+def test_a_raw_line_that_fails_is_logged_with_its_bytes(caplog):
+    moo = Moo("dreader")
+
+    def publish_failing(env, **kwargs):
+        raise RuntimeError("bus on fire")
+    moo.bus.publish = publish_failing
+    moo.zgents.fifo_line("dreader", b'{"n":1}')   # as JSON, then as raw: both fail
+    moo.zgents.fifo_line("dreader", b"words")     # raw already: tried once
+    assert moo.zgents.internal_errors_total == 2
+    assert "dreader-inbox: delivering it as raw failed too; the line was b'{\"n\":1}'" in \
+        caplog.text
+    assert caplog.text.count("delivering it as raw failed too") == 1
+
+
 def test_a_refused_fifo_line_is_counted_and_logged(caplog):
     moo = Moo("dreader")
     moo.zgents.fifo_refused("dreader", "line longer than 10 bytes", 30)

@@ -4,6 +4,7 @@ side of the MOO core (arqond/core/moo), decided with a fake clock and manual tim
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import orjson
 import pytest
@@ -147,9 +148,9 @@ def test_silence_makes_stale_and_an_attached_handler_counts_as_life():
     book = Registry()
     book.add(zgent("quiet", NOON))
     book.add(zgent("served", NOON))
-    assert book.sweep(NOON + 300, 300, attended={"served"})  # served: seen
+    assert book.sweep(NOON + 300, 300, 0, attended={"served"}) == (True, [])  # served: seen
     assert book.entries()["quiet"]["status"] == "active"   # at the bound
-    assert book.sweep(NOON + 300.5, 300, attended={"served"})
+    assert book.sweep(NOON + 300.5, 300, 0, attended={"served"}) == (True, [])
     entries = book.entries()
     assert entries["quiet"]["status"] == "stale" and entries["served"]["status"] == "active"
     assert entries["served"]["lastSeen"] == "2026-02-12T12:05:00Z"
@@ -157,10 +158,31 @@ def test_silence_makes_stale_and_an_attached_handler_counts_as_life():
     assert not book.touch("nobody", NOON)
 
 
+@pytest.mark.parametrize("offline_for, purged", [(99.9, False), (100.0, False),
+                                                 (100.1, True)])
+def test_an_unregistered_zgent_is_purged_once_offline_longer_than_the_bound(offline_for,
+                                                                            purged):
+    book = Registry()
+    book.add(zgent("gone", NOON - 1000))
+    entry = book.retire("gone", NOON)
+    assert entry["status"] == "offline" and entry["lastSeen"] == "2026-02-12T11:43:20Z"
+    assert book.sweep(NOON + offline_for, 300, 100, attended=()) == \
+        (purged, ["gone"] if purged else [])
+    assert ("gone" in book.entries()) is not purged
+
+
+def test_purge_after_zero_keeps_unregistered_zgents():
+    book = Registry()
+    book.add(zgent("gone", NOON))
+    book.retire("gone", NOON)
+    assert book.sweep(NOON + 10 ** 9, 300, 0, attended=()) == (False, [])
+    assert book.entries()["gone"]["status"] == "offline"
+
+
 def test_registering_again_takes_the_name_back_from_the_retired():
     book = Registry()
     book.add(zgent("back", NOON))
-    book.retire("back")
+    book.retire("back", NOON)
     book.add(zgent("back", NOON + 5))
     assert book.entries()["back"]["status"] == "active" and book.retired == {}
 
@@ -175,9 +197,26 @@ def test_offline_is_set_once_and_saved_specs_leave_config_zgents_out():
     assert list(book.document()["zgents"]) == ["configured", "narrated"]
 
 
-@pytest.mark.parametrize("stale_after, interval", [(300.0, 60.0), (1.0, 0.5), (40.0, 10.0)])
-def test_the_sweep_interval(stale_after, interval):
-    moo = Moo(moo={"stale_after": stale_after})
+def test_the_sweep_runs_on_its_timer_purges_counts_and_logs(caplog):
+    caplog.set_level(logging.INFO, logger="arqond.moo")
+    moo = Moo("dreader", "gone", moo={"stale_after": 300.0, "purge_offline_after": 20.0})
+    moo.zgents.schedule_sweep()
+    assert moo.timers.due(SWEEP) == 5.0   # a quarter of the shorter window
+    moo.zgents.remove("gone")
+    changes = moo.changes
+    moo.timers.advance(20)
+    assert "gone" in moo.zgents.registry.entries()
+    moo.timers.advance(5)
+    assert "gone" not in moo.zgents.registry.entries()
+    assert moo.zgents.registry_purged_total == 1 and moo.changes == changes + 1
+    assert "Zgent gone purged from the registry: offline for more than 20s " \
+        "(moo.purge_offline_after)" in caplog.text
+
+
+@pytest.mark.parametrize("stale_after, purge_after, interval", [
+    (300.0, 604800.0, 60.0), (1.0, 0.0, 0.5), (40.0, 0.0, 10.0), (40.0, 8.0, 2.0)])
+def test_the_sweep_interval(stale_after, purge_after, interval):
+    moo = Moo(moo={"stale_after": stale_after, "purge_offline_after": purge_after})
     moo.zgents.schedule_sweep()
     assert moo.timers.due(SWEEP) == interval
 

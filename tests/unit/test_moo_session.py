@@ -550,6 +550,21 @@ def test_a_client_has_at_most_so_many_requests_waiting(moo):
     other.assert_silent()
 
 
+def test_a_line_that_fails_inside_arqond_is_answered_internal_error_and_logged(
+        moo, monkeypatch, caplog):
+    client = moo.connect()
+    monkeypatch.setattr(moo.zgents, "recv", lambda *args: 1 / 0)
+    client.send({"id": "r", "method": "arqon.recv"})
+    client.assert_error(RpcCode.INTERNAL_ERROR, "r", "internal error in arqond (it is logged); "
+                        "this connection stays usable")
+    assert moo.zgents.internal_errors_total == 1 and moo.zgents.socket_errors_total == 1
+    assert "dreader.sock: a line failed inside arqond; answered -32603" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+    client.send({"id": [1], "method": "arqon.recv"})   # an id that cannot be echoed
+    assert client.next()["id"] is None
+    assert client.call("arqon.ping", request_id=2)["id"] == 2
+
+
 def test_stopping_answers_open_requests_then_ends_every_connection(moo):
     handler = moo.connect()
     handler.call("arqon.serve")

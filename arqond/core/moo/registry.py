@@ -3,8 +3,8 @@ schema) with the checks a file read back must pass.
 
 Statuses move on signs of life and silence, judged against times the caller passes in (no
 clock here): active after a sign of life, stale after ``stale_after`` seconds of silence,
-offline once unregistered (or stopped, or without its handler when so configured); an
-unregistered Zgent stays listed, offline.
+offline once unregistered (or stopped, or without its handler when so configured). An
+unregistered Zgent stays listed, offline, until ``purge_after`` seconds have passed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -157,22 +157,29 @@ class Zgent:
         return False
 
 
+class Retired(NamedTuple):
+    entry: dict[str, Any]     # as it was when unregistered, status offline
+    since: float              # when it was unregistered
+
+
 class Registry:
-    """Every Zgent registry.json lists: the served ones, and the unregistered ones, offline."""
+    """Every Zgent registry.json lists: the served ones, and the unregistered ones kept
+    offline until ``purge_after``."""
 
     def __init__(self) -> None:
         self.live: dict[str, Zgent] = {}
-        self.retired: dict[str, dict[str, Any]] = {}
+        self.retired: dict[str, Retired] = {}
 
     def add(self, zgent: Zgent) -> None:
         self.live[zgent.id] = zgent
         self.retired.pop(zgent.id, None)
 
-    def retire(self, name: str) -> dict[str, Any]:
-        """NAME is no longer served: its entry stays, offline."""
+    def retire(self, name: str, now: float) -> dict[str, Any]:
+        """NAME is no longer served: its entry stays, offline, until purged."""
         zgent = self.live.pop(name)
         zgent.status = OFFLINE
-        entry = self.retired[name] = zgent.entry()
+        entry = zgent.entry()
+        self.retired[name] = Retired(entry, now)
         return entry
 
     def touch(self, name: str, now: float) -> bool:
@@ -186,17 +193,23 @@ class Registry:
         zgent.status = OFFLINE
         return True
 
-    def sweep(self, now: float, stale_after: float, attended: Container[str]) -> bool:
-        """Statuses after silence; returns whether the document changed. A Zgent in
-        ``attended`` (a handler is attached) counts as alive."""
+    def sweep(self, now: float, stale_after: float, purge_after: float,
+              attended: Container[str]) -> tuple[bool, list[str]]:
+        """Statuses after silence, and the retired entries to drop; returns whether the
+        document changed and which names were purged. A Zgent in ``attended`` (a handler is
+        attached) counts as alive; ``purge_after`` 0 keeps retired entries for ever."""
         changed = False
         for name, zgent in self.live.items():
             changed |= zgent.touch(now) if name in attended else \
                 zgent.check_stale(now, stale_after)
-        return changed
+        purged = [name for name, retired in self.retired.items()
+                  if purge_after and now - retired.since > purge_after]
+        for name in purged:
+            del self.retired[name]
+        return changed or bool(purged), purged
 
     def entries(self) -> dict[str, dict[str, Any]]:
-        entries = dict(self.retired)
+        entries = {name: retired.entry for name, retired in self.retired.items()}
         entries.update({name: zgent.entry() for name, zgent in self.live.items()})
         return entries
 

@@ -235,6 +235,7 @@ class Session:
     def line(self, raw: bytes) -> None:
         zgents = self.zgents
         zgents.socket_requests_total += 1
+        obj: Any = None
         try:
             obj = jsonrpc.decode(raw, zgents.config.server.max_json_depth)
             if "method" not in obj:
@@ -262,6 +263,14 @@ class Session:
         except RpcError as exc:
             zgents.socket_errors_total += 1
             self.write(jsonrpc.error(exc.request_id, exc.code, exc.message))
+        except Exception:
+            zgents.internal_error(f"{self.zgent}.sock: a line failed inside arqond; answered "
+                                  "-32603")
+            zgents.socket_errors_total += 1
+            request_id = obj.get("id") if isinstance(obj, dict) else None
+            self.write(jsonrpc.error(request_id if jsonrpc.valid_id(request_id) else None,
+                                     RpcCode.INTERNAL_ERROR, "internal error in arqond (it is "
+                                     "logged); this connection stays usable"))
 
     def _bus_client(self) -> Client:
         if self.client is None:

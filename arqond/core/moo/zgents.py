@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("arqond.moo")
 
-# The Timers key of the periodic registry sweep (stale statuses).
+# The Timers key of the periodic registry sweep (stale statuses, purges).
 SWEEP = ("moo", "sweep")
 MAX_SWEEP_INTERVAL = 60.0
 
@@ -88,6 +88,7 @@ class Zgents:
         self.socket_clients_refused_total = 0
         self.internal_errors_total = 0
         self.abandoned_waits_total = 0
+        self.registry_purged_total = 0
 
     # -- registration -----------------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class Zgents:
         for session in [s for s in self.sessions if s.zgent == name]:
             session.end()
         self._drop_waiters(served)
-        entry = self.registry.retire(name)
+        entry = self.registry.retire(name, self.clock())
         self.changed()
         return entry
 
@@ -116,13 +117,23 @@ class Zgents:
             self.changed()
 
     def schedule_sweep(self) -> None:
-        interval = min(self.config.moo.stale_after / 4, MAX_SWEEP_INTERVAL)
+        moo = self.config.moo
+        interval = min(moo.stale_after / 4, MAX_SWEEP_INTERVAL)
+        if moo.purge_offline_after:
+            interval = min(interval, moo.purge_offline_after / 4)
         self.timers.arm(SWEEP, max(0.5, interval), self.sweep)
 
     def sweep(self) -> None:
+        moo = self.config.moo
         # An attached handler is a standing sign of life.
         attended = {name for name, served in self.served.items() if served.handler is not None}
-        if self.registry.sweep(self.clock(), self.config.moo.stale_after, attended):
+        changed, purged = self.registry.sweep(self.clock(), moo.stale_after,
+                                              moo.purge_offline_after, attended)
+        for name in purged:
+            self.registry_purged_total += 1
+            log.info("Zgent %s purged from the registry: offline for more than %gs "
+                     "(moo.purge_offline_after)", name, moo.purge_offline_after)
+        if changed:
             self.changed()
         self.schedule_sweep()
 
@@ -160,7 +171,11 @@ class Zgents:
         except Exception:
             self.internal_error(f"{name}-inbox: a line failed inside arqond; delivered as raw")
             if message is None or message.keys() != {"raw"}:
-                self.inbox_line(name, {"raw": raw.decode("utf-8", "replace")})
+                try:
+                    self.inbox_line(name, {"raw": raw.decode("utf-8", "replace")})
+                except Exception:
+                    log.exception("%s-inbox: delivering it as raw failed too; the line was %r",
+                                  name, raw)
 
     def fifo_refused(self, name: str, reason: str, size: int) -> None:
         self.inbox_refused_total += 1
@@ -307,6 +322,6 @@ class Zgents:
         session.abort()
 
     def internal_error(self, what: str) -> None:
-        """A line that failed inside arqond (a bug): counted, logged with its traceback."""
+        """A record that failed inside arqond (a bug): counted, logged with its traceback."""
         self.internal_errors_total += 1
         log.exception("%s", what)
