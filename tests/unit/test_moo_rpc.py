@@ -179,11 +179,12 @@ def test_an_origin_gone_is_forgotten_unanswered(calls, timers):
     assert gone.answers == [] and calls.handler_timeouts_total == 0
 
 
-def test_stopping_answers_every_call(calls):
+def test_stopping_answers_every_call_and_leaves_no_timer(calls, timers):
     handler, a, b = Handler(), Asker(), Asker()
     calls.forward("dreader", handler, {"id": 1, "method": "m"}, a.reply, a, 30)
     calls.forward("dreader", handler, {"id": 2, "method": "m"}, b.reply, b, 30)
     calls.stop("arqond is stopping")
+    assert timers.armed == {}
     assert a.answers == [jsonrpc.error(1, RpcCode.NOT_SERVING, "arqond is stopping")]
     assert b.answers == [jsonrpc.error(2, RpcCode.NOT_SERVING, "arqond is stopping")]
 

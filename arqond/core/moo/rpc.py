@@ -143,6 +143,8 @@ class Calls:
             self._remove(call)
 
     def stop(self, why: str) -> None:
+        self.timers.disarm(DEADLINES)
+        self.armed_for = None
         for call in list(self.waiting.values()):
             self._remove(call)
             call.reply(jsonrpc.error(call.original_id, RpcCode.NOT_SERVING, why))
