@@ -213,7 +213,7 @@ class Daemon:
             ws_socks.append(self.listener("bus", lambda: bind_unix(server.bus_socket, 0o666)))
         bus = self.bus
         principals = self.principals
-        self.moo = MooLayer(bus, config, self.fdstore)
+        self.moo = MooLayer(bus, config, self.fdstore, self.timers, principals)
         bus.plug(commands=self.moo.commands(), intercepts=self.moo.intercepts())
         self.http = HttpAdapter(bus, config, http_sock, principals=principals,
                                 state=lambda: self.state, listeners=self.addresses)

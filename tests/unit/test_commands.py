@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from arqond.core.commands import (HISTORY_GET_MAX, HISTORY_REPLAY_MAX, Command, CommandRegistry,
+from arqond.core.commands import (HISTORY_GET_MAX, HISTORY_REPLAY_MAX, CommandRegistry,
                                   builtin_commands)
 from arqond.core.errors import ErrorCode
 from tests.unit.harness import BusHarness, assert_refused

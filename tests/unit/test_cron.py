@@ -56,7 +56,7 @@ def test_a_job_fires_once_after_its_delay_to_every_subscriber_including_the_sche
 
 def test_the_default_delay_is_one_second(bus):
     job = schedule(bus.connect())
-    assert job["delay_seconds"] == 1.0 and bus.timers.due_in(job["job_id"]) == 1.0
+    assert job["delay_seconds"] == 1.0 and bus.timers.due(job["job_id"]) == 1.0
 
 
 def test_a_repeating_job_fires_at_its_interval_then_stops_and_creates_its_channel(bus):

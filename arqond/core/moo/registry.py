@@ -1,19 +1,26 @@
-"""Zgents: names, the registry model (the seed's registry.json schema) and mailboxes.
+"""The registry: what each Zgent is declared as, its status, and registry.json (the seed's
+schema) with the checks a file read back must pass.
 
-No I/O here: the MOO adapter (arqond/moo) turns this into FIFOs, sockets and files.
+Statuses move on signs of life and silence, judged against times the caller passes in (no
+clock here): active after a sign of life, stale after ``stale_after`` seconds of silence,
+offline once unregistered (or stopped, or without its handler when so configured). An
+unregistered Zgent stays listed, offline, until ``purge_after`` seconds have passed.
 """
 
 from __future__ import annotations
 
-import re
-from collections import deque
+import hashlib
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+import orjson
+
+from arqond.core.moo.names import ZgentError, check_name
+
 SCHEMA_VERSION = 1
-STATUSES = ("active", "stale", "offline")
 ENTRY_KEYS = ("name", "session", "pane", "log", "inbox", "socket", "capabilities", "status",
               "lastSeen")
 # [zgents.NAME] keys and what each holds.
@@ -24,17 +31,15 @@ MAX_FIELD_LENGTH = 256
 MAX_CAPABILITIES = 64
 
 
-class ZgentError(Exception):
-    """A refused Zgent name or attribute; the text says which and why."""
+class Status(StrEnum):
+    ACTIVE = "active"
+    STALE = "stale"
+    OFFLINE = "offline"
 
 
-def check_name(name: Any) -> str:
-    if not isinstance(name, str):
-        raise ZgentError(f"a Zgent name must be a string, not {type(name).__name__}")
-    if not NAME_RE.fullmatch(name) or ".." in name:
-        raise ZgentError(f"invalid Zgent name {name!r}: 1 to 63 of a-z 0-9 . _ -, starting "
-                         "with a letter or digit, without '..'")
-    return name
+# Plain names for the members (reading one off its Enum class costs about 0.1 us in 3.11,
+# and a handler's every answer is a sign of life).
+ACTIVE, STALE, OFFLINE = Status.ACTIVE, Status.STALE, Status.OFFLINE
 
 
 def iso_seconds(epoch: float) -> str:
@@ -115,65 +120,16 @@ def check_table(body: Any) -> dict[str, Spec]:
             for zgent_id, table in body.items()}
 
 
-class Mailbox:
-    """Messages to one Zgent until it reads them, oldest first, at most ``size``.
-
-    At the bound the oldest message is dropped to make room (the newest is what a Zgent
-    coming back needs most; every message was also published on NAME:inbox and sits in that
-    channel's history). ``dropped`` counts them; ``full_since_drain`` lets the adapter log
-    once per episode instead of once per message.
-    """
-
-    __slots__ = ("messages", "size", "dropped", "full_since_drain")
-
-    def __init__(self, size: int) -> None:
-        self.messages: deque[dict[str, Any]] = deque()
-        self.size = size
-        self.dropped = 0
-        self.full_since_drain = False
-
-    def put(self, message: dict[str, Any]) -> bool:
-        """Store a message; False when an older one had to be dropped for it."""
-        self.messages.append(message)
-        if len(self.messages) <= self.size:
-            return True
-        self.messages.popleft()
-        self.dropped += 1
-        return False
-
-    def peek(self) -> dict[str, Any] | None:
-        """The oldest message, left in place (taken with ``get`` once it was delivered)."""
-        return self.messages[0] if self.messages else None
-
-    def get(self) -> dict[str, Any] | None:
-        if not self.messages:
-            return None
-        self.full_since_drain = False
-        return self.messages.popleft()
-
-    def resize(self, size: int) -> int:
-        """Apply a new bound; returns how many of the oldest messages it dropped."""
-        self.size = size
-        dropped = 0
-        while len(self.messages) > size:
-            self.messages.popleft()
-            dropped += 1
-        self.dropped += dropped
-        return dropped
-
-    def __len__(self) -> int:
-        return len(self.messages)
-
-
 @dataclass
 class Zgent:
+    """A served Zgent's registry entry as a model: its spec, its paths, its status."""
+
     spec: Spec
     inbox: str
     socket: str
     log: str
     last_seen: float
-    status: str = "active"
-    mailbox: Mailbox = field(default_factory=lambda: Mailbox(1000))
+    status: Status = ACTIVE
 
     @property
     def id(self) -> str:
@@ -183,22 +139,88 @@ class Zgent:
         """This Zgent's registry.json entry, keys in the seed's order."""
         return {"name": self.spec.name, "session": self.spec.session, "pane": self.spec.pane,
                 "log": self.log, "inbox": self.inbox, "socket": self.socket,
-                "capabilities": list(self.spec.capabilities), "status": self.status,
+                "capabilities": list(self.spec.capabilities), "status": self.status.value,
                 "lastSeen": iso_seconds(self.last_seen)}
 
     def touch(self, now: float) -> bool:
         """A sign of life; True when the registry entry changed."""
         before = (self.status, int(self.last_seen))
         self.last_seen = now
-        self.status = "active"
+        self.status = ACTIVE
         return before != (self.status, int(now))
 
     def check_stale(self, now: float, window: float) -> bool:
         """active -> stale after ``window`` seconds of silence; True when it changed."""
-        if self.status == "active" and now - self.last_seen > window:
-            self.status = "stale"
+        if self.status is ACTIVE and now - self.last_seen > window:
+            self.status = STALE
             return True
         return False
+
+
+class Retired(NamedTuple):
+    entry: dict[str, Any]     # as it was when unregistered, status offline
+    since: float              # when it was unregistered
+
+
+class Registry:
+    """Every Zgent registry.json lists: the served ones, and the unregistered ones kept
+    offline until ``purge_after``."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, Zgent] = {}
+        self.retired: dict[str, Retired] = {}
+
+    def add(self, zgent: Zgent) -> None:
+        self.live[zgent.id] = zgent
+        self.retired.pop(zgent.id, None)
+
+    def retire(self, name: str, now: float) -> dict[str, Any]:
+        """NAME is no longer served: its entry stays, offline, until purged."""
+        zgent = self.live.pop(name)
+        zgent.status = OFFLINE
+        entry = zgent.entry()
+        self.retired[name] = Retired(entry, now)
+        return entry
+
+    def touch(self, name: str, now: float) -> bool:
+        zgent = self.live.get(name)
+        return zgent is not None and zgent.touch(now)
+
+    def set_offline(self, name: str) -> bool:
+        zgent = self.live.get(name)
+        if zgent is None or zgent.status is OFFLINE:
+            return False
+        zgent.status = OFFLINE
+        return True
+
+    def sweep(self, now: float, stale_after: float, purge_after: float,
+              attended: Container[str]) -> tuple[bool, list[str]]:
+        """Statuses after silence, and the retired entries to drop; returns whether the
+        document changed and which names were purged. A Zgent in ``attended`` (a handler is
+        attached) counts as alive; ``purge_after`` 0 keeps retired entries for ever."""
+        changed = False
+        for name, zgent in self.live.items():
+            changed |= zgent.touch(now) if name in attended else \
+                zgent.check_stale(now, stale_after)
+        purged = [name for name, retired in self.retired.items()
+                  if purge_after and now - retired.since > purge_after]
+        for name in purged:
+            del self.retired[name]
+        return changed or bool(purged), purged
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        entries = {name: retired.entry for name, retired in self.retired.items()}
+        entries.update({name: zgent.entry() for name, zgent in self.live.items()})
+        return entries
+
+    def document(self) -> dict[str, Any]:
+        return registry_document(self.entries())
+
+    def saved(self) -> dict[str, dict[str, Any]]:
+        """Specs of the Zgents registered at run time (by command or a narrative log): they
+        are registered again at the next start. Config ones come from the config file."""
+        return {name: zgent.spec.table() for name, zgent in sorted(self.live.items())
+                if zgent.spec.source != "config"}
 
 
 def registry_document(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -214,6 +236,7 @@ def check_registry(document: Any) -> dict[str, dict[str, Any]]:
     zgents = document["zgents"]
     if not isinstance(zgents, dict):
         raise ZgentError('"zgents" must be an object keyed by Zgent id')
+    statuses = [status.value for status in Status]
     for zgent_id, entry in zgents.items():
         check_name(zgent_id)
         if not isinstance(entry, dict):
@@ -221,8 +244,8 @@ def check_registry(document: Any) -> dict[str, dict[str, Any]]:
         unknown = entry.keys() - set(ENTRY_KEYS)
         if unknown:
             raise ZgentError(f"zgents.{zgent_id}: unknown key(s) {', '.join(sorted(unknown))}")
-        if entry.get("status") not in STATUSES:
-            raise ZgentError(f"zgents.{zgent_id}.status must be one of {', '.join(STATUSES)}")
+        if entry.get("status") not in statuses:
+            raise ZgentError(f"zgents.{zgent_id}.status must be one of {', '.join(statuses)}")
         if "capabilities" in entry:
             check_capabilities(entry["capabilities"])
         try:
@@ -232,35 +255,27 @@ def check_registry(document: Any) -> dict[str, dict[str, Any]]:
     return zgents
 
 
-PRIORITIES = ("info", "normal", "urgent")
+def check_written_registry(raw: bytes, written_sha256: str | None) -> None:
+    """A registry.json read back at start: valid, and the very file arqond wrote last (its
+    digest is kept with the saved Zgents), so a hand edit is found."""
+    check_registry(orjson.loads(raw))
+    if written_sha256 is not None and hashlib.sha256(raw).hexdigest() != written_sha256:
+        raise ZgentError("changed since arqond wrote it (declare Zgents in [zgents.NAME] or "
+                         "with arqon zgent register instead)")
 
 
-def broadcast_message(payload: Any, sender: str, ts: str) -> dict[str, Any]:
-    """A bus message for moo:broadcast as the seed's BroadcastMessage (one broadcast.jsonl line).
+def check_saved(raw: bytes) -> dict[str, Any]:
+    """The saved-Zgents file (STATE_DIR/moo-zgents.json) read back at start."""
+    document = orjson.loads(raw)
+    if not isinstance(document, dict) or not isinstance(document.get("zgents"), dict) \
+            or not isinstance(document.get("registry_sha256"), str):
+        raise ZgentError('expected {"zgents": {NAME: {...}}, "registry_sha256": "..."}')
+    for zgent_id, table in document["zgents"].items():
+        Spec.from_table(zgent_id, table, "command")
+    return document
 
-    The payload is the announcement text, or an object with ``content`` (text) and optionally
-    ``from``, ``priority`` (info, normal, urgent; default normal) and ``meta`` (an object).
-    """
-    if isinstance(payload, str):
-        payload = {"content": payload}
-    if not isinstance(payload, dict) or not isinstance(payload.get("content"), str) \
-            or not payload["content"]:
-        raise ZgentError("a broadcast needs its text as the payload or as payload.content")
-    unknown = payload.keys() - {"ts", "from", "type", "content", "priority", "meta"}
-    if unknown:
-        raise ZgentError(f"a broadcast has no field(s) {', '.join(sorted(unknown))}")
-    priority = payload.get("priority", "normal")
-    if priority not in PRIORITIES:
-        raise ZgentError(f"broadcast priority must be one of {', '.join(PRIORITIES)}")
-    if payload.get("type", "broadcast") != "broadcast":
-        raise ZgentError('a broadcast\'s type is always "broadcast"')
-    source = payload.get("from", sender)
-    if not isinstance(source, str) or not source:
-        raise ZgentError("broadcast from must be a non-empty string")
-    line: dict[str, Any] = {"ts": ts, "from": source, "type": "broadcast",
-                            "content": payload["content"], "priority": priority}
-    if "meta" in payload:
-        if not isinstance(payload["meta"], dict):
-            raise ZgentError("broadcast meta must be an object")
-        line["meta"] = payload["meta"]
-    return line
+
+def saved_document(registry_data: bytes, saved: dict[str, dict[str, Any]]) -> bytes:
+    """What STATE_DIR/moo-zgents.json holds next to the registry.json bytes ``registry_data``."""
+    return orjson.dumps({"zgents": saved,
+                         "registry_sha256": hashlib.sha256(registry_data).hexdigest()}) + b"\n"
