@@ -52,11 +52,12 @@ class Agent:
 
 @contextlib.asynccontextmanager
 async def mcp_agent(daemon: DaemonProcess, *args: str, prefix: tuple[str, ...] = (),
-                    env: dict[str, str] | None = None) -> AsyncIterator[Agent]:
+                    env: dict[str, str] | None = None,
+                    launcher: list[str] | None = None) -> AsyncIterator[Agent]:
     """`arqon mcp ARGS` started by the SDK's stdio client, initialized; ``prefix`` runs it
-    through another command (setpriv)."""
+    through another command (setpriv); ``launcher`` is a whole command line instead."""
     stderr = daemon.tmp / f"mcp-{len(list(daemon.tmp.glob('mcp-*.log')))}.log"
-    command = [*prefix, sys.executable, "-m", "arqond.cli", "mcp", *args]
+    command = launcher or [*prefix, sys.executable, "-m", "arqond.cli", "mcp", *args]
     parameters = StdioServerParameters(command=command[0], args=command[1:],
                                        env=env or mcp_environment(daemon), cwd=str(ROOT))
     with open(stderr, "w") as errlog:

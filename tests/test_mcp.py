@@ -239,7 +239,8 @@ async def test_requests_past_max_requests_are_refused_busy_at_once(daemon):
         assert (await first).stdout == '"one"\n'
 
 
-async def test_closing_stdin_unregisters_what_it_registered_and_leaves_no_socket(daemon):
+@pytest.mark.parametrize("ending", ["stdin closes", "SIGTERM"])
+async def test_it_leaves_unregistering_what_it_registered_and_no_socket_behind(daemon, ending):
     socket_path, inbox = daemon.moo_dir / "alpha.sock", daemon.moo_dir / "alpha-inbox"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "arqond.cli", "mcp", "--zgent", "alpha",
@@ -249,10 +250,40 @@ async def test_closing_stdin_unregisters_what_it_registered_and_leaves_no_socket
     assert line == b"arqon: registered Zgent alpha\n"
     assert (await process.stderr.readline()) == b"arqon: serving Zgent alpha for the agent\n"
     assert socket_path.exists() and inbox.exists()
-    process.stdin.close()
+    if ending == "SIGTERM":
+        process.terminate()
+    else:
+        process.stdin.close()
     assert await asyncio.wait_for(process.wait(), 30) == 0
-    rest = (await process.stderr.read()).decode()
-    assert "arqon: unregistered Zgent alpha\n" in rest
+    assert (await process.stderr.read()).decode().startswith(
+        "arqon: unregistered Zgent alpha\narqon: mcp: ")
     assert not socket_path.exists() and not inbox.exists()
     registry = json.loads(run_arqon(daemon, "zgent", "list").stdout)["zgents"]
     assert registry["alpha"]["status"] == "offline"
+
+
+async def test_it_leaves_a_zgent_it_found_registered_as_it_was(daemon):
+    run_arqon(daemon, "zgent", "register", "dreader", "--capability", "query:volume")
+    async with mcp_agent(daemon, "--zgent", "dreader", "--capability", "other") as dreader:
+        entry = (await dreader.tool("zgents"))["zgents"]["dreader"]
+        assert entry["capabilities"] == ["query:volume"]  # its own, not the agent's
+        assert dreader.stderr.read_text().startswith(
+            "arqon: Zgent dreader is registered already: it keeps its own capabilities, not "
+            "--capability's\narqon: serving Zgent dreader for the agent\n")
+    registry = json.loads(run_arqon(daemon, "zgent", "list").stdout)["zgents"]
+    assert registry["dreader"]["status"] == "active"
+    assert (daemon.moo_dir / "dreader.sock").exists()
+    result = run_arqon(daemon, "call", "dreader", "ask")
+    assert result.stderr == "arqon: dreader ask: dreader is not serving: no handler attached " \
+                            "(arqon serve dreader) (-32001)\n"
+
+
+async def test_a_zgent_that_already_has_a_handler_is_refused_at_start(daemon):
+    async with mcp_agent(daemon, "--zgent", "alpha"):
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "arqond.cli", "mcp", "--zgent", "alpha",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=mcp_environment(daemon))
+        out, err = await asyncio.wait_for(second.communicate(), 30)
+        assert (second.returncode, out) == (6, b"")
+        assert err.decode().startswith("arqon: cannot serve alpha: alpha already has a handler")

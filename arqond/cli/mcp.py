@@ -37,13 +37,21 @@ async def _serve(args: argparse.Namespace) -> None:
     agent = Agent(config, make_client, zgent=args.zgent, capabilities=args.capability,
                   timeout=args.timeout_seconds, max_requests=args.max_requests)
     await agent.start()
-    main = asyncio.current_task()
-    assert main is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: asyncio.create_task(_leave_now(agent)))
     try:
         await AgentServer(agent).serve_stdio()
     finally:
         await agent.stop()
+
+
+async def _leave_now(agent) -> None:
+    """Stopped by a signal: leave cleanly, then exit at once. The SDK reads standard input in
+    a worker thread that nothing can interrupt, and the interpreter would wait for it."""
+    await agent.stop()
+    say("mcp: stopped by a signal")
+    os._exit(0)
 
 
 def _mcp(args: argparse.Namespace) -> int:

@@ -40,6 +40,8 @@ class Agent:
         self.cursors = Cursors(config.server.history_size)
         self.handler: Handler | None = None
         self.registered = False  # by this process, so it unregisters it when it leaves
+        self.stopping = asyncio.Lock()
+        self.stopped = False
         self.arrivals: dict[Target, set[asyncio.Event]] = {}
         # Set by the MCP layer: called with a resource's URI when something new is there.
         self.updated: Callable[[str], None] = lambda uri: None
@@ -62,6 +64,9 @@ class Agent:
         except BusError as exc:
             if exc.code != ErrorCode.ZGENT_EXISTS:
                 raise CliError(str(exc)) from None
+            if self.capabilities:
+                say(f"Zgent {self.zgent} is registered already: it keeps its own "
+                    "capabilities, not --capability's")
         self.handler = Handler(self.zgent, self.path(f"{self.zgent}.sock"),
                                limit=self.max_requests, expiry=self.config.moo.handler_timeout,
                                on_request=lambda: self.updated("arqon://requests"))
@@ -80,7 +85,14 @@ class Agent:
             raise CliError(str(exc)) from None
 
     async def stop(self) -> None:
-        """Leave as it came: detach, and unregister the Zgent if this process registered it."""
+        """Leave as it came: detach, and unregister the Zgent if this process registered it.
+        Once: standard input closing and a signal may both ask for it."""
+        async with self.stopping:
+            if not self.stopped:
+                await self._leave()
+                self.stopped = True
+
+    async def _leave(self) -> None:
         if self.handler is not None:
             await self.handler.close()
         if self.registered:

@@ -30,10 +30,11 @@ from arqond.mcp.tools import BY_NAME, TOOLS
 
 CHANNEL_URI = re.compile(r"^arqon://channels/([^/]+)/([^/]+)$")
 OWN_RESOURCES = ("arqon://mailbox", "arqon://requests")
-INSTRUCTIONS = """You are connected to arqond, the local message bus of this machine's agents
-(Zgents) and the humans who watch them in tmux. Use zgents to see who is there and channels to
-see where they talk; read and publish for channels, send and recv for direct messages, call to
-ask a Zgent and wait for its answer. {own}"""
+INSTRUCTIONS = ("You are connected to arqond, the local message bus of this machine's agents "
+                "(Zgents) and of the humans who watch them in tmux. Use zgents to see who is "
+                "there and channels to see where they talk; read and publish for channels, "
+                "send and recv for direct messages, call to ask a Zgent and wait for its "
+                "answer. {own}")
 
 
 def text(value: Any) -> list[types.TextContent]:

@@ -19,14 +19,13 @@ from typing import Any, Callable
 
 import orjson
 
-from arqond.cli.call import EXIT_REFUSED, connection_error, exit_status
+from arqond.cli.call import answer_of, connection_error
 from arqond.cli.common import CliError, say
 from arqond.cli.narrative import open_shared_log
-from arqond.cli.serve import RECONNECT_FIRST, RECONNECT_MAX
+from arqond.cli.serve import LINE_LIMIT, attach_again, attach_handler, requests_of
 from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode
 
-LINE_LIMIT = 1 << 24
 
 
 async def ask(path: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -47,15 +46,7 @@ async def ask(path: str, request: dict[str, Any], timeout: float) -> dict[str, A
             raw = b""
     finally:
         writer.close()
-    if not raw:
-        raise CliError(f"{path} closed without answering")
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        answer = None
-    if not isinstance(answer, dict) or ("result" in answer) == ("error" in answer):
-        raise CliError(f"{path} answered what is not a JSON-RPC response: {raw[:200]!r}")
-    return answer
+    return answer_of(path, raw)
 
 
 def narrative_line(name: str, content: Any, kind: str, tags: list[str]) -> bytes:
@@ -110,22 +101,8 @@ class Handler:
         self.task: asyncio.Task[None] | None = None
 
     async def attach(self) -> asyncio.StreamReader:
-        """Connect and say arqon.serve; CliError "cannot serve NAME: ..." when refused."""
-        try:
-            reader, writer = await asyncio.open_unix_connection(self.path, limit=LINE_LIMIT)
-        except OSError as exc:
-            raise connection_error(self.path, exc) from None
-        writer.write(jsonrpc.line({"jsonrpc": "2.0", "id": "serve", "method": "arqon.serve"}))
-        try:
-            answer = orjson.loads(await reader.readline() or b"{}")
-        except (OSError, ValueError):
-            answer = {}
-        if "result" not in answer:
-            writer.close()
-            error = answer.get("error") or {"code": None, "message": "arqond closed the socket"}
-            status = exit_status(error) if isinstance(error.get("code"), int) else EXIT_REFUSED
-            raise CliError(f"cannot serve {self.name}: {error['message']}", status)
-        self.writer = writer
+        """Attach as the Zgent's handler; CliError "cannot serve NAME: ..." when refused."""
+        reader, self.writer = await attach_handler(self.path, self.name)
         return reader
 
     async def start(self) -> None:
@@ -141,37 +118,17 @@ class Handler:
 
     async def _serve(self, reader: asyncio.StreamReader) -> None:
         """Take requests until arqond closes the socket, then attach again (arqond
-        restarted), waiting longer after each failure, as arqon serve does."""
+        restarted), as arqon serve does."""
         while True:
             await self._take_lines(reader)
             self.waiting.clear()  # arqond answered their callers when the socket closed
-            delay = RECONNECT_FIRST
-            say(f"arqond closed {self.path}; attaching again in {delay:g}s")
-            while True:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
-                try:
-                    reader = await self.attach()
-                    break
-                except CliError as exc:
-                    say(f"{exc}; trying again in {delay:g}s")
+            reader = await attach_again(self.path, self.attach)
 
     async def _take_lines(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                raw = await reader.readline()
-            except (OSError, ValueError):
-                raw = b""
-            if not raw:
-                if self.writer is not None:
-                    self.writer.close()
-                return
-            try:
-                request = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(request, dict) and isinstance(request.get("method"), str):
-                self._keep(Request(request.get("id"), request["method"], request.get("params")))
+        async for request in requests_of(reader):
+            self._keep(Request(request.get("id"), request["method"], request.get("params")))
+        if self.writer is not None:
+            self.writer.close()
 
     def _keep(self, request: Request) -> None:
         self._drop_expired()
