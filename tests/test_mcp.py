@@ -287,3 +287,29 @@ async def test_a_zgent_that_already_has_a_handler_is_refused_at_start(daemon):
         out, err = await asyncio.wait_for(second.communicate(), 30)
         assert (second.returncode, out) == (6, b"")
         assert err.decode().startswith("arqon: cannot serve alpha: alpha already has a handler")
+
+
+async def test_after_arqond_restarts_the_agent_is_on_the_bus_and_serving_again(daemon,
+                                                                              connect_peer):
+    async with mcp_agent(daemon, "--zgent", "alpha") as alpha:
+        await alpha.tool("publish", room="team", channel="status", payload="before")
+        await alpha.session.subscribe_resource("arqon://channels/team/status")
+        daemon.stop()
+        daemon.start()
+        log = alpha.stderr.read_text
+        for _ in range(400):  # until both connections are back (they log it)
+            if log().count("serving Zgent alpha") == 2 and "arqond again" in log():
+                break
+            await asyncio.sleep(0.05)
+        asking = asyncio.create_task(asyncio.to_thread(run_arqon, daemon, "call", "alpha",
+                                                       "ask", '{"again": true}'))
+        [request] = (await alpha.tool("requests", wait=20))["requests"]
+        await alpha.tool("reply", id=request["id"], result="here")
+        assert (await asking).stdout == '"here"\n'
+        peer = await connect_peer(daemon.ws_url)
+        await peer.command("join_channel", {"room": "team:status"})  # arqond forgot it
+        await daemon_sees_a_member(daemon, alpha, "team", "status")
+        await peer.send({"type": "message", "room": "team:status", "payload": "after"})
+        assert await alpha.update() == "arqon://channels/team/status"
+    assert "arqon: arqond closed the bus connection; attaching again in 0.5s\n" in log()
+    assert "arqon: connected to arqond again\n" in log()

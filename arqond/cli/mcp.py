@@ -36,19 +36,30 @@ async def _serve(args: argparse.Namespace) -> None:
 
     agent = Agent(config, make_client, zgent=args.zgent, capabilities=args.capability,
                   timeout=args.timeout_seconds, max_requests=args.max_requests)
-    await agent.start()
-    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    serving = False
+
+    def stop() -> None:
+        if serving:
+            asyncio.create_task(_leave_now(agent))
+        else:
+            main.cancel()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: asyncio.create_task(_leave_now(agent)))
+        asyncio.get_running_loop().add_signal_handler(signum, stop)
     try:
+        await agent.start()
+        serving = True
         await AgentServer(agent).serve_stdio()
     finally:
         await agent.stop()
 
 
 async def _leave_now(agent) -> None:
-    """Stopped by a signal: leave cleanly, then exit at once. The SDK reads standard input in
-    a worker thread that nothing can interrupt, and the interpreter would wait for it."""
+    """Stopped by a signal while serving: leave cleanly, then exit at once. The SDK reads
+    standard input in a worker thread that nothing can interrupt, which cancelling would wait
+    for, and so would the interpreter at exit."""
     await agent.stop()
     say("mcp: stopped by a signal")
     os._exit(0)

@@ -107,11 +107,11 @@ async def attach_handler(path: str, zgent: str
     return reader, writer
 
 
-async def attach_again(path: str, attach: Callable[[], Awaitable[Connection]]) -> Connection:
-    """``attach()`` after arqond closed the socket at ``path`` (it restarted, or stopped),
-    saying so, and waiting longer after each failure until it succeeds."""
+async def attach_again(what: str, attach: Callable[[], Awaitable[Connection]]) -> Connection:
+    """``attach()`` after arqond closed ``what`` (it restarted, or stopped), saying so, and
+    waiting longer after each failure until it succeeds."""
     delay = RECONNECT_FIRST
-    say(f"arqond closed {path}; attaching again in {delay:g}s")
+    say(f"arqond closed {what}; attaching again in {delay:g}s")
     while True:
         await asyncio.sleep(delay)
         delay = min(delay * 2, RECONNECT_MAX)

@@ -76,7 +76,6 @@ class Agent:
             self.handler = None
             await self.stop()
             raise
-        say(f"serving Zgent {self.zgent} for the agent")
 
     async def _connect(self) -> None:
         try:

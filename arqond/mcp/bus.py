@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from arqond.cli.common import CliError, say
+from arqond.cli.serve import attach_again
 from arqond.core.envelope import IdGenerator
 from arqond.sdk import ArqonBusClient, ArqonBusSDKError
 
@@ -40,6 +42,8 @@ class BusLink:
         self.watched: set[Target] = set()
         self.ids = IdGenerator()
         self.connecting = asyncio.Lock()
+        self.reconnecting: asyncio.Task[None] | None = None
+        self.closing = False
 
     async def connect(self) -> ArqonBusClient:
         """The connection of the moment, opened (and the watched channels joined) if none."""
@@ -55,12 +59,25 @@ class BusLink:
             return client
 
     async def close(self) -> None:
+        self.closing = True
         client, self.client = self.client, None
-        if self.reader is not None:
-            self.reader.cancel()
-            await asyncio.gather(self.reader, return_exceptions=True)
+        for task in (self.reader, self.reconnecting):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if client is not None:
             await client.close()
+
+    async def _connect_again(self) -> None:
+        """After arqond closed the connection (it restarted): connect again, as arqon serve
+        attaches again, so that watched channels go on reaching ``on_message``."""
+        async def attempt() -> ArqonBusClient:
+            try:
+                return await self.connect()
+            except (ArqonBusSDKError, BusError) as exc:
+                raise CliError(str(exc)) from None
+        await attach_again("the bus connection", attempt)
+        say("connected to arqond again")
 
     async def _read(self, client: ArqonBusClient) -> None:
         reason = "arqond closed the connection"
@@ -76,6 +93,8 @@ class BusLink:
                 if not future.done():
                     future.set_exception(BusError(f"{reason}; try again"))
             self.waiting.clear()
+            if not self.closing:
+                self.reconnecting = asyncio.create_task(self._connect_again())
 
     def _dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")

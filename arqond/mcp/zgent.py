@@ -103,6 +103,7 @@ class Handler:
     async def attach(self) -> asyncio.StreamReader:
         """Attach as the Zgent's handler; CliError "cannot serve NAME: ..." when refused."""
         reader, self.writer = await attach_handler(self.path, self.name)
+        say(f"serving Zgent {self.name} for the agent")
         return reader
 
     async def start(self) -> None:
