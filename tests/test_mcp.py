@@ -313,3 +313,41 @@ async def test_after_arqond_restarts_the_agent_is_on_the_bus_and_serving_again(d
         assert await alpha.update() == "arqon://channels/team/status"
     assert "arqon: arqond closed the bus connection; attaching again in 0.5s\n" in log()
     assert "arqon: connected to arqond again\n" in log()
+
+
+async def test_each_tool_refuses_bad_input_with_a_clear_text(daemon):
+    async with mcp_agent(daemon, "--zgent", "alpha") as alpha:
+        assert await alpha.refused("zgents", capability=5) == (
+            "zgents: bad arguments: capability: 5 is not of type 'string'")
+        assert await alpha.refused("narrate", tags=["x"]) == (
+            "narrate: bad arguments: 'content' is a required property")
+        assert await alpha.refused("recv", wait=3601) == (
+            "recv: bad arguments: wait: 3601 is greater than the maximum of 3600")
+        assert await alpha.refused("requests", wait=-1) == (
+            "requests: bad arguments: wait: -1 is less than the minimum of 0")
+        assert await alpha.refused("call", zgent="alpha", method="") == (
+            "call: bad arguments: method: '' should be non-empty")
+        assert await alpha.refused("reply", id="r-1", result=1, error={"message": "no"}) == (
+            "reply: give result or error, not both")
+        assert await alpha.refused("reply", id="r-1", error={"code": -1}) == (
+            "reply: bad arguments: error: 'message' is a required property")
+        assert await alpha.refused("send", to="alpha", message=[1]) == (
+            "send: bad arguments: message: [1] is not of type 'object', 'string'")
+        assert await alpha.tool("recv") == {"message": None}  # nothing was sent meanwhile
+
+
+async def test_read_says_when_more_came_than_the_history_window_between_two_reads(
+        make_daemon):
+    daemon = make_daemon({"server": {"history_size": 3}})
+    async with mcp_agent(daemon) as agent:
+        for n in range(2):
+            await agent.tool("publish", room="team", channel="status", payload=n)
+        assert [m["payload"] for m in
+                (await agent.tool("read", room="team", channel="status"))["messages"]] == [0, 1]
+        for n in range(2, 6):
+            await agent.tool("publish", room="team", channel="status", payload=n)
+        late = await agent.tool("read", room="team", channel="status")
+        assert [m["payload"] for m in late["messages"]] == [3, 4, 5]
+        assert late["missed"] == ("more messages came than the history window holds since "
+                                  "the last read; the oldest of them are gone")
+        assert (await agent.tool("read", room="team", channel="status"))["messages"] == []

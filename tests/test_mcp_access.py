@@ -136,6 +136,9 @@ async def test_a_moo_group_members_agent_registers_serves_and_leaves_its_zgent(s
         await helper.tool("reply", id=request["id"], result={"ready": True})
         assert asking.wait(30) == 0 and json.loads(asking.stdout.read()) == {"ready": True}
         asking.stdout.close()
+        log = Path(env_moo(env)).parent / "log"  # root's, mode 0755: not the agent's to write
+        assert await helper.refused("narrate", content="hello") == (
+            f"cannot append to {log}/helper-narrative.jsonl: Permission denied")
     registry = json.loads(run_arqon(daemon, "zgent", "list").stdout)["zgents"]
     assert registry["helper"]["status"] == "offline"
     assert not os.path.exists(f"{env_moo(env)}/helper.sock")
