@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import run_arqon
+from tests.conftest import ROOT, run_arqon
 from tests.mcp_client import mcp_agent, mcp_environment
 
 pytestmark = pytest.mark.filterwarnings(  # the handshake protocol versions runtimes speak
@@ -22,6 +23,7 @@ BUS_TOOLS = {"publish", "read", "send", "call", "zgents", "channels"}
 
 async def test_an_agent_sees_every_tool_with_a_described_schema_and_the_resources(daemon):
     async with mcp_agent(daemon, "--zgent", "alpha") as alpha:
+        assert "client_type=human peer=unix" in daemon.wait_for_line("client connected")
         tools = {tool.name: tool for tool in (await alpha.session.list_tools()).tools}
         assert set(tools) == BUS_TOOLS | ZGENT_TOOLS
         for tool in tools.values():
@@ -351,3 +353,12 @@ async def test_read_says_when_more_came_than_the_history_window_between_two_read
         assert late["missed"] == ("more messages came than the history window holds since "
                                   "the last read; the oldest of them are gone")
         assert (await agent.tool("read", room="team", channel="status"))["messages"] == []
+
+
+def test_without_the_mcp_sdk_it_says_which_extra_to_install(daemon):
+    hidden = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['mcp'] = None\n"
+         "from arqond.cli import main; sys.exit(main(['mcp']))"],
+        capture_output=True, text=True, env=mcp_environment(daemon), cwd=ROOT, timeout=30)
+    assert (hidden.returncode, hidden.stdout) == (1, "")
+    assert hidden.stderr == "arqon: arqon mcp needs the MCP SDK: pip install 'arqond[mcp]'\n"
