@@ -272,7 +272,7 @@ class Daemon:
     def _zgent_seen(self, name: str, new_file: bool) -> None:
         """A narrative file registers its Zgent; each new line refreshes its lastSeen."""
         if new_file:
-            self.moo.ensure_zgent(name, "narrative")
+            self.moo.ensure_zgent(name)
         else:
             self.moo.touch(name)
 

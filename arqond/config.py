@@ -289,6 +289,9 @@ SCHEMA: tuple[Option, ...] = (
            "long as arqond runs.", reload=True, check=_non_negative),
     Option("moo.max_line_bytes", int, 65536, "Longest line accepted on an inbox FIFO or Zgent "
            "socket; a longer one is refused whole and logged.", check=_positive),
+    Option("moo.max_zgents", int, 1024, "Zgents served at once, all together, besides those "
+           "the configuration declares; registering one more (by command or a new narrative "
+           "file) is refused and logged.", reload=True, check=_positive),
     Option("moo.max_clients", int, 1024, "Zgent socket clients served at once, all sockets "
            "together; one more gets error -32004 and is disconnected.", reload=True,
            check=_positive),

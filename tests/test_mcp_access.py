@@ -51,8 +51,6 @@ def run_mcp(env: dict[str, str], prefix: tuple[str, ...], *args: str
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the core does not check Action.REGISTER_ZGENT on "
-                   "zgent.register yet (declared in core/access.py, used nowhere)")
 def test_a_user_outside_the_moo_group_may_not_register_a_zgent_and_nothing_is_left(shared):
     daemon, env = shared
     result = run_mcp(env, OUTSIDER, "--zgent", "intruder")
@@ -69,13 +67,14 @@ def test_an_agent_may_not_serve_a_zgent_whose_owner_did_not_let_it(shared):
     daemon, env = shared
     run_arqon(daemon, "zgent", "register", "dreader")
     member = run_mcp(env, MEMBER, "--zgent", "dreader")
-    assert (member.returncode, member.stdout) == (6, "")
-    assert member.stderr == ("arqon: cannot serve dreader: uid 65534 may not serve dreader "
-                             "(allowed: zgents.dreader.uids / .groups)\n")
+    assert (member.stderr, member.returncode, member.stdout) == (
+        "arqon: cannot serve dreader: not allowed to serve Zgent dreader "
+        f"(allowed: {DREADERS_OWNERS})\n", 6, "")
     outsider = run_mcp(env, OUTSIDER, "--zgent", "dreader")
-    assert (outsider.returncode, outsider.stdout) == (6, "")
-    assert outsider.stderr == (f"arqon: cannot connect to {env_moo(env)}/dreader.sock: "
-                               "Permission denied (the Zgents' group may)\n")
+    # Not in the MOO group: refused at the registration it starts with, before any socket.
+    assert (outsider.stderr, outsider.returncode, outsider.stdout) == (
+        "arqon: zgent.register: not allowed to register a Zgent (allowed: members of the MOO "
+        "group (moo.group) and admins) (AUTHORIZATION_ERROR)\n", 1, "")
     registry = json.loads(run_arqon(daemon, "zgent", "list").stdout)["zgents"]
     assert registry["dreader"]["status"] == "active"  # another's Zgent: left as it was
     assert os.path.exists(f"{env_moo(env)}/dreader.sock")
@@ -103,19 +102,20 @@ async def test_another_users_agent_may_not_write_to_an_inbox_or_speak_in_room_mo
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the core knows no Zgent owners yet (Access.owners is "
-                   "never filled), so inboxes and Zgent rooms are public on the bus")
 async def test_another_users_agent_may_not_read_an_inbox_or_speak_in_a_zgents_room(shared):
     daemon, env = shared
     run_arqon(daemon, "zgent", "register", "dreader")
     async with mcp_agent(daemon, prefix=OUTSIDER, env=env) as agent:
         assert await agent.refused("read", room="dreader", channel="inbox") == (
-            "history: not allowed to read dreader:inbox (allowed: the owners of dreader and "
-            "admins) (AUTHORIZATION_ERROR)")
+            f"history: not allowed to read dreader:inbox (allowed: {DREADERS_OWNERS}) "
+            "(AUTHORIZATION_ERROR)")
         assert await agent.refused("publish", room="dreader", channel="narrative",
                                    payload="I am dreader") == (
             "publish to dreader:narrative: not allowed to publish in Zgent dreader's room "
-            "(allowed: the owners of dreader and admins) (AUTHORIZATION_ERROR)")
+            f"(allowed: {DREADERS_OWNERS}) (AUTHORIZATION_ERROR)")
+
+
+DREADERS_OWNERS = "the owners of dreader: who registered it, its uids and groups; and admins"
 
 
 def env_moo(env: dict[str, str]) -> str:

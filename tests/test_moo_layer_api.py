@@ -36,10 +36,10 @@ async def layer(tmp_path):
 
 
 async def test_ensure_zgent_registers_once_and_touch_refreshes(layer):
-    layer.ensure_zgent("newbie", "narrative")
+    layer.ensure_zgent("newbie")
     inbox = os.path.join(layer.dir, "newbie-inbox")
     assert stat.S_ISFIFO(os.lstat(inbox).st_mode)
-    layer.ensure_zgent("newbie", "narrative")  # already there: no error, nothing new
+    layer.ensure_zgent("newbie")  # already there: no error, nothing new
     assert list(layer.zgents.served) == ["newbie"]
     layer.zgents.served["newbie"].zgent.status = Status.STALE
     layer.touch("newbie")
@@ -49,12 +49,12 @@ async def test_ensure_zgent_registers_once_and_touch_refreshes(layer):
         entry = orjson.loads(handle.read())["zgents"]["newbie"]
     assert entry["status"] == "active"
     with pytest.raises(ZgentError):
-        layer.ensure_zgent("../escape", "narrative")
+        layer.ensure_zgent("../escape")
     assert not os.path.lexists(os.path.join(os.path.dirname(layer.dir), "escape-inbox"))
 
 
 async def test_inbox_line_is_a_message_to_the_zgent(layer):
-    layer.ensure_zgent("newbie", "narrative")
+    layer.ensure_zgent("newbie")
     layer.inbox_line("newbie", {"n": 1})
     layer.inbox_line("ghost", {"n": 2})  # refused: no such Zgent, counted
     assert layer.zgents.served["newbie"].mailbox.take() == {"n": 1}
@@ -102,7 +102,7 @@ async def test_fds_handed_back_by_the_fd_store_are_taken_over_with_their_data(tm
 
 
 async def test_a_part_that_stopped_working_is_listed_in_faults_until_it_is_gone(layer):
-    layer.ensure_zgent("newbie", "narrative")
+    layer.ensure_zgent("newbie")
     assert layer.faults() == []
     inbox = os.path.join(layer.dir, "newbie-inbox")
     writer = os.open(inbox, os.O_WRONLY | os.O_NONBLOCK)

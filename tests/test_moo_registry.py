@@ -200,15 +200,14 @@ async def test_a_bus_broadcast_is_appended_first_then_published_once(make_daemon
     listener = await connect_peer(daemon.ws_url)
     await listener.command("join_channel", {"room": "moo", "channel": "broadcast"})
     await sender.send({"type": "message", "room": "moo", "channel": "broadcast",
-                       "payload": {"from": "orchestrator", "content":
+                       "payload": {"from": "root", "content":
                                    "Market closed. Switching to review mode.",
                                    "priority": "normal"}})
     ack = await sender.recv_type("message_response")
     assert os.readlink(log) == str(daemon.moo_dir / "broadcast.jsonl")
     [_, line] = [orjson.loads(text) for text in log.read_text().splitlines()]
     assert set(line) == {"ts", "from", "type", "content", "priority"}
-    assert (line["from"], line["type"], line["priority"]) == ("orchestrator", "broadcast",
-                                                              "normal")
+    assert (line["from"], line["type"], line["priority"]) == ("root", "broadcast", "normal")
     got = await listener.recv_type("event")
     # Published once, by the narrative bridge reading the log: its id comes from the file.
     assert got["payload"] == line and got["id"] != ack["id"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from arqond.core.access import Refused
 from arqond.core.bus import Bus
 from arqond.core.clients import Client
 from arqond.core.errors import ErrorCode
@@ -101,12 +102,17 @@ class Broadcasts:
             self.log = None
 
     def from_bus(self, client: Client, env: dict[str, Any]) -> None:
-        """The intercept of moo:broadcast: appended first, then published once."""
-        sender = client.screen_name or client.id
+        """The intercept of moo:broadcast: appended first, then published once. Its author
+        (``from``) is the sender's own name or a Zgent it owns; admins may name anyone."""
+        principal = client.principal
+        sender = client.screen_name or client.id if principal.admin else principal.name
         try:
             line = broadcast_message(env.get("payload"), sender, iso_seconds(time.time()))
+            self.bus.access.check_speaking_as(principal, line["from"])
         except ZgentError as exc:
             raise RoutingError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
+        except Refused as refused:
+            self.bus.refuse(client, refused.action, refused.zgent)
         if self.log is None:
             raise RoutingError(ErrorCode.EXECUTION_ERROR, "the broadcast log is not available "
                                "(see the arqond log for why)")

@@ -1,8 +1,10 @@
 """The zgent.* bus commands: register, unregister and list Zgents.
 
-Who may: any bus client (none is admin-only; DESIGN §8's MOO-group rule is not enforced yet). A
-registration's or unregistration's reply comes once registry.json says so on disk, so a caller
-may read the file right after ``arqon zgent register``.
+Who may (arqond/core/access.py): members of the MOO group and admins register, owning what
+they register (within quotas.zgents and moo.max_zgents); a Zgent's owners and admins
+unregister it; anyone lists. A registration's or unregistration's reply comes once
+registry.json says so on disk, so a caller may read the file right after
+``arqon zgent register``.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from arqond.core.access import Action
 from arqond.core.commands import Command, CommandContext, CommandError
 from arqond.core.errors import ErrorCode
 from arqond.core.moo.names import ZgentError, check_name
 from arqond.core.moo.registry import Spec, registry_document
+from arqond.core.moo.zgents import TooManyZgents
+from arqond.core.quotas import QuotaExceeded
 from arqond.log import log_event
 from arqond.moo.files import NotOurs
 
@@ -28,11 +33,17 @@ Reply = tuple[str, dict[str, Any]]
 
 def zgent_commands(layer: "MooLayer") -> dict[str, Command]:
     def register(ctx: CommandContext) -> asyncio.Task[Reply]:
-        spec = _spec(ctx)
+        ctx.require(Action.REGISTER_ZGENT)
+        principal = ctx.client.principal
+        spec = _spec(ctx, principal.key)
         if spec.id in layer.zgents.served:
             raise CommandError(ErrorCode.ZGENT_EXISTS, f"Zgent {spec.id} is already registered")
         try:
-            entry = layer.register(spec)
+            layer.zgents.check_room(principal)
+        except (TooManyZgents, QuotaExceeded) as exc:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
+        try:
+            entry = layer.register(spec, principal)
         except NotOurs as exc:
             log_event(log, logging.ERROR, "file_refused", f"Zgent {spec.id} not registered: "
                       f"{exc}", zgent=spec.id)
@@ -44,10 +55,11 @@ def zgent_commands(layer: "MooLayer") -> dict[str, Command]:
         served = layer.zgents.served.get(zgent_id)
         if served is None:
             raise CommandError(ErrorCode.NOT_FOUND, f"no registered Zgent {zgent_id}")
+        ctx.require(Action.MANAGE_ZGENT, zgent_id)
         if served.zgent.spec.source == "config":
             raise CommandError(ErrorCode.ZGENT_CONFIGURED, f"Zgent {zgent_id} comes from the "
                                f"configuration file ([zgents.{zgent_id}]); remove it there")
-        entry = layer.unregister(zgent_id)
+        entry = layer.unregister(zgent_id, ctx.client.principal)
         return _once_written(layer, f"Zgent {zgent_id} unregistered", {"id": zgent_id, **entry})
 
     def listing(ctx: CommandContext) -> Reply:
@@ -83,10 +95,10 @@ def _zgent_id(ctx: CommandContext) -> str:
                        "Zgent name, e.g. \"dreader\")")
 
 
-def _spec(ctx: CommandContext) -> Spec:
+def _spec(ctx: CommandContext, owner: str) -> Spec:
     zgent_id = _zgent_id(ctx)
     table = {k: v for k, v in ctx.args.items() if k not in ("id", "zgent")}
     try:
-        return Spec.from_table(zgent_id, table, "command")
+        return Spec.from_table(zgent_id, table, "command", owner)
     except ZgentError as exc:
         raise CommandError(ErrorCode.VALIDATION_ERROR, str(exc)) from None

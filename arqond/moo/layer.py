@@ -21,14 +21,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from arqond.config import Config
+from arqond.core.access import Owners
 from arqond.core.bus import Bus
 from arqond.core.commands import Command
 from arqond.core.metrics import Sample, counters_of, gauge
-from arqond.core.moo import registry, serving
+from arqond.core.moo import registry
+from arqond.core.moo.owners import owners_of
 from arqond.core.moo.names import check_name
 from arqond.core.moo.registry import Spec, Zgent
 from arqond.core.moo.session import Session
-from arqond.core.moo.zgents import Zgents
+from arqond.core.moo.zgents import TooManyZgents, Zgents
+from arqond.core.principal import SERVER, Principal
 from arqond.core.timers import Timers
 from arqond.log import log_event
 from arqond.moo import files
@@ -39,7 +42,7 @@ from arqond.moo.inbox import InboxReader, Peeker
 from arqond.moo.mailboxes import MailboxLog, MailboxStore
 from arqond.moo.registry_writer import RegistryWriter, Snapshot
 from arqond.moo.sockets import ZgentConnection
-from arqond.unix import ListenerError, group_id, group_ids
+from arqond.unix import ListenerError, group_id
 
 if TYPE_CHECKING:
     from arqond.principals import PrincipalResolver
@@ -68,6 +71,7 @@ CORE_COUNTERS = {
                              "each stayed in the mailbox.",
     "registry_purged_total": "Unregistered Zgents dropped from registry.json after "
                              "moo.purge_offline_after.",
+    "zgents_refused_total": "Zgent registrations refused at moo.max_zgents, each logged.",
 }
 RPC_COUNTERS = {
     "handler_requests_total": "Requests forwarded to attached Zgent handlers.",
@@ -122,8 +126,8 @@ class MooLayer:
         self.registry_path = os.path.join(self.dir, "registry.json")
         self.state_path = os.path.join(config.server.state_dir, STATE_FILE)
         self.mailboxes = MailboxStore(os.path.join(config.server.state_dir, MAILBOX_DIR))
-        self.zgents = Zgents(bus, config, timers, time.time, time.monotonic, own_uid=os.getuid(),
-                             groups_of=group_ids, on_change=self._changed)
+        self.zgents = Zgents(bus, config, timers, time.time, time.monotonic,
+                             on_change=self._changed)
         self.files: dict[str, ZgentFiles] = {}
         self.problems: dict[str, str] = {}     # Zgent -> why a part of it stopped working
         self.broadcasts = Broadcasts(bus, os.path.join(self.dir, "broadcast.jsonl"),
@@ -168,7 +172,7 @@ class MooLayer:
         specs = dict(registry.check_table(self.config.tables.get("zgents", {})))
         for zgent_id, table in saved.items():
             if zgent_id not in specs:
-                specs[zgent_id] = Spec.from_table(zgent_id, table, "command")
+                specs[zgent_id] = Spec.from_saved(zgent_id, table)
         for spec in specs.values():
             self._register_logged(spec)
         self.mailboxes.drop_orphans(self.zgents.served)
@@ -205,7 +209,7 @@ class MooLayer:
                 self._register_logged(spec)
             elif served.zgent.spec != spec:
                 served.zgent.spec = spec
-                served.principals = self._principals(spec)
+                self.bus.access.owners[name] = self._owners(spec)
 
     def faults(self) -> list[str]:
         """What stopped working and why (an inbox closed after a read error, a socket that
@@ -237,20 +241,20 @@ class MooLayer:
 
     # -- registration ---------------------------------------------------------------------
 
-    def _principals(self, spec: Spec) -> serving.Principals:
-        principals, unknown = serving.resolve(spec, _user_id, group_id)
+    def _owners(self, spec: Spec) -> Owners:
+        owners, unknown = owners_of(spec, _user_id, group_id)
         for complaint in unknown:
             log.warning("%s", complaint)
-        return principals
+        return owners
 
-    def register(self, spec: Spec) -> dict[str, Any]:
+    def register(self, spec: Spec, by: Principal = SERVER) -> dict[str, Any]:
         """Create NAME-inbox and NAME.sock and start serving them (NotOurs if refused);
-        returns its registry entry."""
+        returns its registry entry. ``by``: who asked, for the log."""
         inbox = os.path.join(self.dir, f"{spec.id}-inbox")
         sock_path = os.path.join(self.dir, f"{spec.id}.sock")
         zgent = Zgent(spec, inbox, sock_path,
                       os.path.join(self.log_dir, f"{spec.id}-narrative.jsonl"), time.time())
-        principals = self._principals(spec)
+        owners = self._owners(spec)
         try:
             fd = files.open_fifo(inbox, self.gid, self.fdstore.inherited(f"{spec.id}-inbox"))
         except OSError as exc:
@@ -265,7 +269,7 @@ class MooLayer:
         self.fdstore.store(f"{spec.id}.sock", sock.fileno())
         mailbox, journal = self.mailboxes.open(spec.id, self.config.moo.mailbox_size)
         self.zgents.mailbox_dropped_total += mailbox.dropped
-        self.zgents.add(zgent, mailbox, principals)
+        self.zgents.add(zgent, mailbox, owners)
         assert self.loop is not None and self.peeker is not None
         name, zgents = spec.id, self.zgents
         reader = InboxReader(
@@ -278,7 +282,8 @@ class MooLayer:
         self.loop.create_task(self._serve_socket(name, held)).add_done_callback(
             lambda task: self._served_or_not(name, held, task))
         log_event(log, logging.INFO, "zgent_registered",
-                  f"Zgent {name} registered ({spec.source})", zgent=name)
+                  f"Zgent {name} registered ({spec.source}) by {by.name}", zgent=name,
+                  **by.log_fields())
         return zgent.entry()
 
     async def _serve_socket(self, name: str, held: ZgentFiles) -> None:
@@ -325,11 +330,22 @@ class MooLayer:
             return False
         return True
 
-    def ensure_zgent(self, name: str, source: str) -> None:
-        """Register NAME with default attributes unless it is served already."""
+    def ensure_zgent(self, name: str) -> None:
+        """Register NAME, whose narrative file has appeared, unless it is served already: with
+        default attributes, owned by the file's owner."""
         check_name(name)
         if name not in self.zgents.served:
-            if not self._register_logged(Spec.from_table(name, {}, source)):
+            try:
+                self.zgents.check_room(None)
+            except TooManyZgents:
+                return   # logged as the limit reached
+            try:
+                owner: str | None = "uid:%d" % os.lstat(
+                    os.path.join(self.log_dir, f"{name}-narrative.jsonl")).st_uid
+            except OSError:
+                owner = None   # gone again already: admins' alone
+            spec = Spec.from_table(name, {}, "narrative", owner)
+            if not self._register_logged(spec):
                 return
             self.writer.write_now(self._snapshot())
         self.touch(name)
@@ -342,7 +358,7 @@ class MooLayer:
         """One message to NAME, exactly as if read from NAME-inbox."""
         self.zgents.inbox_line(name, obj)
 
-    def unregister(self, name: str) -> dict[str, Any]:
+    def unregister(self, name: str, by: Principal = SERVER) -> dict[str, Any]:
         inbox = self.zgents.served[name].zgent.inbox
         entry = self.zgents.remove(name)
         held = self.files.pop(name)
@@ -353,8 +369,8 @@ class MooLayer:
             held.journal.remove()
         self.fdstore.remove(f"{name}-inbox")
         self.fdstore.remove(f"{name}.sock")
-        log_event(log, logging.INFO, "zgent_unregistered", f"Zgent {name} unregistered",
-                  zgent=name)
+        log_event(log, logging.INFO, "zgent_unregistered",
+                  f"Zgent {name} unregistered by {by.name}", zgent=name, **by.log_fields())
         return entry
 
     # -- what the layer plugs into the Bus ----------------------------------------------------

@@ -13,13 +13,13 @@ from arqond import config as configuration
 from arqond.core import principal as principals
 from arqond.core.bus import Bus
 from arqond.core.clients import Client
-from arqond.core.moo import serving
+from arqond.core.moo.owners import owners_of
 from arqond.core.moo.mailbox import Mailbox
 from arqond.core.moo.registry import Spec, Zgent
 from arqond.core.moo.session import Session
 from arqond.core.moo.zgents import Served, Zgents
 from arqond.unix import Peer
-from tests.unit.harness import ManualTimers
+from tests.unit.harness import ROOT, ManualTimers
 
 # Wall time at the start of every harness: 2026-02-12T10:00:00Z.
 EPOCH = 1770890400.0
@@ -66,11 +66,13 @@ class FakeLink:
 class Connection:
     """One client of a Zgent socket: lines in, and what came back, one assertion at a time."""
 
-    def __init__(self, zgents: Zgents, zgent: str, uid: int, gid: int, pid: int) -> None:
+    def __init__(self, zgents: Zgents, zgent: str, uid: int, gid: int, pid: int,
+                 gids: frozenset[int]) -> None:
         self.link = FakeLink()
         peer = Peer(pid, uid, gid)
+        # As arqond/principals.py resolves a Unix peer: root and arqond's own user are admins.
         self.session = Session(zgents, zgent, peer, principals.local(
-            uid, frozenset({gid}), None, admin=uid == 0, moo_member=True), self.link)
+            uid, gids, None, admin=uid in (0, OWN_UID), moo_member=True), self.link)
         self.read = 0
 
     def send(self, line: Any) -> None:
@@ -146,14 +148,14 @@ class Moo:
         values.update({f"server.{key}": value for key, value in (server or {}).items()})
         self.config = configuration.Config(values)
         self.bus = Bus()
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.bus.listeners.append(lambda event, fields: self.events.append((event, fields)))
         self.timers = ManualTimers()
         self.changes = 0
         self.groups: dict[int, frozenset[int]] = {}   # supplementary groups by uid
         self.pids = itertools.count(100)
         self.zgents = Zgents(self.bus, self.config, self.timers, self.now,
-                             lambda: self.timers.now, own_uid=OWN_UID,
-                             groups_of=lambda uid, gid: self.groups.get(uid, frozenset({gid})),
-                             on_change=self._changed)
+                             lambda: self.timers.now, on_change=self._changed)
         for name in names:
             self.add(name)
 
@@ -163,24 +165,30 @@ class Moo:
     def _changed(self) -> None:
         self.changes += 1
 
-    def add(self, name: str, **table: Any) -> Served:
-        spec = Spec.from_table(name, table, "command")
-        principals, unknown = serving.resolve(spec, lambda user: None, lambda group: None)
+    def add(self, name: str, owner: str | None = None, **table: Any) -> Served:
+        spec = Spec.from_table(name, table, "command", owner)
+        owners, unknown = owners_of(spec, lambda user: None, lambda group: None)
         assert not unknown
         zgent = Zgent(spec, f"/m/{name}-inbox", f"/m/{name}.sock",
                       f"/l/{name}-narrative.jsonl", self.now())
-        return self.zgents.add(zgent, Mailbox(self.config.moo.mailbox_size), principals)
+        return self.zgents.add(zgent, Mailbox(self.config.moo.mailbox_size), owners)
 
     def connect(self, zgent: str = "dreader", *, uid: int = OWN_UID,
                 gid: int = OWN_UID) -> Connection:
-        return Connection(self.zgents, zgent, uid, gid, next(self.pids))
+        return Connection(self.zgents, zgent, uid, gid, next(self.pids),
+                          self.groups.get(uid, frozenset({gid})))
 
     def watch(self, room: str, channel: str) -> list[dict[str, Any]]:
-        """The envelopes the bus routes to ``room:channel`` from now on."""
+        """The envelopes the bus routes to ``room:channel`` from now on (watched by root,
+        who may read every inbox)."""
         recorder = Recorder()
-        client: Client = self.bus.attach(recorder, "test", welcome=False, join_default=False)
+        client: Client = self.bus.attach(recorder, "test", ROOT, welcome=False,
+                                         join_default=False)
         self.bus.router.join(client, room, channel)
         return recorder.frames
+
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        return [fields for event, fields in self.events if event == name]
 
     def mailbox(self, name: str) -> list[dict[str, Any]]:
         return list(self.zgents.served[name].mailbox.messages)

@@ -1,5 +1,5 @@
 """Messages to a Zgent in process: what an inbox line is (arqond/core/moo/inbox.py), where it
-goes (arqond/core/moo/zgents.py), and who may serve a Zgent (arqond/core/moo/serving.py)."""
+goes (arqond/core/moo/zgents.py), and who owns a Zgent (arqond/core/moo/owners.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from arqond.core.errors import RpcCode
-from arqond.core.moo import serving
 from arqond.core.moo.inbox import Refused, Route, decode, route
 from arqond.core.moo.registry import Spec
-from arqond.core.moo.serving import Principals, may_serve
+from arqond.core.access import Owners
+from arqond.core.moo.owners import owners_of
 from tests.unit.moo_harness import Moo
 
 DEEP = b'{"a":' * 70 + b"1" + b"}" * 70
@@ -184,42 +184,13 @@ def test_a_full_mailbox_drops_the_oldest_and_says_so_once_until_read(caplog):
     assert caplog.text.count("mailbox of dreader full") == 2
 
 
-# -- who may serve -------------------------------------------------------------------------
-
-ALLOWED = Principals(frozenset({1234}), frozenset({77}))
-
-
-@pytest.mark.parametrize("uid, gid, groups, allowed", [
-    (0, 0, set(), True),             # root
-    (500, 500, set(), True),         # arqond's own user
-    (1234, 9, set(), True),          # in uids
-    (2000, 77, set(), True),         # primary group in groups
-    (2000, 9, {9, 77}, True),        # supplementary group in groups
-    (2000, 9, {9, 78}, False),
-    (65534, 65534, {65534}, False),
-])
-def test_who_may_serve(uid, gid, groups, allowed):
-    asked = []
-
-    def groups_of(u, g):
-        asked.append((u, g))
-        return frozenset(groups)
-    assert may_serve(uid, gid, ALLOWED, 500, groups_of) is allowed
-    # The group database is read only when the cheaper rules could not decide.
-    assert asked == ([] if uid in (0, 500, 1234) or gid == 77 else [(uid, gid)])
-
-
-def test_nobody_named_means_the_group_database_is_never_read():
-    def never(uid, gid):
-        raise AssertionError("read the group database")
-    assert not may_serve(2000, 9, Principals(frozenset(), frozenset()), 500, never)
-
+# -- who owns a Zgent ----------------------------------------------------------------------
 
 def test_names_in_uids_and_groups_resolve_and_unknown_ones_are_reported():
     spec = Spec.from_table("dreader", {"uids": [5, "alice", "ghost"],
                                        "groups": [7, "staff", "nogroup-here"]}, "config")
-    principals, unknown = serving.resolve(spec, {"alice": 1001}.get, {"staff": 50}.get)
-    assert principals == Principals(frozenset({5, 1001}), frozenset({7, 50}))
+    owners, unknown = owners_of(spec, {"alice": 1001}.get, {"staff": 50}.get)
+    assert owners == Owners(None, frozenset({5, 1001}), frozenset({7, 50}))
     assert unknown == ["Zgent dreader: no user 'ghost'; ignored in uids",
                        "Zgent dreader: no group 'nogroup-here'; ignored in groups"]
 

@@ -298,7 +298,8 @@ def test_subscribe_streams_the_zgents_room_and_more_and_announces_new_channels(m
     assert answer["result"] == {"subscribed": ["dreader:*", "moo:broadcast"],
                                 "method": "arqon.message"}
     assert ("channel_created", {"room": "moo", "channel": "broadcast",
-                                "created_by": watcher.session.client.id}) in events
+                                "created_by": watcher.session.client.id,
+                                "principal": "uid:4242", "uid": 4242}) in events
     moo.zgents.inbox_line("dreader", {"n": 1})
     note = watcher.next()
     assert note["method"] == "arqon.message" and "id" not in note
@@ -401,29 +402,47 @@ def test_waiters_are_served_in_order_and_a_closed_ones_wait_is_dropped(moo):
 
 # -- serve and the handler ------------------------------------------------------------------
 
+DREADERS_OWNERS = "the owners of dreader: who registered it, its uids and groups; and admins"
+
+
 @pytest.mark.parametrize("uid, gid, groups, allowed", [
     (0, 0, (), True),                 # root
     (OWN_UID, 9, (), True),           # arqond's own user
     (1234, 9, (), True),              # named in uids
+    (1500, 9, (), True),              # registered it
     (2000, 77, (), True),             # primary group named in groups
     (2000, 9, (77,), True),           # supplementary group named in groups
     (65534, 65534, (9,), False),
 ])
-def test_who_may_serve(uid, gid, groups, allowed, caplog):
+def test_who_may_serve_and_read_the_inbox(uid, gid, groups, allowed, caplog):
     moo = Moo()
-    moo.add("dreader", uids=[1234], groups=[77])
+    moo.add("dreader", owner="uid:1500", uids=[1234], groups=[77])
+    moo.zgents.inbox_line("dreader", {"secret": 1})
     moo.groups[uid] = frozenset({gid, *groups})
+    reader = moo.connect(uid=uid, gid=gid)
+    reader.send({"id": "r", "method": "arqon.recv"})
+    reader.send({"id": "h", "method": "arqon.history", "params": {"channel": "inbox"}})
     client = moo.connect(uid=uid, gid=gid)
     client.send({"id": "s", "method": "arqon.serve"})
     if allowed:
+        assert [line["id"] for line in reader.received()] == ["r", "h"]
         client.assert_reply("s", {"serving": "dreader"})
         assert moo.zgents.served["dreader"].handler is client.session
-    else:
-        client.assert_error(RpcCode.FORBIDDEN, "s", "uid 65534 may not serve dreader "
-                            "(allowed: zgents.dreader.uids / .groups)")
-        assert "Zgent dreader: arqon.serve refused to pid=100 uid=65534 gid=65534: not among " \
-            "the uids/groups allowed for it" in caplog.text
-        assert moo.zgents.served["dreader"].handler is None
+        assert moo.events_named("audit")[-1] == {
+            "text": f"Zgent dreader: handler attached (pid=101 uid={uid} gid={gid})",
+            "zgent": "dreader", "principal": f"uid:{uid}", "uid": uid}
+        return
+    refusal = {"code": RpcCode.FORBIDDEN,
+               "message": f"not allowed to read dreader:inbox (allowed: {DREADERS_OWNERS})"}
+    assert reader.received() == [{"jsonrpc": "2.0", "id": "r", "error": refusal},
+                                 {"jsonrpc": "2.0", "id": "h", "error": refusal}]
+    client.assert_error(RpcCode.FORBIDDEN, "s", "not allowed to serve Zgent dreader "
+                        f"(allowed: {DREADERS_OWNERS})")
+    assert moo.events_named("access_refused")[-1] == {
+        "text": f"not allowed to serve Zgent dreader (allowed: {DREADERS_OWNERS})", "peer": "dreader.sock pid=101 uid=65534 gid=65534",
+        "principal": "uid:65534", "uid": 65534}
+    assert moo.zgents.served["dreader"].handler is None
+    assert moo.mailbox("dreader") == [{"secret": 1}]    # still there for its owners
 
 
 def test_a_second_handler_is_refused_and_the_first_may_serve_again(moo):

@@ -27,6 +27,9 @@ ENTRY_KEYS = ("name", "session", "pane", "log", "inbox", "socket", "capabilities
 TABLE_KEYS = {"name": "a string", "session": "a string", "pane": "a string",
               "capabilities": "a list of strings", "uids": "a list of user names or uids",
               "groups": "a list of group names or gids"}
+# The key of the saved spec (STATE_DIR/moo-zgents.json, never a command's argument) that says
+# who registered it.
+SAVED_OWNER = "owner"
 MAX_FIELD_LENGTH = 256
 MAX_CAPABILITIES = 64
 
@@ -83,9 +86,13 @@ class Spec:
     uids: list[str | int] = field(default_factory=list)
     groups: list[str | int] = field(default_factory=list)
     source: str = "command"
+    # The principal key ("uid:1000", "sub:alice") that registered it, or the owner of the
+    # narrative file that brought it in; None for one the configuration declares.
+    owner: str | None = None
 
     @classmethod
-    def from_table(cls, zgent_id: str, body: Any, source: str) -> "Spec":
+    def from_table(cls, zgent_id: str, body: Any, source: str, owner: str | None = None
+                   ) -> "Spec":
         """Validate one ``[zgents.NAME]`` table or command arguments; defaults follow §4.1."""
         check_name(zgent_id)
         if not isinstance(body, dict):
@@ -103,13 +110,28 @@ class Spec:
                 capabilities=check_capabilities(body.get("capabilities", [])),
                 uids=_check_principals("uids", body.get("uids", [])),
                 groups=_check_principals("groups", body.get("groups", [])),
-                source=source)
+                source=source, owner=owner)
         except ZgentError as exc:
             raise ZgentError(f"zgents.{zgent_id}: {exc}") from None
 
     def table(self) -> dict[str, Any]:
         return {"name": self.name, "session": self.session, "pane": self.pane,
                 "capabilities": self.capabilities, "uids": self.uids, "groups": self.groups}
+
+    def saved_table(self) -> dict[str, Any]:
+        """The table kept in the state dir: the spec and who owns it."""
+        return {**self.table(), **({SAVED_OWNER: self.owner} if self.owner else {})}
+
+    @classmethod
+    def from_saved(cls, zgent_id: str, body: Any) -> "Spec":
+        """A spec as ``saved_table`` kept it (registered again at start)."""
+        if not isinstance(body, dict):
+            raise ZgentError(f"zgents.{zgent_id} must be a table")
+        owner = body.get(SAVED_OWNER)
+        if owner is not None and (not isinstance(owner, str) or not owner):
+            raise ZgentError(f"zgents.{zgent_id}.{SAVED_OWNER} must be a principal key")
+        table = {key: value for key, value in body.items() if key != SAVED_OWNER}
+        return cls.from_table(zgent_id, table, "command", owner)
 
 
 def check_table(body: Any) -> dict[str, Spec]:
@@ -219,7 +241,7 @@ class Registry:
     def saved(self) -> dict[str, dict[str, Any]]:
         """Specs of the Zgents registered at run time (by command or a narrative log): they
         are registered again at the next start. Config ones come from the config file."""
-        return {name: zgent.spec.table() for name, zgent in sorted(self.live.items())
+        return {name: zgent.spec.saved_table() for name, zgent in sorted(self.live.items())
                 if zgent.spec.source != "config"}
 
 
@@ -271,7 +293,7 @@ def check_saved(raw: bytes) -> dict[str, Any]:
             or not isinstance(document.get("registry_sha256"), str):
         raise ZgentError('expected {"zgents": {NAME: {...}}, "registry_sha256": "..."}')
     for zgent_id, table in document["zgents"].items():
-        Spec.from_table(zgent_id, table, "command")
+        Spec.from_saved(zgent_id, table)
     return document
 
 

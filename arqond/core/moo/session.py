@@ -26,13 +26,14 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from arqond.core import jsonrpc
+from arqond.core.access import Action, Refused
 from arqond.core.clients import Client
 from arqond.core.envelope import now_iso
 from arqond.core.errors import RpcCode
 from arqond.core.principal import Principal
 from arqond.core.framing import LineFramer, too_long
 from arqond.core.jsonrpc import RpcError
-from arqond.core.moo.serving import may_serve
+from arqond.core.quotas import QuotaExceeded
 from arqond.core.router import RoutingError, split_target
 from arqond.log import log_event
 
@@ -273,11 +274,14 @@ class Session:
                                      RpcCode.INTERNAL_ERROR, "internal error in arqond (it is "
                                      "logged); this connection stays usable"))
 
-    def _bus_client(self) -> Client:
+    def _bus_client(self, request_id: Any = None) -> Client:
         if self.client is None:
-            self.client = self.zgents.bus.attach(
-                self, "moo", self.principal, welcome=False, join_default=False,
-                peer=f"{self.zgent}.sock {self.peer}")
+            try:
+                self.client = self.zgents.bus.attach(
+                    self, "moo", self.principal, welcome=False, join_default=False,
+                    peer=f"{self.zgent}.sock {self.peer}")
+            except QuotaExceeded as exc:
+                raise RpcError(RpcCode.BUSY, str(exc), request_id) from None
         return self.client
 
     # -- arqon.* -------------------------------------------------------------------------------
@@ -312,11 +316,13 @@ class Session:
         if not isinstance(limit, int) or not 0 < limit <= settings.history_size:
             raise RpcError(RpcCode.INVALID_PARAMS, "limit must be an integer from 1 to "
                            f"{settings.history_size}", request_id)
+        reader = Client(None, "moo", self.principal, peer=f"{self.zgent}.sock {self.peer}")
         try:
-            messages = self.zgents.bus.router.history(self.zgent, channel)
-        except RoutingError:
-            messages = []
-        return {"room": self.zgent, "channel": channel, "messages": messages[-limit:]}
+            entries = self.zgents.bus.history_for(reader, self.zgent, channel)
+        except RoutingError as exc:
+            raise RpcError(RpcCode.FORBIDDEN, exc.message, request_id) from None
+        return {"room": self.zgent, "channel": channel,
+                "messages": [entry.envelope() for entry in entries[-limit:]]}
 
     def _subscribe(self, served: "Served", params: dict[str, Any], request_id: Any) -> Any:
         self._allowed(Event.SUBSCRIBE, request_id)
@@ -331,7 +337,7 @@ class Session:
                 raise RpcError(RpcCode.INVALID_PARAMS, f'{text!r} is not "room:channel"',
                                request_id)
             targets.append((room, channel))
-        client = self._bus_client()
+        client = self._bus_client(request_id)
         try:
             for room, channel in targets:
                 self.zgents.bus.join(client, room, channel)
@@ -342,6 +348,7 @@ class Session:
         return {"subscribed": [f"{r}:{c}" for r, c in targets], "method": "arqon.message"}
 
     def _recv(self, served: "Served", params: dict[str, Any], request_id: Any) -> None:
+        self._require(Action.READ_INBOX, request_id)
         wait = params.get("wait", 0)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or \
                 not 0 <= wait <= MAX_RECV_WAIT:
@@ -349,21 +356,26 @@ class Session:
                            "seconds", request_id)
         self.zgents.recv(self, served, wait, request_id)
 
+    def _require(self, action: Action, request_id: Any) -> None:
+        """Refused (-32003 naming the rule, logged with the peer) unless this peer may."""
+        try:
+            self.zgents.bus.access.check(self.principal, action, self.zgent)
+        except Refused as refused:
+            self.zgents.bus.refused(self.principal, refused, peer=f"{self.zgent}.sock "
+                                    f"{self.peer}")
+            raise RpcError(RpcCode.FORBIDDEN, str(refused), request_id) from None
+
     def _serve(self, served: "Served", params: dict[str, Any], request_id: Any) -> Any:
         zgents, name = self.zgents, self.zgent
-        if not may_serve(self.peer.uid, self.peer.gid, served.principals, zgents.own_uid,
-                         zgents.groups_of):
-            log_event(log, logging.WARNING, "policy_refusal",
-                      f"Zgent {name}: arqon.serve refused to {self.peer}: not among the "
-                      "uids/groups allowed for it", zgent=name)
-            raise RpcError(RpcCode.FORBIDDEN, f"uid {self.peer.uid} may not serve {name} "
-                           f"(allowed: zgents.{name}.uids / .groups)", request_id)
+        self._require(Action.SERVE_ZGENT, request_id)
         if served.handler is not None and served.handler is not self:
             raise RpcError(RpcCode.BUSY, f"{name} already has a handler "
                            f"({served.handler.peer})", request_id)
         self._allowed(Event.SERVE, request_id)
         self._on(Event.SERVE)
         zgents.attach(served, self)
+        zgents.bus.audit(self.principal, f"Zgent {name}: handler attached ({self.peer})",
+                         zgent=name)
         return {"serving": name}
 
     def _allowed(self, event: Event, request_id: Any) -> None:

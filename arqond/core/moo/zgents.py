@@ -17,6 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from arqond.core import jsonrpc
+from arqond.core.access import Owners
 from arqond.core.bus import Bus
 from arqond.core.envelope import SERVER_SENDER
 from arqond.core.moo import inbox
@@ -24,7 +25,8 @@ from arqond.core.moo.inbox import MESSAGE, NOTIFICATION, REFUSED
 from arqond.core.moo.mailbox import Mailbox
 from arqond.core.moo.registry import Registry, Zgent
 from arqond.core.moo.rpc import Calls
-from arqond.core.moo.serving import Principals
+from arqond.core.principal import Principal
+from arqond.core.quotas import Quota
 from arqond.core.timers import Timers
 from arqond.log import log_event
 
@@ -37,6 +39,10 @@ log = logging.getLogger("arqond.moo")
 # The Timers key of the periodic registry sweep (stale statuses, purges).
 SWEEP = ("moo", "sweep")
 MAX_SWEEP_INTERVAL = 60.0
+
+
+class TooManyZgents(Exception):
+    """moo.max_zgents Zgents are served already."""
 
 
 class Waiter:
@@ -52,27 +58,22 @@ class Waiter:
 class Served:
     """A registered Zgent's live parts next to its model."""
 
-    __slots__ = ("zgent", "mailbox", "principals", "waiters", "handler")
+    __slots__ = ("zgent", "mailbox", "waiters", "handler")
 
-    def __init__(self, zgent: Zgent, mailbox: Mailbox, principals: Principals) -> None:
+    def __init__(self, zgent: Zgent, mailbox: Mailbox) -> None:
         self.zgent = zgent
         self.mailbox = mailbox
-        self.principals = principals          # who may serve it besides root and arqond
         self.waiters: deque[Waiter] = deque()
         self.handler: "Session | None" = None
 
 
 class Zgents:
     def __init__(self, bus: Bus, config: "Config", timers: Timers, clock: Callable[[], float],
-                 monotonic: Callable[[], float], *, own_uid: int,
-                 groups_of: Callable[[int, int], frozenset[int]],
-                 on_change: Callable[[], None]) -> None:
+                 monotonic: Callable[[], float], *, on_change: Callable[[], None]) -> None:
         self.bus = bus
         self.config = config
         self.timers = timers
         self.clock = clock                # wall time, for lastSeen
-        self.own_uid = own_uid
-        self.groups_of = groups_of        # a peer's groups: (uid, primary gid) -> gids
         self.changed = on_change          # registry.json is out of date
         self.served: dict[str, Served] = {}
         self.registry = Registry()
@@ -89,11 +90,30 @@ class Zgents:
         self.internal_errors_total = 0
         self.abandoned_waits_total = 0
         self.registry_purged_total = 0
+        self.zgents_refused_total = 0
 
     # -- registration -----------------------------------------------------------------------
 
-    def add(self, zgent: Zgent, mailbox: Mailbox, principals: Principals) -> Served:
-        served = self.served[zgent.id] = Served(zgent, mailbox, principals)
+    def check_room(self, principal: Principal | None) -> None:
+        """Room for one more Zgent, registered by ``principal`` (None: brought in by a
+        narrative file): within moo.max_zgents, those the configuration declares aside, and
+        within the principal's quotas.zgents. TooManyZgents or QuotaExceeded, logged."""
+        limit = self.config.moo.max_zgents
+        declared = sum(served.zgent.spec.source == "config" for served in self.served.values())
+        if len(self.served) - declared >= limit:
+            self.zgents_refused_total += 1
+            self.bus.emit("limit_reached", limit="moo.max_zgents", value=limit,
+                          **(principal.log_fields() if principal else {}))
+            raise TooManyZgents(f"moo.max_zgents ({limit}) Zgents are registered already; "
+                                "unregister one first")
+        if principal is not None:
+            owned = sum(served.zgent.spec.owner == principal.key
+                        for served in self.served.values())
+            self.bus.charges.check(principal, Quota.ZGENTS, owned)
+
+    def add(self, zgent: Zgent, mailbox: Mailbox, owners: Owners) -> Served:
+        served = self.served[zgent.id] = Served(zgent, mailbox)
+        self.bus.access.owners[zgent.id] = owners
         self.registry.add(zgent)
         self.changed()
         return served
@@ -102,6 +122,7 @@ class Zgents:
         """NAME is no longer served: what its handler owed is answered, its connections are
         ended, its waiting readers dropped; its entry stays in the registry, offline."""
         served = self.served.pop(name)
+        del self.bus.access.owners[name]
         if served.handler is not None:
             self.calls.handler_gone(served.handler, f"{name} was unregistered")
         for session in [s for s in self.sessions if s.zgent == name]:
