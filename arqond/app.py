@@ -19,6 +19,7 @@ from arqond.core.access import Access, Action, Who
 from arqond.core.bus import Bus, BusSettings
 from arqond.core.casil import Casil
 from arqond.core.cron import Cron
+from arqond.core.cursors import Cursors
 from arqond.core.metrics import Sample, counter, counters_of, gauge
 from arqond.core.quotas import Charges, limits_of
 from arqond.core.store import Store
@@ -37,6 +38,7 @@ from arqond.system.policy import CasilReloader
 from arqond.transports.control import ControlAdapter
 from arqond.transports.http import HttpAdapter
 from arqond.transports.telemetry import TelemetryAdapter
+from arqond.streams.adapter import StreamsAdapter, retention_of
 from arqond.transports.timers import LoopTimers
 from arqond.transports.webhooks import WebhookDelivery
 from arqond.transports.websocket import WebSocketAdapter
@@ -49,6 +51,7 @@ EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
                 "channel_deleted": logging.INFO, "policy_refusal": logging.WARNING,
                 "casil_reloaded": NOTICE, "access_refused": logging.WARNING,
                 "limit_reached": logging.WARNING, "audit": NOTICE,
+                "store_failed": logging.WARNING,
                 "casil_internal_error": logging.ERROR}
 # SIGTERM to exit: every stop callback and adapter shares this budget (the contract is 5 s).
 STOP_BUDGET = 4.0
@@ -80,7 +83,8 @@ def bus_settings(config: Config) -> BusSettings:
                        max_json_depth=config.server.max_json_depth,
                        max_channels=config.server.max_channels,
                        client_buffer_bytes=config.server.client_buffer_bytes,
-                       output_budget_bytes=config.server.output_budget_bytes)
+                       output_budget_bytes=config.server.output_budget_bytes,
+                       max_pending_bytes=config.streams.max_pending_bytes)
 
 
 def apply_access_settings(access: Access, config: Config) -> None:
@@ -109,6 +113,7 @@ class Daemon:
         self.config = config
         self.overrides = overrides
         self.bus = Bus(bus_settings(config), charges=Charges(limits_of(config.quotas)))
+        self.bus.router.retention = retention_of(config)
         self.bus.plug(on_event=self._log_bus_event)
         self.adapters: list[Adapter] = []
         self.stopping = asyncio.Event()
@@ -132,6 +137,7 @@ class Daemon:
         self.casil = Casil(bus, configuration.casil_policy(self.config.values))
         self.omega = Omega(bus, self.config.omega)
         self.timers = LoopTimers()
+        bus.timers = self.timers
         self.cron = Cron(bus, self.timers, self.config.cron)
         self.store = Store(self.config.store, bus.charges)
         bus.plug(commands=self.store.commands())
@@ -142,6 +148,8 @@ class Daemon:
         bus.plug(commands=self.casil.commands(), inspector=self.casil)
         bus.plug(commands=self.omega.commands())
         bus.plug(commands=self.cron.commands(), on_event=self.cron.on_event)
+        self.cursors = Cursors(bus, self.timers, self.config.streams.max_cursors)
+        bus.plug(commands=self.cursors.commands(), on_event=self.cursors.on_event)
         bus.plug(commands=webhooks.commands(), on_event=webhooks.on_event,
                  on_message=self.webhook_delivery.on_message)
         self.adapters += [CasilReloader(self.casil, self.config), self.webhook_delivery,
@@ -213,6 +221,12 @@ class Daemon:
             ws_socks.append(self.listener("bus", lambda: bind_unix(server.bus_socket, 0o666)))
         bus = self.bus
         principals = self.principals
+        # First to start, last to stop: the channels it kept exist before anyone connects,
+        # and what is queued is stored when everything else has stopped.
+        streams = StreamsAdapter(bus, config, self.cursors) \
+            if config.streams.durability != "memory" else None
+        if streams is not None:
+            self.adapters.append(streams)
         self.moo = MooLayer(bus, config, self.fdstore, self.timers, principals)
         bus.plug(commands=self.moo.commands(), intercepts=self.moo.intercepts())
         self.http = HttpAdapter(bus, config, http_sock, principals=principals,
@@ -228,6 +242,8 @@ class Daemon:
                                      self.http.samples, control.samples,
                                      self._operator_lane_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
+        if streams is not None:
+            self.http.metric_sources.append(streams.samples)
         if config.narrative.enabled:
             # The tailer publishes broadcast.jsonl through its LOG_DIR link, so the MOO layer
             # only appends to it; otherwise every broadcast would go out twice. It starts
@@ -257,6 +273,10 @@ class Daemon:
                     }),
                 *counters_of(self.cron, "arqonbus_cron", {
                     "fired_total": "op.cron messages published."}),
+                gauge("arqonbus_cursors", "Named cursors kept (streams.max_cursors).",
+                      len(self.cursors.positions)),
+                *counters_of(self.cursors, "arqonbus_cursors", {
+                    "refused_total": "New cursors refused at streams.max_cursors."}),
                 *counters_of(self.omega, "arqonbus_omega", {
                     "events_dropped_total": "Omega events dropped at omega.max_events."}),
                 *counters_of(self.store, "arqonbus_store", {
@@ -347,6 +367,9 @@ class Daemon:
         self.bus.settings.max_channels = settings.max_channels
         self.bus.settings.client_buffer_bytes = settings.client_buffer_bytes
         self.bus.settings.output_budget_bytes = settings.output_budget_bytes
+        self.bus.settings.max_pending_bytes = settings.max_pending_bytes
+        self.bus.router.retention = retention_of(fresh)
+        self.cursors.max_cursors = fresh.streams.max_cursors
         for key in ("history_size", "history_bytes", "history_total_bytes"):
             setattr(self.bus.settings, key, getattr(settings, key))
         self.bus.router.histories.resize(self.bus.settings.history_limits())

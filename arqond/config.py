@@ -233,6 +233,35 @@ SCHEMA: tuple[Option, ...] = (
     Option("store.max_bytes", int, 67108864, "Bytes of values op.store holds, all principals "
            "together; a set past it is refused with LIMIT_EXCEEDED.", reload=True,
            check=_positive),
+    # Durable streams: every channel's messages numbered (seq, epoch) and kept on disk.
+    Option("streams.durability", str, "write", 'When a message counts as stored, so it is '
+           'delivered and acknowledged: "write" once written to the operating system (it '
+           'survives arqond being killed, not a power cut), "fsync" once on the disk (it '
+           'survives a power cut; slower), "memory" never (no store: history is lost at '
+           'restart). The store is STATE_DIR/streams.sqlite3.', check=_one_of(
+               "write", "fsync", "memory")),
+    Option("streams.max_messages", int, 10000, "Messages a channel's stream keeps by default "
+           "(create_channel may give its own retention); the oldest go first.", reload=True,
+           check=_positive),
+    Option("streams.max_bytes", int, 67108864, "Bytes of messages a channel's stream keeps by "
+           "default; the oldest go first.", reload=True, check=_positive),
+    Option("streams.max_age", float, 0.0, "Seconds a stream keeps a message by default; 0 "
+           "keeps it until the count or bytes say otherwise.", reload=True,
+           check=_non_negative),
+    Option("streams.total_bytes", int, 2147483648, "Bytes of messages all streams keep "
+           "together; past it the largest streams give up their oldest first.", reload=True,
+           check=_positive),
+    Option("streams.max_pending_bytes", int, 67108864, "Bytes of messages waiting to be "
+           "stored (the disk is behind); a client's publish past it is refused with "
+           "LIMIT_EXCEEDED.", reload=True, check=_positive),
+    Option("streams.max_cursors", int, 10000, "Named cursors (cursor.ack, arqon read "
+           "--cursor) kept, all principals together; a new one past it is refused with "
+           "LIMIT_EXCEEDED.", reload=True, check=_positive),
+    Option("streams.on_full", str, "refuse", 'What a full disk (or another write error) '
+           'does: "refuse" answers each message STORE_FAILED and delivers none of them until '
+           'writes work again; "memory" goes on without the store until arqond restarts, '
+           'every stream with a new epoch (what is published then is lost at restart).',
+           check=_one_of("refuse", "memory")),
     # op.cron and op.webhook: bounded in all here, per principal in [quotas].
     Option("cron.max_jobs", int, 1024, "op.cron jobs scheduled at once, all principals "
            "together; one more is refused with LIMIT_EXCEEDED.", reload=True, check=_positive),

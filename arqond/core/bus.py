@@ -10,6 +10,7 @@ synchronously and without waiting, so one slow reader can never hold up a fan-ou
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn
 
@@ -23,6 +24,9 @@ from arqond.core.principal import NOBODY, Principal
 from arqond.core.quotas import Charges, Quota, QuotaExceeded, default_limits
 from arqond.core.protocol import ArqonProtocol, error_frame
 from arqond.core.history import Entry, History, HistoryLimits
+from arqond.core.replay import Replay
+from arqond.core.streams import Record, Store, Stream, plan_resume
+from arqond.core.timers import Timers
 from arqond.core.router import (DEFAULT_HISTORY, WILDCARD, Channel, Router, RoutingError,
                                 check_name)
 
@@ -45,6 +49,7 @@ class BusSettings:
     max_channels: int = 10000
     client_buffer_bytes: int = 4 << 20
     output_budget_bytes: int = 256 << 20
+    max_pending_bytes: int = 64 << 20
 
     def history_limits(self) -> HistoryLimits:
         return HistoryLimits(self.history_size, self.history_bytes, self.history_total_bytes)
@@ -63,6 +68,8 @@ class Stats:
     replies_too_large_total: int = 0
     budget_cuts_total: int = 0
     unrouted_total: int = 0
+    store_refused_total: int = 0
+    store_behind_total: int = 0
     by_transport: dict[str, int] = field(default_factory=dict)
 
 
@@ -98,6 +105,17 @@ class Bus(ArqonProtocol):
         self.inspector: "Casil | None" = None
         # Who may do what (arqond/core/access.py); the MOO layer keeps its Zgent owners.
         self.access = Access()
+        # Where streams are kept (None: in memory only), and what it has not stored yet,
+        # oldest first, with its bytes: bounded by streams.max_pending_bytes.
+        self.store: Store | None = None
+        self.pending: deque[Record] = deque()
+        self.pending_bytes = 0
+        # Clients catching up on a channel (arqond/core/replay.py), and the timers they
+        # wait on while their buffer is full.
+        self.replays: set[Replay] = set()
+        self.timers: Timers | None = None
+        # Readers waiting for a stream's next message (cursor.read with wait), woken once.
+        self.waiting: dict[Stream, list[Callable[[], None]]] = {}
         for name in SCIENCE_CHANNELS:
             self.router.ensure_channel(SCIENCE_ROOM, name, kind="general", hardcoded=True)
 
@@ -152,6 +170,42 @@ class Bus(ArqonProtocol):
         self.router.join(client, room, channel)
         return new
 
+    def resume(self, client: Client, room: str, channel: str, seq: int,
+               epoch: str) -> tuple[bool, dict[str, Any], Replay]:
+        """Join ``client`` to room:channel as one that saw its message (seq, epoch): it gets
+        every message after that one, then the live ones (through the Replay returned, to
+        start once the client has its answer). Returns whether the channel was created, and
+        what the client will get: recovered (exactly what it missed) or not, and why."""
+        if WILDCARD in (room, channel):
+            raise RoutingError(ErrorCode.VALIDATION_ERROR, "since resumes one channel, not a "
+                               "wildcard")
+        if not self.access.may_read(client.principal, room, channel):
+            self.refuse(client, Action.READ_INBOX, room)
+        check_name("room", room)
+        check_name("channel", channel)
+        found = self.router.channel(room, channel)
+        created = found is None
+        if found is None:
+            found = self.create_channel_for(client, room, channel)
+        elif (room, channel) in client.subscriptions:   # live already: it starts over
+            self.router.leave(client, room, channel)
+        stream = found.stream
+        earliest = self.earliest_seq(found)
+        plan = plan_resume(stream, earliest, seq, epoch)
+        replay = Replay(self, client, found, plan.after)
+        self.replays.add(replay)
+        return created, {"recovered": plan.recovered, "reason": plan.reason,
+                         "epoch": stream.epoch, "earliest_seq": earliest,
+                         "last_seq": stream.committed_seq}, replay
+
+    def earliest_seq(self, channel: Channel) -> int:
+        """The first seq of the channel's stream still to be had: from the store, or, with
+        none, from the history window."""
+        if self.store is not None:
+            return channel.stream.first_seq
+        window = channel.history.entries
+        return window[0].seq if window else channel.stream.committed_seq + 1
+
     def create_channel_for(self, client: Client, room: str, channel: str, *,
                            created_by: str | None = None) -> Channel:
         """A channel a client brings into being (joining or publishing to it), charged to its
@@ -190,6 +244,8 @@ class Bus(ArqonProtocol):
     def channel_deleted(self, channel: Channel) -> None:
         if channel.owner is not None:
             self.charges.release(channel.owner, Quota.CHANNELS)
+        if self.store is not None:
+            self.store.forget(channel.stream)
 
     def detach(self, client: Client, reason: str = "closed") -> None:
         if self.clients.pop(client.id, None) is None:
@@ -239,14 +295,51 @@ class Bus(ArqonProtocol):
             if not self.access.may_read(client.principal, room, channel):
                 self.refuse(client, Action.READ_INBOX, room)
             found = self.router.channel(room, channel)
-            return list(found.history) if found is not None else []
-        if room not in self.router.rooms:
+            if found is None:
+                return []
+            self.complete_history(found)
+            return list(found.history)
+        room_obj = self.router.rooms.get(room)
+        if room_obj is None:
             return []
+        for found in room_obj.channels.values():
+            self.complete_history(found)
         if self.access.may_read(client.principal, room, INBOX):
             return self.router.entries(room, None)
         inbox = self.router.channel(room, INBOX)
         hidden = {id(entry) for entry in inbox.history} if inbox is not None else set()
         return [entry for entry in self.router.entries(room, None) if id(entry) not in hidden]
+
+    def restore(self, streams: Iterable[Stream]) -> int:
+        """Channels again for the streams a store kept (at start, before anyone connects),
+        at most server.max_channels of them; how many were left out."""
+        ordered = list(streams)
+        kept = ordered[:self.settings.max_channels]
+        for stream in kept:
+            found = self.router.channel(stream.room, stream.channel)
+            if found is None:
+                details = stream.details
+                self.router.ensure_channel(
+                    stream.room, stream.channel, stream=stream,
+                    created_by=details.get("created_by") or SERVER_SENDER,
+                    kind=details.get("type") or "general",
+                    description=details.get("description") or "")
+            else:   # one arqond makes itself (science:*): its stream is the stored one
+                found.stream = stream
+                found.history.complete = stream.last_seq == 0
+        return len(ordered) - len(kept)
+
+    def complete_history(self, channel: Channel) -> None:
+        """Read a restored stream's recent past back from the store into its history window,
+        once (a bounded read: server.history_size messages at most)."""
+        window = channel.history
+        if window.complete or self.store is None:
+            return
+        stream = channel.stream
+        before = window.entries[0].seq if window.entries else stream.committed_seq + 1
+        stored = self.store.read(stream, 0, before, self.settings.history_size)
+        self.router.histories.fill(window, [Entry(0, m.received, m.frame, m.seq)
+                                            for m in stored])
 
     def emit(self, event: str, **fields: Any) -> None:
         for listener in self.listeners:
@@ -255,10 +348,11 @@ class Bus(ArqonProtocol):
     # -- frames out -----------------------------------------------------------------------
 
     def publish(self, env: dict[str, Any], *, exclude: Client | None = None,
-                create: bool = True) -> int:
+                create: bool = True, then: Callable[[str | None], None] | None = None) -> None:
         """Publish a server-side envelope (FIFO line, narrative line, telemetry...).
 
-        The target channel is created when missing if ``create``; returns the delivery count.
+        The target channel is created when missing if ``create``. ``then`` hears once the
+        message is delivered (None), or why it was not (the store failed).
         """
         env.setdefault("id", None)
         if not env["id"]:
@@ -273,27 +367,117 @@ class Bus(ArqonProtocol):
             if created:
                 self.emit("channel_created", room=room, channel=channel,
                           created_by=env.get("sender") or SERVER_SENDER)
-        recipients = self.router.recipients(room, channel)
-        delivered = self._fanout(env, recipients, exclude=exclude)
+        self._fanout(env, exclude, then)
         for observer in self.observers:
             observer(env, None)
-        return delivered
 
-    def _fanout(self, env: dict[str, Any], recipients: Iterable[Client],
-                exclude: Client | None) -> int:
-        """Record and deliver one routed envelope: serialized once, pushed to every sink.
+    # -- streams: numbered, stored, then delivered ------------------------------------------
 
-        Serialized before it is recorded, so history never holds what cannot be sent. A
-        Zgent's inbox reaches only those who may read it, whatever they subscribed to.
+    def _fanout(self, env: dict[str, Any], exclude: Client | None,
+                done: Callable[[str | None], None] | None) -> None:
+        """Deliver one routed envelope to every subscriber but ``exclude``, serialized once.
+
+        A message to a channel takes the next seq of its stream (in ``metadata.seq`` and
+        ``.epoch``); with a store it is delivered once stored, in order, else at once. It
+        is serialized before anything is recorded, so history never holds what cannot be
+        sent. ``done`` hears when it was delivered, or why not.
         """
-        frame = serialize(env)
-        self.stats.messages_total += 1
         room, channel = env["room"], env.get("channel")
-        self.router.record(room, channel, self.clock(), frame)
+        found = self.router.channel(room, channel) if channel is not None else None
+        if found is None:   # a whole room, or a channel nobody may create: no stream
+            frame = serialize(env)
+            self.stats.messages_total += 1
+            self.router.record(room, channel, self.clock(), frame)
+            self._deliver(self.router.recipients(room, channel), frame, exclude)
+            if done is not None:
+                done(None)
+            return
+        stream = found.stream
+        store = self.store
+        if store is not None and exclude is not None and \
+                self.pending_bytes > self.settings.max_pending_bytes:
+            self.stats.store_behind_total += 1
+            self.emit("limit_reached", limit="streams.max_pending_bytes",
+                      value=self.settings.max_pending_bytes, client_id=exclude.id)
+            raise RoutingError(ErrorCode.LIMIT_EXCEEDED, "the store is behind: "
+                               f"streams.max_pending_bytes ({self.settings.max_pending_bytes}) "
+                               "wait to be written; try again shortly")
+        seq = stream.last_seq + 1
+        metadata = env.get("metadata")
+        env["metadata"] = {**metadata, "seq": seq, "epoch": stream.epoch} if metadata else \
+            {"seq": seq, "epoch": stream.epoch}
+        frame = serialize(env)
+        stream.last_seq = seq
+        self.stats.messages_total += 1
+        record = Record(stream, seq, self.clock(), frame, exclude, done)
+        if store is None:
+            stream.committed_seq = seq
+            self._deliver_record(record)
+            return
+        self.pending.append(record)
+        self.pending_bytes += len(frame)
+        store.append(record)
+
+    def _deliver_record(self, record: Record) -> None:
+        stream = record.stream
+        room, channel = stream.room, stream.channel
+        self.router.record(room, channel, record.received, record.frame, record.seq)
+        recipients = self.router.recipients(room, channel)
         owners = self.access.guarded(room, channel)
         if owners is not None:
             recipients = [c for c in recipients if owners.include(c.principal)]
-        return self._deliver(recipients, frame, exclude)
+        self._deliver(recipients, record.frame, record.exclude)
+        if record.done is not None:
+            record.done(None)
+        if self.waiting:
+            for wake in self.waiting.pop(stream, ()):
+                wake()
+
+    def after_pending(self, then: Callable[[], None]) -> None:
+        """Call ``then`` once every message now waiting for the store is delivered or
+        refused (at once when none waits): a connection that must close answers first."""
+        if not self.pending:
+            then()
+            return
+        last = self.pending[-1]    # stored in order: the last one done means all are
+        done = last.done
+
+        def after(refused: str | None) -> None:
+            if done is not None:
+                done(refused)
+            then()
+        last.done = after
+
+    def committed(self, count: int, first_seqs: Mapping[Stream, int]) -> None:
+        """The store has the next ``count`` pending records: each is delivered now, in
+        order. ``first_seqs``: where streams start now that retention dropped their oldest."""
+        pending = self.pending
+        for _ in range(count):
+            record = pending.popleft()
+            self.pending_bytes -= len(record.frame)
+            record.stream.committed_seq = record.seq
+            self._deliver_record(record)
+        for stream, first in first_seqs.items():
+            stream.first_seq = first
+
+    def failed(self, count: int, why: str) -> None:
+        """The store could not keep the next ``count`` pending records (a full disk, an I/O
+        error): none is delivered, each publisher is told, and their streams take those seqs
+        back, so the numbering stays without gaps. The store refuses what follows until
+        nothing is pending (``resume``)."""
+        pending = self.pending
+        failed = [pending.popleft() for _ in range(count)]
+        for record in failed:
+            self.pending_bytes -= len(record.frame)
+            record.stream.last_seq = record.stream.committed_seq
+            self.stats.store_refused_total += 1
+        self.emit("store_failed", text=f"{len(failed)} message(s) not stored and not sent: "
+                  f"{why}", count=len(failed))
+        for record in failed:
+            if record.done is not None:
+                record.done(f"not stored, so not sent: {why}")
+        if not pending and self.store is not None:
+            self.store.resume()
 
     def _deliver(self, recipients: Iterable[Client], frame: bytes,
                  exclude: Client | None) -> int:

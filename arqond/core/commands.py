@@ -8,7 +8,7 @@ their commands with ``CommandRegistry.register``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
@@ -18,6 +18,7 @@ from arqond.core.envelope import iso_at, json_type, now_iso
 from arqond.core.history import Entry
 from arqond.core.errors import ErrorCode
 from arqond.core.router import RoutingError, split_target
+from arqond.core.streams import check_since
 
 if TYPE_CHECKING:
     from arqond.core.bus import Bus
@@ -44,6 +45,8 @@ class CommandContext:
     envelope: dict[str, Any]
     name: str
     args: dict[str, Any]
+    # What runs once the reply is sent (a resumed join's replay follows its response).
+    after_reply: list[Callable[[], None]] = field(default_factory=list)
 
     def arg(self, key: str, kind: type | tuple[type, ...], default: Any = None, *,
             required: bool = False) -> Any:
@@ -104,6 +107,42 @@ def owned_item(ctx: CommandContext, table: dict[str, Any], id_arg: str, what: st
         raise CommandError(ErrorCode.AUTHORIZATION_ERROR,
                            f"only the {what}'s owner or an admin may {action} it")
     return item_id, item
+
+
+class Later:
+    """A command's reply that comes later (a read that waits for a message), as the core
+    makes it without an event loop: what ``ArqonProtocol`` waits on, like an asyncio task."""
+
+    def __init__(self) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._done = False
+        self._callbacks: list[Callable[["Later"], None]] = []
+
+    def add_done_callback(self, callback: Callable[["Later"], None]) -> None:
+        if self._done:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def resolve(self, value: Any = None, error: BaseException | None = None) -> None:
+        if self._done:
+            return
+        self._value, self._error, self._done = value, error, True
+        for callback in self._callbacks:
+            callback(self)
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def result(self) -> Any:
+        return self._value
 
 
 Handler = Callable[[CommandContext], Any]
@@ -183,15 +222,29 @@ def _delete_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
 
 
 def _join_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    """Join room:channel; with ``since`` ({"seq", "epoch"} of the last message seen), every
+    message after it first (arqond/core/replay.py), then the live ones."""
     room, channel = ctx.target(channel_required=True)
     router, client = ctx.bus.router, ctx.client
-    created = ctx.bus.join(client, room, channel)
+    since = ctx.args.get("since")
+    resume = None
+    if since is None:
+        created = ctx.bus.join(client, room, channel)
+    else:
+        try:
+            seq, epoch = check_since(since)
+        except ValueError as exc:
+            raise CommandError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
+        created, resume, replay = ctx.bus.resume(client, room, channel, seq, epoch)
+        ctx.after_reply.append(replay.step)
     data: dict[str, Any] = {"room": room, "channel": channel, "joined_by": client.id,
                             "joined_at": now_iso(), "created": created,
                             "wildcard": "*" in (room, channel)}
     if not data["wildcard"]:
         client.room, client.channel = room, channel
         data.update(router.require_channel(room, channel).summary())
+    if resume is not None:
+        data["resume"] = resume
     return f"Joined {room}:{channel}", data
 
 

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     FILE_REFUSED = "FILE_REFUSED"                  # something not arqond's is at a Zgent's path
     # Bounds and failures
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"              # a quota or a bound of arqond's
+    STORE_FAILED = "STORE_FAILED"                  # not stored (disk full, I/O error): not sent
     CONNECTION_REFUSED = "CONNECTION_REFUSED"      # server.max_connections reached
     EXECUTION_ERROR = "EXECUTION_ERROR"            # the command failed while running
 

@@ -20,17 +20,21 @@ class Entry(NamedTuple):
     sequence: int        # arqond-wide order of recording (merging a room's windows)
     received: float      # when arqond received it (epoch seconds): history time windows
     frame: bytes         # the serialized envelope, as delivered
+    seq: int = 0         # its seq in its channel's stream (0: a message to a whole room)
 
     def envelope(self) -> dict[str, Any]:
         return orjson.loads(self.frame)
 
 
 class Window:
-    __slots__ = ("entries", "bytes")
+    __slots__ = ("entries", "bytes", "complete")
 
-    def __init__(self) -> None:
+    def __init__(self, complete: bool = True) -> None:
         self.entries: deque[Entry] = deque()
         self.bytes = 0
+        # False while older messages than it holds may be in the store and were never
+        # read back (a stream restored at start): the first reader fills it in.
+        self.complete = complete
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -60,19 +64,33 @@ class History:
         self.evicted_total = 0           # entries dropped at a bound
         self._sequence = 0
 
-    def window(self) -> Window:
-        window = Window()
+    def window(self, complete: bool = True) -> Window:
+        window = Window(complete)
         self.windows.add(window)
         return window
+
+    def fill(self, window: Window, older: list[Entry]) -> None:
+        """Put ``older`` (read back from the store, oldest first) before what ``window``
+        holds, within the same bounds as what is recorded: the oldest give way first."""
+        limits = self.limits
+        room = limits.messages - len(window)
+        for entry in reversed(older[-room:] if room > 0 else []):
+            size = len(entry.frame)
+            if window.bytes + size > limits.bytes or self.bytes + size > limits.total_bytes:
+                break
+            window.entries.appendleft(entry)
+            window.bytes += size
+            self.bytes += size
+        window.complete = True
 
     def forget(self, window: Window) -> None:
         """A channel is gone: its window no longer counts."""
         self.windows.discard(window)
         self.bytes -= window.bytes
 
-    def record(self, window: Window, received: float, frame: bytes) -> None:
+    def record(self, window: Window, received: float, frame: bytes, seq: int = 0) -> None:
         self._sequence += 1
-        window.entries.append(Entry(self._sequence, received, frame))
+        window.entries.append(Entry(self._sequence, received, frame, seq))
         window.bytes += len(frame)
         self.bytes += len(frame)
         limits = self.limits

@@ -10,7 +10,7 @@ them out. Connections call ``receive``; request/response surfaces that have no c
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from arqond import PROTOCOL_VERSION
 from arqond.core import envelope as envelopes
@@ -30,6 +30,8 @@ TELEMETRY_TARGET = ("integriguard", "telemetry-stream")
 INSPECTED_TYPES = frozenset({"message", "event", "command"})
 PM_CHANNEL = "pm"
 Reply = dict[str, Any]
+# Where a reply that comes later goes (the ack of a message, once it is stored).
+Respond = Callable[[Reply], None]
 
 
 def error_frame(code: str, message: str, *, request_id: str | None = None,
@@ -39,8 +41,14 @@ def error_frame(code: str, message: str, *, request_id: str | None = None,
 
 
 def ack_frame(env: dict[str, Any]) -> Reply:
-    return {"id": env["id"], "type": "message_response", "sender": SERVER_SENDER,
-            "payload": env.get("payload")}
+    """The acknowledgement of a message; its metadata says where it stands in its stream
+    (seq, epoch) when it went into one."""
+    ack = {"id": env["id"], "type": "message_response", "sender": SERVER_SENDER,
+           "payload": env.get("payload")}
+    metadata = env.get("metadata")
+    if metadata and "seq" in metadata:
+        ack["metadata"] = {"seq": metadata["seq"], "epoch": metadata["epoch"]}
+    return ack
 
 
 class ArqonProtocol:
@@ -64,21 +72,27 @@ class ArqonProtocol:
 
     def handle(self: "Bus", client: Client, env: dict[str, Any]) -> None:
         """Dispatch one validated envelope from a connected client; the reply goes to it."""
-        reply = self._dispatch(client, env)
-        if reply is not None:
+        def respond(reply: Reply) -> None:
             self.send(client, reply)
+        reply = self._dispatch(client, env, respond)
+        if reply is not None:
+            respond(reply)
 
-    def publish_as(self: "Bus", sender: Client, env: dict[str, Any]) -> Reply:
+    def publish_as(self: "Bus", sender: Client, env: dict[str, Any], respond: Respond) -> None:
         """Route one validated message or event for a sender that is not a connection (an
-        HTTP POST), under the same rules as a client's frame. The reply (the ack, or the
-        error) is returned, not sent; nothing counts as a connection."""
+        HTTP POST), under the same rules as a client's frame. The reply (the ack once the
+        message is stored, or the error) goes to ``respond``, at once or later; nothing
+        counts as a connection."""
         if env["type"] not in ("message", "event"):
             raise ValueError(f"publish_as routes messages and events, not {env['type']!r}")
-        reply = self._dispatch(sender, env)
-        assert reply is not None
-        return reply
+        reply = self._dispatch(sender, env, respond)
+        if reply is not None:
+            respond(reply)
 
-    def _dispatch(self: "Bus", client: Client, env: dict[str, Any]) -> Reply | None:
+    def _dispatch(self: "Bus", client: Client, env: dict[str, Any],
+                  respond: Respond) -> Reply | None:
+        """The reply to ``env`` when it is known at once, else None: then ``respond`` gets
+        it (a message's ack once the message is stored)."""
         if not env.get("id"):
             env["id"] = self.ids.next()
         if not env.get("timestamp"):
@@ -93,13 +107,13 @@ class ArqonProtocol:
                 if refusal is not None:
                     return refusal
             if kind in ("message", "event"):
-                return self._route(client, env)
+                return self._route(client, env, respond)
             if kind == "command":
                 self._command(client, env)
             elif kind == "private":
                 return self._private(client, env)
             elif kind == "system":
-                return self._system(client, env)
+                return self._system(client, env, respond)
             elif kind == "telemetry":
                 self._telemetry(client, env)
             # "response" and "error" frames from clients have no addressee; ignored as
@@ -189,7 +203,8 @@ class ArqonProtocol:
                 self.refuse(client, refused.action, refused.zgent)
         return room, channel
 
-    def _route(self: "Bus", client: Client, env: dict[str, Any]) -> Reply:
+    def _route(self: "Bus", client: Client, env: dict[str, Any],
+               respond: Respond) -> Reply | None:
         room, channel = self._checked_target(client, env)
         if channel == PM_CHANNEL:
             return self._private(client, env)
@@ -200,10 +215,18 @@ class ArqonProtocol:
         if intercept is not None:
             intercept(client, env)
             return ack_frame(env)
-        self._fanout(env, self.router.recipients(room, channel), exclude=client)
+        self._fanout(env, client, self._acknowledge(env, respond))
         for observer in self.observers:
             observer(env, client)
-        return ack_frame(env)
+        return None
+
+    def _acknowledge(self: "Bus", env: dict[str, Any],
+                     respond: Respond) -> Callable[[str | None], None]:
+        """What answers a message once it is delivered: its ack, or why it was not."""
+        def done(refused: str | None) -> None:
+            respond(ack_frame(env) if refused is None else
+                    error_frame(ErrorCode.STORE_FAILED, refused, request_id=env["id"]))
+        return done
 
     def _private(self: "Bus", client: Client, env: dict[str, Any]) -> Reply:
         payload = env.get("payload")
@@ -226,14 +249,16 @@ class ArqonProtocol:
         self._deliver(recipients, frame, exclude=client)
         return ack_frame(env)
 
-    def _system(self: "Bus", client: Client, env: dict[str, Any]) -> Reply:
+    def _system(self: "Bus", client: Client, env: dict[str, Any],
+                respond: Respond) -> Reply | None:
         if not client.admin:
             raise RoutingError(ErrorCode.AUTHORIZATION_ERROR, "only arqond itself and admin "
                                "clients may send system messages")
         if env.get("room") or env.get("channel"):
             room, channel = self._checked_target(client, env)
             if self._reachable(client, room, channel):
-                self._fanout(env, self.router.recipients(room, channel), exclude=client)
+                self._fanout(env, client, self._acknowledge(env, respond))
+                return None
         else:  # to every client: a Zgent's inbox traffic never travels this way
             self.stats.messages_total += 1
             self._deliver(self.clients.values(), serialize(env), exclude=client)
@@ -245,7 +270,7 @@ class ArqonProtocol:
             self.router.ensure_channel(*TELEMETRY_TARGET, kind="system")
         room, channel = self._checked_target(client, env)
         if self._reachable(client, room, channel):
-            self._fanout(env, self.router.recipients(room, channel), exclude=client)
+            self._fanout(env, client, None)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -320,3 +345,6 @@ class ArqonProtocol:
         else:
             ack["command"] = payload.get("command")
         self.send(client, ack)
+        if error is None:
+            for then in context.after_reply:
+                then()

@@ -13,9 +13,12 @@ from arqond.core.clients import Client
 from arqond.core.envelope import MAX_NAME_LENGTH, iso_at, now_iso
 from arqond.core.history import Entry, History, HistoryLimits, Window
 from arqond.core.errors import ErrorCode
+from arqond.core.streams import Retention, Stream, new_epoch
 
 # What arqond.conf(5) gives server.history_size, history_bytes and history_total_bytes.
 DEFAULT_HISTORY = HistoryLimits(500, 8 << 20, 256 << 20)
+# ... and streams.max_messages, max_bytes and max_age.
+DEFAULT_RETENTION = Retention(10000, 64 << 20, 0.0)
 WILDCARD = "*"
 
 
@@ -55,10 +58,10 @@ def split_target(room: str | None, channel: str | None) -> tuple[str | None, str
 
 class Channel:
     __slots__ = ("room", "name", "created_at", "created_by", "type", "hardcoded", "members",
-                 "history", "message_count", "last_activity", "description", "owner")
+                 "history", "message_count", "last_activity", "description", "owner", "stream")
 
     def __init__(self, room: str, name: str, *, created_by: str, kind: str, hardcoded: bool,
-                 history: Window, description: str = "") -> None:
+                 history: Window, stream: Stream, description: str = "") -> None:
         self.room = room
         self.name = name
         self.created_at = now_iso()
@@ -73,6 +76,8 @@ class Channel:
         self.last_activity: float | None = None
         # The principal charged for it (quotas.channels), when a client created it.
         self.owner: Any = None
+        # Its messages in order (arqond/core/streams.py): seq, epoch, retention.
+        self.stream = stream
 
     def metadata(self) -> dict[str, Any]:
         return {"created_at": self.created_at, "created_by": self.created_by, "type": self.type,
@@ -83,7 +88,8 @@ class Channel:
                 "participants": len(self.members), "member_count": len(self.members),
                 "messages": self.message_count,
                 "last_activity": None if self.last_activity is None
-                else iso_at(self.last_activity), **self.metadata()}
+                else iso_at(self.last_activity), **self.metadata(),
+                "stream": self.stream.describe()}
 
 
 class Room:
@@ -98,8 +104,11 @@ class Room:
 
 
 class Router:
-    def __init__(self, history: History | None = None) -> None:
+    def __init__(self, history: History | None = None,
+                 retention: Retention = DEFAULT_RETENTION) -> None:
         self.histories = history or History(DEFAULT_HISTORY)
+        # What a new channel's stream keeps unless it was created with its own.
+        self.retention = retention
         self.rooms: dict[str, Room] = {}
         # (room or "*", channel or "*") -> subscribers; only for subscriptions with a wildcard.
         self.patterns: dict[tuple[str, str], dict[Client, None]] = {}
@@ -124,7 +133,8 @@ class Router:
 
     def ensure_channel(self, room: str, channel: str, *, created_by: str = "arqonbus",
                        kind: str = "general", hardcoded: bool = False,
-                       description: str = "") -> tuple[Channel, bool]:
+                       description: str = "", stream: Stream | None = None
+                       ) -> tuple[Channel, bool]:
         """The channel, created if missing; the flag says whether it was created now."""
         found = self.channel(room, channel)
         if found is not None:
@@ -134,8 +144,13 @@ class Router:
         room_obj = self.rooms.get(room)
         if room_obj is None:
             room_obj = self.rooms[room] = Room(room, self.histories.window())
+        if stream is None:
+            stream = Stream(room, channel, new_epoch(), self.retention, details={
+                "type": kind, "description": description, "created_by": created_by})
+        # A stream restored from the store has a past its window has not read back yet.
         created = Channel(room, channel, created_by=created_by, kind=kind, hardcoded=hardcoded,
-                          history=self.histories.window(), description=description)
+                          history=self.histories.window(complete=stream.last_seq == 0),
+                          description=description, stream=stream)
         room_obj.channels[channel] = created
         return created, True
 
@@ -224,7 +239,8 @@ class Router:
                 merged.update(subscribers)
         return merged
 
-    def record(self, room: str, channel: str | None, received: float, frame: bytes) -> None:
+    def record(self, room: str, channel: str | None, received: float, frame: bytes,
+               seq: int = 0) -> None:
         room_obj = self.rooms.get(room)
         if room_obj is None:
             return
@@ -233,7 +249,7 @@ class Router:
             return
         found = room_obj.channels.get(channel)
         if found is not None:
-            self.histories.record(found.history, received, frame)
+            self.histories.record(found.history, received, frame, seq)
             found.message_count += 1
             found.last_activity = received
 

@@ -54,10 +54,11 @@ class Stream:
     """One channel's stream: where its numbering stands."""
 
     __slots__ = ("room", "channel", "epoch", "first_seq", "last_seq", "committed_seq",
-                 "retention", "stored_id")
+                 "retention", "stored_id", "details")
 
     def __init__(self, room: str, channel: str, epoch: str, retention: Retention, *,
-                 first_seq: int = 1, last_seq: int = 0, stored_id: int | None = None) -> None:
+                 first_seq: int = 1, last_seq: int = 0, stored_id: int | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         self.room = room
         self.channel = channel
         self.epoch = epoch
@@ -66,6 +67,8 @@ class Stream:
         self.last_seq = last_seq          # the last seq given out
         self.committed_seq = last_seq     # the last seq stored and delivered
         self.stored_id = stored_id        # the store's key for it, once it has one
+        # What the store keeps of its channel, to make it again at start (type, ...).
+        self.details = details or {}
 
     def describe(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "first_seq": self.first_seq,
@@ -118,6 +121,9 @@ class Store(Protocol):
     def forget(self, stream: Stream) -> None:
         """A channel was deleted: its messages go."""
 
+    def resume(self) -> None:
+        """After a failure (``Bus.failed``) and once nothing is pending: try again."""
+
 
 class Resume(NamedTuple):
     """What a client that saw (seq, epoch) gets: every message after ``after``."""
@@ -127,10 +133,9 @@ class Resume(NamedTuple):
     reason: str | None
 
 
-def plan_resume(stream: Stream, seq: int, epoch: str) -> Resume:
+def plan_resume(stream: Stream, earliest: int, seq: int, epoch: str) -> Resume:
     """Resume from the client's last (seq, epoch): exactly what followed it, or, when that is
-    no longer known, what there is, with why."""
-    earliest = stream.first_seq
+    no longer known, what there is (from ``earliest``, the first seq still held), with why."""
     if epoch != stream.epoch:
         return Resume(False, earliest - 1, f"epoch {epoch} is gone (the stream's past was "
                       f"lost; it is now epoch {stream.epoch})")

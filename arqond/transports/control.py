@@ -74,6 +74,9 @@ class ControlConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
         self.framer = LineFramer(adapter.config.server.max_message_size)
+        # Past a line too long, or the peer's end of input: nothing more is read, and the
+        # connection closes once the answers still due (acks of stored messages) are sent.
+        self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -103,7 +106,7 @@ class ControlConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         client = self.client
-        if client is None or not client.open:
+        if client is None or not client.open or self.closing:
             return
         framer = self.framer
         for line in framer.feed(data):
@@ -124,19 +127,29 @@ class ControlConnection(asyncio.Protocol):
             self.adapter.bus.receive(self.client, text)
 
     def _too_long(self) -> None:
-        assert self.client is not None and self.transport is not None
+        client, transport = self.client, self.transport
+        assert client is not None and transport is not None
         self.adapter.oversize_total += 1
-        self.adapter.bus.reject(self.client, ErrorCode.LINE_TOO_LONG,
-                                f"{too_long(self.framer.max_bytes)} (server.max_message_size); "
-                                "closing the connection")
-        self.adapter.bus.detach(self.client, reason="line too long")
-        self.transport.close()
+        self.closing = True
+
+        def refuse() -> None:
+            self.adapter.bus.reject(client, ErrorCode.LINE_TOO_LONG,
+                                    f"{too_long(self.framer.max_bytes)} "
+                                    "(server.max_message_size); closing the connection")
+            self.adapter.bus.detach(client, reason="line too long")
+            transport.close()
+        self.adapter.bus.after_pending(refuse)
 
     def eof_received(self) -> bool:
         last = self.framer.finish()  # a last line without its newline still counts
-        if last is not None and self.client is not None and self.client.open:
+        if last is not None and self.client is not None and self.client.open \
+                and not self.closing:
             self._line(last)
-        return False  # close once the replies are flushed
+        self.closing = True
+        transport = self.transport
+        assert transport is not None
+        self.adapter.bus.after_pending(transport.close)   # once the replies are flushed
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.adapter.connections.discard(self)

@@ -465,7 +465,7 @@ class HttpAdapter:
             sink.open = False
             bus.detach(client, reason="stream closed")
 
-    def _publish(self, exchange: Exchange, request: Request) -> None:
+    async def _publish(self, exchange: Exchange, request: Request) -> None:
         principal = self._principal(exchange, request)
         room, channel = self._target(request, channel_required=False)
         kind = request.query.get("type", "message")
@@ -493,7 +493,10 @@ class HttpAdapter:
             hops = request.headers.get(HOPS_HEADER.lower(), "")
             if hops.isascii() and hops.isdigit():  # came through a webhook: counted, not looped
                 env[HOPS] = int(hops)
-            reply = bus.publish_as(sender, env)
+            answered: asyncio.Future[dict[str, Any]] = \
+                asyncio.get_running_loop().create_future()
+            bus.publish_as(sender, env, answered.set_result)
+            reply = await answered      # the ack comes once the message is stored
         if reply["type"] == "message_response":
             self.published_total += 1
             status = HTTPStatus.OK

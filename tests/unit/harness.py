@@ -25,6 +25,7 @@ from arqond.core.clients import Client
 from arqond.core.commands import Command
 from arqond.core.principal import Principal
 from arqond.core.store import Store
+from arqond.core.streams import Record, Stored, Stream
 
 SERVER = "arqonbus"
 # An admin, as root on the control socket is one.
@@ -48,6 +49,7 @@ class ListSink:
         self.frames: list[dict[str, Any]] = []
         self.capacity = capacity
         self.closed: tuple[int, str] | None = None
+        self.backlog = 0        # what buffered() says: a test fills the buffer by setting it
 
     def send(self, frame: bytes) -> bool:
         if self.capacity is not None and len(self.frames) >= self.capacity:
@@ -59,7 +61,7 @@ class ListSink:
         self.closed = (code, reason)
 
     def buffered(self) -> int:
-        return 0
+        return self.backlog
 
 
 class ManualTimers:
@@ -182,6 +184,7 @@ class BusHarness:
         # The bus's clock is the timers': a test moves both with timers.advance or .now.
         self.bus = Bus(settings or BusSettings(**{**DEFAULT_TARGET, **fields}),
                        clock=lambda: self.timers.now)
+        self.bus.timers = self.timers
         # op.store, as app.py plugs it.
         self.store = Store(configuration.defaults().store, self.bus.charges)
         self.bus.plug(commands=self.store.commands())
@@ -259,3 +262,80 @@ def assert_ack(frames: list[dict[str, Any]], env_id: str | None = None) -> dict[
     if env_id is not None:
         assert ack["id"] == env_id
     return ack
+
+
+def beside_stream(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A delivered message's metadata without what its stream stamps on it (seq, epoch)."""
+    return {key: value for key, value in metadata.items() if key not in ("seq", "epoch")}
+
+
+class ManualStore:
+    """The Store port (arqond/core/streams.py) kept in memory and driven by hand: ``commit``
+    stores what was appended (as the writer thread's turn would), ``fail`` refuses it,
+    ``answer_reads`` answers the replays' reads."""
+
+    durability = "write"
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.queue: list[Record] = []
+        self.stored: dict[Stream, list[Stored]] = {}
+        self.reads: list[tuple[Stream, int, int, Callable[[list[Stored]], None]]] = []
+        self.failing = False
+        self.forgotten: list[Stream] = []
+        self.untold = 0             # stored, the Bus not told yet
+        bus.store = self
+
+    def append(self, record: Record) -> None:
+        self.queue.append(record)
+
+    def commit(self, count: int | None = None) -> None:
+        """Store the next ``count`` (all) appended records and tell the Bus."""
+        self.write(count)
+        self.tell()
+
+    def write(self, count: int | None = None) -> None:
+        """Store them without telling the Bus yet, as the writer thread does before its
+        call reaches the event loop: reads see them already."""
+        count = len(self.queue) if count is None else count
+        done, self.queue = self.queue[:count], self.queue[count:]
+        for record in done:
+            self.stored.setdefault(record.stream, []).append(
+                Stored(record.seq, record.received, record.frame))
+        self.untold += len(done)
+
+    def tell(self) -> None:
+        told, self.untold = self.untold, 0
+        self.bus.committed(told, {})
+
+    def fail(self, why: str = "the disk is full") -> None:
+        done, self.queue = self.queue, []
+        self.failing = True
+        self.bus.failed(len(done), why)
+
+    def resume(self) -> None:
+        self.failing = False
+
+    def forget(self, stream: Stream) -> None:
+        self.forgotten.append(stream)
+        self.stored.pop(stream, None)
+
+    def read(self, stream: Stream, after: int, before: int, limit: int) -> list[Stored]:
+        rows = [m for m in self.stored.get(stream, []) if after < m.seq < before]
+        return rows[-limit:]
+
+    def read_later(self, stream: Stream, after: int, limit: int,
+                   then: Callable[[list[Stored]], None]) -> None:
+        self.reads.append((stream, after, limit, then))
+
+    def answer_reads(self) -> int:
+        """Answer every read asked so far (not those asked while answering)."""
+        reads, self.reads = self.reads, []
+        for stream, after, limit, then in reads:
+            then([m for m in self.stored.get(stream, []) if m.seq > after][:limit])
+        return len(reads)
+
+    def drop_through(self, stream: Stream, seq: int) -> None:
+        """Retention let messages up to ``seq`` go."""
+        self.stored[stream] = [m for m in self.stored.get(stream, []) if m.seq > seq]
+        self.bus.committed(0, {stream: seq + 1})

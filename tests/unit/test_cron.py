@@ -12,7 +12,7 @@ from arqond.core.casil import Casil, Policy
 from arqond.core.cron import MAX_REPEAT, MAX_SECONDS, Cron
 from arqond.core.errors import ErrorCode
 from arqond.core.principal import NOBODY
-from tests.unit.harness import BusHarness, assert_refused
+from tests.unit.harness import BusHarness, assert_refused, beside_stream
 
 
 @pytest.fixture
@@ -47,7 +47,8 @@ def test_a_job_fires_once_after_its_delay_to_every_subscriber_including_the_sche
     for peer in (other, scheduler):
         fired = peer.next("message")
         assert (fired["payload"], fired["sender"]) == ({"content": "tick"}, "op-cron")
-        assert fired["metadata"] == {"cron_job_id": job["job_id"], "iteration": 1}
+        assert beside_stream(fired["metadata"]) == {"cron_job_id": job["job_id"],
+                                                    "iteration": 1}
         assert (fired["room"], fired["channel"]) == ("science", "general")
     assert scheduler.ok("op.cron.list") == {"jobs": [], "count": 0}   # a one-shot job is gone
     bus.timers.advance(10)
@@ -75,7 +76,7 @@ def test_a_repeating_job_fires_at_its_interval_then_stops_and_creates_its_channe
     bus.timers.advance(0.49)
     listener.assert_silent()
     bus.timers.advance(0.51)
-    assert [f["metadata"] for f in listener.take()] == [
+    assert [beside_stream(f["metadata"]) for f in listener.take()] == [
         {"cron_job_id": job["job_id"], "iteration": n} for n in (2, 3)]
     bus.timers.advance(60)
     listener.assert_silent()

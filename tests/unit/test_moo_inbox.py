@@ -12,6 +12,7 @@ from arqond.core.moo.inbox import Refused, Route, decode, route
 from arqond.core.moo.registry import Spec
 from arqond.core.access import Owners
 from arqond.core.moo.owners import owners_of
+from tests.unit.harness import beside_stream
 from tests.unit.moo_harness import Moo
 
 DEEP = b'{"a":' * 70 + b"1" + b"}" * 70
@@ -66,7 +67,7 @@ def test_a_message_is_published_on_the_inbox_channel_and_kept_until_read():
     channel = moo.watch("dreader", "inbox")
     moo.zgents.inbox_line("dreader", {"from": "orchestrator", "n": 1})
     moo.zgents.inbox_line("dreader", {"from": 7, "n": 2})
-    assert [(e["sender"], e["payload"], e["metadata"]) for e in channel] == [
+    assert [(e["sender"], e["payload"], beside_stream(e["metadata"])) for e in channel] == [
         ("orchestrator", {"from": "orchestrator", "n": 1}, {"zgent": "dreader"}),
         ("arqonbus", {"from": 7, "n": 2}, {"zgent": "dreader"})]
     assert moo.mailbox("dreader") == [{"from": "orchestrator", "n": 1}, {"from": 7, "n": 2}]

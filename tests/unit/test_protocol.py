@@ -13,7 +13,7 @@ from arqond.core.casil import Casil, Policy
 from arqond.core.clients import Client
 from arqond.core.commands import Command, CommandError
 from arqond.core.errors import ErrorCode
-from tests.unit.harness import BusHarness, assert_ack, assert_error, local_user
+from tests.unit.harness import BusHarness, assert_ack, assert_error, beside_stream, local_user
 
 NO_TARGET = ("a private message needs payload.target or to_client: a client id or a list of "
              "client ids")
@@ -375,7 +375,7 @@ def test_an_allowed_frame_is_routed_as_it_came(bus):
     sender, receiver = bus.connect(), bus.connect()
     assert_ack(sender.send({"type": "message", "payload": {"n": 1}, "metadata": {"m": 1}}))
     got = receiver.next("message")
-    assert (got["payload"], got["metadata"]) == ({"n": 1}, {"m": 1})
+    assert (got["payload"], beside_stream(got["metadata"])) == ({"n": 1}, {"m": 1})
     assert inspector.inspected_total == 1
     assert bus.events_named("casil_decision")[0]["decision"] == "ALLOW"
 
@@ -417,16 +417,20 @@ def test_reject_answers_what_a_transport_could_not_hand_over(bus):
 
 # -- publish_as: a sender that is not a connection --------------------------------------------
 
-def test_publish_as_routes_under_the_same_rules_and_returns_the_reply(bus):
+def test_publish_as_routes_under_the_same_rules_and_hands_over_the_reply(bus):
     listener = bus.connect()
     poster = Client(None, "http")
-    ack = bus.bus.publish_as(poster, {"type": "message", "room": "science:general",
-                                      "payload": {"from": "http"}})
+    replies: list[dict] = []
+    bus.bus.publish_as(poster, {"type": "message", "room": "science:general",
+                                "payload": {"from": "http"}}, replies.append)
+    [ack] = replies
     assert ack["type"] == "message_response" and ack["payload"] == {"from": "http"}
     got = listener.next("message")
     assert (got["id"], got["sender"]) == (ack["id"], poster.id)
-    refused = bus.bus.publish_as(poster, {"type": "event", "room": "science:bad\x07",
-                                          "payload": {"x": 1}})
+    assert ack["metadata"] == {"seq": got["metadata"]["seq"], "epoch": got["metadata"]["epoch"]}
+    bus.bus.publish_as(poster, {"type": "event", "room": "science:bad\x07",
+                                "payload": {"x": 1}}, replies.append)
+    refused = replies[-1]
     assert (refused["type"], refused["error_code"]) == ("error", ErrorCode.VALIDATION_ERROR)
     assert refused["error"].startswith("invalid channel name 'bad\\x07': 1 to 128")
     assert bus.bus.stats.connections_total == 1   # the listener; the poster never was one
@@ -435,4 +439,5 @@ def test_publish_as_routes_under_the_same_rules_and_returns_the_reply(bus):
 
 def test_publish_as_takes_only_messages_and_events(bus):
     with pytest.raises(ValueError, match="publish_as routes messages and events, not 'command'"):
-        bus.bus.publish_as(Client(None, "http"), {"type": "command", "command": "ping"})
+        bus.bus.publish_as(Client(None, "http"), {"type": "command", "command": "ping"},
+                           print)

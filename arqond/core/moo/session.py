@@ -156,8 +156,8 @@ class Session:
             self._on(Event.END_OF_INPUT)
             if self.mode is CLOSED:
                 self.link.close()
-            else:
-                self.finish_if_done()
+            else:   # bus envelopes it sent are answered once stored
+                self.zgents.bus.after_pending(self.finish_if_done)
 
     def lost(self) -> None:
         """The connection is gone (either side closed it)."""

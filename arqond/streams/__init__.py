@@ -1,0 +1,1 @@
+"""Where streams are kept: the SQLite store (arqond/core/streams.py is the model)."""

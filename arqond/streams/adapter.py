@@ -1,0 +1,76 @@
+"""The streams' store as a part of arqond: opened first at start (the channels it kept exist
+before anyone connects), closed last at stop (what is queued is stored)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from arqond.config import Config
+from arqond.core.bus import Bus
+from arqond.core.cursors import Cursors, Position
+from arqond.core.metrics import Sample, counters_of, gauge
+from arqond.core.streams import Retention
+from arqond.streams.sqlite import Limits, SqliteStore, StoreError
+from arqond.unix import ListenerError
+
+log = logging.getLogger("arqond.streams")
+
+COUNTERS = {
+    "commits_total": "Transactions that stored messages (group commits).",
+    "stored_total": "Messages stored.",
+    "trimmed_total": "Stored messages dropped by retention (count, bytes, age, total).",
+    "write_errors_total": "Store writes that failed (disk full, I/O error), each logged.",
+    "set_aside_total": "Unreadable stores set aside at start (every stream got a new epoch).",
+}
+
+
+def retention_of(config: Config) -> Retention:
+    streams = config.streams
+    return Retention(streams.max_messages, streams.max_bytes, streams.max_age)
+
+
+class StreamsAdapter:
+    name = "streams"
+
+    def __init__(self, bus: Bus, config: Config, cursors: Cursors) -> None:
+        self.bus = bus
+        self.config = config
+        self.cursors = cursors
+        self.store = SqliteStore(config.server.state_dir, config.streams.durability,
+                                 Limits(config.streams.total_bytes))
+
+    async def start(self) -> None:
+        try:
+            streams = self.store.open()
+        except StoreError as exc:
+            raise ListenerError(str(exc)) from None
+        left_out = self.bus.restore(streams)
+        if left_out:
+            log.warning("%d stored stream(s) not restored: server.max_channels (%d) reached",
+                        left_out, self.bus.settings.max_channels)
+        self.store.start(self.bus, asyncio.get_running_loop())
+        self.bus.store = self.store
+        names = {stream.stored_id: (stream.room, stream.channel) for stream in streams}
+        self.cursors.restore({(principal, name, *names[stream_id]): Position(seq, epoch)
+                              for (principal, name, stream_id), (seq, epoch)
+                              in self.store.cursors().items() if stream_id in names})
+        log.info("streams: %d restored from %s (durability %s)", len(streams) - left_out,
+                 self.store.path, self.store.durability)
+
+    async def stop(self) -> None:
+        self.bus.store = None
+        self.store.close_reader()
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+        self.store.limits = Limits(config.streams.total_bytes)
+
+    def samples(self) -> list[Sample]:
+        bus = self.bus
+        return [gauge("arqonbus_streams_pending", "Messages waiting to be stored.",
+                      len(bus.pending)),
+                gauge("arqonbus_streams_pending_bytes", "Bytes of messages waiting to be "
+                      "stored (streams.max_pending_bytes).", bus.pending_bytes),
+                *counters_of(self.store, "arqonbus_streams", COUNTERS)]
