@@ -50,6 +50,9 @@ EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
                 "casil_reloaded": NOTICE, "access_refused": logging.WARNING,
                 "limit_reached": logging.WARNING, "audit": NOTICE,
                 "casil_internal_error": logging.ERROR}
+# The parts that catch failures inside arqond (bugs) one frame, line or request at a time;
+# /metrics counts each, zero included, as arqonbus_internal_errors_total{component}.
+INTERNAL_ERROR_COMPONENTS = ("ws", "control", "http", "telemetry", "moo", "narrative", "casil")
 # SIGTERM to exit: every stop callback and adapter shares this budget (the contract is 5 s).
 STOP_BUDGET = 4.0
 # How often what waits for all clients is held against server.output_budget_bytes: a sum over
@@ -123,6 +126,10 @@ class Daemon:
         self.state = "starting"
         self.principals = PrincipalResolver(config)
         self.limit_lines = Throttle()
+        # internal_error events by component; the MOO layer, the tailer and CASIL count their
+        # own (internal_error_samples adds them).
+        self.internal_errors = dict.fromkeys(INTERNAL_ERROR_COMPONENTS, 0)
+        self.tailer: NarrativeTailer | None = None
         self._add_operator_lane()
 
     def _add_operator_lane(self) -> None:
@@ -148,6 +155,14 @@ class Daemon:
                           self.timers]
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "internal_error":
+            self.internal_errors[fields["component"]] += 1
+            # Emitted from the except block that caught the failure: exc_info is its traceback.
+            log.error("internal error in %s while handling %s%s; that one record was dropped, "
+                      "the connection kept", fields["component"], fields["where"],
+                      f" of client {fields['client_id']}" if fields["client_id"] else "",
+                      exc_info=True)
+            return
         level = EVENT_LEVELS.get(event, logging.DEBUG)
         fields = dict(fields)
         text = fields.pop("text", None) or event.replace("_", " ")
@@ -226,18 +241,18 @@ class Daemon:
         # What reports through HTTP: counters on /metrics, sections of /status.
         self.http.metric_sources += [websocket.samples, self.moo.samples, telemetry.samples,
                                      self.http.samples, control.samples,
-                                     self._operator_lane_samples]
+                                     self._operator_lane_samples, self._internal_error_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
         if config.narrative.enabled:
             # The tailer publishes broadcast.jsonl through its LOG_DIR link, so the MOO layer
             # only appends to it; otherwise every broadcast would go out twice. It starts
             # after the MOO layer, which makes that link.
             self.moo.publish_broadcasts = False
-            tailer = NarrativeTailer(bus, config, on_zgent_seen=self._zgent_seen,
-                                     on_query=self.moo.inbox_line,
-                                     on_reply=self.moo.inbox_line)
-            self.adapters.append(tailer)
-            self.http.metric_sources.append(tailer.samples)
+            self.tailer = NarrativeTailer(bus, config, on_zgent_seen=self._zgent_seen,
+                                          on_query=self.moo.inbox_line,
+                                          on_reply=self.moo.inbox_line)
+            self.adapters.append(self.tailer)
+            self.http.metric_sources.append(self.tailer.samples)
         for adapter in self.adapters:
             await adapter.start()
 
@@ -245,8 +260,7 @@ class Daemon:
         return [*counters_of(self.casil, "arqonbus_casil", {
                     "inspected_total": "Frames inspected by CASIL.",
                     "blocked_total": "Frames CASIL blocked.",
-                    "redacted_total": "Frames CASIL redacted.",
-                    "internal_errors_total": "Inspections that failed (default_decision)."}),
+                    "redacted_total": "Frames CASIL redacted."}),
                 *counters_of(self.webhook_delivery, "arqonbus_webhook", {
                     "delivered_total": "Webhook POSTs answered 2xx.",
                     "failed_total": "Webhook POSTs that failed, each logged.",
@@ -268,6 +282,17 @@ class Daemon:
                           "Requests refused at a principal's quota ([quotas]).", count,
                           quota=quota.value)
                   for quota, count in sorted(self.bus.charges.refused.items()))]
+
+    def _internal_error_samples(self) -> list[Sample]:
+        counts = dict(self.internal_errors)
+        counts["moo"] += self.moo.internal_errors_total
+        counts["casil"] += self.casil.internal_errors_total  # decided by default_decision
+        if self.tailer is not None:
+            counts["narrative"] += self.tailer.internal_errors
+        return [counter("arqonbus_internal_errors_total",
+                        "Failures inside arqond (bugs) caught while handling one frame, line or "
+                        "request, each logged with where it happened; the connection was kept.",
+                        count, component=component) for component, count in counts.items()]
 
     def _zgent_seen(self, name: str, new_file: bool) -> None:
         """A narrative file registers its Zgent; each new line refreshes its lastSeen."""

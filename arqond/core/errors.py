@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"              # a quota or a bound of arqond's
     CONNECTION_REFUSED = "CONNECTION_REFUSED"      # server.max_connections reached
     EXECUTION_ERROR = "EXECUTION_ERROR"            # the command failed while running
+    INTERNAL_ERROR = "INTERNAL_ERROR"              # a failure inside arqond (a bug), logged
 
 
 class RpcCode(IntEnum):

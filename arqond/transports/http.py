@@ -224,6 +224,7 @@ class HttpAdapter:
     async def _one_request(self, exchange: Exchange, over_limit: bool) -> bool:
         """Read and answer one request; True when the connection may carry another."""
         conn = exchange.conn
+        request = None
         try:
             request = await self._read_request(exchange)
             if request is None:
@@ -245,8 +246,9 @@ class HttpAdapter:
             self._error(exchange, exc)
         except (asyncio.TimeoutError, ConnectionError):
             raise
-        except Exception:
-            log.exception("HTTP request failed")
+        except Exception:  # noqa: BLE001 - a 500 for this request, never a dropped server
+            self.bus.internal_error(self.name, f"{request.method} {request.path}"
+                                    if request is not None else "a request head")
             if conn.our_state is not h11.SEND_RESPONSE:
                 return False
             self._error(exchange, HttpError(HTTPStatus.INTERNAL_SERVER_ERROR,

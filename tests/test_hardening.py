@@ -1,0 +1,179 @@
+"""Hardening items of issue 12, each named after its behaviour: failures inside arqond caught
+one record at a time and counted in one family, HEAD answered like GET, no slowloris, CASIL
+logging where a secret was and never the secret, arqond's own telemetry event names reserved,
+and `arqond --daemon` reporting a failed start."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import orjson
+from websockets.asyncio.client import connect, unix_connect
+
+from arqond import config as configuration
+from arqond.app import Daemon
+from arqond.core.commands import Command
+from tests.conftest import (HttpReply, ZgentSocket, isolated_sections, parse_http_reply,
+                            parse_metrics, write_config)
+
+INTERNAL_ERROR_TEXT = ("internal error in arqond while handling this frame; it was logged, and "
+                       "the connection stays open")
+
+
+# -- failures inside arqond: one record lost, never the connection --------------------------
+
+class LiveDaemon:
+    """The real Daemon of arqond/app.py, run on the test's own event loop, so that a test can
+    plug a part that fails into its Bus, as a buggy command or observer would."""
+
+    def __init__(self, tmp: Path, config: dict | None = None) -> None:
+        sections = isolated_sections(tmp)
+        for section, body in (config or {}).items():
+            sections.setdefault(section, {}).update(body)
+        self.config = configuration.load(str(write_config(tmp / "arqond.toml", sections)))
+        self.daemon = Daemon(self.config, {})
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "LiveDaemon":
+        self.task = asyncio.create_task(self.daemon.run())
+        while self.daemon.state != "ready":
+            assert not self.task.done(), self.task.result()
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.daemon.stopping.set()
+        assert await self.task == 0
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+    def address(self, name: str) -> tuple[str, int]:
+        host, _, port = self.daemon.addresses[name].rpartition(":")
+        return host, int(port)
+
+    def url(self, name: str) -> str:
+        return f"ws://{self.daemon.addresses[name]}/"
+
+    async def request(self, method: str, target: str, body: bytes = b"") -> HttpReply:
+        """One request on its own connection (the daemon runs on this very loop, so no
+        blocking client here)."""
+        reader, writer = await asyncio.open_connection(*self.address("http"))
+        writer.write(f"{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        reply = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return parse_http_reply(reply)
+
+    async def metrics(self) -> dict[str, float]:
+        return parse_metrics((await self.request("GET", "/metrics")).body.decode())
+
+
+def explode(ctx):
+    raise RuntimeError("a bug in a command")
+
+
+def late_and_malformed(ctx):
+    """A command whose answer comes later and is not the (message, data) pair: the failure
+    happens in a loop callback, with no adapter on the stack."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result("not a pair")
+    return future
+
+
+def explode_on_marked(env, client):
+    if b"explode" in orjson.dumps(env.get("payload")):
+        raise RuntimeError("a bug in an observer")
+
+
+def plug_faults(daemon: Daemon) -> None:
+    daemon.bus.plug(commands={"test.explode": Command(explode, False, "fails"),
+                              "test.late": Command(late_and_malformed, False, "fails later")},
+                    on_message=explode_on_marked)
+
+
+async def assert_internal_error(connection, request_id: str) -> None:
+    error = orjson.loads(await asyncio.wait_for(connection.recv(), 5))
+    assert (error["type"], error["error_code"], error["error"], error["request_id"]) == (
+        "error", "INTERNAL_ERROR", INTERNAL_ERROR_TEXT, request_id)
+
+
+async def test_a_frame_that_fails_inside_arqond_is_answered_internal_error_and_the_connection_stays(
+        tmp_path, caplog):
+    async with LiveDaemon(tmp_path, {"zgents": {"zed": {}}}) as live:
+        plug_faults(live.daemon)
+        async with connect(live.url("ws")) as ws, \
+                unix_connect(live.daemon.addresses["bus"]) as bus:
+            for connection in (ws, bus):
+                await connection.recv()  # welcome
+                await connection.send(orjson.dumps({"id": "boom-1", "type": "command",
+                                                    "command": "test.explode"}).decode())
+                await assert_internal_error(connection, "boom-1")
+                await connection.send(orjson.dumps({
+                    "id": "boom-2", "type": "message", "room": "science", "channel": "explore",
+                    "payload": {"explode": True}}).decode())
+                await assert_internal_error(connection, "boom-2")
+                await connection.send(orjson.dumps({"id": "boom-3", "type": "command",
+                                                    "command": "test.late"}).decode())
+                await assert_internal_error(connection, "boom-3")
+                # Still open and served.
+                await connection.send('{"type":"command","command":"ping","id":"p"}')
+                pong = orjson.loads(await asyncio.wait_for(connection.recv(), 5))
+                assert (pong["type"], pong["payload"]["message"]) == ("response", "pong")
+            # The control socket: one line fails, the next is served.
+            reader, writer = await asyncio.open_unix_connection(live.daemon.addresses["control"])
+            await reader.readline()
+            writer.write(b'{"id":"boom-4","type":"command","command":"test.explode"}\n'
+                         b'{"id":"p","type":"command","command":"ping"}\n')
+            error = orjson.loads(await reader.readline())
+            assert (error["error_code"], error["error"], error["request_id"]) == (
+                "INTERNAL_ERROR", INTERNAL_ERROR_TEXT, "boom-4")
+            assert orjson.loads(await reader.readline())["payload"]["message"] == "pong"
+            writer.close()
+            # A bus envelope on a Zgent socket goes through the same catch.
+            zed = await ZgentSocket.open(live.daemon.config.moo.dir + "/zed.sock")
+            await zed.send({"id": "boom-5", "type": "command", "command": "test.explode"})
+            error = await zed.recv()
+            assert (error["error_code"], error["request_id"]) == ("INTERNAL_ERROR", "boom-5")
+            assert (await zed.call("arqon.ping"))["result"]["pong"] is True
+            await zed.close()
+            # HTTP: a 500 for that request, and the server goes on serving.
+            reply = await live.request("POST", "/v1/publish?room=science&channel=explore",
+                                       b'{"explode":true}')
+            assert reply.status == 500
+            assert reply.json() == {"error": "Internal Server Error",
+                                    "details": "internal error; see the arqond log",
+                                    "status": 500}
+            # Telemetry: an error frame, and the watcher stays.
+            async with connect(live.url("telemetry")) as watcher:
+                await watcher.recv()
+                await watcher.send('{"eventType":"load","payload":{"explode":true}}')
+                # Watchers hear of it first, as of any event of arqond's (the event's bus
+                # channel was created on the way).
+                events = [orjson.loads(await asyncio.wait_for(watcher.recv(), 5))
+                          for _ in range(2)]
+                assert [(e["event_type"], e["payload"].get("component")) for e in events] == [
+                    ("channel_created", None), ("internal_error", "telemetry")]
+                error = orjson.loads(await asyncio.wait_for(watcher.recv(), 5))
+                assert (error["error_code"], error["error"]) == ("INTERNAL_ERROR",
+                                                                 INTERNAL_ERROR_TEXT)
+                await watcher.send('{"type":"ping"}')
+                assert orjson.loads(await asyncio.wait_for(watcher.recv(), 5))["type"] == "pong"
+            values = await live.metrics()
+    counts = {component: values[f'arqonbus_internal_errors_total{{component="{component}"}}']
+              for component in ("ws", "control", "http", "telemetry", "moo", "narrative",
+                                "casil")}
+    assert counts == {"ws": 6, "control": 1, "http": 1, "telemetry": 1, "moo": 1,
+                      "narrative": 0, "casil": 0}
+    logged = [record for record in caplog.records if record.getMessage().startswith(
+        "internal error in ")]
+    assert len(logged) == 10
+    assert all(record.levelname == "ERROR" and record.exc_info for record in logged)
+    assert logged[0].getMessage().startswith("internal error in ws while handling a command "
+                                             "frame of client arq_client_")
+    assert "internal error in http while handling POST /v1/publish; that one record was " \
+        "dropped, the connection kept" in [record.getMessage() for record in logged]
+
+
