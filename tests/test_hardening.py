@@ -6,6 +6,7 @@ and `arqond --daemon` reporting a failed start."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from websockets.asyncio.client import connect, unix_connect
 from arqond import config as configuration
 from arqond.app import Daemon
 from arqond.core.commands import Command
-from tests.conftest import (HttpReply, ZgentSocket, isolated_sections, parse_http_reply,
-                            parse_metrics, write_config)
+from arqond.core.telemetry import RESERVED_EVENT_TYPES
+from tests.conftest import (ROOT, HttpReply, ZgentSocket, isolated_sections, metrics_of,
+                            parse_http_reply, parse_metrics, write_config)
 
 INTERNAL_ERROR_TEXT = ("internal error in arqond while handling this frame; it was logged, and "
                        "the connection stays open")
@@ -175,5 +177,60 @@ async def test_a_frame_that_fails_inside_arqond_is_answered_internal_error_and_t
                                              "frame of client arq_client_")
     assert "internal error in http while handling POST /v1/publish; that one record was " \
         "dropped, the connection kept" in [record.getMessage() for record in logged]
+
+
+# -- telemetry: arqond's own event names are arqond's ----------------------------------------
+
+EMITTED = re.compile(r"""(?:emit|on_event)\(\s*"([a-z_]+)"|events\.append\(\(\s*"([a-z_]+)"|"""
+                     r""""event_type":\s*"([a-z_]+)"|"eventType":\s*"([a-z_]+)\"""")
+
+
+def test_every_event_name_arqond_emits_is_reserved():
+    """The reserved set is written out in core/telemetry.py; this keeps it in step with the
+    names the code emits (Bus events, CASIL's, the telemetry port's own frames)."""
+    emitted = set()
+    for path in (ROOT / "arqond").rglob("*.py"):
+        for match in EMITTED.finditer(path.read_text()):
+            emitted.add(next(name for name in match.groups() if name))
+    assert emitted - {"x"} <= RESERVED_EVENT_TYPES, emitted - RESERVED_EVENT_TYPES
+    assert {"client_connected", "channel_created", "casil_decision", "internal_error",
+            "agent_activity", "telemetry_connected"} <= emitted
+
+
+async def test_telemetry_clients_cannot_send_arqonds_own_event_names(daemon, connect_peer):
+    sender = await connect_peer(daemon.telemetry_url)
+    other = await connect_peer(daemon.telemetry_url)
+    for name in sorted(RESERVED_EVENT_TYPES) + ["Client_Connected", " channel_created "]:
+        await sender.send({"eventType": name, "payload": {"forged": True}})
+        error = await sender.recv()
+        text = (f"eventType {name!r} is reserved for arqond's own events (arqond(8) lists "
+                "them); choose another name")
+        assert (error["type"], error["error_code"], error["error"]) == (
+            "error", "VALIDATION_ERROR", text)
+    await sender.send({"eventType": "client_connected_too", "payload": {"n": 1}})
+    got = await other.recv()
+    assert (got["event_type"], got["payload"]) == ("client_connected_too", {"n": 1})
+    values = metrics_of(daemon)
+    assert values["arqonbus_telemetry_rejected_total"] == len(RESERVED_EVENT_TYPES) + 2
+    assert values["arqonbus_telemetry_events_total"] == 1
+
+
+async def test_a_telemetry_event_nested_past_the_bound_is_refused_not_a_1011_close(
+        daemon, connect_peer):
+    """The JSON rule of every surface: decoded, orjson took 300 levels, and encoding the
+    broadcast then failed and closed the connection (1011)."""
+    sender = await connect_peer(daemon.telemetry_url)
+    deep = '{"eventType":"x","payload":' + '{"a":' * 300 + "1" + "}" * 300 + "}"
+    await sender.send(deep)
+    error = await sender.recv()
+    assert (error["error_code"], error["error"]) == (
+        "VALIDATION_ERROR", "JSON nests deeper than 64 levels (server.max_json_depth)")
+    wide = '{"eventType":"x","payload":{"s":"' + "é" * 40000 + '"}}'  # 80 kB in 40 k characters
+    await sender.send(wide)
+    error = await sender.recv()
+    assert error["error"] == f"frame is {len(wide.encode())} bytes; telemetry events are " \
+        "limited to 65536 bytes"
+    await sender.send({"type": "ping"})
+    assert (await sender.recv())["type"] == "pong"
 
 

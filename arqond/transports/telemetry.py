@@ -101,7 +101,7 @@ class TelemetryAdapter:
             if isinstance(message, bytes):
                 raise telemetry.TelemetryError(
                     ["binary frames are not supported: send JSON in text frames"])
-            data = telemetry.parse_inbound(message)
+            data = telemetry.parse_inbound(message, self.bus.settings.max_json_depth)
             if data.get("type") == "ping":
                 self._send(watcher, sink, telemetry.pong_frame())
                 return
