@@ -6,8 +6,10 @@ and `arqond --daemon` reporting a failed start."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import re
 import signal
+import socket
 from pathlib import Path
 
 import orjson
@@ -17,6 +19,7 @@ from arqond import config as configuration
 from arqond.app import Daemon
 from arqond.core.commands import Command
 from arqond.core.telemetry import RESERVED_EVENT_TYPES
+from arqond.transports import http as http_adapter
 from tests.conftest import (ROOT, HttpReply, ZgentSocket, isolated_sections, metrics_of,
                             parse_http_reply, parse_metrics, write_config)
 
@@ -177,6 +180,85 @@ async def test_a_frame_that_fails_inside_arqond_is_answered_internal_error_and_t
                                              "frame of client arq_client_")
     assert "internal error in http while handling POST /v1/publish; that one record was " \
         "dropped, the connection kept" in [record.getMessage() for record in logged]
+
+
+# -- HTTP: HEAD, malformed targets, slow senders ---------------------------------------------
+
+def test_head_is_answered_like_get_without_a_body_and_logs_no_traceback(daemon):
+    """Status and headers as GET's, no body, on one keep-alive connection (a body would
+    corrupt the framing of the next answer)."""
+    host, port = daemon.http_address
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        for path in ("/version", "/nope", "/v1/history?room=science", "/v1/history"):
+            connection.request("HEAD", path)
+            head = connection.getresponse()
+            assert head.read() == b""
+            connection.request("GET", path)
+            got = connection.getresponse()
+            body = got.read()
+            assert (head.status, head.getheader("Content-Type")) == (
+                got.status, got.getheader("Content-Type"))
+            if path != "/version":  # its timestamp makes each answer a new length
+                assert int(head.getheader("Content-Length")) == len(body)
+        for path, content_type in (("/health", "application/json"),
+                                   ("/status", "application/json"),
+                                   ("/metrics", "text/plain; version=0.0.4; charset=utf-8"),
+                                   ("/v1/stream?room=science&channel=general",
+                                    "application/x-ndjson")):
+            connection.request("HEAD", path)
+            head = connection.getresponse()
+            assert (head.status, head.getheader("Content-Type"), head.read()) == (
+                200, content_type, b"")
+        connection.request("POST", "/health")
+        refused = connection.getresponse()
+        assert refused.status == 405 and refused.getheader("Allow") == "GET, HEAD"
+        assert orjson.loads(refused.read())["details"] == \
+            "/health accepts GET and HEAD only, not POST"
+    finally:
+        connection.close()
+    assert not [line for line in daemon.lines if "Traceback" in line or "ERROR" in line]
+
+
+def test_a_malformed_request_target_is_a_400_on_the_http_and_websocket_ports(daemon):
+    for listener in ("http", "ws"):
+        host, _, port = daemon.listeners[listener].rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET //[x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
+                         b"Sec-WebSocket-Key: YXJxb25kLWNvcnB1cy0xNg==\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+        details = orjson.loads(body)["details"]
+        assert details == "malformed request target: Invalid IPv6 URL"
+    assert not [line for line in daemon.lines if "Traceback" in line]
+
+
+async def test_a_request_trickled_byte_by_byte_is_closed_at_the_deadline_and_counted(
+        tmp_path, monkeypatch):
+    """A slowloris sends one byte at a time, each well within the read timeout: the whole
+    request has the deadline, so it is closed. An idle keep-alive connection is closed
+    too, but is no slow request and is not counted."""
+    monkeypatch.setattr(http_adapter, "IDLE_TIMEOUT", 0.5)
+    async with LiveDaemon(tmp_path) as live:
+        reader, writer = await asyncio.open_connection(*live.address("http"))
+        idle_reader, idle_writer = await asyncio.open_connection(*live.address("http"))
+        closed = False
+        for byte in b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 100:  # 6.5 s of trickle
+            writer.write(bytes((byte,)))
+            try:
+                closed = await asyncio.wait_for(reader.read(1), 0.05) == b""
+            except asyncio.TimeoutError:
+                continue
+            break
+        assert closed, "a trickle kept the request open past its deadline"
+        assert await asyncio.wait_for(idle_reader.read(1), 5) == b""
+        writer.close()
+        idle_writer.close()
+        assert (await live.metrics())["arqonbus_http_timeouts_total"] == 1
 
 
 # -- telemetry: arqond's own event names are arqond's ----------------------------------------

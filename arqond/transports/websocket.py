@@ -53,7 +53,7 @@ class WebSocketAdapter:
 
     def samples(self) -> list[Sample]:
         return [counter("arqonbus_ws_refused_total", "WebSocket handshakes refused (bad or "
-                        "missing JWT, connection limit).", self.refused_total)]
+                        "missing JWT, connection limit, malformed target).", self.refused_total)]
 
     def reload(self, config: Config) -> None:
         self.config = config

@@ -170,7 +170,12 @@ def admit(connection: ServerConnection, request: Request, config: Config, active
     ``active`` is how many connections the listener serves now; server.max_connections bounds it.
     A Unix socket peer needs no token: the kernel says who it is.
     """
-    query = dict(parse_qsl(urlsplit(request.path).query))
+    try:
+        query = dict(parse_qsl(urlsplit(request.path).query))
+    except ValueError as exc:  # "//[x": the library takes any visible bytes as a path
+        return (json_response(connection, HTTPStatus.BAD_REQUEST,
+                              {"error": "Bad Request",
+                               "details": f"malformed request target: {exc}"}), {}, {})
     claims: dict[str, Any] = {}
     auth = config.auth
     if auth.enabled and not on_unix_socket(connection):
