@@ -261,6 +261,35 @@ async def test_a_request_trickled_byte_by_byte_is_closed_at_the_deadline_and_cou
         assert (await live.metrics())["arqonbus_http_timeouts_total"] == 1
 
 
+# -- CASIL: where a secret was, never the secret ---------------------------------------------
+
+SECRETS = ("sk_live_0123456789abcdef", "Bearer abcdefgh12345xyz", "hunter2-password-value")
+
+
+async def test_casil_logs_the_detector_and_location_never_the_secret(make_daemon, connect_peer):
+    daemon = make_daemon({"casil": {"enabled": True, "mode": "enforce",
+                                    "block_on_probable_secret": True, "redaction_paths": []}})
+    watcher = await connect_peer(daemon.telemetry_url)
+    sender = await connect_peer(daemon.ws_url)
+    await sender.send({"id": "secret-1", "type": "message", "room": "science",
+                       "channel": "general", "payload": {
+                           "note": f"use {SECRETS[1]} please", "key": SECRETS[0],
+                           "password": SECRETS[2], "list": ["fine", {"api_key": 1}]}})
+    refusal = await sender.recv_type("error")
+    assert (refusal["error_code"], refusal["request_id"]) == ("CASIL_POLICY_BLOCKED_SECRET",
+                                                              "secret-1")
+    while (event := await watcher.recv())["event_type"] != "casil_decision":
+        pass
+    findings = ("bearer_token at $.note, stripe_key at $.key, password at $.<key 3>, "
+                "api_key at $.list[1].<key 1>")
+    assert event["payload"]["findings"] == findings
+    assert event["payload"]["payload"] is None
+    line = daemon.wait_for_line("CASIL_POLICY_BLOCKED_SECRET")
+    assert findings in line
+    everything = "\n".join(daemon.lines) + orjson.dumps(event).decode()
+    assert not [secret for secret in SECRETS if secret in everything]
+
+
 # -- telemetry: arqond's own event names are arqond's ----------------------------------------
 
 EMITTED = re.compile(r"""(?:emit|on_event)\(\s*"([a-z_]+)"|events\.append\(\(\s*"([a-z_]+)"|"""
