@@ -108,7 +108,8 @@ def control_listener(config: Config) -> socket.socket:
 
 class Daemon:
     def __init__(self, config: Config, overrides: dict[str, Any],
-                 activated: Activation | None = None, notifier: Notifier | None = None) -> None:
+                 activated: Activation | None = None, notifier: Notifier | None = None,
+                 readiness: daemonize.Readiness | None = None) -> None:
         self.config = config
         self.overrides = overrides
         self.bus = Bus(bus_settings(config), charges=Charges(limits_of(config.quotas)))
@@ -117,6 +118,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.activation = activated or Activation()
         self.notifier = notifier or Notifier({})
+        # Who waits for a detached arqond to be ready (--daemon); nobody in the foreground.
+        self.readiness = readiness or daemonize.Readiness()
         # Fds systemd kept for us (FIFOs, Zgent sockets): the MOO layer takes them back by name.
         self.fdstore = FdStore(self.activation.stored, self.notifier)
         # Flush hooks run on SIGTERM before the adapters stop (checkpoints, registry, ...).
@@ -182,6 +185,7 @@ class Daemon:
             await self._start()
         except (ListenerError, TailerError) as exc:
             log.error("%s", exc)
+            self.readiness.failed(str(exc))
             await self._stop()
             return 1
         loop = asyncio.get_running_loop()
@@ -317,6 +321,7 @@ class Daemon:
             log.warning("fd store entry %r was not claimed by any part; dropped it", name)
         self.state = "ready"
         self.notifier.ready(self.status_line())
+        self.readiness.ready()
         log_event(log, NOTICE, "ready", f"arqond {__version__} ready")
 
     def status_line(self) -> str:
@@ -439,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"arqond: configuration OK ({config.path or 'built-in defaults'})")
         return 0
     try:
-        scope = daemonize.context(args.pidfile, args.daemon)
+        scope, readiness = daemonize.context(args.pidfile, args.daemon)
     except daemonize.PidfileError as exc:
         print(f"arqond: {exc}", file=sys.stderr)
         return 1
@@ -450,20 +455,27 @@ def main(argv: list[str] | None = None) -> int:
             activated = activation.take()
         except ActivationError as exc:
             log_event(log, logging.ERROR, "activation_refused", str(exc))
+            readiness.failed(str(exc))
             return 1
-        return run_loop(Daemon(config, overrides, activated, Notifier()).run(),
-                        config.server.event_loop)
+        try:
+            return run_loop(Daemon(config, overrides, activated, Notifier(), readiness).run(),
+                            config.server.event_loop, readiness)
+        except Exception as exc:
+            readiness.failed(f"{type(exc).__name__}: {exc}")  # the traceback goes to the log
+            raise
 
 
-def run_loop(main_coroutine: Any, event_loop: str) -> int:
+def run_loop(main_coroutine: Any, event_loop: str, readiness: daemonize.Readiness) -> int:
     """Run on the configured event loop; uvloop is optional, so its absence is a clear error."""
     if event_loop == "uvloop":
         try:
             import uvloop
         except ImportError:
             main_coroutine.close()
-            print("arqond: server.event_loop = \"uvloop\" but the uvloop package is not "
-                  "installed (pip install 'arqond[uvloop]')", file=sys.stderr)
+            reason = ("server.event_loop = \"uvloop\" but the uvloop package is not installed "
+                      "(pip install 'arqond[uvloop]')")
+            print(f"arqond: {reason}", file=sys.stderr)
+            readiness.failed(reason)
             return 1
         return uvloop.run(main_coroutine)
     return asyncio.run(main_coroutine)

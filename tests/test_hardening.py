@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
 import re
 import signal
 import socket
 from pathlib import Path
 
 import orjson
+import pytest
 from websockets.asyncio.client import connect, unix_connect
 
 from arqond import config as configuration
@@ -22,6 +24,7 @@ from arqond.core.telemetry import RESERVED_EVENT_TYPES
 from arqond.transports import http as http_adapter
 from tests.conftest import (ROOT, HttpReply, ZgentSocket, isolated_sections, metrics_of,
                             parse_http_reply, parse_metrics, write_config)
+from tests.test_lifecycle import alive, free_port, read_pid, run_arqond, wait_for
 
 INTERNAL_ERROR_TEXT = ("internal error in arqond while handling this frame; it was logged, and "
                        "the connection stays open")
@@ -345,3 +348,41 @@ async def test_a_telemetry_event_nested_past_the_bound_is_refused_not_a_1011_clo
     assert (await sender.recv())["type"] == "pong"
 
 
+# -- arqond --daemon tells how its start went -------------------------------------------------
+
+def test_daemon_mode_exits_non_zero_with_the_reason_when_it_cannot_bind(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    settings = isolated_sections(tmp_path)
+    settings["server"]["port"] = port
+    config = write_config(tmp_path / "arqond.toml", settings)
+    pidfile = tmp_path / "arqond.pid"
+    try:
+        started = run_arqond("--config", str(config), "--daemon", "--pidfile", str(pidfile))
+    finally:
+        taken.close()
+    assert started.returncode == 1
+    assert re.fullmatch(rf"arqond: cannot listen on 127\.0\.0\.1:{port}: .*\n", started.stderr)
+    assert not pidfile.exists()  # the daemon that failed is gone and took its pidfile along
+
+
+def test_daemon_mode_exits_zero_only_once_every_listener_serves(tmp_path):
+    ports = [free_port() for _ in range(3)]
+    settings = isolated_sections(tmp_path)
+    settings["server"].update(port=ports[0], telemetry_port=ports[1], http_port=ports[2])
+    config = write_config(tmp_path / "arqond.toml", settings)
+    pidfile = tmp_path / "arqond.pid"
+    started = run_arqond("--config", str(config), "--daemon", "--pidfile", str(pidfile))
+    assert (started.returncode, started.stderr) == (0, "")
+    pid = read_pid(pidfile)
+    try:
+        # Nothing to wait for: the command returned, so arqond serves.
+        connection = http.client.HTTPConnection("127.0.0.1", ports[2], timeout=10)
+        connection.request("GET", "/health")
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid))

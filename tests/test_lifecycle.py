@@ -273,8 +273,8 @@ async def test_daemon_mode_pidfile(tmp_path):
     pid = read_pid(pidfile)
     try:
         assert pid != os.getpid() and alive(pid)
-        # The pidfile comes before the listener: a detached daemon has no readiness signal.
-        wait_for(lambda: listening(port))
+        # The command returns only once the detached daemon is ready: it listens already.
+        assert listening(port)
         async with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as client:
             assert "welcome" in (await client.recv())
             settings["server"]["max_connections"] = 1
