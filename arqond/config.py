@@ -141,9 +141,10 @@ SCHEMA: tuple[Option, ...] = (
            check=_positive),
     Option("server.ping_timeout", float, 20.0, "Seconds to wait for a pong before closing.",
            check=_positive),
-    Option("server.default_channel", str, "science:general", 'Channel every new client joins '
-           'and uses as its current channel; "" turns auto-join off.', reload=True,
-           check=_target_or_empty),
+    Option("server.default_channel", str, "", 'Channel every new client joins and uses as its '
+           'current channel. Off ("") by default, as ArqonBus\'s clients expect: a client '
+           'gets only what it joins. "science:general" restores the legacy initial room.',
+           reload=True, check=_target_or_empty),
     Option("server.event_loop", str, "asyncio", 'Event loop implementation: "asyncio", or '
            '"uvloop" (a C event loop; needs the uvloop package, the "uvloop" extra). The '
            'benchmarks measure both within a few per cent of each other.',

@@ -18,15 +18,61 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 
+from arqond import __version__
+
 ROOT = Path(__file__).resolve().parent.parent
 LISTENER_RE = re.compile(r"LISTENER=(\S+) ADDRESS=(\S+)")
-START_TIMEOUT = 15.0
+
+
+def _timeout_factor() -> float:
+    text = os.environ.get("ARQOND_TESTS_TIMEOUT_FACTOR", "1")
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = 0.0
+    if not factor > 0:
+        raise pytest.UsageError(f"ARQOND_TESTS_TIMEOUT_FACTOR={text!r}: must be a number > 0")
+    return factor
+
+
+# Every wait the tests make (a log line, a frame, a silence window, a subprocess) is stretched
+# by this one factor: a slow shared CI machine sets ARQOND_TESTS_TIMEOUT_FACTOR=3 once instead
+# of every wait being tuned for the fastest machine. Read once; the helpers below apply it.
+TIMEOUT_FACTOR = _timeout_factor()
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` stretched by ARQOND_TESTS_TIMEOUT_FACTOR: for every wait a test makes."""
+    return seconds * TIMEOUT_FACTOR
+
+
+async def settle(seconds: float) -> None:
+    """A fixed pause (time passing is the point), stretched like every other wait."""
+    await asyncio.sleep(scaled(seconds))
+
+
+def pytest_collection_modifyitems(config, items):
+    """pytest-timeout's per-test limit (timeout in pyproject.toml, timeout marks) scales too."""
+    if TIMEOUT_FACTOR == 1:
+        return
+    default = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        limit = default if marker is None else \
+            float(marker.args[0] if marker.args else marker.kwargs.get("timeout", 0))
+        if limit > 0:
+            item.add_marker(pytest.mark.timeout(scaled(limit)), append=False)
+
+
+START_TIMEOUT = 15.0    # seconds for arqond to log that it is ready (scaled, as every wait)
+# The whole ready line: "ready" alone is also in "Address already in use".
+READY_LINE = f"arqond {__version__} ready"
 
 
 def toml_value(value: Any) -> str:
@@ -78,7 +124,10 @@ def isolated_sections(tmp: Path) -> dict[str, dict[str, Any]]:
     return {
         "server": {"port": 0, "telemetry_port": 0, "http_port": 0, "log_level": "debug",
                    "state_dir": str(tmp / "state"), "control_socket": str(tmp / "control.sock"),
-                   "bus_socket": str(tmp / "bus.sock")},
+                   "bus_socket": str(tmp / "bus.sock"),
+                   # The legacy initial room, which most tests were written with; the tests of
+                   # the default (no auto-join, as ArqonBus's clients expect) turn it off.
+                   "default_channel": "science:general"},
         "moo": {"dir": str(tmp / "moo"), "log_dir": str(tmp / "log")},
     }
 
@@ -122,8 +171,18 @@ class DaemonProcess:
             text=True, env=self.env, cwd=ROOT, **self.popen_extra)
         threading.Thread(target=self._read_stderr, args=(self.proc,), daemon=True).start()
         if wait_ready:
-            self.wait_for_line("ready", START_TIMEOUT)
+            self.wait_listening(READY_LINE, START_TIMEOUT)
         return self
+
+    def wait_listening(self, needle: str, timeout: float = 10.0) -> str:
+        """wait_for_line, for the line that says the process listens: PortTaken (see
+        on_free_ports) when it exited instead because a port it was given is in use."""
+        try:
+            return self.wait_for_line(needle, timeout)
+        except AssertionError as failed:
+            if any("Address already in use" in line for line in self.lines):
+                raise PortTaken(str(failed)) from None
+            raise
 
     def _read_stderr(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stderr is not None
@@ -139,6 +198,8 @@ class DaemonProcess:
             self._changed.notify_all()
 
     def wait_for_line(self, needle: str, timeout: float = 10.0, start: int = 0) -> str:
+        """The first line from ``start`` on with ``needle``, waiting ``timeout`` (scaled)."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
@@ -186,16 +247,20 @@ class DaemonProcess:
         self.proc.kill()
         self.proc.wait()
 
+    def kill_if_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("arqond did not exit within 10 s of SIGTERM")
+            raise AssertionError(f"arqond did not exit within {scaled(timeout)} s of SIGTERM")
 
 
 @pytest.fixture
@@ -213,14 +278,31 @@ def make_daemon(tmp_path):
 
     yield factory
     for daemon in started:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait()
+        daemon.kill_if_running()
 
 
 @pytest.fixture
 def daemon(make_daemon):
     return make_daemon()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory):
+    """One arqond per configuration for the rows of a module's tables that each leave it as
+    they found it (requests it must refuse, read-only queries of the adapters' own rules):
+    one start per module instead of one per row. Rules of the core are tables in tests/unit
+    instead; a test that changes what the daemon holds takes ``daemon`` or ``make_daemon``."""
+    started: dict[bytes, DaemonProcess] = {}
+
+    def get(config: dict[str, dict[str, Any]] | None = None) -> DaemonProcess:
+        key = orjson.dumps(config or {}, option=orjson.OPT_SORT_KEYS)
+        if key not in started:
+            started[key] = DaemonProcess(tmp_path_factory.mktemp("shared"), config).start()
+        return started[key]
+
+    yield get
+    for daemon in started.values():
+        daemon.kill_if_running()
 
 
 class Notification:
@@ -246,6 +328,9 @@ class NotifySocket:
         self.received: list[Notification] = []
 
     def receive(self, timeout: float = 10.0) -> Notification:
+        return self._receive(scaled(timeout))
+
+    def _receive(self, timeout: float) -> Notification:
         self.sock.settimeout(timeout)
         fd_space = socket.CMSG_SPACE(16 * array.array("i").itemsize)
         cred_space = socket.CMSG_SPACE(struct.calcsize("3i"))
@@ -262,9 +347,9 @@ class NotifySocket:
 
     def until(self, key: str, timeout: float = 10.0) -> Notification:
         """Receive until a message with field ``key`` arrives; return that message."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
-            note = self.receive(max(deadline - time.monotonic(), 0.01))
+            note = self._receive(max(deadline - time.monotonic(), 0.01))
             if key in note.fields:
                 return note
 
@@ -293,13 +378,13 @@ def run_arqon(daemon: DaemonProcess, *args: str, timeout: float = 30,
     if "ws" in daemon.listeners:
         env["ARQONBUS_WS_URL"] = daemon.ws_url
     return subprocess.run(arqon_command(*args), capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout, **kwargs)
+                          cwd=ROOT, timeout=scaled(timeout), **kwargs)
 
 
 def sh(script: str, timeout: float = 30, **kwargs: Any) -> subprocess.CompletedProcess:
     """A shell snippet as a user would type it (the seed's echo/socat/jq examples)."""
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+                          timeout=scaled(timeout), **kwargs)
 
 
 class ZgentSocket:
@@ -320,7 +405,7 @@ class ZgentSocket:
         await self.writer.drain()
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        line = await asyncio.wait_for(self.reader.readline(), timeout)
+        line = await asyncio.wait_for(self.reader.readline(), scaled(timeout))
         assert line, "socket closed"
         return orjson.loads(line)
 
@@ -334,7 +419,7 @@ class ZgentSocket:
 
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
-            line = await asyncio.wait_for(self.reader.readline(), seconds)
+            line = await asyncio.wait_for(self.reader.readline(), scaled(seconds))
         except asyncio.TimeoutError:
             return
         raise AssertionError(f"expected nothing, got {line!r}")
@@ -382,7 +467,7 @@ class Peer:
         return await self.connection.recv()
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        return orjson.loads(await asyncio.wait_for(self.recv_text(), timeout))
+        return orjson.loads(await asyncio.wait_for(self.recv_text(), scaled(timeout)))
 
     async def recv_type(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
         """The next frame, which must be of type ``kind``."""
@@ -398,7 +483,7 @@ class Peer:
 
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
-            frame = await asyncio.wait_for(self.recv_text(), seconds)
+            frame = await asyncio.wait_for(self.recv_text(), scaled(seconds))
         except asyncio.TimeoutError:
             return
         raise AssertionError(f"expected no frame, got {frame}")
@@ -438,7 +523,7 @@ class ControlPeer(Peer):
 
     async def at_eof(self, timeout: float = 5.0) -> bool:
         """True once arqond has closed the connection and every line was read."""
-        return await asyncio.wait_for(self.reader.read(1), timeout) == b""
+        return await asyncio.wait_for(self.reader.read(1), scaled(timeout)) == b""
 
     async def close(self) -> None:
         self.writer.close()
@@ -454,7 +539,7 @@ async def connect_peer():
         if url.startswith("/"):
             peer = ControlPeer(*await asyncio.open_unix_connection(url, limit=1 << 24))
         else:
-            peer = Peer(await connect(url, open_timeout=5, **kwargs))
+            peer = Peer(await connect(url, open_timeout=scaled(5), **kwargs))
         peer.welcome = await peer.recv()
         opened.append(peer)
         return peer
@@ -479,7 +564,7 @@ def http_call(daemon: DaemonProcess, method: str, path: str, body: bytes | None 
               headers: dict[str, str] | None = None) -> HttpReply:
     """One request on a fresh connection to the daemon's HTTP listener."""
     host, port = daemon.http_address
-    connection = http.client.HTTPConnection(host, port, timeout=10)
+    connection = http.client.HTTPConnection(host, port, timeout=scaled(10))
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -491,7 +576,7 @@ def http_call(daemon: DaemonProcess, method: str, path: str, body: bytes | None 
 
 def http_raw(daemon: DaemonProcess, data: bytes, timeout: float = 10.0) -> bytes:
     """Send raw bytes to the HTTP listener and read until the server closes."""
-    with socket.create_connection(daemon.http_address, timeout=timeout) as sock:
+    with socket.create_connection(daemon.http_address, timeout=scaled(timeout)) as sock:
         sock.sendall(data)
         chunks = []
         while chunk := sock.recv(65536):
@@ -508,6 +593,51 @@ def parse_http_reply(raw: bytes) -> HttpReply:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return HttpReply(status, headers, body)
+
+
+# -- TCP ports: read back from the daemon, or picked for what cannot bind port 0 ---------------
+# arqond binds port 0 and logs LISTENER=... ADDRESS=...: tests read the port from there
+# (DaemonProcess.listeners). Only what must be told its port before it starts picks one here.
+
+T = TypeVar("T")
+
+
+class PortTaken(AssertionError):
+    """A start found a port it was given bound by someone else (EADDRINUSE); a failure of
+    the test, unless on_free_ports picks another port and starts again."""
+
+
+def on_free_ports(count: int, start: Callable[[list[int]], T], attempts: int = 5) -> T:
+    """``start(ports)`` on ``count`` distinct free loopback ports, for what cannot bind port 0
+    and report the port (systemd-socket-activate refuses "127.0.0.1:0"; a detached daemon logs
+    to syslog; a container's socket units). A port is free only until someone binds it, so
+    when ``start`` raises PortTaken, it is called again on fresh ports."""
+    for _ in range(attempts - 1):
+        try:
+            return start(_free_ports(count))
+        except PortTaken:
+            pass
+    return start(_free_ports(count))
+
+
+def _free_ports(count: int) -> list[int]:
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:   # all bound at once: the kernel hands out distinct ports
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+@pytest.fixture
+def refused_port():
+    """A loopback port where every connect is refused, for as long as the test runs: bound,
+    never listening, so nothing else can take it meanwhile."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 @pytest.fixture

@@ -15,36 +15,37 @@ from websockets.asyncio.client import connect
 
 from arqond.system import activation
 from arqond.system.activation import ActivationError
+from tests.conftest import on_free_ports, scaled
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def socket_activate(daemon, listens: list[str], names: list[str] | None = None) -> None:
+def socket_activate(daemon, listens: list[str], names: list[str] | None = None) -> int:
     """Run ``daemon`` under systemd-socket-activate (it sanitises the environment, so what the
     daemon needs is passed with -E and the venv python is called by absolute path). Returns
-    once the tool listens; arqond itself starts only with the first connection."""
-    daemon.prefix = ["systemd-socket-activate", *(f"-l{spec}" for spec in listens),
-                     *([f"--fdname={':'.join(names)}"] if names else []),
-                     "-E", "PYTHONUNBUFFERED=1"]
-    daemon.start(wait_ready=False)
-    for spec in listens:
-        daemon.wait_for_line(f"Listening on {spec}")
+    once the tool listens; arqond itself starts only with the first connection.
+
+    The tool cannot bind port 0, so "{port}" in ``listens`` is a free port, picked again if
+    something took it before the tool bound it; the port is returned."""
+    def start(ports: list[int]) -> int:
+        specs = [spec.replace("{port}", str(ports[0])) for spec in listens]
+        daemon.prefix = ["systemd-socket-activate", *(f"-l{spec}" for spec in specs),
+                         *([f"--fdname={':'.join(names)}"] if names else []),
+                         "-E", "PYTHONUNBUFFERED=1"]
+        daemon.start(wait_ready=False)
+        for spec in specs:
+            daemon.wait_listening(f"Listening on {spec}")
+        return ports[0]
+    return on_free_ports(1, start)
 
 
 async def welcome_of(url: str) -> dict:
-    async with connect(url, open_timeout=15) as ws:
-        return orjson.loads(await asyncio.wait_for(ws.recv(), 15))
+    async with connect(url, open_timeout=scaled(15)) as ws:
+        return orjson.loads(await asyncio.wait_for(ws.recv(), scaled(15)))
 
 
 async def test_socket_activate_serves_a_client_queued_before_start(make_daemon, tmp_path):
-    port = free_port()
     control = tmp_path / "control.sock"
     daemon = make_daemon(start=False)
-    socket_activate(daemon, [f"127.0.0.1:{port}", str(control)], ["ws", "control"])
+    port = socket_activate(daemon, ["127.0.0.1:{port}", str(control)], ["ws", "control"])
     # The tool starts arqond only on the first connection: this client is queued by the kernel
     # before arqond exists and must still be served.
     assert not any("ready" in line for line in daemon.lines)
@@ -63,10 +64,9 @@ async def test_socket_activate_serves_a_client_queued_before_start(make_daemon, 
 
 
 async def test_unnamed_fds_fill_listeners_in_order(make_daemon):
-    port = free_port()
     daemon = make_daemon(start=False)
     # No --fdname: the tool names the fd "unknown", which counts as unnamed: the first is ws.
-    socket_activate(daemon, [f"127.0.0.1:{port}"])
+    port = socket_activate(daemon, ["127.0.0.1:{port}"])
     welcome = await welcome_of(f"ws://127.0.0.1:{port}/")
     assert welcome["sender"] == "arqonbus"
     daemon.wait_for_line("ready")
@@ -75,24 +75,24 @@ async def test_unnamed_fds_fill_listeners_in_order(make_daemon):
 
 
 @pytest.mark.parametrize("listen, name, complaint", [
-    ("{unix}", "ws", "fd 3 named 'ws' must be a listening TCP/IPv4 or TCP/IPv6 stream socket, "
+    ("unix", "ws", "fd 3 named 'ws' must be a listening TCP/IPv4 or TCP/IPv6 stream socket, "
                      "but it is a listening AF_UNIX stream socket"),
-    ("127.0.0.1:{port}", "control", "fd 3 named 'control' must be a listening AF_UNIX stream "
+    ("tcp", "control", "fd 3 named 'control' must be a listening AF_UNIX stream "
                                     "socket, but it is a listening TCP/IPv4 stream socket"),
 ])
 async def test_socket_of_the_wrong_family_is_refused(make_daemon, tmp_path, listen, name,
                                                      complaint):
-    port = free_port()
     unix = tmp_path / "wrong.sock"
     daemon = make_daemon(start=False)
-    socket_activate(daemon, [listen.format(unix=unix, port=port)], [name])
-    if name == "ws":
+    port = socket_activate(daemon, [str(unix) if listen == "unix" else "127.0.0.1:{port}"],
+                           [name])
+    if listen == "unix":
         client = socket.socket(socket.AF_UNIX)
         client.connect(str(unix))
     else:
         client = socket.create_connection(("127.0.0.1", port))
     with client:
-        assert daemon.proc.wait(15) == 1
+        assert daemon.proc.wait(scaled(15)) == 1
     line = daemon.wait_for_line("socket activation")
     assert complaint in line
     assert line.startswith("<3>")

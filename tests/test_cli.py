@@ -233,13 +233,15 @@ async def test_send_stdin_lines_reports_each_and_fails_on_any(daemon, connect_pe
     await peer.expect_silence(0.2)
 
 
-async def test_send_to_a_missing_channel_prints_the_error_frame(daemon, connect_peer, ws_env):
+async def test_a_refused_send_prints_the_error_frame(daemon, connect_peer, ws_env):
     peer = await connect_peer(daemon.ws_url)
-    result = arqon("send", "no:such", '{"n": 1}', env=ws_env)
+    result = arqon("send", "bell\x07:x", '{"n": 1}', env=ws_env)
     assert result.returncode == 1
     [error] = lines(result.stdout)
-    assert (error["type"], error["error_code"]) == ("error", "NOT_FOUND")
-    assert result.stderr == "arqon: channel no:such does not exist (NOT_FOUND)\n"
+    assert (error["type"], error["error_code"]) == ("error", "VALIDATION_ERROR")
+    assert result.stderr.startswith("arqon: invalid room name 'bell\\x07': 1 to 128 "
+                                    "characters, no control characters")
+    assert result.stderr.endswith(" (VALIDATION_ERROR)\n")
     await peer.expect_silence(0.2)
 
 

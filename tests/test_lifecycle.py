@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from arqond import config as configuration
 from arqond.system.fdstore import FdStore
 from arqond.system.notify import Notifier, monotonic_usec
 
-from .conftest import ROOT, isolated_sections, write_config
+from .conftest import ROOT, PortTaken, isolated_sections, on_free_ports, scaled, write_config
 
 STOP_CONTRACT = 5.0  # seconds from SIGTERM to exit that arqond promises
 
@@ -121,7 +122,7 @@ def test_fd_store_without_a_manager_is_a_no_op(tmp_path):
 
 async def refused_status(url: str) -> int:
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, open_timeout=5):
+        async with connect(url, open_timeout=scaled(5)):
             pass
     return refused.value.response.status_code
 
@@ -171,9 +172,9 @@ async def test_stop_signal_closes_clients_with_1001_and_exits_0(make_daemon, con
     started = time.monotonic()
     daemon.signal(signum)
     for peer in peers:
-        await asyncio.wait_for(peer.connection.wait_closed(), STOP_CONTRACT)
+        await asyncio.wait_for(peer.connection.wait_closed(), scaled(STOP_CONTRACT))
         assert peer.connection.close_code == 1001
-    code = await asyncio.to_thread(daemon.proc.wait, 2 * STOP_CONTRACT)
+    code = await asyncio.to_thread(daemon.proc.wait, scaled(2 * STOP_CONTRACT))
     elapsed = time.monotonic() - started
     silent.close()
     print(f"exit {elapsed:.2f} s after {signal.Signals(signum).name}")
@@ -204,27 +205,21 @@ async def test_stop_callbacks_run_and_a_stuck_one_is_cut_short(tmp_path, monkeyp
     async with connect(f"ws://{daemon.addresses['ws']}/") as client:
         await client.recv()
         daemon.stopping.set()
-        assert await asyncio.wait_for(running, 5) == 0
+        assert await asyncio.wait_for(running, scaled(5)) == 0
         await client.wait_closed()
         assert client.close_code == 1001
     assert flushed == ["checkpoints"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_arqond(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARQONBUS_", "NOTIFY_"))}
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run([sys.executable, "-m", "arqond", *args], capture_output=True,
-                          text=True, timeout=30, cwd=cwd, env=env)
+                          text=True, timeout=scaled(30), cwd=cwd, env=env)
 
 
 def wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
@@ -243,12 +238,12 @@ def read_pid(pidfile: Path, other_than: int = 0) -> int:
     return found[0]
 
 
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return False
-    return True
+def listener_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:``port``, if any."""
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    found = re.search(r"pid=(\d+),", out)
+    return int(found.group(1)) if found else None
 
 
 def alive(pid: int) -> bool:
@@ -262,28 +257,34 @@ def alive(pid: int) -> bool:
 async def test_daemon_mode_pidfile(tmp_path):
     pidfile = tmp_path / "run" / "arqond.pid"
     pidfile.parent.mkdir()
-    port = free_port()
     settings = isolated_sections(tmp_path)
-    settings["server"].update(port=port, log_level="info")
-    config = write_config(tmp_path / "arqond.toml", settings)
-    # A relative --config: the detached daemon runs in / and must still find it on SIGHUP.
-    started = run_arqond("--config", "arqond.toml", "--daemon", "--pidfile", str(pidfile),
-                         cwd=tmp_path)
-    assert started.returncode == 0, started.stderr   # the parent returns once detached
-    pid = read_pid(pidfile)
+    config = tmp_path / "arqond.toml"
+
+    def start_detached(ports: list[int]) -> tuple[int, int]:
+        """The detached daemon logs to syslog, not to us: it is given its port up front."""
+        settings["server"].update(port=ports[0], log_level="info")
+        write_config(config, settings)
+        # A relative --config: the detached daemon runs in / and must still find it on SIGHUP.
+        started = run_arqond("--config", "arqond.toml", "--daemon", "--pidfile", str(pidfile),
+                             cwd=tmp_path)
+        # The command returns once the daemon serves, or with the reason it could not.
+        if started.returncode == 1 and f":{ports[0]}: Address already in use" in started.stderr:
+            raise PortTaken(ports[0])
+        assert started.returncode == 0, started.stderr
+        return ports[0], read_pid(pidfile)
+
+    port, pid = on_free_ports(1, start_detached)
     try:
-        assert pid != os.getpid() and alive(pid)
-        # The command returns only once the detached daemon is ready: it listens already.
-        assert listening(port)
-        async with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as client:
+        assert pid != os.getpid() and alive(pid) and listener_pid(port) == pid
+        async with connect(f"ws://127.0.0.1:{port}/", open_timeout=scaled(10)) as client:
             assert "welcome" in (await client.recv())
             settings["server"]["max_connections"] = 1
             write_config(config, settings)
             os.kill(pid, signal.SIGHUP)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + scaled(10)
             while True:   # the daemon logs to syslog, so watch the effect instead
                 try:
-                    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
+                    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=scaled(5)):
                         pass
                 except InvalidStatus as refused:
                     assert refused.response.status_code == 503
@@ -310,10 +311,7 @@ def test_pidfile_of_a_dead_process_is_replaced_and_garbage_refused(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     pidfile.write_text(f"{dead.pid}\n")
-    port = free_port()
-    settings = isolated_sections(tmp_path)
-    settings["server"]["port"] = port
-    config = str(write_config(tmp_path / "arqond.toml", settings))
+    config = str(write_config(tmp_path / "arqond.toml", isolated_sections(tmp_path)))
     assert run_arqond("--config", config, "--daemon", "--pidfile", str(pidfile)).returncode == 0
     pid = read_pid(pidfile, other_than=dead.pid)
     os.kill(pid, signal.SIGTERM)

@@ -1,6 +1,7 @@
 """What ships: `make deb` and `make rpm` build clean packages with the same files, and the .deb
 installs, serves, renders its man pages and purges cleanly on a fresh Debian 12 booted with
-systemd as PID 1 (tests/nspawn.py). Both packages are built once for the whole module."""
+systemd as PID 1 (tests/nspawn.py, on a private network). Both packages are built once for
+the whole module."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.nspawn import Container, debian_root
+from tests.conftest import ROOT
+from tests.nspawn import Container, image
 
-ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 TOOLS = ("dpkg-buildpackage", "rpmbuild", "lintian", "debootstrap", "systemd-nspawn",
          "nsenter")
@@ -197,7 +198,7 @@ print(json.dumps({"welcome": welcome, "reply": reply}))
 def test_install_without_a_running_systemd_enables_the_socket_and_starts_nothing(packages):
     """As in an image build (chroot, debootstrap, docker): user, group, dirs and the enable
     link are made; no service manager is asked to start anything."""
-    container = Container(debian_root(), {packages["dir"]: PKG})
+    container = Container(image(), {packages["dir"]: PKG})
     dirs = " ".join(path for path, *_ in TMPFILES_DIRS)
     result = container.run_unbooted(
         f"dpkg -i {PKG}/{packages['deb'].name} >&2 && id -Gn arqond | grep -ow zgents && "
@@ -219,7 +220,7 @@ def snapshot(container: Container) -> set[str]:
 @pytest.fixture(scope="module")
 def system(packages):
     """A booted Debian 12 with the .deb installed; yields (container, paths before)."""
-    container = Container(debian_root(), {packages["dir"]: PKG})
+    container = Container(image(), {packages["dir"]: PKG})
     try:
         container.boot()
         # Test users exist before the snapshot: useradd leaves /etc/*- backups behind.

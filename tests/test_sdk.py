@@ -11,29 +11,29 @@ import pytest
 
 from arqond.core.envelope import IdGenerator
 from arqond.sdk import ArqonBusClient, ArqonBusConnectionError, CommandFailed
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scaled
 
 
 async def test_hello_world_bot_path(daemon):
     async with ArqonBusClient(daemon.ws_url) as observer, ArqonBusClient(daemon.ws_url) as bot:
-        assert (await observer.recv_json(timeout=2.0))["payload"]["welcome"]
-        welcome = await bot.recv_json(timeout=2.0)
+        assert (await observer.recv_json(timeout=scaled(2.0)))["payload"]["welcome"]
+        welcome = await bot.recv_json(timeout=scaled(2.0))
         assert welcome["payload"]["client_id"] == bot.client_id
         message_id = IdGenerator().next()
         await bot.send_json({"id": message_id, "type": "message", "version": "1.0",
                              "timestamp": datetime.now(timezone.utc).isoformat(),
                              "room": "science", "channel": "general",
                              "payload": {"content": "hello world"}})
-        ack = await bot.recv_json(timeout=1.0)
+        ack = await bot.recv_json(timeout=scaled(1.0))
         assert ack["type"] == "message_response" and ack["id"] == message_id
-        got = await observer.recv_json(timeout=2.0)
+        got = await observer.recv_json(timeout=scaled(2.0))
         assert got["payload"] == {"content": "hello world"} and got["sender"] == bot.client_id
 
 
 async def test_join_publish_command_and_iterate(daemon):
     async with ArqonBusClient(daemon.ws_url) as a, ArqonBusClient(daemon.ws_url) as b:
-        await a.recv_json(2)
-        await b.recv_json(2)
+        await a.recv_json(scaled(2))
+        await b.recv_json(scaled(2))
         joined = await b.join("lab:bench")
         assert joined["created"] is True
         sent = await a.publish("lab:bench", {"k": 1})
@@ -45,7 +45,7 @@ async def test_join_publish_command_and_iterate(daemon):
             received.append(frame)
             break
         assert received[0]["id"] == sent and received[0]["payload"] == {"k": 1}
-        assert (await a.recv_json(2))["type"] == "message_response"
+        assert (await a.recv_json(scaled(2)))["type"] == "message_response"
         with pytest.raises(CommandFailed) as failed:
             await a.command("delete_channel", {"room": "lab:bench"})
         assert failed.value.response["error_code"] == "AUTHORIZATION_ERROR"
@@ -57,7 +57,7 @@ async def test_connection_errors_are_sdk_errors(daemon):
     with pytest.raises(ArqonBusConnectionError, match="Failed to connect"):
         await client.connect()
     async with ArqonBusClient(daemon.ws_url) as quiet:
-        await quiet.recv_json(2)
+        await quiet.recv_json(scaled(2))
         with pytest.raises(ArqonBusConnectionError, match="Timed out waiting for message"):
             await quiet.recv_json(timeout=0.2)
     # ArqonBus's text for it, which replaced arqond's "Not connected".

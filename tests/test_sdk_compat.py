@@ -21,6 +21,7 @@ from websockets.protocol import State
 import arqond
 import arqond.sdk
 from arqond.core.auth import issue_hs256
+from tests.conftest import scaled
 
 SECRET = "compat-secret"
 
@@ -97,7 +98,7 @@ async def test_patching_websockets_connect_through_arqonbus_sdk_client_reaches_c
     monkeypatch.setattr("arqonbus.sdk.client.websockets.connect", recording_connect)
     async with ArqonBusClient(daemon.ws_url, jwt_token="token-abc",
                               headers={"X-Tenant": "tenant-a"}, connect_timeout=3.0) as client:
-        assert (await client.recv_json(timeout=2.0))["payload"]["welcome"] == \
+        assert (await client.recv_json(timeout=scaled(2.0)))["payload"]["welcome"] == \
             "Connected to ArqonBus"
     assert seen == [(daemon.ws_url, {"X-Tenant": "tenant-a",
                                      "Authorization": "Bearer token-abc"}, 3.0)]
@@ -115,7 +116,7 @@ async def test_replacing_the_websockets_module_of_arqonbus_sdk_client_reaches_co
     monkeypatch.setattr(arqonbus.sdk.client, "websockets",
                         types.SimpleNamespace(connect=recording_connect))
     async with arqonbus.sdk.client.ArqonBusClient(daemon.ws_url) as client:
-        await client.recv_json(timeout=2.0)
+        await client.recv_json(timeout=scaled(2.0))
     assert urls == [daemon.ws_url]
 
 
@@ -191,7 +192,7 @@ async def test_connect_failures_are_sdk_errors_with_the_url_and_the_reason(make_
         assert client.connected is False
     async with ArqonBusClient(daemon.ws_url,
                               jwt_token=issue_hs256({"sub": "alice"}, SECRET)) as client:
-        await client.recv_json(timeout=2.0)
+        await client.recv_json(timeout=scaled(2.0))
         status = await client.command("status")
         assert status["payload"]["data"]["client"]["subject"] == "alice"
 
@@ -213,11 +214,11 @@ async def test_connect_on_a_connected_client_opens_a_fresh_connection_and_closes
         daemon):
     from arqonbus.sdk import ArqonBusClient, ArqonBusConnectionError
     async with ArqonBusClient(daemon.ws_url) as client:
-        first = await client.recv_json(timeout=2.0)
+        first = await client.recv_json(timeout=scaled(2.0))
         old = client._websocket
         await client.connect()
         assert old.state is State.CLOSED and old.close_code == 1000
-        second = await client.recv_json(timeout=2.0)
+        second = await client.recv_json(timeout=scaled(2.0))
         assert second["payload"]["welcome"] == "Connected to ArqonBus"
         assert second["payload"]["client_id"] != first["payload"]["client_id"]
         assert client.client_id == second["payload"]["client_id"]
@@ -233,15 +234,15 @@ async def test_frames_kept_during_a_command_do_not_survive_a_reconnect(daemon):
     from arqonbus.sdk import ArqonBusClient
     async with ArqonBusClient(daemon.ws_url) as sender, \
             ArqonBusClient(daemon.ws_url) as receiver:
-        await sender.recv_json(timeout=2.0)
-        await receiver.recv_json(timeout=2.0)
+        await sender.recv_json(timeout=scaled(2.0))
+        await receiver.recv_json(timeout=scaled(2.0))
         await receiver.join("sdk:kept")
         await sender.publish("sdk:kept", {"n": 1})
-        assert (await sender.recv_json(timeout=2.0))["type"] == "message_response"
+        assert (await sender.recv_json(timeout=scaled(2.0)))["type"] == "message_response"
         await receiver.command("status")  # the message arrives meanwhile and is kept
         await receiver.close()
         await receiver.connect()
-        first = await receiver.recv_json(timeout=2.0)
+        first = await receiver.recv_json(timeout=scaled(2.0))
         assert first["payload"]["welcome"] == "Connected to ArqonBus"
 
 
@@ -250,7 +251,7 @@ async def test_frames_kept_during_a_command_do_not_survive_a_reconnect(daemon):
 async def test_recv_json_with_timeout_zero_waits_for_the_next_frame(daemon, connect_peer):
     from arqonbus.sdk import ArqonBusClient
     async with ArqonBusClient(daemon.ws_url) as client:
-        await client.recv_json(timeout=2.0)
+        await client.recv_json(timeout=scaled(2.0))
         await client.join("sdk:zero")
         waiting = asyncio.create_task(client.recv_json(timeout=0))
         await asyncio.sleep(0)  # it is receiving now; a 0 s deadline would have failed it
@@ -258,7 +259,7 @@ async def test_recv_json_with_timeout_zero_waits_for_the_next_frame(daemon, conn
         await publisher.send({"type": "message", "room": "sdk", "channel": "zero",
                               "payload": {"n": 1}})
         await publisher.recv_type("message_response")
-        frame = await asyncio.wait_for(waiting, 5)
+        frame = await asyncio.wait_for(waiting, scaled(5))
         assert frame["type"] == "message" and frame["payload"] == {"n": 1}
 
 
@@ -266,7 +267,7 @@ async def test_a_receive_deadline_of_a_positive_or_negative_time_fails_and_loses
         daemon, connect_peer):
     from arqonbus.sdk import ArqonBusClient, ArqonBusConnectionError
     async with ArqonBusClient(daemon.ws_url) as client:
-        await client.recv_json(timeout=2.0)
+        await client.recv_json(timeout=scaled(2.0))
         await client.join("sdk:quiet")
         for timeout in (0.05, -1):
             with pytest.raises(ArqonBusConnectionError, match="^Timed out waiting for message$"):
@@ -274,25 +275,25 @@ async def test_a_receive_deadline_of_a_positive_or_negative_time_fails_and_loses
         publisher = await connect_peer(daemon.ws_url)
         await publisher.send({"type": "message", "room": "sdk", "channel": "quiet",
                               "payload": {"after": "timeouts"}})
-        assert (await client.recv_json(timeout=2.0))["payload"] == {"after": "timeouts"}
+        assert (await client.recv_json(timeout=scaled(2.0)))["payload"] == {"after": "timeouts"}
 
 
 async def test_a_second_concurrent_receive_fails_and_the_first_still_gets_its_frame(
         daemon, connect_peer):
     from arqonbus.sdk import ArqonBusClient, ArqonBusConnectionError
     async with ArqonBusClient(daemon.ws_url) as client:
-        await client.recv_json(timeout=2.0)
+        await client.recv_json(timeout=scaled(2.0))
         await client.join("sdk:both")
         first = asyncio.create_task(client.recv_json())
         await asyncio.sleep(0)  # the first receive is waiting
         with pytest.raises(ArqonBusConnectionError) as second:
-            await client.recv_json(timeout=1.0)
+            await client.recv_json(timeout=scaled(1.0))
         assert str(second.value) == ("Receive failed: cannot call recv while another coroutine "
                                      "is already running recv or recv_streaming")
         publisher = await connect_peer(daemon.ws_url)
         await publisher.send({"type": "message", "room": "sdk", "channel": "both",
                               "payload": {"for": "the first"}})
-        assert (await asyncio.wait_for(first, 5))["payload"] == {"for": "the first"}
+        assert (await asyncio.wait_for(first, scaled(5)))["payload"] == {"for": "the first"}
 
 
 async def test_frames_that_are_not_json_objects_are_sdk_errors_and_the_next_frame_still_arrives(
@@ -311,24 +312,24 @@ async def test_frames_that_are_not_json_objects_are_sdk_errors_and_the_next_fram
         for frame, error, text in cases:
             await scripted.outgoing.put(frame)
             with pytest.raises(error) as raised:
-                await client.recv_json(timeout=5)
+                await client.recv_json(timeout=scaled(5))
             assert type(raised.value) is error and str(raised.value) == text, frame
         # A binary frame holding a JSON object is read like a text one.
         await scripted.outgoing.put(b'{"binary": true}')
-        assert await client.recv_json(timeout=5) == {"binary": True}
+        assert await client.recv_json(timeout=scaled(5)) == {"binary": True}
         await scripted.outgoing.put('{"last": 1}')
-        assert await client.recv_json(timeout=5) == {"last": 1}
+        assert await client.recv_json(timeout=scaled(5)) == {"last": 1}
 
 
 async def test_a_connection_the_server_closed_fails_receive_and_send_until_close(daemon):
     from arqonbus.sdk import ArqonBusClient, ArqonBusConnectionError
     client = ArqonBusClient(daemon.ws_url)
     await client.connect()
-    await client.recv_json(timeout=2.0)
+    await client.recv_json(timeout=scaled(2.0))
     assert daemon.stop() == 0
     reason = "received 1001 (going away); then sent 1001 (going away)"
     with pytest.raises(ArqonBusConnectionError, match=re.escape(f"Receive failed: {reason}")):
-        await client.recv_json(timeout=5)
+        await client.recv_json(timeout=scaled(5))
     assert client.connected is True  # as in ArqonBus: the socket is held until close()
     with pytest.raises(ArqonBusConnectionError, match=re.escape(f"Send failed: {reason}")):
         await client.send_json({"type": "message"})
@@ -468,7 +469,7 @@ async def run_hello_bot(tmp_path, env: dict[str, str]) -> tuple[int, dict[str, A
     bot = await asyncio.create_subprocess_exec(
         sys.executable, str(script), cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(bot.communicate(), 30)
+    out, err = await asyncio.wait_for(bot.communicate(), scaled(30))
     printed = {}
     for line in out.decode().splitlines():
         label, _, value = line.partition(": ")
@@ -518,7 +519,6 @@ async def test_hello_world_bot_passes_its_token_and_without_one_is_refused(make_
     await observer.expect_silence(0.2)
 
 
-@pytest.mark.xfail(strict=True, reason="publish to a fresh channel: core half of issue 19")
 async def test_hello_world_bot_publishing_to_a_channel_nobody_created_is_acked(daemon, tmp_path):
     status, printed, err = await run_hello_bot(tmp_path, hello_env(daemon, "hello", "world"))
     assert status == 0, err

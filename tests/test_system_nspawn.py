@@ -1,9 +1,9 @@
-"""arqond under a real systemd as PID 1: a Debian 12 container booted with systemd-nspawn.
-
-The root filesystem is built once (debootstrap, about a minute) and cached in
-$ARQOND_TEST_CACHE (default /var/cache/arqond-test); the source tree is bind-mounted read-only,
-so the cache never holds the code under test. Nothing here is skipped: a machine that cannot
-build or boot the container fails the test with the reason.
+"""arqond under a real systemd as PID 1: a Debian 12 container booted with systemd-nspawn
+(tests/nspawn.py, the harness the package tests share). The source tree and arqond's
+dependencies are bind-mounted read-only beside the cached image, so the cache never holds the
+code under test; the shipped launcher runs it. The container shares the host's loopback.
+Nothing here is skipped: a machine that cannot build or boot the container fails the test
+with the reason.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -24,14 +23,13 @@ from websockets.asyncio.client import connect
 
 from arqond.log import MESSAGE_IDS
 
-from .conftest import ROOT
+from tests.conftest import PortTaken, on_free_ports, scaled
+from tests.nspawn import PRIVATE_DIR, SOURCE, Container, ContainerError, image, source_binds
 
-# The first run builds the root filesystem (about a minute) inside the first test's setup.
+# The first run builds the image (about a minute) inside the first test's setup.
 pytestmark = pytest.mark.timeout(900)
 
-CACHE = Path(os.environ.get("ARQOND_TEST_CACHE", "/var/cache/arqond-test"))
-SYSTEM = ROOT / "tests" / "system"
-BOOT_LIMIT = 300        # seconds the container may live at most (timeout around nspawn)
+SYSTEM = Path(__file__).resolve().parent / "system"
 # Channel history kept by arqond in the MOO tests: more than a restart's worth of inbox lines,
 # so a follower that reconnects can fill its gap from it.
 HISTORY = 20000
@@ -39,89 +37,43 @@ SOCKETS = ("arqond.socket", "arqond-telemetry.socket", "arqond-http.socket",
            "arqond-control.socket")
 
 
-@pytest.fixture(scope="module")
-def rootfs() -> Path:
+@pytest.fixture
+def container():
     if os.geteuid() != 0:
         pytest.fail("the systemd system test needs root (debootstrap, systemd-nspawn)")
-    result = subprocess.run([str(SYSTEM / "build-rootfs.sh"), str(CACHE), sys.executable],
-                            capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        pytest.fail(f"cannot build the Debian 12 root filesystem:\n{result.stderr}")
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Container:
-    def __init__(self, boot: subprocess.Popen[str], leader: int) -> None:
-        self.boot = boot
-        self.leader = leader
-
-    def sh(self, command: str, check: bool = True) -> str:
-        result = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "sh", "-c", command],
-                                capture_output=True, text=True, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{command!r} failed ({result.returncode}):\n"
-                                 f"{result.stdout}{result.stderr}")
-        return result.stdout
-
-    def show(self, unit: str, *props: str) -> dict[str, str]:
-        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-    def wait_active(self, unit: str, other_than: str = "", timeout: float = 30.0) -> str:
-        """Wait until ``unit`` runs with a main pid other than ``other_than``; return it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.show(unit, "ActiveState", "SubState", "MainPID")
-            if state["SubState"] == "running" and state["MainPID"] not in ("0", other_than):
-                return state["MainPID"]
-            assert time.monotonic() < deadline, f"{unit} not running again: {state}"
-            time.sleep(0.05)
-
-    def fd_names(self, pid: str) -> list[str]:
-        """LISTEN_FDNAMES as systemd passed it to process ``pid`` (arqond unsets its own copy,
-        but /proc/PID/environ keeps the environment the process started with)."""
-        env = self.sh(f"cat /proc/{pid}/environ").split("\0")
-        return next(v for k, _, v in (e.partition("=") for e in env)
-                    if k == "LISTEN_FDNAMES").split(":")
-
-    def journal(self, unit: str) -> list[dict]:
-        out = self.sh(f"journalctl -u {unit} -o json --no-pager")
-        return [json.loads(line) for line in out.splitlines()]
-
-
-@pytest.fixture
-def container(rootfs, tmp_path):
-    boot = subprocess.Popen([str(SYSTEM / "nspawn-boot.sh"), str(rootfs), str(ROOT),
-                             str(BOOT_LIMIT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "NSPAWN_LOG": str(tmp_path / "nspawn.log")})
-    ready, _, _ = select.select([boot.stdout], [], [], 120)
-    line = boot.stdout.readline() if ready else ""
-    if not line.startswith("LEADER="):
-        boot.kill()
-        pytest.fail(f"the container did not boot: {line}{boot.stderr.read()}")
-    fields = dict(part.split("=", 1) for part in line.split())
-    assert fields["STATE"] == "running", line   # no failed units at boot
-    machine = Container(boot, int(fields["LEADER"]))
+    machine = Container(image(), source_binds(), private_network=False)
     try:
+        machine.boot()
+        assert machine.state == "running"   # no failed units at boot
         yield machine
     finally:
-        boot.stdin.close()
-        boot.wait(60)
+        machine.shutdown()
 
 
-def install(machine: Container, ports: dict[str, int], service_dropin: str = "",
-            config: str = "") -> None:
+def install(machine: Container, service_dropin: str = "", config: str = "") -> dict[str, int]:
     """What a package does: units, sysusers.d, tmpfiles.d, catalog; ports moved off the
-    defaults with drop-ins (the container shares the host's loopback)."""
-    src = "/opt/arqond/src/systemd"
-    script = ["mkdir -p /etc/sysusers.d /etc/tmpfiles.d /usr/lib/systemd/catalog",
+    defaults with drop-ins (the container shares the host's loopback). Returns the ports."""
+    def start(picked: list[int]) -> dict[str, int]:
+        ports = dict(zip(("ws", "telemetry", "http"), picked))
+        try:
+            install_on(machine, ports, service_dropin, config)
+        except ContainerError:
+            said = machine.sh("journalctl -u 'arqond*.socket' --no-pager -o cat", check=False)
+            if "Address already in use" in said:
+                raise PortTaken(ports) from None
+            raise
+        return ports
+    return on_free_ports(3, start)
+
+
+def install_on(machine: Container, ports: dict[str, int], service_dropin: str,
+               config: str) -> None:
+    src = f"{SOURCE}/systemd"
+    # The launcher a package installs, pointed at the mounted dependencies and source tree.
+    script = [f"sed -e 's|@PYTHON@|/usr/bin/python3|' -e 's|@PRIVATE_DIR@|{PRIVATE_DIR}|' "
+              f"-e 's|@MODULE@|arqond.app|' {SOURCE}/packaging/launcher.in > /usr/bin/arqond",
+              "chmod 755 /usr/bin/arqond",
+              "mkdir -p /etc/sysusers.d /etc/tmpfiles.d /usr/lib/systemd/catalog",
               f"cp {src}/arqond.service {src}/arqond*.socket /etc/systemd/system/",
               f"cp {src}/sysusers.d/arqond.conf /etc/sysusers.d/",
               f"cp {src}/tmpfiles.d/arqond.conf /etc/tmpfiles.d/",
@@ -144,8 +96,8 @@ def install(machine: Container, ports: dict[str, int], service_dropin: str = "",
 
 
 async def welcome(port: int) -> str:
-    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=30) as ws:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=scaled(30)) as ws:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), scaled(30)))
     return frame["payload"]["client_id"]
 
 
@@ -178,8 +130,7 @@ class Load:
 
 
 async def test_socket_activated_service_restarts_without_refusing(container):
-    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
-    install(container, ports)
+    ports = install(container)
     # Socket-activated: nothing runs until the first client, which is queued and served.
     assert container.show("arqond.service", "ActiveState")["ActiveState"] == "inactive"
     assert (await welcome(ports["ws"])).startswith("arq_client_")
@@ -243,8 +194,7 @@ async def test_socket_activated_service_restarts_without_refusing(container):
 
 
 async def test_a_stuck_event_loop_is_restarted_by_the_watchdog(container):
-    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
-    install(container, ports, "[Service]\\nWatchdogSec=2s\\nTimeoutAbortSec=2s\\n")
+    ports = install(container, "[Service]\\nWatchdogSec=2s\\nTimeoutAbortSec=2s\\n")
     await welcome(ports["ws"])
     pid = container.wait_active("arqond.service")
     time.sleep(3)   # longer than WatchdogSec: the pings from the running loop keep it alive
@@ -283,7 +233,7 @@ class InboxFollower:
         """The response to a command; messages that come first are appended to ``live``."""
         await ws.send(json.dumps({"type": "command", "command": name, "args": args}))
         while True:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            frame = json.loads(await asyncio.wait_for(ws.recv(), scaled(30)))
             if frame["type"] == "response":
                 return frame
             if frame["type"] == "message":
@@ -293,9 +243,9 @@ class InboxFollower:
         while self.running:
             try:
                 # The history of a restart's worth of lines is a frame of some MB.
-                async with connect(f"ws://127.0.0.1:{self.port}/", open_timeout=30,
+                async with connect(f"ws://127.0.0.1:{self.port}/", open_timeout=scaled(30),
                                    max_size=None) as ws:
-                    await asyncio.wait_for(ws.recv(), 30)   # welcome
+                    await asyncio.wait_for(ws.recv(), scaled(30))   # welcome
                     target = {"room": self.zgent, "channel": "inbox"}
                     # Joined first, then the history: it holds every line published before
                     # its answer, live ones that came meanwhile included, in order.
@@ -322,7 +272,7 @@ class InboxFollower:
         return [line["n"] for line in self.lines if line.get("w") == writer]
 
     async def until_received(self, expected: dict[str, list[int]], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while any(self.numbers(w)[-1:] != n[-1:] for w, n in expected.items()) \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -358,7 +308,7 @@ class MooLoad:
     def finish(self) -> None:
         self.stop_file.touch()
         for name, proc in self.procs.items():
-            out, _ = proc.communicate(timeout=60)
+            out, _ = proc.communicate(timeout=scaled(60))
             self.results[name] = [(f[0], int(f[1]), " ".join(f[2:]))
                                   for f in (line.split() for line in out.splitlines())]
 
@@ -370,11 +320,11 @@ class MooLoad:
 
 
 async def register_zgent(port: int, name: str) -> None:
-    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=30) as ws:
-        await asyncio.wait_for(ws.recv(), 30)
+    async with connect(f"ws://127.0.0.1:{port}/", open_timeout=scaled(30)) as ws:
+        await asyncio.wait_for(ws.recv(), scaled(30))
         await ws.send(json.dumps({"type": "command", "command": "zgent.register",
                                   "args": {"id": name}}))
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), scaled(30)))
         assert frame["type"] == "response" and frame["status"] == "success", frame
 
 
@@ -425,8 +375,7 @@ def in_flight(load: MooLoad) -> list[tuple[int, str]]:
 
 
 async def test_kill_9_and_restart_lose_no_inbox_line(container, tmp_path):
-    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
-    install(container, ports, config=f"[server]\\nhistory_size = {HISTORY}\\n"
+    ports = install(container, config=f"[server]\\nhistory_size = {HISTORY}\\n"
                                      f"[moo]\\nmailbox_size = {HISTORY}\\n")
     await register_zgent(ports["ws"], "box")
     pid = container.wait_active("arqond.service")
@@ -490,8 +439,7 @@ async def test_what_systemctl_stop_costs_on_systemd_252(container, tmp_path):
     are refused until the start. Lines written after arqond's last read sit in a pipe that
     no process holds for good: they survive only if some writer keeps it open until the
     next start. What arrives arrives in order, once."""
-    ports = {name: free_port() for name in ("ws", "telemetry", "http")}
-    install(container, ports, config=f"[moo]\\nmailbox_size = {HISTORY}\\n")
+    ports = install(container, config=f"[moo]\\nmailbox_size = {HISTORY}\\n")
     await register_zgent(ports["ws"], "box")
     pid = container.wait_active("arqond.service")
     load = MooLoad(container, "box", tmp_path / "stop", ping=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from arqond.log import MESSAGE_IDS
+from tests.conftest import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -49,7 +50,7 @@ def unit_root(tmp_path):
 
 def verify(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}",
-                           *UNIT_NAMES], capture_output=True, text=True, timeout=60)
+                           *UNIT_NAMES], capture_output=True, text=True, timeout=scaled(60))
 
 
 def test_units_verify_clean(unit_root):
@@ -68,7 +69,7 @@ def test_verify_catches_a_missing_executable(unit_root):
 def test_service_exposure_within_bound():
     result = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
                              str(UNITS / "arqond.service")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=scaled(60))
     match = re.search(r"Overall exposure level for arqond.service: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
@@ -78,7 +79,7 @@ def test_every_open_hardening_item_is_explained():
     """Each item systemd-analyze still marks as open is named in a comment of the unit."""
     result = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--json=short",
                              str(UNITS / "arqond.service")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=scaled(60))
     items = json.loads(result.stdout)
     text = (UNITS / "arqond.service").read_text()
     comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
@@ -113,9 +114,9 @@ def test_catalog_has_an_entry_for_every_message_id(tmp_path):
     catalog_dir.mkdir(parents=True)
     shutil.copy(UNITS / "arqond.catalog", catalog_dir)
     subprocess.run(["journalctl", f"--root={tmp_path}", "--update-catalog"], check=True,
-                   timeout=60)
+                   timeout=scaled(60))
     listed = subprocess.run(["journalctl", f"--root={tmp_path}", "--list-catalog"],
-                            capture_output=True, text=True, check=True, timeout=60).stdout
+                            capture_output=True, text=True, check=True, timeout=scaled(60)).stdout
     ids = {line.split()[0] for line in listed.splitlines() if line.strip()}
     assert ids == set(MESSAGE_IDS.values())
 
@@ -130,7 +131,7 @@ def test_sysusers_and_tmpfiles(tmp_path):
                                         else "root:*::\n" if name == "gshadow"
                                         else "root:*:19000:0:99999:7:::\n")
     subprocess.run(["systemd-sysusers", f"--root={root}",
-                    str(UNITS / "sysusers.d/arqond.conf")], check=True, timeout=60)
+                    str(UNITS / "sysusers.d/arqond.conf")], check=True, timeout=scaled(60))
     group = (root / "etc/group").read_text()
     passwd = (root / "etc/passwd").read_text()
     arqond = next(line for line in passwd.splitlines() if line.startswith("arqond:"))
@@ -139,7 +140,7 @@ def test_sysusers_and_tmpfiles(tmp_path):
     assert arqond.split(":")[6] == "/usr/sbin/nologin"
     uid, gid = int(arqond.split(":")[2]), int(zgents.split(":")[2])
     subprocess.run(["systemd-tmpfiles", "--create", f"--root={root}",
-                    str(UNITS / "tmpfiles.d/arqond.conf")], check=True, timeout=60)
+                    str(UNITS / "tmpfiles.d/arqond.conf")], check=True, timeout=scaled(60))
     for path, mode in (("var/moo", 0o2775), ("var/log/moo", 0o2775), ("run/arqond", 0o755)):
         info = (root / path).stat()
         assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (mode, uid, gid), path

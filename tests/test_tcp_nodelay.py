@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from tests.test_activation import free_port, socket_activate
+from tests.conftest import scaled
+from tests.test_activation import socket_activate
 
 SYS_PIDFD_GETFD = 438  # x86_64 and aarch64 share it
 _syscall = ctypes.CDLL(None, use_errno=True).syscall
@@ -25,7 +26,7 @@ def daemon_side_of(pid: int, client: socket.socket, timeout: float = 5.0) -> soc
     """The daemon's accepted socket whose peer is ``client``."""
     wanted = client.getsockname()
     pidfd = os.pidfd_open(pid)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     try:
         while True:
             for name in os.listdir(f"/proc/{pid}/fd"):
@@ -54,9 +55,9 @@ def daemon_side_of(pid: int, client: socket.socket, timeout: float = 5.0) -> soc
 def nodelay_of(pid: int, address: tuple[str, int], timeout: float = 3.0) -> int:
     """TCP_NODELAY of the daemon's side of a fresh connection, once set: the event loop
     accepts a connection and builds its transport (which sets the option) in two steps."""
-    with socket.create_connection(address, timeout=5) as client:
+    with socket.create_connection(address, timeout=scaled(5)) as client:
         with daemon_side_of(pid, client) as accepted:
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + scaled(timeout)
             while True:
                 value = accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
                 if value or time.monotonic() > deadline:
@@ -73,11 +74,10 @@ def test_listeners_arqond_binds_turn_nagle_off(daemon):
 @pytest.mark.skipif(not os.path.exists("/usr/bin/systemd-socket-activate"),
                     reason="systemd-socket-activate is not installed")
 def test_listener_from_systemd_turns_nagle_off(make_daemon):
-    port = free_port()
     daemon = make_daemon(start=False)
-    socket_activate(daemon, [f"127.0.0.1:{port}"], ["ws"])
+    port = socket_activate(daemon, ["127.0.0.1:{port}"], ["ws"])
     # The tool execs arqond on the first connection; this one is served once it is up.
-    with socket.create_connection(("127.0.0.1", port), timeout=5):
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(5)):
         daemon.wait_for_line("ready")
     assert nodelay_of(daemon.proc.pid, ("127.0.0.1", port)) == 1
     assert daemon.stop() == 0

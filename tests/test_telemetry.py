@@ -52,7 +52,10 @@ async def test_valid_event_reaches_other_watchers_and_the_bus(daemon, connect_pe
     await bus_watcher.expect_silence(0.1)
 
 
-@pytest.mark.parametrize("frame, complaint", [
+# Each rule of what an event may be is a row of tests/unit/test_telemetry.py; here one
+# daemon shows every refusal as a telemetry client sees it (and the binary frame, which only
+# the port itself can refuse).
+BAD_EVENTS = [
     ('{"payload": {"a": 1}}', "eventType is required"),
     ('{"eventType": "", "payload": {}}', "eventType must not be empty"),
     ('{"eventType": ["x"], "payload": {}}', "eventType must be a string, not an array"),
@@ -65,25 +68,28 @@ async def test_valid_event_reaches_other_watchers_and_the_bus(daemon, connect_pe
     ("not json", "not valid JSON"),
     ("42", "must be a JSON object, not a number"),
     (b'{"eventType": "cpu", "payload": {}}', "binary frames are not supported"),
-])
-async def test_invalid_event_gets_error_and_reaches_nobody(daemon, connect_peer, frame,
-                                                           complaint):
+]
+
+
+async def test_invalid_events_get_errors_and_reach_nobody(daemon, connect_peer):
     bus_watcher = await stream_watcher(daemon, connect_peer)
     sender = await connect_peer(daemon.telemetry_url)
     other = await connect_peer(daemon.telemetry_url)
-    await sender.connection.send(frame)
-    error = await sender.recv()
-    assert error["type"] == "error" and error["error_code"] == "VALIDATION_ERROR"
-    assert complaint in error["error"], error
+    for n, (frame, complaint) in enumerate(BAD_EVENTS):
+        await sender.connection.send(frame)
+        error = await sender.recv()
+        assert error["type"] == "error" and error["error_code"] == "VALIDATION_ERROR"
+        assert complaint in error["error"], error
+        # The connection stays usable, and the next valid event is delivered whole: it is
+        # the first thing the others get, so the refused one reached nobody.
+        await sender.send({"eventType": "after", "payload": {"n": n}})
+        assert (await other.recv_event("after"))["payload"] == {"n": n}
+        assert (await bus_watcher.recv_type("telemetry"))["payload"]["eventType"] == "after"
     await other.expect_silence(0.2)
     await bus_watcher.expect_silence(0.1)
-    # The connection stays usable, and the next valid event is delivered whole.
-    await sender.send({"eventType": "after", "payload": {"n": 1}})
-    assert (await other.recv_event("after"))["payload"] == {"n": 1}
-    assert (await bus_watcher.recv_type("telemetry"))["payload"]["eventType"] == "after"
     metrics = http_call(daemon, "GET", "/metrics").body.decode()
-    assert "arqonbus_telemetry_rejected_total 1\n" in metrics
-    assert "arqonbus_telemetry_events_total 1\n" in metrics
+    assert f"arqonbus_telemetry_rejected_total {len(BAD_EVENTS)}\n" in metrics
+    assert f"arqonbus_telemetry_events_total {len(BAD_EVENTS)}\n" in metrics
 
 
 async def test_arqond_events_go_to_watchers(daemon, connect_peer):

@@ -1,8 +1,11 @@
-"""Routing over real WebSockets against the real daemon."""
+"""Routing over real WebSockets against the real daemon: the welcome, one message to many,
+identity from the handshake, frames of every size in bursts, and the uvloop event loop.
+
+Each routing rule (targets, private, system and telemetry frames, refusals) is checked
+in-process in tests/unit/test_protocol.py; this file proves the wire."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import datetime
 
@@ -10,6 +13,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 
 from arqond.transports.wsbase import text_frame
+from tests.conftest import metrics_of, settle
 
 CLIENT_ID_RE = re.compile(r"^arq_client_[0-9a-f]{32}$")
 ALWAYS_KEYS = ["id", "timestamp", "type", "version", "payload", "args", "metadata"]
@@ -45,121 +49,50 @@ async def test_message_reaches_others_once_and_sender_gets_only_ack(daemon, conn
     await a.expect_silence(0.2)
 
 
-async def test_missing_defaults_are_filled_and_client_values_kept(daemon, connect_peer):
-    a = await connect_peer(daemon.ws_url)
-    b = await connect_peer(daemon.ws_url)
-    await a.send({"type": "message", "id": "arq_1_2_abcdef", "timestamp": "2025-01-01T12:00:00Z",
-                  "room": "science:general", "payload": {"n": 1}})
-    got = await b.recv_type("message")
-    assert got["id"] == "arq_1_2_abcdef"
-    assert got["timestamp"] == "2025-01-01T12:00:00Z"
-    assert got["version"] == "1.0"
-    assert got["channel"] == "general"
-    await a.send({"type": "event", "payload": {"n": 2}})
-    got = await b.recv_type("event")
-    assert (got["room"], got["channel"]) == ("science", "general")  # the current channel
-    assert got["id"].startswith("arq_") and got["timestamp"]
-
-
-@pytest.mark.parametrize("target", [
-    {"room": "science", "channel": "explore"},
-    {"room": "science:explore"},
-    {"channel": "science:explore"},
-    {"channel": "explore"},  # channel only: the current room
-])
-async def test_target_forms(daemon, connect_peer, target):
-    a = await connect_peer(daemon.ws_url)
-    b = await connect_peer(daemon.ws_url)
-    general = await connect_peer(daemon.ws_url)
-    await b.command("join_channel", {"room": "science", "channel": "explore"})
-    await a.send({"type": "message", "payload": {"x": 1}, **target})
-    got = await b.recv_type("message")
-    assert (got["room"], got["channel"]) == ("science", "explore")
-    await a.recv_type("message_response")
-    await general.expect_silence(0.2)
-
-
-async def test_message_without_channel_reaches_whole_room_once(daemon, connect_peer):
-    a = await connect_peer(daemon.ws_url)
-    b = await connect_peer(daemon.ws_url)
-    await b.command("join_channel", {"room": "science:explore"})
-    await b.command("join_channel", {"room": "science:design"})
-    other = await connect_peer(daemon.ws_url)
-    await other.command("join_channel", {"room": "lab:bench"})
-    await other.command("leave_channel", {"room": "science:general"})
-    await a.send({"type": "message", "room": "science", "payload": {"all": True}})
-    got = await b.recv_type("message")
-    assert got["room"] == "science" and "channel" not in got
-    await b.expect_silence(0.2)  # member of three science channels, one copy
-    await other.expect_silence(0.2)
-    await a.recv_type("message_response")
-
-
-async def test_private_message_to_client_ids_and_pm_channel(daemon, connect_peer):
-    a = await connect_peer(daemon.ws_url)
-    b = await connect_peer(daemon.ws_url)
-    c = await connect_peer(daemon.ws_url)
-    await a.send({"type": "private", "payload": {"target": b.id, "text": "psst"}})
-    got = await b.recv_type("private")
-    assert got["payload"]["text"] == "psst" and got["sender"] == a.id
-    await a.recv_type("message_response")
-    await a.send({"type": "message", "room": "science", "channel": "pm",
-                  "to_client": [c.id], "payload": {"text": "pm"}})
-    got = await c.recv_type("private")
-    assert got["payload"] == {"text": "pm"}
-    await a.recv_type("message_response")
-    await b.expect_silence(0.2)
-
-
-async def test_private_to_unknown_client_is_refused_and_nobody_gets_it(daemon, connect_peer):
-    a = await connect_peer(daemon.ws_url)
-    b = await connect_peer(daemon.ws_url)
-    await a.send({"type": "private", "payload": {"target": [b.id, "arq_client_" + "0" * 32]}})
-    error = await a.recv_type("error")
-    assert error["error_code"] == "TARGET_NOT_FOUND"
-    assert "arq_client_" + "0" * 32 in error["error"]
-    await b.expect_silence(0.2)
-
-
-async def test_system_messages_only_from_admins(make_daemon, connect_peer):
-    from arqond.core.auth import issue_hs256
-    daemon = make_daemon({"auth": {"enabled": True, "jwt_secret": "s3cret"}})
-    admin = await connect_peer(daemon.ws_url, additional_headers={
-        "Authorization": "Bearer " + issue_hs256({"role": "admin"}, "s3cret")})
-    user = await connect_peer(daemon.ws_url + "?token=" + issue_hs256({"sub": "u"}, "s3cret"))
-    lab = await connect_peer(daemon.ws_url + "?token=" + issue_hs256({"sub": "v"}, "s3cret"))
-    await lab.command("leave_channel", {"room": "science:general"})
-    await user.send({"type": "system", "payload": {"text": "fake"}})
-    error = await user.recv_type("error")
-    assert error["error_code"] == "AUTHORIZATION_ERROR"
-    await lab.expect_silence(0.2)
-    await admin.send({"type": "system", "payload": {"text": "maintenance"}})
-    for peer in (user, lab):  # no room: every client, joined or not
-        got = await peer.recv_type("system")
-        assert got["payload"] == {"text": "maintenance"}
-    await admin.recv_type("message_response")
-
-
-async def test_telemetry_envelope_defaults_to_integriguard(daemon, connect_peer):
-    a = await connect_peer(daemon.ws_url)
-    watcher = await connect_peer(daemon.ws_url)
-    await a.send({"type": "telemetry", "payload": {"eventType": "x"}})
-    await watcher.command("join_channel", {"room": "integriguard:telemetry-stream"})
-    await a.send({"type": "telemetry", "payload": {"eventType": "y"}})
-    got = await watcher.recv_type("telemetry")
-    assert (got["room"], got["channel"]) == ("integriguard", "telemetry-stream")
-    assert got["payload"] == {"eventType": "y"}
-
-
-async def test_default_channel_can_be_turned_off(make_daemon, connect_peer):
+async def test_by_default_a_client_joins_nothing_and_a_roomless_message_goes_nowhere(
+        make_daemon, connect_peer):
+    """ArqonBus's clients expect to get only what they join; a message naming no room is
+    acknowledged and dropped there, and so here."""
     daemon = make_daemon({"server": {"default_channel": ""}})
     a = await connect_peer(daemon.ws_url)
-    await a.send({"type": "message", "payload": {"x": 1}})
-    error = await a.recv_type("error")
-    assert error["error_code"] == "VALIDATION_ERROR"
-    assert "no current room" in error["error"]
+    b = await connect_peer(daemon.ws_url)
+    await b.command("join_channel", {"room": "science:general"})
+    await a.send({"type": "message", "id": "arq_1_7_abcdef", "payload": {"x": 1}})
+    ack = await a.recv_type("message_response")
+    assert (ack["id"], ack["payload"]) == ("arq_1_7_abcdef", {"x": 1})
+    await a.send({"type": "message", "room": "nosuchroom", "payload": {"x": 2}})
+    await a.recv_type("message_response")  # a whole room that does not exist: also nowhere
+    await b.expect_silence(0.3)
     status = await a.command("status")
     assert status["payload"]["data"]["client"]["subscriptions"] == []
+    assert status["payload"]["data"]["client"]["room"] is None
+    assert metrics_of(daemon)["arqonbus_unrouted_total"] == 2
+
+
+async def test_publishing_to_a_channel_nobody_created_creates_it_for_the_publisher(
+        make_daemon, connect_peer):
+    daemon = make_daemon({"server": {"default_channel": ""}})
+    watcher = await connect_peer(daemon.ws_url)
+    await watcher.command("join_channel", {"room": "*", "channel": "bots"})
+    bot = await connect_peer(daemon.ws_url)
+    await bot.send({"type": "message", "room": "lab", "channel": "bots", "payload": {"hi": 1}})
+    await bot.recv_type("message_response")
+    assert (await watcher.recv_type("message"))["payload"] == {"hi": 1}
+    info = (await watcher.command("channel_info", {"room": "lab:bots"}))["payload"]["data"]
+    assert info["metadata"]["created_by"] == bot.id
+
+
+@pytest.mark.parametrize("room, channel", [("team/alpha", "general"), ("alice@lab", "x"),
+                                           ("Lab Room", "_private"), ("été", "日本")])
+async def test_names_are_any_string_arqonbus_accepts(make_daemon, connect_peer, room, channel):
+    daemon = make_daemon({"server": {"default_channel": ""}})
+    listener = await connect_peer(daemon.ws_url)
+    joined = await listener.command("join_channel", {"room": room, "channel": channel})
+    assert joined["status"] == "success", joined
+    sender = await connect_peer(daemon.ws_url)
+    await sender.send({"type": "message", "room": room, "channel": channel, "payload": {"n": 1}})
+    got = await listener.recv_type("message")
+    assert (got["room"], got["channel"], got["payload"]) == (room, channel, {"n": 1})
 
 
 async def test_identity_from_query_string_and_identify(daemon, connect_peer):
@@ -169,7 +102,7 @@ async def test_identity_from_query_string_and_identify(daemon, connect_peer):
     connected = datetime.fromisoformat(data["connected_at"])
     first_activity = datetime.fromisoformat(data["last_activity"])
     assert connected <= first_activity  # the status command itself was activity
-    await asyncio.sleep(0.05)
+    await settle(0.05)
     response = await a.command("identify", {"personality": "curious", "type": "dashboard"})
     assert datetime.fromisoformat(response["payload"]["data"]["last_activity"]) > first_activity
     assert response["status"] == "success"

@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from arqond.core.auth import issue_hs256
+from tests.conftest import scaled, settle
 
 SECRET = "handshake-secret"
 
@@ -52,7 +53,7 @@ async def test_broken_socket_is_cleaned_up_at_once(daemon, connect_peer):
         status = (await watcher.command("status"))["payload"]["data"]
         if status["connections"]["active"] == 1:
             break
-        await asyncio.sleep(0.05)
+        await settle(0.05)
     assert status["connections"]["active"] == 1
     info = (await watcher.command("channel_info", {"room": "science:general"}))
     assert [p["client_id"] for p in info["payload"]["data"]["participants"]] == [watcher.id]
@@ -69,39 +70,48 @@ def unsigned_token(claims) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
-@pytest.mark.parametrize("how, details", [
+# Where a bad token travels, and what the client is told. Each token rule is a row of
+# tests/unit/test_auth.py; here one daemon shows each refusal as a client sees it.
+BAD_TOKENS = [
     ("none", "Missing bearer token"),
     ("garbage", "Invalid token: not three base64url segments"),
     ("wrong-secret", "Invalid token: bad signature"),
     ("expired", "Invalid token: expired"),
     ("alg-none", "Invalid token: only alg HS256 is accepted"),
     ("not-yet", "Invalid token: not valid yet"),
-])
-async def test_bad_tokens_get_401_json(auth_daemon, connect_peer, how, details):
+]
+
+
+def bad_handshake(url: str, how: str) -> tuple[str, dict[str, str]]:
     now = time.time()
-    headers = {}
-    url = auth_daemon.ws_url
     if how == "garbage":
-        headers = {"Authorization": "Bearer invalid.token"}
-    elif how == "wrong-secret":
-        url += "?token=" + issue_hs256({"sub": "x"}, "other")
-    elif how == "expired":
-        headers = {"Authorization": "Bearer " + issue_hs256({"exp": now - 5}, SECRET)}
-    elif how == "alg-none":
-        url += "?access_token=" + unsigned_token({"role": "admin"})
-    elif how == "not-yet":
-        url += "?auth_token=" + issue_hs256({"nbf": now + 3600}, SECRET)
+        return url, {"Authorization": "Bearer invalid.token"}
+    if how == "wrong-secret":
+        return url + "?token=" + issue_hs256({"sub": "x"}, "other"), {}
+    if how == "expired":
+        return url, {"Authorization": "Bearer " + issue_hs256({"exp": now - 5}, SECRET)}
+    if how == "alg-none":
+        return url + "?access_token=" + unsigned_token({"role": "admin"}), {}
+    if how == "not-yet":
+        return url + "?auth_token=" + issue_hs256({"nbf": now + 3600}, SECRET), {}
+    return url, {}
+
+
+async def test_bad_tokens_get_401_json(auth_daemon, connect_peer):
     bystander = await connect_peer(auth_daemon.ws_url + "?token=" + issue_hs256({}, SECRET))
-    with pytest.raises(InvalidStatus) as refused:
-        await connect(url, additional_headers=headers, open_timeout=5)
-    response = refused.value.response
-    assert response.status_code == 401
-    assert response.headers["Content-Type"] == "application/json"
-    assert response.headers["WWW-Authenticate"] == 'Bearer realm="arqonbus"'
-    assert orjson.loads(response.body) == {"error": "Unauthorized", "details": details}
-    auth_daemon.wait_for_line("handshake refused")
+    for how, details in BAD_TOKENS:
+        url, headers = bad_handshake(auth_daemon.ws_url, how)
+        mark = len(auth_daemon.lines)
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url, additional_headers=headers, open_timeout=scaled(5))
+        response = refused.value.response
+        assert response.status_code == 401, how
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="arqonbus"'
+        assert orjson.loads(response.body) == {"error": "Unauthorized", "details": details}
+        auth_daemon.wait_for_line("handshake refused", start=mark)
     status = (await bystander.command("status"))["payload"]["data"]
-    assert status["connections"]["total"] == 1  # the refused one never became a client
+    assert status["connections"]["total"] == 1  # none of the refused ones became a client
 
 
 async def test_claims_are_kept_on_the_client(auth_daemon, connect_peer):
@@ -127,7 +137,7 @@ async def test_connection_limit_refuses_with_503(make_daemon, connect_peer):
     first = await connect_peer(daemon.ws_url)
     await connect_peer(daemon.ws_url)
     with pytest.raises(InvalidStatus) as refused:
-        await connect(daemon.ws_url, open_timeout=5)
+        await connect(daemon.ws_url, open_timeout=scaled(5))
     assert refused.value.response.status_code == 503
     assert orjson.loads(refused.value.response.body)["details"] == "connection limit reached"
     await first.send({"type": "message", "payload": {"still": "fine"}})

@@ -1,14 +1,15 @@
-"""op.webhook.*: real deliveries to an HTTP receiver on loopback, started by the test."""
+"""op.webhook.*: real deliveries to an HTTP receiver on loopback, started by the test. The
+rules themselves (every argument at its bound, matching, who may list and remove) are
+checked in-process in tests/unit/test_webhooks.py."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import orjson
 import pytest
 
-from tests.conftest import metrics_of
+from tests.conftest import metrics_of, scaled
 
 FENCE_TIMEOUT = 5.0
 # What the tests of delivery need: ordinary clients may register, to the receiver on loopback.
@@ -57,7 +58,7 @@ class Receiver:
         writer.close()
 
     async def next(self) -> dict:
-        return await asyncio.wait_for(self.requests.get(), FENCE_TIMEOUT)
+        return await asyncio.wait_for(self.requests.get(), scaled(FENCE_TIMEOUT))
 
 
 async def test_message_is_posted_to_matching_rule(daemon, connect_peer):
@@ -115,11 +116,9 @@ async def test_unregister_and_disconnect_remove_rules(daemon, connect_peer):
         assert receiver.requests.empty()
 
 
-async def test_failed_delivery_is_logged_and_bus_unaffected(daemon, connect_peer):
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    dead_port = closed.getsockname()[1]
-    closed.close()  # nothing listens there now
+async def test_failed_delivery_is_logged_and_bus_unaffected(daemon, connect_peer,
+                                                            refused_port):
+    dead_port = refused_port
     async with Receiver(status=500) as receiver:
         owner = await connect_peer(daemon.ws_url)
         other = await connect_peer(daemon.ws_url)
@@ -133,40 +132,6 @@ async def test_failed_delivery_is_logged_and_bus_unaffected(daemon, connect_peer
         daemon.wait_for_line("failed: HTTP status 500")
         await owner.send({"type": "message", "payload": {"k": 2}})
         assert (await other.recv_type("message"))["payload"] == {"k": 2}
-
-
-@pytest.mark.parametrize("args, needle", [
-    ({}, "requires argument 'url'"),
-    ({"url": "ftp://example.org/"}, "must start with http:// or https://"),
-    ({"url": "http:///nohost"}, "must start with http:// or https://"),
-    ({"url": "http://127.0.0.1:99999/"}, "bad url"),
-    ({"url": "http://127.0.0.1/", "timeout_seconds": 0}, "timeout_seconds must be greater"),
-    ({"url": "http://127.0.0.1/", "headers": {"Host": "evil"}}, "set by arqond itself"),
-    ({"url": "http://127.0.0.1/", "headers": {"X-A": "a\r\nX-B: b"}}, "without line breaks"),
-    ({"url": "http://127.0.0.1/", "headers": "X-A: a"}, "'headers' must be dict"),
-    ({"url": "http://127.0.0.1/", "room": "bad room"}, "invalid room name"),
-])
-async def test_register_bad_input(daemon, connect_peer, args, needle):
-    peer = await connect_peer(daemon.ws_url)
-    watcher = await connect_peer(daemon.ws_url)
-    response = await peer.command("op.webhook.register", args)
-    assert (response["status"], response["error_code"]) == ("error", "VALIDATION_ERROR")
-    assert needle in response["payload"]["message"]
-    assert (await peer.command("op.webhook.list"))["payload"]["data"]["count"] == 0
-    await watcher.expect_silence(0.2)
-
-
-async def test_unregister_unknown_or_foreign_rule(daemon, connect_peer):
-    owner = await connect_peer(daemon.ws_url)
-    stranger = await connect_peer(daemon.ws_url)
-    missing = await stranger.command("op.webhook.unregister", {"rule_id": "wh_000000000000"})
-    assert missing["error_code"] == "NOT_FOUND"
-    assert missing["payload"]["data"] == {"rule_id": "wh_000000000000"}
-    rule = (await owner.command("op.webhook.register",
-                                {"url": "http://127.0.0.1:9/"}))["payload"]["data"]
-    refused = await stranger.command("op.webhook.unregister", {"rule_id": rule["rule_id"]})
-    assert refused["error_code"] == "AUTHORIZATION_ERROR"
-    assert (await owner.command("op.webhook.list"))["payload"]["data"]["count"] == 1
 
 
 async def test_full_delivery_queue_drops_and_logs_while_the_bus_delivers_all(daemon, connect_peer):

@@ -23,7 +23,8 @@ from arqond.core.principal import NOBODY, Principal
 from arqond.core.quotas import Charges, Quota, QuotaExceeded, default_limits
 from arqond.core.protocol import ArqonProtocol, error_frame
 from arqond.core.history import Entry, History, HistoryLimits
-from arqond.core.router import DEFAULT_HISTORY, WILDCARD, Channel, Router, RoutingError
+from arqond.core.router import (DEFAULT_HISTORY, WILDCARD, Channel, Router, RoutingError,
+                                check_name)
 
 if TYPE_CHECKING:
     from arqond.core.casil import Casil
@@ -61,6 +62,7 @@ class Stats:
     channels_refused_total: int = 0
     replies_too_large_total: int = 0
     budget_cuts_total: int = 0
+    unrouted_total: int = 0
     by_transport: dict[str, int] = field(default_factory=dict)
 
 
@@ -75,8 +77,11 @@ Intercept = Callable[["Client", dict[str, Any]], None]
 
 class Bus(ArqonProtocol):
     def __init__(self, settings: BusSettings | None = None, router: Router | None = None,
-                 charges: Charges | None = None) -> None:
+                 charges: Charges | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings or BusSettings()
+        # When arqond received what it records (history time windows): injected for tests.
+        self.clock = clock
         # What each principal holds against its quotas (arqond/core/quotas.py).
         self.charges = charges or Charges(default_limits())
         self.charges.on_refused = self._quota_refused
@@ -119,6 +124,10 @@ class Bus(ArqonProtocol):
             self.send_error(client, ErrorCode.VALIDATION_ERROR, "; ".join(problems),
                             errors=problems)
         room, channel = self.settings.default_room, self.settings.default_channel
+        # Its welcome or an identity error may already have cut it off (and announced that):
+        # then it joins nothing and is not announced as connected.
+        if not client.open:
+            return client
         if join_default and room and channel:
             self.join(client, room, channel, created_by=SERVER_SENDER)
             client.room, client.channel = room, channel
@@ -135,20 +144,28 @@ class Bus(ArqonProtocol):
         anyone, and filtered for each message at delivery."""
         if not self.access.may_read(client.principal, room, channel):
             self.refuse(client, Action.READ_INBOX, room)
-        creator = created_by or client.id
+        check_name("room", room, wildcard=True)
+        check_name("channel", channel, wildcard=True)
         new = WILDCARD not in (room, channel) and self.router.channel(room, channel) is None
         if new:
-            self.make_room_for_channel(client)
-        try:
-            self.router.join(client, room, channel, created_by=creator)
-        except RoutingError:
-            if new:
-                self.charges.release(client.principal, Quota.CHANNELS)
-            raise
-        if new:
-            self.router.channel(room, channel).owner = client.principal
-            self.emit("channel_created", room=room, channel=channel, created_by=creator)
+            self.create_channel_for(client, room, channel, created_by=created_by)
+        self.router.join(client, room, channel)
         return new
+
+    def create_channel_for(self, client: Client, room: str, channel: str, *,
+                           created_by: str | None = None) -> Channel:
+        """A channel a client brings into being (joining or publishing to it), charged to its
+        principal, and announced."""
+        self.make_room_for_channel(client)
+        creator = created_by or client.id
+        try:
+            created = self.router.create_channel(room, channel, created_by=creator)
+        except RoutingError:
+            self.charges.release(client.principal, Quota.CHANNELS)
+            raise
+        created.owner = client.principal
+        self.emit("channel_created", room=room, channel=channel, created_by=creator)
+        return created
 
     def make_room_for_channel(self, client: Client) -> None:
         """A client is about to create a channel: within server.max_channels and its
@@ -263,7 +280,7 @@ class Bus(ArqonProtocol):
         frame = serialize(env)
         self.stats.messages_total += 1
         room, channel = env["room"], env.get("channel")
-        self.router.record(room, channel, time.time(), frame)
+        self.router.record(room, channel, self.clock(), frame)
         owners = self.access.guarded(room, channel)
         if owners is not None:
             recipients = [c for c in recipients if owners.include(c.principal)]
@@ -295,26 +312,10 @@ class Bus(ArqonProtocol):
         self.detach(client, reason="slow consumer")
 
     def send(self, client: Client, env: dict[str, Any]) -> None:
-        """One frame to one client (replies, errors, welcome). A reply too large for the
-        client's buffer to take in one piece is answered with an error instead: asking
-        too much never makes a slow consumer."""
-        frame = self.encode(env)
-        limit = self.settings.client_buffer_bytes // 2
-        if len(frame) > limit:
-            self.stats.replies_too_large_total += 1
-            self.emit("limit_reached", limit="server.client_buffer_bytes", value=limit * 2,
-                      client_id=client.id)
-            message = (f"the reply would be {len(frame)} bytes, more than half of "
-                       f"server.client_buffer_bytes ({limit * 2}); ask for less (limit, offset)")
-            if env.get("type") == "response":  # a command's answer keeps its shape
-                frame = self.encode({
-                    "type": "response", "sender": SERVER_SENDER, "status": "error",
-                    "request_id": env.get("request_id"), "command": env.get("command"),
-                    "error": message, "error_code": ErrorCode.LIMIT_EXCEEDED,
-                    "payload": {"message": message, "data": {}}})
-            else:
-                frame = self.encode(error_frame(ErrorCode.LIMIT_EXCEEDED, message,
-                                                request_id=env.get("request_id")))
+        """One frame to one client (replies, errors, welcome)."""
+        self.send_frame(client, self.encode(env))
+
+    def send_frame(self, client: Client, frame: bytes) -> None:
         if client.open and not client.sink.send(frame):
             self.cut_off(client)
 

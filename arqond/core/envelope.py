@@ -35,7 +35,7 @@ INBOUND_TYPES = frozenset(
 STRING_FIELDS = ("id", "timestamp", "type", "version", "room", "channel", "command",
                  "request_id", "status", "error", "error_code", "from_client")
 MAX_ID_LENGTH = 128
-MAX_NAME_LENGTH = 128
+MAX_NAME_LENGTH = 128          # of a room or channel: the name rule is in core/router.py
 SERVER_SENDER = "arqonbus"
 
 
@@ -153,13 +153,10 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     timestamp = data.get("timestamp")
     if timestamp is not None:
         try:
-            datetime.fromisoformat(timestamp)
+            # Relayed as ArqonBus relays it, re-formatted: "...00.000Z" goes on as "+00:00".
+            data["timestamp"] = datetime.fromisoformat(timestamp).isoformat()
         except ValueError:
             errors.append(f"timestamp {timestamp!r} is not ISO 8601")
-    for key in ("room", "channel"):
-        value = data.get(key)
-        if value is not None and not (0 < len(value) <= MAX_NAME_LENGTH):
-            errors.append(f"{key} must be 1 to {MAX_NAME_LENGTH} characters")
     if kind in ("message", "event") and data.get("payload") in (None, ""):
         errors.append("payload is required for a message")
     if kind == "command" and not (data.get("command") or _legacy_command(data)):
@@ -168,6 +165,8 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise EnvelopeError(ErrorCode.VALIDATION_ERROR, "; ".join(errors), errors, request_id)
     data["type"] = kind
+    if to_client is not None and "metadata" not in data:
+        data["metadata"] = {"to_client": to_client}  # as ArqonBus copies the legacy field
     return data
 
 

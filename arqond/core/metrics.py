@@ -94,6 +94,9 @@ def bus_samples(bus: "Bus") -> list[Sample]:
         counter("arqonbus_output_budget_cuts_total",
                 "Clients cut off, largest first, at server.output_budget_bytes.",
                 stats.budget_cuts_total),
+        counter("arqonbus_unrouted_total",
+                "Messages acknowledged but routed nowhere: they named no room, or a room that "
+                "does not exist (as ArqonBus does).", stats.unrouted_total),
         counter("arqonbus_slow_consumers_total",
                 "Clients cut off because their outgoing buffer was full.",
                 stats.slow_consumers_total),

@@ -165,36 +165,56 @@ class ArqonProtocol:
 
     # -- routing ----------------------------------------------------------------------------
 
-    def _target(self: "Bus", client: Client, env: dict[str, Any]) -> tuple[str, str | None]:
+    def _target(self: "Bus", client: Client,
+                env: dict[str, Any]) -> tuple[str | None, str | None]:
+        """room:channel as named (explicit, "room:channel" in either field, or the client's
+        current room), checked as names; the room is None when nothing names one."""
         room, channel = split_target(env.get("room"), env.get("channel"))
         if room is None:
             if channel is None:
                 room, channel = client.room, client.channel
             else:
                 room = client.room
-        if room is None:
-            raise RoutingError(ErrorCode.VALIDATION_ERROR,
-                               "the message names no room and the client has no current room; "
-                               "set room (or \"room:channel\") or join a channel first")
-        check_name("room", room)
+        if room is not None:
+            check_name("room", room)
         if channel is not None:
             check_name("channel", channel)
-            # An intercepted target (moo:broadcast) is served even before it has a channel.
-            if channel != PM_CHANNEL and (room, channel) not in self.intercepts:
-                self.router.require_channel(room, channel)
-        else:
-            self.router.require_room(room)
+        return room, channel
+
+    def _reachable(self: "Bus", client: Client, room: str | None, channel: str | None) -> bool:
+        """Whether a message to room:channel goes anywhere: a channel nobody created yet is
+        created for its first publisher (as in ArqonBus, within the publisher's quotas); a
+        message that names no room, or a whole room that does not exist, goes nowhere and is
+        still acknowledged, as ArqonBus does."""
+        if room is None:
+            return False
+        if channel is None:
+            return room in self.router.rooms
+        # An intercepted target (moo:broadcast) is served even before it has a channel.
+        if channel != PM_CHANNEL and (room, channel) not in self.intercepts \
+                and self.router.channel(room, channel) is None:
+            self.create_channel_for(client, room, channel)
+        return True
+
+    def _checked_target(self: "Bus", client: Client,
+                        env: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The target of a client's frame, which it may publish to (or a refusal)."""
+        room, channel = self._target(client, env)
+        env["room"], env["channel"] = room, channel
+        if room is not None:
+            try:
+                self.access.check_publish(client.principal, room, channel)
+            except Refused as refused:
+                self.refuse(client, refused.action, refused.zgent)
         return room, channel
 
     def _route(self: "Bus", client: Client, env: dict[str, Any]) -> Reply:
-        room, channel = self._target(client, env)
+        room, channel = self._checked_target(client, env)
         if channel == PM_CHANNEL:
             return self._private(client, env)
-        env["room"], env["channel"] = room, channel
-        try:
-            self.access.check_publish(client.principal, room, channel)
-        except Refused as refused:
-            self.refuse(client, refused.action, refused.zgent)
+        if not self._reachable(client, room, channel):
+            self.stats.unrouted_total += 1
+            return ack_frame(env)
         intercept = self.intercepts.get((room, channel))
         if intercept is not None:
             intercept(client, env)
@@ -230,9 +250,9 @@ class ArqonProtocol:
             raise RoutingError(ErrorCode.AUTHORIZATION_ERROR, "only arqond itself and admin "
                                "clients may send system messages")
         if env.get("room") or env.get("channel"):
-            room, channel = self._target(client, env)
-            env["room"], env["channel"] = room, channel
-            self._fanout(env, self.router.recipients(room, channel), exclude=client)
+            room, channel = self._checked_target(client, env)
+            if self._reachable(client, room, channel):
+                self._fanout(env, self.router.recipients(room, channel), exclude=client)
         else:  # to every client: a Zgent's inbox traffic never travels this way
             self.stats.messages_total += 1
             self._deliver(self.clients.values(), serialize(env), exclude=client)
@@ -242,13 +262,9 @@ class ArqonProtocol:
         if not env.get("room") and not env.get("channel"):
             env["room"], env["channel"] = TELEMETRY_TARGET
             self.router.ensure_channel(*TELEMETRY_TARGET, kind="system")
-        room, channel = self._target(client, env)
-        env["room"], env["channel"] = room, channel
-        try:
-            self.access.check_publish(client.principal, room, channel)
-        except Refused as refused:
-            self.refuse(client, refused.action, refused.zgent)
-        self._fanout(env, self.router.recipients(room, channel), exclude=client)
+        room, channel = self._checked_target(client, env)
+        if self._reachable(client, room, channel):
+            self._fanout(env, self.router.recipients(room, channel), exclude=client)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -291,20 +307,38 @@ class ArqonProtocol:
     def _command_reply(self: "Bus", context: CommandContext, *, result: Any = None,
                        error: CommandError | None = None) -> None:
         """A ``response`` frame, then the legacy ``command_response`` ack, as ArqonBus sends
-        them (wire facts: every command gets both, even when it failed)."""
+        them (wire facts: every command gets both, even when it failed). A command in the
+        legacy shape (payload.command) is answered first with a ``message`` frame of the same
+        content instead: ArqonBus answers its built-in commands with a ``message``, and the
+        clients and tests written against it (its load test, its end-to-end tests) accept
+        only ``message``, ``command_response`` or ``error`` there."""
         client, env = context.client, context.envelope
         if not client.open:
             return
-        response: Reply = {"type": "response", "sender": SERVER_SENDER,
-                           "request_id": env["id"], "command": context.name}
+        legacy = not env.get("command")
+        response: Reply = {"type": "message" if legacy else "response",
+                           "sender": SERVER_SENDER, "request_id": env["id"],
+                           "command": context.name}
         if error is None:
             message, data = result
             response.update(status="success", payload={"message": message, "data": data})
-        else:
+            frame = self.encode(response)
+            # An answer too large for the client's buffer to take in one piece is refused:
+            # asking too much never makes a slow consumer.
+            limit = self.settings.client_buffer_bytes // 2
+            if len(frame) > limit:
+                self.stats.replies_too_large_total += 1
+                self.emit("limit_reached", limit="server.client_buffer_bytes",
+                          value=limit * 2, client_id=client.id)
+                error = CommandError(ErrorCode.LIMIT_EXCEEDED, (
+                    f"the reply would be {len(frame)} bytes, more than half of "
+                    f"server.client_buffer_bytes ({limit * 2}); ask for less (limit, offset)"))
+        if error is not None:
             self.stats.errors_total += 1
             response.update(status="error", error=error.message, error_code=error.code,
                             payload={"message": error.message, "data": error.data})
-        self.send(client, response)
+            frame = self.encode(response)
+        self.send_frame(client, frame)
         payload = env.get("payload")
         ack = {"id": env["id"], "type": "command_response", "sender": SERVER_SENDER,
                "payload": {"result": "ok"}, "request_id": env["id"]}

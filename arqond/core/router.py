@@ -6,17 +6,16 @@ records history through it, so a NATS-backed router can replace it without touch
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from typing import Any, Iterable
 
 from arqond.core.clients import Client
-from arqond.core.envelope import iso_at, now_iso
+from arqond.core.envelope import MAX_NAME_LENGTH, iso_at, now_iso
 from arqond.core.history import Entry, History, HistoryLimits, Window
 from arqond.core.errors import ErrorCode
 
 # What arqond.conf(5) gives server.history_size, history_bytes and history_total_bytes.
 DEFAULT_HISTORY = HistoryLimits(500, 8 << 20, 256 << 20)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 WILDCARD = "*"
 
 
@@ -28,12 +27,19 @@ class RoutingError(Exception):
 
 
 def check_name(kind: str, name: str, *, wildcard: bool = False) -> str:
+    """A room or channel name: any string ArqonBus accepts (``team/alpha``, ``alice@lab``,
+    ``Lab Room``, ``_private``), within 1 to 128 characters, without control characters, and
+    without ':' (it separates room from channel in the "room:channel" shorthand). ``*`` alone is
+    the wildcard, allowed only where ``wildcard`` is. Where a name must be spelled otherwise
+    (a NATS subject, a file name) it is encoded there, never restricted here."""
     if wildcard and name == WILDCARD:
         return name
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH or ":" in name \
+            or name == WILDCARD or any(unicodedata.category(c) == "Cc" for c in name):
         raise RoutingError(ErrorCode.VALIDATION_ERROR,
-                           f"invalid {kind} name {name!r}: use letters, digits, '.', '_' or '-' "
-                           "(at most 128, not starting with a symbol)")
+                           f"invalid {kind} name {name!r}: 1 to {MAX_NAME_LENGTH} characters, no "
+                           "control characters, no ':' (it separates room from channel), "
+                           "and not '*' alone (the wildcard)")
     return name
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from arqond.core.router import NAME_RE
 from arqond.core.zgents import ZgentError, check_name
 
 SUFFIX = ".jsonl"
+# The part of a file name that names a channel: plain characters only, so every name that a
+# file can have is a channel name and no file name needs quoting in a shell.
+FILE_CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MOO_ROOM = "moo"
 # The one name that may be a symbolic link: arqond's own, to moo.dir/broadcast.jsonl.
 BROADCAST = "broadcast.jsonl"
@@ -47,13 +50,13 @@ def target_of(filename: str) -> Target | str:
     stem = filename[:-len(SUFFIX)]
     name, dash, kind = stem.rpartition("-")
     if not dash:
-        if not NAME_RE.match(stem):
+        if not FILE_CHANNEL_RE.match(stem):
             return f"{stem!r} is not a valid channel name"
         return Target(MOO_ROOM, stem, None)
     try:
         check_name(name)
     except ZgentError as exc:
         return f"{name!r} is not a valid Zgent name ({exc})"
-    if not NAME_RE.match(kind):
+    if not FILE_CHANNEL_RE.match(kind):
         return f"{kind!r} is not a valid channel name"
     return Target(name, kind, name)

@@ -6,8 +6,9 @@ import pytest
 
 from arqond import config as configuration
 from arqond.core.bus import Bus
-from arqond.core.casil import REDACTED, Casil, Policy, PolicyError, redact
-from tests.test_core import ListSink
+from arqond.core.casil import MAX_DEPTH, REDACTED, Casil, Policy, PolicyError, redact
+from arqond.core.errors import ErrorCode
+from tests.unit.harness import BusHarness, ListSink, assert_refused
 
 
 def inspect(policy: Policy, payload, *, room="science", channel="general", kind="message"):
@@ -182,3 +183,85 @@ def test_bus_hook_blocks_before_routing_and_costs_nothing_when_disabled():
     assert bus.router.history("science", "general") == []
     assert heard == ["casil_decision", "policy_refusal"]
     assert bus.snapshot()["messages"]["policy_blocks"] == 1
+
+
+def test_op_casil_get_shows_the_live_policy_and_reload_is_for_admins():
+    bus = BusHarness()
+    casil = bus.plug(Casil(bus.bus, Policy()))
+    user, admin = bus.connect(), bus.admin()
+    got = user.command("op.casil.get")
+    assert got["payload"] == {"message": "CASIL policy snapshot", "data": Policy().snapshot()}
+    assert_refused(user.command("op.casil.reload", {"enabled": True}),
+                   ErrorCode.AUTHORIZATION_ERROR, "op.casil.reload is for admin clients only")
+    assert casil.enabled is False
+    assert_refused(admin.command("op.casil.reload", {"colour": "red"}), ErrorCode.VALIDATION_ERROR,
+                   "Validation error: colour: unknown CASIL key(s); known: " + ", ".join(
+                       Policy().snapshot()))
+    reloaded = admin.command("op.casil.reload", {"enabled": True, "mode": " Enforce "})
+    assert reloaded["payload"]["message"] == "CASIL policy reloaded"
+    assert reloaded["payload"]["data"] == {**Policy().snapshot(), "enabled": True,
+                                           "mode": "enforce"}
+    assert casil.enabled is True and casil.policy.mode == "enforce"
+    assert bus.events_named("casil_reloaded") == [{"client_id": admin.id,
+                                                   "keys": "enabled,mode"}]
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"enabled": False}, {"enabled": False}),
+    ({"mode": 5}, "mode: must be a string, not 5"),
+    ({"scope_include": [1, 2.5]}, {"scope_include": ("1", "2.5")}),
+    ({"scope_include": [True]}, "scope_include: must be a string or a list of strings, not [True]"),
+])
+def test_loose_values_of_every_kind(changes, expected):
+    if isinstance(expected, str):
+        with pytest.raises(PolicyError) as raised:
+            Policy().with_changes(changes)
+        assert str(raised.value) == expected
+    else:
+        policy = Policy().with_changes(changes)
+        assert {key: getattr(policy, key) for key in expected} == expected
+
+
+def test_a_payload_deeper_than_the_walk_is_redacted_whole_below_it():
+    deep: object = "leaf"
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+    redacted, changed = redact(deep, Policy())
+    assert changed
+    for _ in range(MAX_DEPTH + 1):
+        redacted = redacted[0]
+    assert redacted == REDACTED
+
+
+def test_decisions_without_telemetry_or_logs_emit_no_events():
+    policy = Policy(enabled=True, mode="enforce", block_on_probable_secret=True,
+                    metadata_to_telemetry=False, metadata_to_logs=False)
+    verdict, _ = inspect(policy, {"password": "x"})
+    assert verdict.blocked and verdict.events == []
+
+
+@pytest.mark.parametrize("admin", [True, False], ids=["admin", "no admin"])
+def test_reload_refusals_leave_the_policy_unchanged(admin):
+    bus = BusHarness()
+    casil = bus.plug(Casil(bus.bus, Policy(enabled=True)))
+    client, bystander = bus.connect(admin=admin), bus.connect()
+    before = client.ok("op.casil.get")
+    assert before["enabled"] is True and before["redaction_paths"] == ["password", "token",
+                                                                       "secret"]
+    if not admin:   # without a token's admin role (or with auth off), nobody reloads
+        data = assert_refused(client.command("op.casil.reload", {"mode": "enforce"}),
+                              ErrorCode.AUTHORIZATION_ERROR,
+                              "op.casil.reload is for admin clients only")
+        assert data == {}
+    for args, needle in (({"mode": "audit"}, "mode: must be one of monitor, enforce"),
+                         ({"mode": "enforce", "redaction_patterns": ["(x"]}, "regular expr"),
+                         ({"mode": "enforce", "colour": "red"}, "colour: unknown CASIL key"),
+                         ({"max_patterns": -3}, "max_patterns: must be greater than 0")):
+        response = client.command("op.casil.reload", args)
+        if admin:
+            assert (response["status"], response["error_code"]) == ("error", "VALIDATION_ERROR")
+            assert needle in response["payload"]["message"]
+        else:
+            assert response["error_code"] == "AUTHORIZATION_ERROR"
+    assert client.ok("op.casil.get") == before and casil.policy.mode == "monitor"
+    bystander.assert_silent()

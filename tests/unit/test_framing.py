@@ -71,3 +71,10 @@ def test_reset_drops_the_partial_line():
 
 def test_the_refusal_text_names_the_bound():
     assert too_long(65536) == "line longer than 65536 bytes"
+
+
+def test_a_line_shows_where_it_starts_what_it_holds_and_how_long_it_was():
+    line = Line(7, b"ab", 5)
+    assert repr(line) == "Line(7, b'ab', 5)"
+    assert (line.end, line.cut) == (13, True)
+    assert line != (7, b"ab", 5) and line == Line(7, b"ab", 5)

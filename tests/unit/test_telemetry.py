@@ -1,26 +1,19 @@
-"""I/O-free telemetry and metrics: validation, frames, coalescing, Prometheus rendering."""
+"""I/O-free telemetry (arqond/core/telemetry.py): validation, frames, coalescing; and the
+health answer built from the daemon state."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from arqond.core import metrics, telemetry
-from arqond.core.bus import Bus
+from arqond.core import telemetry
 from arqond.core.clients import Client
 from arqond.transports.http import health
-
-
-class NullSink:
-    def send(self, frame: bytes) -> bool:
-        return True
-
-    def close(self, code: int, reason: str) -> None:
-        pass
+from tests.unit.harness import ListSink
 
 
 def agent(kind: str = "ai-agent") -> Client:
-    client = Client(NullSink(), "ws")
+    client = Client(ListSink(), "ws")
     client.type = kind
     return client
 
@@ -54,6 +47,11 @@ def test_valid_event_keeps_type_payload_and_source():
     ('[1, 2]', "must be a JSON object, not an array"),
     ('{"eventType": ', "not valid JSON"),
     ('{"eventType": "big", "payload": {"x": "' + "y" * 65536 + '"}}', "limited to 65536 bytes"),
+    ('{"eventType": ["x"], "payload": {}}', "eventType must be a string, not an array"),
+    ('{"eventType": "cpu", "payload": "high"}', "payload must be a JSON object, not a string"),
+    ('{"eventType": "cpu", "payload": {}, "room": "x"}', "unknown key(s) 'room'"),
+    ("not json", "not valid JSON"),
+    ("42", "must be a JSON object, not a number"),
 ])
 def test_invalid_events_say_what_is_wrong(frame, complaint):
     with pytest.raises(telemetry.TelemetryError) as caught:
@@ -115,33 +113,17 @@ def test_activity_envelope_targets_dashboard_events():
     assert env["payload"]["eventType"] == "agent_activity"
 
 
-def test_prometheus_rendering_groups_families_and_escapes_labels():
-    text = metrics.render([
-        metrics.counter("x_total", "Xs.", 3),
-        metrics.gauge("y", "Y now.", 1.5),
-        metrics.counter("z_total", "Zs.", 2, code="200"),
-        metrics.counter("z_total", "Zs.", 1, code='4"0\\4'),
-    ])
-    assert text == ("# HELP x_total Xs.\n# TYPE x_total counter\nx_total 3\n"
-                    "# HELP y Y now.\n# TYPE y gauge\ny 1.5\n"
-                    "# HELP z_total Zs.\n# TYPE z_total counter\n"
-                    'z_total{code="200"} 2\nz_total{code="4\\"0\\\\4"} 1\n')
-
-
-def test_bus_samples_read_bus_stats():
-    bus = Bus()
-    client = bus.attach(NullSink(), "ws")
-    bus.receive(client, '{"type": "message", "payload": {"a": 1}}')
-    values = {(s.name, s.labels): s.value for s in metrics.bus_samples(bus)}
-    assert values[("arqonbus_messages_total", ())] == 1
-    assert values[("arqonbus_connections_active", ())] == 1
-    assert values[("arqonbus_transport_connections_total", (("transport", "ws"),))] == 1
-    assert values[("arqonbus_channels", ())] == 7
-
-
 @pytest.mark.parametrize("state, code, status", [
     ("starting", 503, "starting"), ("ready", 200, "healthy"), ("stopping", 503, "stopping")])
 def test_health_is_200_only_when_ready(state, code, status):
     http_status, body = health(state)
     assert http_status == code
     assert body["status"] == status and body["service"] == "arqonbus"
+
+
+def test_arqonds_own_events_become_telemetry_from_arqonbus():
+    fields = {"client_id": "arq_client_x"}
+    event = telemetry.server_event("client_connected", fields)
+    assert (event.event_type, event.payload, event.source) == ("client_connected", fields,
+                                                               "arqonbus")
+    assert event.payload is not fields and event.timestamp
