@@ -22,9 +22,10 @@ from arqond.app import Daemon
 from arqond.core.commands import Command
 from arqond.core.telemetry import RESERVED_EVENT_TYPES
 from arqond.transports import http as http_adapter
-from tests.conftest import (ROOT, HttpReply, ZgentSocket, isolated_sections, metrics_of,
-                            parse_http_reply, parse_metrics, write_config)
-from tests.test_lifecycle import alive, free_port, read_pid, run_arqond, wait_for
+from tests.conftest import (ROOT, HttpReply, PortTaken, ZgentSocket, isolated_sections,
+                            metrics_of, on_free_ports, parse_http_reply, parse_metrics, scaled,
+                            write_config)
+from tests.test_lifecycle import alive, read_pid, run_arqond, wait_for
 
 INTERNAL_ERROR_TEXT = ("internal error in arqond while handling this frame; it was logged, and "
                        "the connection stays open")
@@ -71,7 +72,7 @@ class LiveDaemon:
         reader, writer = await asyncio.open_connection(*self.address("http"))
         writer.write(f"{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        reply = await asyncio.wait_for(reader.read(), 10)
+        reply = await asyncio.wait_for(reader.read(), scaled(10))
         writer.close()
         return parse_http_reply(reply)
 
@@ -103,7 +104,7 @@ def plug_faults(daemon: Daemon) -> None:
 
 
 async def assert_internal_error(connection, request_id: str) -> None:
-    error = orjson.loads(await asyncio.wait_for(connection.recv(), 5))
+    error = orjson.loads(await asyncio.wait_for(connection.recv(), scaled(5)))
     assert (error["type"], error["error_code"], error["error"], error["request_id"]) == (
         "error", "INTERNAL_ERROR", INTERNAL_ERROR_TEXT, request_id)
 
@@ -128,7 +129,7 @@ async def test_a_frame_that_fails_inside_arqond_is_answered_internal_error_and_t
                 await assert_internal_error(connection, "boom-3")
                 # Still open and served.
                 await connection.send('{"type":"command","command":"ping","id":"p"}')
-                pong = orjson.loads(await asyncio.wait_for(connection.recv(), 5))
+                pong = orjson.loads(await asyncio.wait_for(connection.recv(), scaled(5)))
                 assert (pong["type"], pong["payload"]["message"]) == ("response", "pong")
             # The control socket: one line fails, the next is served.
             reader, writer = await asyncio.open_unix_connection(live.daemon.addresses["control"])
@@ -160,15 +161,16 @@ async def test_a_frame_that_fails_inside_arqond_is_answered_internal_error_and_t
                 await watcher.send('{"eventType":"load","payload":{"explode":true}}')
                 # Watchers hear of it first, as of any event of arqond's (the event's bus
                 # channel was created on the way).
-                events = [orjson.loads(await asyncio.wait_for(watcher.recv(), 5))
+                events = [orjson.loads(await asyncio.wait_for(watcher.recv(), scaled(5)))
                           for _ in range(2)]
                 assert [(e["event_type"], e["payload"].get("component")) for e in events] == [
                     ("channel_created", None), ("internal_error", "telemetry")]
-                error = orjson.loads(await asyncio.wait_for(watcher.recv(), 5))
+                error = orjson.loads(await asyncio.wait_for(watcher.recv(), scaled(5)))
                 assert (error["error_code"], error["error"]) == ("INTERNAL_ERROR",
                                                                  INTERNAL_ERROR_TEXT)
                 await watcher.send('{"type":"ping"}')
-                assert orjson.loads(await asyncio.wait_for(watcher.recv(), 5))["type"] == "pong"
+                pong = orjson.loads(await asyncio.wait_for(watcher.recv(), scaled(5)))
+                assert pong["type"] == "pong"
             values = await live.metrics()
     counts = {component: values[f'arqonbus_internal_errors_total{{component="{component}"}}']
               for component in ("ws", "control", "http", "telemetry", "moo", "narrative",
@@ -191,7 +193,7 @@ def test_head_is_answered_like_get_without_a_body_and_logs_no_traceback(daemon):
     """Status and headers as GET's, no body, on one keep-alive connection (a body would
     corrupt the framing of the next answer)."""
     host, port = daemon.http_address
-    connection = http.client.HTTPConnection(host, port, timeout=10)
+    connection = http.client.HTTPConnection(host, port, timeout=scaled(10))
     try:
         for path in ("/version", "/nope", "/v1/history?room=science", "/v1/history"):
             connection.request("HEAD", path)
@@ -226,7 +228,7 @@ def test_head_is_answered_like_get_without_a_body_and_logs_no_traceback(daemon):
 def test_a_malformed_request_target_is_a_400_on_the_http_and_websocket_ports(daemon):
     for listener in ("http", "ws"):
         host, _, port = daemon.listeners[listener].rpartition(":")
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
+        with socket.create_connection((host, int(port)), timeout=scaled(10)) as sock:
             sock.sendall(b"GET //[x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                          b"Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
                          b"Sec-WebSocket-Key: YXJxb25kLWNvcnB1cy0xNg==\r\n\r\n")
@@ -258,7 +260,7 @@ async def test_a_request_trickled_byte_by_byte_is_closed_at_the_deadline_and_cou
                 continue
             break
         assert closed, "a trickle kept the request open past its deadline"
-        assert await asyncio.wait_for(idle_reader.read(1), 5) == b""
+        assert await asyncio.wait_for(idle_reader.read(1), scaled(5)) == b""
         writer.close()
         idle_writer.close()
         assert (await live.metrics())["arqonbus_http_timeouts_total"] == 1
@@ -369,17 +371,23 @@ def test_daemon_mode_exits_non_zero_with_the_reason_when_it_cannot_bind(tmp_path
 
 
 def test_daemon_mode_exits_zero_only_once_every_listener_serves(tmp_path):
-    ports = [free_port() for _ in range(3)]
     settings = isolated_sections(tmp_path)
-    settings["server"].update(port=ports[0], telemetry_port=ports[1], http_port=ports[2])
-    config = write_config(tmp_path / "arqond.toml", settings)
+    config = tmp_path / "arqond.toml"
     pidfile = tmp_path / "arqond.pid"
-    started = run_arqond("--config", str(config), "--daemon", "--pidfile", str(pidfile))
-    assert (started.returncode, started.stderr) == (0, "")
-    pid = read_pid(pidfile)
+
+    def start(ports: list[int]) -> tuple[int, int]:
+        settings["server"].update(port=ports[0], telemetry_port=ports[1], http_port=ports[2])
+        write_config(config, settings)
+        started = run_arqond("--config", str(config), "--daemon", "--pidfile", str(pidfile))
+        if started.returncode == 1 and "Address already in use" in started.stderr:
+            raise PortTaken(ports)
+        assert (started.returncode, started.stderr) == (0, "")
+        return ports[2], read_pid(pidfile)
+
+    http_port, pid = on_free_ports(3, start)
     try:
         # Nothing to wait for: the command returned, so arqond serves.
-        connection = http.client.HTTPConnection("127.0.0.1", ports[2], timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=scaled(10))
         connection.request("GET", "/health")
         assert connection.getresponse().status == 200
         connection.close()
