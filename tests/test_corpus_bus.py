@@ -405,9 +405,10 @@ BAD_UPGRADES = [
         extra="".join(f"X-H{n}: v\r\n" for n in range(200))),
      "431 Request Header Fields Too Large", REFUSAL + "expected no more than 128 headers.\n"),
 ]
-MALFORMED_TARGET = ("bad target //[x", wsraw.upgrade_request(path="//[x"), "400 Bad Request",
-                    '{"error":"Bad Request","details":"malformed request target: Invalid IPv6 '
-                    'URL"}')
+MALFORMED_TARGET = ("a query that is not UTF-8", wsraw.upgrade_request(path="/?a=%FF"),
+                    "400 Bad Request",
+                    '{"error":"Bad Request","details":"malformed request target: \'utf-8\' '
+                    'codec can\'t decode byte 0xff in position 0: invalid start byte"}')
 # Heads the library cannot parse: it closes without an answer (websockets 17 sends none).
 UNPARSED = [
     ("request line without a version", b"HELLO\r\n\r\n"),

@@ -225,20 +225,26 @@ def test_head_is_answered_like_get_without_a_body_and_logs_no_traceback(daemon):
     assert not [line for line in daemon.lines if "Traceback" in line or "ERROR" in line]
 
 
-def test_a_malformed_request_target_is_a_400_on_the_http_and_websocket_ports(daemon):
-    for listener in ("http", "ws"):
-        host, _, port = daemon.listeners[listener].rpartition(":")
-        with socket.create_connection((host, int(port)), timeout=scaled(10)) as sock:
-            sock.sendall(b"GET //[x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
-                         b"Sec-WebSocket-Key: YXJxb25kLWNvcnB1cy0xNg==\r\n\r\n")
-            reply = b""
-            while chunk := sock.recv(65536):
-                reply += chunk
-        head, _, body = reply.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
-        details = orjson.loads(body)["details"]
-        assert details == "malformed request target: Invalid IPv6 URL"
+@pytest.mark.parametrize("listener, target, details", [
+    ("http", "http://[x/health", "Invalid IPv6 URL"),
+    ("http", "/v1/history?room=%FF", "'utf-8' codec can't decode byte 0xff in position 0: "
+     "invalid start byte"),
+    ("ws", "/?screen_name=%FF", "'utf-8' codec can't decode byte 0xff in position 0: "
+     "invalid start byte"),
+])
+def test_a_request_target_arqond_cannot_read_is_a_400_not_a_500(daemon, listener, target,
+                                                                 details):
+    host, _, port = daemon.listeners[listener].rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=scaled(10)) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: YXJxb25kLWNvcnB1cy0xNg==\r\n\r\n".encode())
+        reply = b""
+        while b"}" not in reply and (chunk := sock.recv(65536)):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+    assert orjson.loads(body)["details"] == f"malformed request target: {details}"
     assert not [line for line in daemon.lines if "Traceback" in line]
 
 

@@ -77,14 +77,23 @@ class Request:
     __slots__ = ("method", "path", "query", "headers", "body")
 
     def __init__(self, event: h11.Request, body: bytes) -> None:
+        if event.http_version not in (b"1.0", b"1.1"):  # h11 takes any digit.digit
+            raise HttpError(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                            f"HTTP/{event.http_version.decode()} is not supported; speak "
+                            "HTTP/1.1", close=True)
+        target = event.target.decode("ascii", "replace")
         try:
-            target = urlsplit(event.target.decode("ascii", "replace"))
-        except ValueError as exc:  # "//[x": h11 takes any visible bytes as a target
+            if "://" in target and not target.startswith("/"):  # absolute-form
+                parts = urlsplit(target)
+                self.path, query = parts.path, parts.query
+            else:  # origin-form ("//x" is a path, not a host), "*", authority-form
+                self.path, _, query = target.partition("?")
+            # Strict: two different bytes that are not UTF-8 must not name the same room.
+            self.query = dict(parse_qsl(query, keep_blank_values=True, errors="strict"))
+        except ValueError as exc:  # "http://[x/": h11 takes any visible bytes as a target
             raise HttpError(HTTPStatus.BAD_REQUEST, f"malformed request target: {exc}") \
                 from None
         self.method = event.method.decode("ascii", "replace")
-        self.path = target.path
-        self.query = dict(parse_qsl(target.query, keep_blank_values=True))
         self.headers = {name.decode("latin-1"): value.decode("latin-1")
                         for name, value in event.headers}
         self.body = body

@@ -8,7 +8,7 @@ import logging
 import socket
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -171,8 +171,9 @@ def admit(connection: ServerConnection, request: Request, config: Config, active
     A Unix socket peer needs no token: the kernel says who it is.
     """
     try:
-        query = dict(parse_qsl(urlsplit(request.path).query))
-    except ValueError as exc:  # "//[x": the library takes any visible bytes as a path
+        # Strict: two different bytes that are not UTF-8 must not be the same parameter.
+        query = dict(parse_qsl(request.path.partition("?")[2], errors="strict"))
+    except ValueError as exc:
         return (json_response(connection, HTTPStatus.BAD_REQUEST,
                               {"error": "Bad Request",
                                "details": f"malformed request target: {exc}"}), {}, {})
