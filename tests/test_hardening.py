@@ -371,6 +371,8 @@ def test_daemon_mode_exits_non_zero_with_the_reason_when_it_cannot_bind(tmp_path
         started = run_arqond("--config", str(config), "--daemon", "--pidfile", str(pidfile))
     finally:
         taken.close()
+        if pidfile.exists():  # a daemon that started after all: never left running
+            os.kill(read_pid(pidfile), signal.SIGKILL)
     assert started.returncode == 1
     assert re.fullmatch(rf"arqond: cannot listen on 127\.0\.0\.1:{port}: .*\n", started.stderr)
     assert not pidfile.exists()  # the daemon that failed is gone and took its pidfile along
