@@ -45,7 +45,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bench.procs import rss_mb
-from tests.conftest import parse_metrics, write_config
+from tests.conftest import free_ports, parse_metrics, write_config
+from tests.corpus.wsraw import frame, upgrade_request
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -66,16 +67,6 @@ BOUNDS = (
     "arqonbus_narrative_lines_cut_total", "arqonbus_errors_total",
     "arqonbus_internal_errors_total", "arqonbus_webhook_dropped_total",
 )
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 class Daemon:
@@ -379,7 +370,6 @@ class Soak:
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         await loop.sock_connect(sock, (host, int(port)))
-        from tests.corpus.wsraw import frame, upgrade_request
         await loop.sock_sendall(sock, upgrade_request())
         await loop.sock_sendall(sock, frame(1, orjson.dumps({
             "type": "command", "command": "join_channel",

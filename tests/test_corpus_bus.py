@@ -26,7 +26,7 @@ from tests.conftest import metrics_of, scaled
 from tests.corpus import wsraw
 from tests.corpus.bus import (CHANNEL, ROOM, Acked, BusCase, Failed, Ignored, Refused, Routed,
                               bus_corpus, message)
-from tests.corpus.oracle import syntax_error
+from tests.corpus.oracle import syntax_error, utf8
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,14 +35,6 @@ MAX_DEPTH = 64
 CONFIG = {"server": {"max_message_size": MAX_MESSAGE_SIZE, "max_json_depth": MAX_DEPTH}}
 CORPUS = bus_corpus(MAX_DEPTH)
 SURFACES = ("ws", "bus", "control")
-
-
-def utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def carried(surface: str, case: BusCase) -> bool:

@@ -14,21 +14,13 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import metrics_of, scaled
 from tests.corpus import wsraw
-from tests.corpus.oracle import syntax_error
+from tests.corpus.oracle import syntax_error, utf8
 from tests.corpus.telemetry import Broadcast, Pong, Refused, telemetry_corpus
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MAX_DEPTH = 64
 CORPUS = telemetry_corpus(MAX_DEPTH)
-
-
-def utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 class Watcher:

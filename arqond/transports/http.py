@@ -33,7 +33,7 @@ from arqond.core import metrics, payload
 from arqond.core.auth import AuthError, authenticate
 from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, identity_from_query
-from arqond.core.envelope import EnvelopeError, now_iso, serialize
+from arqond.core.envelope import EnvelopeError, now_iso
 from arqond.core.errors import ErrorCode
 from arqond.core.metrics import MetricSource, Sample, counter, gauge
 from arqond.core.principal import Principal

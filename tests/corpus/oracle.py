@@ -20,6 +20,15 @@ def syntax_error(data: bytes | str) -> str:
     raise AssertionError(f"{data[:60]!r} decodes: not a syntax error")
 
 
+def utf8(data: bytes) -> bool:
+    """Whether ``data`` can be a WebSocket text frame."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def type_name(value: Any) -> str:
     return TYPE_NAMES[type(value)]
 
