@@ -232,7 +232,7 @@ class Daemon:
             ws_socks.append(self.listener("bus", lambda: bind_unix(server.bus_socket, 0o666)))
         bus = self.bus
         principals = self.principals
-        self.moo = MooLayer(bus, config, self.fdstore)
+        self.moo = MooLayer(bus, config, self.fdstore, self.timers, principals)
         bus.plug(commands=self.moo.commands(), intercepts=self.moo.intercepts())
         self.http = HttpAdapter(bus, config, http_sock, principals=principals,
                                 state=lambda: self.state, listeners=self.addresses)
@@ -301,7 +301,7 @@ class Daemon:
     def _zgent_seen(self, name: str, new_file: bool) -> None:
         """A narrative file registers its Zgent; each new line refreshes its lastSeen."""
         if new_file:
-            self.moo.ensure_zgent(name, "narrative")
+            self.moo.ensure_zgent(name)
         else:
             self.moo.touch(name)
 

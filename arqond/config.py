@@ -12,7 +12,6 @@ from dataclasses import dataclass, make_dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from arqond.core import zgents
 
 if TYPE_CHECKING:
     from arqond.core.casil import Policy
@@ -285,8 +284,14 @@ SCHEMA: tuple[Option, ...] = (
            "registry status becomes stale.", reload=True, check=_positive),
     Option("moo.offline_without_handler", bool, False, "Mark a Zgent offline in the registry "
            "when its handler disconnects (until its next sign of life).", reload=True),
+    Option("moo.purge_offline_after", float, 604800.0, "Seconds an unregistered Zgent stays "
+           "listed in registry.json, offline, before it is dropped (7 days); 0 keeps it as "
+           "long as arqond runs.", reload=True, check=_non_negative),
     Option("moo.max_line_bytes", int, 65536, "Longest line accepted on an inbox FIFO or Zgent "
            "socket; a longer one is refused whole and logged.", check=_positive),
+    Option("moo.max_zgents", int, 1024, "Zgents served at once, all together, besides those "
+           "the configuration declares; registering one more (by command or a new narrative "
+           "file) is refused and logged.", reload=True, check=_positive),
     Option("moo.max_clients", int, 1024, "Zgent socket clients served at once, all sockets "
            "together; one more gets error -32004 and is disconnected.", reload=True,
            check=_positive),
@@ -357,9 +362,12 @@ def defaults() -> Config:
 
 
 def _zgents_table(body: Any) -> None:
+    # Imported here, not at the top: see casil_policy.
+    from arqond.core.moo.names import ZgentError
+    from arqond.core.moo.registry import check_table
     try:
-        zgents.check_table(body)
-    except zgents.ZgentError as exc:
+        check_table(body)
+    except ZgentError as exc:
         raise ConfigError(str(exc)) from None
 
 

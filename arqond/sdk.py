@@ -8,8 +8,10 @@ and ``recv_json`` behave as the ArqonBus SDK's do, down to the error classes and
 ``leave``, ``publish``, ``command`` and ``async for`` are the conveniences on top; while
 ``command`` waits for its response, frames that arrive meanwhile are kept (up to a bound) and
 returned by later ``recv_json`` calls, so nothing is lost. ControlSocketClient is the same
-client over arqond's local control socket. ``local_client`` finds the local arqond the way the
-``arqon`` command does: from the daemon's own configuration file.
+client over arqond's local control socket, BusSocketClient over its local bus socket.
+``local_client`` finds the local arqond the way the ``arqon`` command does, from the daemon's
+own configuration file; ``local_bus_client`` the way a long-lived local agent should (the bus
+socket, where the kernel says who it is).
 """
 
 from __future__ import annotations
@@ -292,6 +294,28 @@ class ControlSocketClient(ArqonBusClient):
                                timeout=self.connect_timeout)
 
 
+class BusSocketClient(ArqonBusClient):
+    """The same client over arqond's local bus socket (``server.bus_socket``): the WebSocket
+    protocol on a Unix socket, where the kernel says who the peer is, so no token is needed."""
+
+    def __init__(self, path: str, *, connect_timeout: float = 5.0,
+                 screen_name: str | None = None) -> None:
+        # The URL is only the handshake's: host and path mean nothing on a Unix socket.
+        super().__init__("ws://localhost/", connect_timeout=connect_timeout,
+                         screen_name=screen_name)
+        self.path = path
+
+    async def _open(self) -> FrameConnection:
+        try:
+            return await websockets.unix_connect(self.path, self._identified_url(),
+                                                 open_timeout=self.connect_timeout)
+        except OSError as exc:
+            raise ArqonBusConnectionError(
+                f"Failed to connect to {self.path}: {exc.strerror or exc}") from None
+        except Exception as exc:
+            raise ArqonBusConnectionError(f"Failed to connect to {self.path}: {exc}") from exc
+
+
 # -- finding the local arqond ------------------------------------------------------------------
 
 def local_config(path: str | None = None) -> configuration.Config:
@@ -349,3 +373,23 @@ def local_client(*, ws_url: str | None = None, control_socket: str | None = None
                                        screen_name=screen_name)
     return ArqonBusClient(url, jwt_token=jwt_token, headers=headers,
                           connect_timeout=connect_timeout, screen_name=screen_name)
+
+
+def local_bus_client(*, ws_url: str | None = None, config_path: str | None = None,
+                     jwt_token: str | None = None, connect_timeout: float = 5.0,
+                     screen_name: str | None = None) -> ArqonBusClient:
+    """A client of the local arqond, not yet connected, for a program that stays on the bus.
+
+    ``ws_url`` (or ARQONBUS_WS_URL) wins; then the bus socket of the configuration
+    (``local_config(config_path)``) when it is there; then the configuration's WebSocket port.
+    """
+    url = ws_url or os.environ.get("ARQONBUS_WS_URL")
+    if not url:
+        config = local_config(config_path)
+        path = config.server.bus_socket
+        if path and os.path.exists(path):
+            return BusSocketClient(path, connect_timeout=connect_timeout,
+                                   screen_name=screen_name)
+        url = listener_url(config, "ws", "server.port", "the WebSocket URL (ARQONBUS_WS_URL)")
+    return ArqonBusClient(url, jwt_token=jwt_token, connect_timeout=connect_timeout,
+                          screen_name=screen_name)

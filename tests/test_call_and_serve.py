@@ -249,8 +249,9 @@ def test_call_and_serve_as_a_user_the_socket_or_the_zgent_refuses(make_daemon, s
     assert member.returncode == 0 and orjson.loads(member.stdout)["pong"] is True
     not_allowed = run_as_nobody(daemon, shared_moo_dir, "serve", "dreader", "--exec", "true")
     assert (not_allowed.returncode, not_allowed.stdout) == (6, "")
-    assert not_allowed.stderr.startswith(
-        "arqon: cannot serve dreader: uid 65534 may not serve dreader")
+    assert not_allowed.stderr == (
+        "arqon: cannot serve dreader: not allowed to serve Zgent dreader (allowed: the owners "
+        "of dreader: who registered it, its uids and groups; and admins)\n")
 
 
 # -- arqon serve: what a handler prints ---------------------------------------------------

@@ -6,6 +6,7 @@ import grp
 import os
 import stat
 import subprocess
+import time
 
 import orjson
 import pytest
@@ -286,3 +287,30 @@ async def test_an_inbox_line_nested_too_deep_is_delivered_raw_and_the_next_one_w
     assert (await reader.call("arqon.recv", {"wait": 5}))["result"] == {"n": 2}
     daemon.wait_for_line("dreader-inbox: JSON nests deeper than 64 levels "
                          "(server.max_json_depth); delivered as raw")
+
+
+async def test_a_second_reader_of_an_inbox_is_caught_named_and_counted(make_daemon,
+                                                                       connect_peer):
+    daemon = make_daemon(moo_config(mailbox_size=100000))
+    inbox = daemon.moo_dir / "dreader-inbox"
+    # The seed's own loop, run against a FIFO arqond reads: it takes lines away.
+    thief = subprocess.Popen(["bash", "-c", f"while true; do read -r line < {inbox}; done"])
+    try:
+        for burst in range(100):   # until arqond catches it in the act
+            with open(inbox, "wb") as writer:
+                writer.write(b"".join(b'{"burst":%d,"n":%d}\n' % (burst, n) for n in range(100)))
+            time.sleep(0.05)
+            if any("another process is reading this FIFO" in line for line in daemon.lines):
+                break
+    finally:
+        thief.kill()
+        thief.wait()
+    line = daemon.wait_for_line(f"{inbox}: another process is reading this FIFO")
+    assert "arqond must be its only reader" in line and line.startswith("<3>")
+    assert metrics_of(daemon)["arqonbus_moo_inbox_second_reader_total"] >= 1
+    # With the second reader gone, lines arrive whole and once again.
+    peer = await connect_peer(daemon.ws_url)
+    await peer.command("join_channel", {"room": "dreader", "channel": "inbox"})
+    assert sh(f"echo '{{\"after\":1}}' > {inbox}").returncode == 0
+    assert (await peer.recv_type("message"))["payload"] == {"after": 1}
+    await peer.expect_silence(0.2)

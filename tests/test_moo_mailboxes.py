@@ -10,6 +10,10 @@ from arqond.moo import mailboxes
 from arqond.moo.mailboxes import MailboxLog
 
 
+def refused(exc: OSError) -> None:
+    raise AssertionError(f"the disk refused: {exc}")
+
+
 def test_replay_applies_puts_and_takes_in_order():
     raw = b'{"n":1}\n{"n":2}\n-\n{"n":3}\n-\n{"n":4}\n'
     assert mailboxes.replay(raw) == [{"n": 3}, {"n": 4}]
@@ -37,7 +41,7 @@ def test_garbage_is_refused():
 def test_the_file_follows_the_mailbox_and_is_emptied_with_it(tmp_path):
     path = tmp_path / "z.jsonl"
     unread = deque([{"n": 0}])
-    log = MailboxLog(str(path), list(unread))
+    log = MailboxLog(str(path), list(unread), refused)
     for n in (1, 2):
         unread.append({"n": n})
         log.put({"n": n})
@@ -57,7 +61,7 @@ def test_taken_messages_are_rewritten_away_so_the_file_stays_bounded(tmp_path, m
     monkeypatch.setattr(mailboxes, "COMPACT_SLACK", 64)
     path = tmp_path / "z.jsonl"
     unread: deque[dict] = deque([{"n": -1}])
-    log = MailboxLog(str(path), list(unread))
+    log = MailboxLog(str(path), list(unread), refused)
     for n in range(200):   # never empty: one message waits while the next comes in
         unread.append({"n": n})
         log.put({"n": n})
@@ -73,7 +77,7 @@ def test_a_full_mailbox_writes_each_new_message_and_its_dropped_oldest_together(
     monkeypatch.setattr(mailboxes, "COMPACT_SLACK", 64)
     path = tmp_path / "z.jsonl"
     unread: deque[dict] = deque({"n": -n} for n in range(1, 4))   # full at three
-    log = MailboxLog(str(path), list(unread))
+    log = MailboxLog(str(path), list(unread), refused)
     writes = []
     monkeypatch.setattr(mailboxes.os, "write",
                         lambda fd, data, write=mailboxes.os.write: writes.append(data) or
@@ -86,3 +90,18 @@ def test_a_full_mailbox_writes_each_new_message_and_its_dropped_oldest_together(
         assert path.stat().st_size <= 2 * 3 * len(b'{"n":199}\n') + 64 + 16
     assert len(writes) == 200   # one per message, appended or rewritten
     log.close()
+
+
+def test_a_write_the_disk_refuses_stops_the_file_and_says_so_once(tmp_path, monkeypatch):
+    failures = []
+    log = MailboxLog(str(tmp_path / "z.jsonl"), [], failures.append)
+    log.put({"n": 1})
+    monkeypatch.setattr(mailboxes.os, "write", lambda fd, data: 0)   # the disk is full
+    log.put({"n": 2})
+    assert [exc.strerror for exc in failures] == ["No space left on device"]
+    log.put({"n": 3})
+    log.put_over_oldest({"n": 4}, deque())
+    log.took(deque(), 1)
+    assert len(failures) == 1 and log.file is None
+    log.remove()
+    assert not (tmp_path / "z.jsonl").exists()

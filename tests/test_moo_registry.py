@@ -12,7 +12,7 @@ import time
 import orjson
 import pytest
 
-from tests.conftest import sh, write_config
+from tests.conftest import metrics_of, sh, write_config
 
 ZGENTS = {"dreader": {"name": "DReader", "capabilities": [
     "query:volume", "query:sentiment", "query:history", "subscribe:narrative"]}}
@@ -200,15 +200,14 @@ async def test_a_bus_broadcast_is_appended_first_then_published_once(make_daemon
     listener = await connect_peer(daemon.ws_url)
     await listener.command("join_channel", {"room": "moo", "channel": "broadcast"})
     await sender.send({"type": "message", "room": "moo", "channel": "broadcast",
-                       "payload": {"from": "orchestrator", "content":
+                       "payload": {"from": "root", "content":
                                    "Market closed. Switching to review mode.",
                                    "priority": "normal"}})
     ack = await sender.recv_type("message_response")
     assert os.readlink(log) == str(daemon.moo_dir / "broadcast.jsonl")
     [_, line] = [orjson.loads(text) for text in log.read_text().splitlines()]
     assert set(line) == {"ts", "from", "type", "content", "priority"}
-    assert (line["from"], line["type"], line["priority"]) == ("orchestrator", "broadcast",
-                                                              "normal")
+    assert (line["from"], line["type"], line["priority"]) == ("root", "broadcast", "normal")
     got = await listener.recv_type("event")
     # Published once, by the narrative bridge reading the log: its id comes from the file.
     assert got["payload"] == line and got["id"] != ack["id"]
@@ -309,3 +308,18 @@ async def test_members_of_the_moo_group_append_broadcasts_others_cannot(make_dae
     got = await listener.recv_type("event")
     assert got["payload"]["content"] == "Market closed." and got["sender"] == "orchestrator"
     await listener.expect_silence(0.3)  # once: the refused append published nothing
+
+
+async def test_an_unregistered_zgent_is_purged_from_the_registry_after_its_time(make_daemon,
+                                                                              connect_peer):
+    daemon = make_daemon({"moo": {"purge_offline_after": 1.0}})
+    peer = await connect_peer(daemon.ws_url)
+    await peer.command("zgent.register", {"id": "brief"})
+    await peer.command("zgent.unregister", {"id": "brief"})
+    assert registry(daemon)["zgents"]["brief"]["status"] == "offline"
+    daemon.wait_for_line("Zgent brief purged from the registry: offline for more than 1s "
+                         "(moo.purge_offline_after)")
+    wait_for(lambda: "brief" not in registry(daemon)["zgents"], "brief purged from the file")
+    assert metrics_of(daemon)["arqonbus_moo_registry_purged_total"] == 1
+    listed = await peer.command("zgent.list")
+    assert listed["payload"]["data"]["zgents"] == {}

@@ -102,7 +102,9 @@ async def test_arqond_events_go_to_watchers(daemon, connect_peer):
     assert connected["payload"]["client_type"] == "ai-agent"
     await client.command("join_channel", {"room": "lab", "channel": "notes"})
     created = await watcher.recv_event("channel_created")
-    assert created["payload"] == {"room": "lab", "channel": "notes", "created_by": client.id}
+    # Who created it, as the kernel says (a loopback peer: root here).
+    assert created["payload"] == {"room": "lab", "channel": "notes", "created_by": client.id,
+                                  "principal": "uid:0", "uid": 0}
     await client.close()
     gone = await watcher.recv_event("client_disconnected")
     assert gone["payload"]["client_id"] == client.id

@@ -73,6 +73,12 @@ def ask(path: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
                                EXIT_TIMEOUT) from None
             except ConnectionResetError:
                 raw = b""
+    return answer_of(path, raw)
+
+
+def answer_of(path: str, raw: bytes) -> dict[str, Any]:
+    """The JSON-RPC response that is the line ``raw`` read from ``path``; CliError when the
+    socket closed first or answered something else."""
     if not raw:
         raise CliError(f"{path} closed without answering")
     try:

@@ -25,7 +25,7 @@ import orjson
 
 from arqond import config as configuration
 from arqond.config import OPTIONS
-from arqond.core import zgents
+from arqond.core.moo import names as zgent_names
 from arqond.sdk import ArqonBusClient, ArqonBusSDKError, listener_url, local_client, local_config
 
 DEFAULT_HTTP_URL = "http://127.0.0.1:8080"
@@ -66,10 +66,10 @@ def say(message: str) -> None:
 
 
 def zgent_name(text: str) -> str:
-    """``text`` when it is a valid Zgent name (THE rule, arqond/core/zgents.py)."""
+    """``text`` when it is a valid Zgent name (THE rule, arqond/core/moo/names.py)."""
     try:
-        return zgents.check_name(text)
-    except zgents.ZgentError as exc:
+        return zgent_names.check_name(text)
+    except zgent_names.ZgentError as exc:
         raise CliError(str(exc)) from None
 
 

@@ -69,11 +69,17 @@ def _send_to(args: argparse.Namespace) -> int:
         message = orjson.loads(args.json)
     except orjson.JSONDecodeError as exc:
         raise CliError(f"not valid JSON: {exc}") from None
-    path = zgent_path(args, "-inbox")
+    write_inbox(zgent_path(args, "-inbox"), args.zgent, message)
+    return 0
+
+
+def write_inbox(path: str, zgent: str, message: Any) -> None:
+    """Write ``message`` as one JSON line to Zgent ``zgent``'s inbox FIFO at ``path``;
+    CliError saying why when it cannot (arqon send-to, and arqon mcp's send)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        raise CliError(f"{path} does not exist (is {args.zgent} registered?)") from None
+        raise CliError(f"{path} does not exist (is {zgent} registered?)") from None
     if not stat.S_ISFIFO(info.st_mode):
         raise CliError(f"{path} is not a FIFO; not writing to it")
     try:
@@ -85,7 +91,6 @@ def _send_to(args: argparse.Namespace) -> int:
         os.write(fd, orjson.dumps(message) + b"\n")
     finally:
         os.close(fd)
-    return 0
 
 
 # -- the parsers -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import orjson
 
@@ -32,6 +32,7 @@ TERM_GRACE = 2.0
 RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 30.0
 LINE_LIMIT = 1 << 24
+Connection = TypeVar("Connection")
 
 
 def is_response(value: Any) -> bool:
@@ -85,6 +86,59 @@ async def end_group(process: asyncio.subprocess.Process) -> None:
             continue
 
 
+async def attach_handler(path: str, zgent: str
+                         ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to Zgent ``zgent``'s socket at ``path`` and say ``arqon.serve``; CliError
+    "cannot serve NAME: ..." with the exit status of its kind when arqond will not have us."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(path, limit=LINE_LIMIT)
+    except OSError as exc:
+        raise connection_error(path, exc) from None
+    writer.write(jsonrpc.line({"jsonrpc": "2.0", "id": "serve", "method": "arqon.serve"}))
+    try:
+        answer = orjson.loads(await reader.readline() or b"{}")
+    except (OSError, ValueError):  # orjson's decode error is a ValueError
+        answer = {}
+    if "result" not in answer:
+        writer.close()
+        error = answer.get("error") or {"code": None, "message": "arqond closed the socket"}
+        status = exit_status(error) if isinstance(error.get("code"), int) else EXIT_REFUSED
+        raise CliError(f"cannot serve {zgent}: {error['message']}", status)
+    return reader, writer
+
+
+async def attach_again(what: str, attach: Callable[[], Awaitable[Connection]]) -> Connection:
+    """``attach()`` after arqond closed ``what`` (it restarted, or stopped), saying so, and
+    waiting longer after each failure until it succeeds."""
+    delay = RECONNECT_FIRST
+    say(f"arqond closed {what}; attaching again in {delay:g}s")
+    while True:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RECONNECT_MAX)
+        try:
+            return await attach()
+        except CliError as exc:
+            say(f"{exc}; trying again in {delay:g}s")
+
+
+async def requests_of(reader: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """Each request arqond forwards to an attached handler, until it closes the connection;
+    lines that are not requests are skipped."""
+    while True:
+        try:
+            raw = await reader.readline()
+        except (OSError, ValueError):  # reset, or a line past LINE_LIMIT: start afresh
+            return
+        if not raw:
+            return
+        try:
+            request = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(request, dict) and isinstance(request.get("method"), str):
+            yield request
+
+
 class Server:
     """One ``arqon serve``: the socket connection of the moment and the handlers running."""
 
@@ -97,58 +151,24 @@ class Server:
         self.running: set[asyncio.Task[None]] = set()
 
     async def attach(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Connect and say ``arqon.serve``; CliError when arqond will not have us."""
-        try:
-            reader, writer = await asyncio.open_unix_connection(self.path, limit=LINE_LIMIT)
-        except OSError as exc:
-            raise connection_error(self.path, exc) from None
-        writer.write(jsonrpc.line({"jsonrpc": "2.0", "id": "serve", "method": "arqon.serve"}))
-        try:
-            answer = orjson.loads(await reader.readline() or b"{}")
-        except (OSError, orjson.JSONDecodeError):
-            answer = {}
-        if "result" not in answer:
-            writer.close()
-            error = answer.get("error") or {"code": None, "message": "arqond closed the socket"}
-            status = exit_status(error) if isinstance(error.get("code"), int) else EXIT_REFUSED
-            raise CliError(f"cannot serve {self.zgent}: {error['message']}", status)
+        connection = await attach_handler(self.path, self.zgent)
         say(f"serving {self.zgent} with {self.handler}")
-        return reader, writer
+        return connection
 
     async def run(self) -> None:
         connection = await self.attach()  # a first failure ends serve: most likely a mistake
         while True:
             await self.serve_requests(*connection)
-            delay = RECONNECT_FIRST
-            say(f"arqond closed {self.path}; attaching again in {delay:g}s")
-            while True:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX)
-                try:
-                    connection = await self.attach()
-                    break
-                except CliError as exc:
-                    say(f"{exc}; trying again in {delay:g}s")
+            connection = await attach_again(self.path, self.attach)
 
     async def serve_requests(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         """Start a handler for each request line until arqond closes the connection."""
-        while True:
-            try:
-                raw = await reader.readline()
-            except (OSError, ValueError):  # reset, or a line past LINE_LIMIT: start afresh
-                raw = b""
-            if not raw:
-                writer.close()
-                return
-            try:
-                request = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(request, dict) and isinstance(request.get("method"), str):
-                task = asyncio.create_task(self.answer(request, writer))
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
+        async for request in requests_of(reader):
+            task = asyncio.create_task(self.answer(request, writer))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+        writer.close()
 
     async def answer(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         async with self.slots:

@@ -10,8 +10,8 @@ action                 who may
 =====================  ================================================================
 register a Zgent       members of moo.group, admins
 manage a Zgent         its owners (the registering principal, its configured uids and
-(unregister, change,   groups, the owner of its narrative file), admins
-serve, its pane)
+(unregister, change,   groups, the owner of its narrative file), admins; root over any
+serve, its pane)       door (it may open every file anyway)
 read NAME:inbox        its owners, admins: join, history, streams, arqon.recv; a wildcard
                        subscription gets NAME:inbox messages only where this holds
 write NAME:inbox       members of moo.group, admins (as the FIFO's mode allows)
@@ -95,7 +95,10 @@ class Owners:
             return True
         if principal.kind is not Kind.LOCAL:
             return False
-        return principal.uid in self.uids or not self.gids.isdisjoint(principal.gids)
+        # Root may open every file, so it is one of every Zgent's owners over any door
+        # (even loopback TCP, where it is not an admin).
+        return principal.uid == 0 or principal.uid in self.uids or \
+            not self.gids.isdisjoint(principal.gids)
 
 
 class Refused(Exception):
@@ -105,7 +108,8 @@ class Refused(Exception):
         self.action = action
         self.who = who
         self.zgent = zgent
-        allowed = f"the owners of {zgent} and admins" if who is Who.OWNER else who.value
+        allowed = f"the owners of {zgent}: who registered it, its uids and groups; and " \
+            "admins" if who is Who.OWNER else who.value
         super().__init__(f"not allowed to {action.value.format(zgent=zgent)} "
                          f"(allowed: {allowed})")
 
@@ -134,6 +138,16 @@ class Access:
         """Refused (naming the rule) unless ``principal`` may."""
         if not self.allows(principal, action, zgent):
             raise Refused(action, self.rules[action], zgent)
+
+    def check_speaking_as(self, principal: Principal, name: str) -> None:
+        """Refused unless ``principal`` may put ``name`` as the author of a broadcast: its
+        own name, a Zgent it owns, or anything for an admin."""
+        if principal.admin or name == principal.name:
+            return
+        owners = self.owners.get(name)
+        if owners is None or not owners.include(principal):
+            raise Refused(Action.BROADCAST_AS_OTHER, self.rules[Action.BROADCAST_AS_OTHER],
+                          name)
 
     # -- the channel namespace ------------------------------------------------------------
 

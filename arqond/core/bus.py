@@ -164,7 +164,8 @@ class Bus(ArqonProtocol):
             self.charges.release(client.principal, Quota.CHANNELS)
             raise
         created.owner = client.principal
-        self.emit("channel_created", room=room, channel=channel, created_by=creator)
+        self.emit("channel_created", room=room, channel=channel, created_by=creator,
+                  **client.principal.log_fields())
         return created
 
     def make_room_for_channel(self, client: Client) -> None:
@@ -218,9 +219,17 @@ class Bus(ArqonProtocol):
     def refuse(self, client: Client, action: Action, zgent: str | None = None) -> NoReturn:
         """Refuse ``action`` to ``client`` under the policy's rule: logged with who it was."""
         refused = Refused(action, self.access.rules[action], zgent)
-        self.emit("access_refused", client_id=client.id, text=str(refused),
-                  **client.principal.log_fields())
+        self.refused(client.principal, refused, client_id=client.id)
         raise RoutingError(ErrorCode.AUTHORIZATION_ERROR, str(refused))
+
+    def refused(self, principal: Principal, refused: Refused, **fields: Any) -> None:
+        """Log a refusal with who it was (UID=, SUB=, and what else the caller knows)."""
+        self.emit("access_refused", text=str(refused), **fields, **principal.log_fields())
+
+    def audit(self, principal: Principal, text: str, **fields: Any) -> None:
+        """Log an administrative act with who did it (register, serve, webhooks, cron,
+        channels created or deleted, ...)."""
+        self.emit("audit", text=text, **fields, **principal.log_fields())
 
     def history_for(self, client: Client, room: str, channel: str | None) -> list[Entry]:
         """What ``client`` may see of room:channel's history (or the whole room's), oldest

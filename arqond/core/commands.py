@@ -166,7 +166,8 @@ def _create_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     description = ctx.arg("description", str, "")
     created = ctx.bus.router.create_channel(room, channel, created_by=ctx.client.id, kind=kind,
                                             description=description)
-    ctx.bus.emit("channel_created", room=room, channel=channel, created_by=ctx.client.id)
+    ctx.bus.emit("channel_created", room=room, channel=channel, created_by=ctx.client.id,
+                 **ctx.client.principal.log_fields())
     return f"Channel {room}:{channel} created", created.summary()
 
 
@@ -174,7 +175,8 @@ def _delete_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     room, channel = ctx.target(channel_required=True)
     deleted = ctx.bus.router.delete_channel(room, channel)
     ctx.bus.channel_deleted(deleted)
-    ctx.bus.emit("channel_deleted", room=room, channel=channel, deleted_by=ctx.client.id)
+    ctx.bus.emit("channel_deleted", room=room, channel=channel, deleted_by=ctx.client.id,
+                 **ctx.client.principal.log_fields())
     data = deleted.summary()
     data.update(deleted_by=ctx.client.id, deleted_at=now_iso())
     return f"Channel {room}:{channel} deleted", data

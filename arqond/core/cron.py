@@ -148,7 +148,8 @@ class Cron:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
         self.jobs[job.job_id] = job
         self.timers.arm(job.job_id, delay, lambda: self._fire(job))
-        self.bus.emit("cron_scheduled", job_id=job.job_id, delay=delay, client_id=ctx.client.id)
+        self.bus.audit(principal, f"cron job {job.job_id} scheduled to {job.room}:"
+                       f"{job.channel}", client_id=ctx.client.id)
         return "Cron job scheduled", job.describe()
 
     def _list(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:

@@ -6,9 +6,7 @@ The seed's requests carry no ``"jsonrpc"`` member, so it is optional inbound (bu
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -38,7 +36,7 @@ def result(request_id: Any, value: Any) -> dict[str, Any]:
 
 
 def line(obj: dict[str, Any]) -> bytes:
-    return orjson.dumps(obj) + b"\n"
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def decode(raw: bytes, max_depth: int) -> dict[str, Any]:
@@ -55,24 +53,20 @@ def decode(raw: bytes, max_depth: int) -> dict[str, Any]:
     return data
 
 
-def is_request(obj: dict[str, Any]) -> bool:
-    return "method" in obj
-
-
-def _valid_id(value: Any) -> bool:
+def valid_id(value: Any) -> bool:
     return value is None or isinstance(value, str) or (
         isinstance(value, int) and not isinstance(value, bool))
 
 
 def check_request(obj: dict[str, Any]) -> None:
     """Raise RpcError(-32600) naming what is wrong with a request object."""
-    request_id = obj.get("id") if _valid_id(obj.get("id")) else None
+    request_id = obj.get("id") if valid_id(obj.get("id")) else None
     problems = []
     if obj.get("jsonrpc", "2.0") != "2.0":
         problems.append('"jsonrpc" must be "2.0"')
     if not isinstance(obj.get("method"), str) or not obj["method"]:
         problems.append('"method" must be a non-empty string')
-    if not _valid_id(obj.get("id")):
+    if not valid_id(obj.get("id")):
         problems.append('"id" must be a string, an integer or null')
     if "params" in obj and not isinstance(obj["params"], (dict, list)):
         problems.append('"params" must be an object or an array')
@@ -107,44 +101,3 @@ def params_dict(obj: dict[str, Any]) -> dict[str, Any]:
                        obj.get("id"))
     return params
 
-
-Reply = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class Pending:
-    """A request forwarded to a handler under arqond's own id, awaiting its reply."""
-
-    original_id: Any
-    reply: Reply
-    origin: object            # who asked: a socket connection, or a FIFO writer's replyTo
-    handler: object           # the handler connection the request went to
-    timer: Any = None         # the adapter's timeout handle (has .cancel())
-
-
-@dataclass
-class PendingTable:
-    """Forwarded requests by internal id. Requests are renamed so that two clients using the
-    same id (both sending "q-1") never receive each other's answer."""
-
-    items: dict[str, Pending] = field(default_factory=dict)
-    _counter: Any = field(default_factory=lambda: itertools.count(1))
-
-    def add(self, pending: Pending) -> str:
-        internal = f"arqond-{next(self._counter)}"
-        self.items[internal] = pending
-        return internal
-
-    def pop(self, internal: Any) -> Pending | None:
-        found = self.items.pop(internal, None) if isinstance(internal, str) else None
-        if found is not None and found.timer is not None:
-            found.timer.cancel()
-        return found
-
-    def count_for(self, origin: object) -> int:
-        return sum(1 for p in self.items.values() if p.origin is origin)
-
-    def take(self, predicate: Callable[[Pending], bool]) -> list[Pending]:
-        """Remove and return every entry matching ``predicate`` (timers cancelled)."""
-        keys = [k for k, p in self.items.items() if predicate(p)]
-        return [p for p in (self.pop(k) for k in keys) if p is not None]

@@ -59,13 +59,20 @@ class Charges:
         if principal.admin:
             return
         used = self.used[key or principal.key]
-        if used[quota] + amount > self.limits[quota]:
-            self.refused[quota] += 1
-            exc = QuotaExceeded(quota, self.limits[quota], used[quota], principal)
-            if self.on_refused is not None:
-                self.on_refused(exc, principal)
-            raise exc
+        self.check(principal, quota, used[quota], amount)
         used[quota] += amount
+
+    def check(self, principal: Principal, quota: Quota, used: float, amount: float = 1
+              ) -> None:
+        """QuotaExceeded unless ``principal``, holding ``used`` already (counted here, or by
+        the caller: the Zgents it owns), may take ``amount`` more."""
+        if principal.admin or used + amount <= self.limits[quota]:
+            return
+        self.refused[quota] += 1
+        exc = QuotaExceeded(quota, self.limits[quota], used, principal)
+        if self.on_refused is not None:
+            self.on_refused(exc, principal)
+        raise exc
 
     def release(self, principal: Principal, quota: Quota, amount: float = 1, *,
                 key: str | None = None) -> None:

@@ -119,8 +119,8 @@ class Webhooks:
         rule = Rule("wh_" + os.urandom(6).hex(), ctx.client.id, principal, url, room, channel,
                     headers, float(timeout), now_iso())
         self.rules[rule.rule_id] = rule
-        ctx.bus.emit("audit", text=f"webhook {rule.rule_id} registered to {url}",
-                     client_id=ctx.client.id, **principal.log_fields())
+        ctx.bus.audit(principal, f"webhook {rule.rule_id} registered to {url}",
+                      client_id=ctx.client.id)
         return "Webhook registered", rule.describe()
 
     def _remove(self, rule_id: str) -> None:
@@ -135,6 +135,8 @@ class Webhooks:
     def _unregister(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         rule_id, _ = owned_item(ctx, self.rules, "rule_id", "webhook rule", "unregister")
         self._remove(rule_id)
+        ctx.bus.audit(ctx.client.principal, f"webhook {rule_id} unregistered",
+                      client_id=ctx.client.id)
         return "Webhook unregistered", {"rule_id": rule_id, "removed": True}
 
 

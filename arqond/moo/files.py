@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import socket
 import stat
+from typing import Any, Callable
 
+from arqond.log import log_event
 from arqond.unix import ListenerError, bind_unix
+
+log = logging.getLogger("arqond.moo")
 
 # Pipe capacity asked for each inbox. Linux writes a whole write() into a pipe in one go while
 # there is room, so with arqond draining it, lines up to this size from concurrent writers stay
@@ -117,6 +122,26 @@ def remove_if(path: str, test) -> None:
     info = _existing(path)
     if info is not None and test(info.st_mode):
         os.unlink(path)
+
+
+def read_or_set_aside(path: str, what: str, check: Callable[[bytes], Any]) -> Any:
+    """``check`` of a file arqond wrote earlier, or None when there is none; one that cannot
+    be read or fails ``check`` (OSError, ValueError) is renamed to PATH.bad and logged."""
+    try:
+        with open(path, "rb") as handle:
+            return check(handle.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        try:
+            os.replace(path, path + ".bad")
+        except OSError as move:
+            reason += f"; cannot set it aside: {move.strerror}"
+        log_event(log, logging.WARNING, "registry_corrupt",
+                  f"{path}: unusable {what} ({reason}); kept as {path}.bad and rebuilt",
+                  path=path)
+        return None
 
 
 def write_atomically(path: str, data: bytes, mode: int, gid: int | None) -> None:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 from typing import Callable
 
 from arqond.core.framing import LineFramer, too_long
 from arqond.moo.files import open_fifo_reader
 
+log = logging.getLogger("arqond.moo")
+
 READ_CHUNK = 65536
 # Reads per wake-up, so one busy inbox cannot keep the loop from everything else.
 READS_PER_WAKEUP = 16
+# A second reader is reported at most this often per FIFO (it is seen on every line it steals).
+SECOND_READER_LOG_INTERVAL = 10.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _tee = _libc.tee
@@ -57,12 +62,18 @@ class InboxReader:
     newline is refused then, and a fresh read fd is opened before the old one is closed, so
     there is never a moment without a reader (writers neither block nor get SIGPIPE) and the
     pipe's buffered bytes, which belong to the pipe and not to the fd, are kept.
+
+    All of this holds while arqond is the FIFO's only reader. Another process reading it (a
+    shell's ``while read line < NAME-inbox``) takes lines arqond then never sees, or takes
+    them while arqond handles them: the bytes arqond takes out are then not the ones it
+    peeked. That is reported (``on_second_reader``, and a log line naming the FIFO) and the
+    bytes taken are still delivered, as whatever lines they make.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, path: str, fd: int, max_line: int,
                  peeker: Peeker, on_line: Callable[[bytes], None],
-                 on_refused: Callable[[str, int], None],
-                 on_error: Callable[[str], None]) -> None:
+                 on_refused: Callable[[str, int], None], on_error: Callable[[str], None],
+                 on_second_reader: Callable[[], None]) -> None:
         self.loop = loop
         self.path = path
         self.fd = fd
@@ -71,6 +82,9 @@ class InboxReader:
         self.on_line = on_line
         self.on_refused = on_refused
         self.on_error = on_error
+        self.on_second_reader = on_second_reader
+        self.second_reader_seen = 0          # since the last log line about it
+        self.second_reader_logged = -SECOND_READER_LOG_INTERVAL
         loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
@@ -92,26 +106,69 @@ class InboxReader:
 
     def _take(self, data: bytes) -> None:
         start, last = 0, data.rfind(b"\n")
-        while start <= last and self.fd >= 0:
+        while start <= last:
             end = data.index(b"\n", start) + 1
+            piece = data[start:end]
             try:
-                for line in self.framer.feed(data[start:end]):
+                for line in self.framer.feed(piece):
                     if line.cut:
                         self.on_refused(too_long(self.framer.max_bytes), line.length)
                     else:
                         self.on_line(line.data)
             finally:
-                self._consume(end - start)
+                kept = self.fd >= 0 and self._consume(piece)
+            if not kept:
+                return
             start = end
-        if start < len(data) and self.fd >= 0:
-            self.framer.feed(data[start:])   # no newline in it: nothing comes out yet
-            self._consume(len(data) - start)
+        if start < len(data):
+            piece = data[start:]
+            self.framer.feed(piece)   # no newline in it: nothing comes out yet
+            self._consume(piece)
 
-    def _consume(self, size: int) -> None:
-        """Take ``size`` bytes, already handled, out of the pipe (arqond is its only reader,
-        so they are the bytes peeked)."""
-        while size > 0 and self.fd >= 0:
-            size -= len(os.read(self.fd, size))
+    def _consume(self, piece: bytes) -> bool:
+        """Take ``piece``, already handled, out of the pipe. False when what comes out is not
+        ``piece``: another process read from the FIFO meanwhile."""
+        try:
+            taken = os.read(self.fd, len(piece))
+        except BlockingIOError:
+            taken = b""
+        except OSError as exc:
+            self.close()
+            self.on_error(f"read failed: {exc.strerror}")
+            return False
+        if taken == piece:
+            return True
+        self._second_reader(piece, taken)
+        return False
+
+    def _second_reader(self, handled: bytes, taken: bytes) -> None:
+        """``taken`` came out of the pipe instead of ``handled``: deliver what was never
+        handled, from a fresh start of line (a line cut by the other reader is not glued to
+        the next one), and say so."""
+        self.on_second_reader()
+        self.second_reader_seen += 1
+        now = self.loop.time()
+        if now - self.second_reader_logged >= SECOND_READER_LOG_INTERVAL:
+            log.error("%s: another process is reading this FIFO (seen %d time(s)): lines go to "
+                      "one reader or the other, and may arrive cut or twice. arqond must be "
+                      "its only reader; read the inbox with arqon recv or arqon.recv",
+                      self.path, self.second_reader_seen)
+            self.second_reader_logged, self.second_reader_seen = now, 0
+        unfinished = self.framer.finish()
+        if unfinished is not None:
+            self.on_refused("cut short by another reader of the FIFO", unfinished.length)
+        first = taken.find(b"\n") + 1
+        if first and handled.endswith(taken[:first]):
+            taken = taken[first:]   # the rest of the line just handled: not delivered twice
+        self._take_out(taken)
+
+    def _take_out(self, taken: bytes) -> None:
+        """Lines of bytes already out of the pipe (a second reader left them to arqond)."""
+        for line in self.framer.feed(taken):
+            if line.cut:
+                self.on_refused(too_long(self.framer.max_bytes), line.length)
+            else:
+                self.on_line(line.data)
 
     def _writers_gone(self) -> None:
         unfinished = self.framer.finish()

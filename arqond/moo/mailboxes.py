@@ -9,13 +9,18 @@ most of it, so it stays within about twice what is unread.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
-from typing import Any
+from collections.abc import Container
+from typing import Any, Callable
 
 import orjson
 
-from arqond.moo.files import AppendFile
+from arqond.core.moo.mailbox import Mailbox
+from arqond.moo.files import AppendFile, read_or_set_aside
+
+log = logging.getLogger("arqond.moo")
 
 TAKEN = b"-\n"
 # Taken-message bytes tolerated before a rewrite, on top of twice the unread ones.
@@ -41,44 +46,68 @@ def replay(raw: bytes) -> list[dict[str, Any]]:
 
 
 class MailboxLog:
-    """The file behind one mailbox. Every method raises OSError when the disk refuses."""
+    """The file behind one mailbox: its Journal (arqond/core/moo/mailbox.py).
 
-    def __init__(self, path: str, unread: list[dict[str, Any]]) -> None:
-        self.file = AppendFile(path)
+    Creating it raises OSError when the disk refuses. Later, a write the disk refuses closes
+    the file and calls ``on_failure`` (which removes it: a file missing writes would replay
+    wrong), and nothing more is written: the mailbox goes on in memory only.
+    """
+
+    def __init__(self, path: str, unread: list[dict[str, Any]],
+                 on_failure: Callable[[OSError], None]) -> None:
+        self.path = path
+        self.file: AppendFile | None = AppendFile(path)
         self.limit = 0      # size that triggers a rewrite
-        self.rewrite(unread)
-
-    @property
-    def path(self) -> str:
-        return self.file.path
+        self.on_failure = on_failure
+        self._rewrite(self.file, unread)
 
     def put(self, message: dict[str, Any]) -> None:
-        self.file.append(orjson.dumps(message) + b"\n")
+        if self.file is not None:
+            try:
+                self.file.append(orjson.dumps(message) + b"\n")
+            except OSError as exc:
+                self._failed(exc)
 
     def put_over_oldest(self, message: dict[str, Any], unread: deque[dict[str, Any]]) -> None:
         """``message`` was put into a full mailbox, which dropped its oldest: one write for
         both (a mailbox nobody reads takes this path for every message)."""
-        if self.file.size > self.limit:
-            self.rewrite(list(unread))
-        else:
-            self.file.append(orjson.dumps(message) + b"\n" + TAKEN)
+        file = self.file
+        if file is not None:
+            try:
+                if file.size > self.limit:
+                    self._rewrite(file, list(unread))
+                else:
+                    file.append(orjson.dumps(message) + b"\n" + TAKEN)
+            except OSError as exc:
+                self._failed(exc)
 
     def took(self, unread: deque[dict[str, Any]], count: int = 1) -> None:
         """``count`` oldest messages were taken; ``unread`` is what is left."""
-        if not unread:
-            self.file.truncate()
-            self.limit = COMPACT_SLACK
-        elif self.file.size > self.limit:
-            self.rewrite(list(unread))
-        else:
-            self.file.append(TAKEN * count)
+        file = self.file
+        if file is not None:
+            try:
+                if not unread:
+                    file.truncate()
+                    self.limit = COMPACT_SLACK
+                elif file.size > self.limit:
+                    self._rewrite(file, list(unread))
+                else:
+                    file.append(TAKEN * count)
+            except OSError as exc:
+                self._failed(exc)
 
-    def rewrite(self, unread: list[dict[str, Any]]) -> None:
-        self.file.replace(b"".join(orjson.dumps(m) + b"\n" for m in unread))
-        self.limit = 2 * self.file.size + COMPACT_SLACK
+    def _rewrite(self, file: AppendFile, unread: list[dict[str, Any]]) -> None:
+        file.replace(b"".join(orjson.dumps(m) + b"\n" for m in unread))
+        self.limit = 2 * file.size + COMPACT_SLACK
+
+    def _failed(self, exc: OSError) -> None:
+        self.close()
+        self.on_failure(exc)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
     def remove(self) -> None:
         self.close()
@@ -86,3 +115,68 @@ class MailboxLog:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+class MailboxStore:
+    """STATE_DIR/mailboxes: one file per Zgent, taken back at its registration."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.mailbox_restored_total = 0
+        self.mailbox_journal_errors_total = 0
+
+    def path(self, zgent_id: str) -> str:
+        return os.path.join(self.folder, f"{zgent_id}.jsonl")
+
+    def open(self, zgent_id: str, size: int) -> tuple[Mailbox, MailboxLog | None]:
+        """NAME's mailbox with what it had not read (even after a kill -9), kept on disk from
+        now on; the journal is None when the disk refused it from the start."""
+        path = self.path(zgent_id)
+        unread = read_or_set_aside(path, "mailbox", replay) or []
+        mailbox = Mailbox(size)
+        for message in unread:
+            mailbox.put(message)
+        self.mailbox_restored_total += len(unread)
+        try:
+            os.makedirs(self.folder, mode=0o750, exist_ok=True)
+            journal = MailboxLog(path, list(mailbox.messages),
+                                 lambda exc: self._failed(zgent_id, exc))
+        except OSError as exc:
+            self._failed(zgent_id, exc)
+            return mailbox, None
+        mailbox.journal = journal
+        return mailbox, journal
+
+    def _failed(self, zgent_id: str, exc: OSError) -> None:
+        """Keep the mailbox in memory only: a file missing writes would replay wrong."""
+        self.mailbox_journal_errors_total += 1
+        path = self.path(zgent_id)
+        log.error("mailbox of %s no longer kept on disk (%s: %s): its unread messages will "
+                  "not survive a restart", zgent_id, path, exc.strerror)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    def drop_orphans(self, served: Container[str]) -> None:
+        """Mailbox files of Zgents gone from the configuration while arqond was down."""
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return
+        for entry in names:
+            zgent_id, dot, ext = entry.rpartition(".")
+            if ext != "jsonl" or not dot or zgent_id in served:
+                continue
+            path = os.path.join(self.folder, entry)
+            try:
+                with open(path, "rb") as handle:
+                    count = len(replay(handle.read()))
+            except (OSError, ValueError):
+                count = 0
+            log.warning("%d unread message(s) to %s dropped: %s is no longer registered",
+                        count, zgent_id, zgent_id)
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                log.error("cannot remove %s: %s", path, exc.strerror)

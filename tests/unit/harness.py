@@ -70,8 +70,8 @@ class ManualTimers:
     falls due within the same advance.
     """
 
-    def __init__(self) -> None:
-        self.now = 1735689600.0   # 2025-01-01T00:00:00Z: receipt times look like times
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
         self.armed: dict[Hashable, tuple[float, int, Callable[[], None]]] = {}
         self._order = itertools.count()
 
@@ -81,9 +81,9 @@ class ManualTimers:
     def disarm(self, key: Hashable) -> None:
         self.armed.pop(key, None)
 
-    def due_in(self, key: Hashable) -> float:
-        """Seconds until ``key`` fires (KeyError when it is not armed)."""
-        return self.armed[key][0] - self.now
+    def due(self, key: Hashable) -> float | None:
+        """Seconds until ``key`` fires, or None when it is not armed."""
+        return self.armed[key][0] - self.now if key in self.armed else None
 
     def advance(self, seconds: float) -> None:
         until = self.now + seconds
@@ -177,7 +177,8 @@ class BusHarness:
     """A Bus with settings, manual timers, a record of its events, and test clients."""
 
     def __init__(self, settings: BusSettings | None = None, **fields: Any) -> None:
-        self.timers = ManualTimers()
+        # 2025-01-01T00:00:00Z: receipt times look like times.
+        self.timers = ManualTimers(now=1735689600.0)
         # The bus's clock is the timers': a test moves both with timers.advance or .now.
         self.bus = Bus(settings or BusSettings(**{**DEFAULT_TARGET, **fields}),
                        clock=lambda: self.timers.now)

@@ -70,9 +70,12 @@ def test_who_may_do_what(action, who):
         with pytest.raises(Refused) as refused:
             access.check(WHO[who], action, "dreader")
         rule = access.rules[action]
-        allowed = "the owners of dreader and admins" if rule is Who.OWNER else rule.value
+        allowed = DREADERS_OWNERS if rule is Who.OWNER else rule.value
         assert str(refused.value) == \
             f"not allowed to {action.value.format(zgent='dreader')} (allowed: {allowed})"
+
+
+DREADERS_OWNERS = "the owners of dreader: who registered it, its uids and groups; and admins"
 
 
 def test_an_unregistered_zgent_has_no_owners_but_admins():

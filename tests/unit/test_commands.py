@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from arqond.core.commands import (HISTORY_GET_MAX, HISTORY_REPLAY_MAX, Command, CommandRegistry,
+from arqond.core.commands import (HISTORY_GET_MAX, HISTORY_REPLAY_MAX, CommandRegistry,
                                   builtin_commands)
 from arqond.core.errors import ErrorCode
 from tests.unit.harness import BusHarness, assert_refused
@@ -144,8 +144,9 @@ def test_create_channel_makes_and_announces_a_channel(bus):
     assert (data["room"], data["channel"], data["type"], data["description"]) == \
         ("ops", "alerts", "alerts", "pager")
     assert (data["created_by"], data["hardcoded"], data["participants"]) == (admin.id, False, 0)
-    assert bus.events_named("channel_created")[-1] == {"room": "ops", "channel": "alerts",
-                                                       "created_by": admin.id}
+    assert bus.events_named("channel_created")[-1] == {
+        "room": "ops", "channel": "alerts", "created_by": admin.id, "principal": "uid:0",
+        "uid": 0}
 
 
 @pytest.mark.parametrize("args, code, text", [
@@ -188,7 +189,8 @@ def test_delete_channel_removes_an_empty_channel_and_its_room_with_the_last(bus)
     data = response["payload"]["data"]
     assert (data["channel"], data["deleted_by"]) == ("alerts", admin.id) and data["deleted_at"]
     assert bus.events_named("channel_deleted") == [{"room": "ops", "channel": "alerts",
-                                                    "deleted_by": admin.id}]
+                                                    "deleted_by": admin.id,
+                                                    "principal": "uid:0", "uid": 0}]
     assert "ops" in bus.bus.router.rooms
     admin.ok("delete_channel", {"room": "ops", "channel": "pager"})
     assert "ops" not in bus.bus.router.rooms
@@ -221,8 +223,9 @@ def test_join_creates_a_missing_channel_once_and_makes_it_current(bus):
     counts = {(c["room"], c["channel"]): c["participants"]
               for c in a.ok("list_channels")["channels"]}
     assert counts[("lab", "bench")] == 2 and counts[("science", "general")] == 2
-    assert bus.events_named("channel_created")[-1] == {"room": "lab", "channel": "bench",
-                                                       "created_by": a.id}
+    assert bus.events_named("channel_created")[-1] == {
+        "room": "lab", "channel": "bench", "created_by": a.id,
+        **a.client.principal.log_fields()}
     assert len(bus.events_named("channel_created")) == 1
 
 

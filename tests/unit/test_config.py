@@ -9,9 +9,8 @@ import pytest
 from arqond import config as configuration
 from arqond.app import bus_settings
 from arqond.core.bus import BusSettings
-from arqond.core.errors import ErrorCode
 from tests.conftest import write_config
-from tests.unit.harness import BusHarness, assert_ack, assert_error
+from tests.unit.harness import BusHarness, assert_ack
 
 
 @pytest.mark.parametrize("sections, needle", [

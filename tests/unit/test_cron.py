@@ -38,8 +38,9 @@ def test_a_job_fires_once_after_its_delay_to_every_subscriber_including_the_sche
     assert job["job_id"].startswith("cron_") and job["created_at"]
     assert (job["room"], job["channel"], job["delay_seconds"], job["interval_seconds"],
             job["repeat_count"]) == ("science", "general", 0.05, None, 1)
-    assert bus.events_named("cron_scheduled") == [{"job_id": job["job_id"], "delay": 0.05,
-                                                   "client_id": scheduler.id}]
+    assert bus.events_named("audit") == [{
+        "text": f"cron job {job['job_id']} scheduled to science:general",
+        "client_id": scheduler.id, **scheduler.client.principal.log_fields()}]
     bus.timers.advance(0.049)
     other.assert_silent()
     bus.timers.advance(0.001)
@@ -56,7 +57,7 @@ def test_a_job_fires_once_after_its_delay_to_every_subscriber_including_the_sche
 
 def test_the_default_delay_is_one_second(bus):
     job = schedule(bus.connect())
-    assert job["delay_seconds"] == 1.0 and bus.timers.due_in(job["job_id"]) == 1.0
+    assert job["delay_seconds"] == 1.0 and bus.timers.due(job["job_id"]) == 1.0
 
 
 def test_a_repeating_job_fires_at_its_interval_then_stops_and_creates_its_channel(bus):

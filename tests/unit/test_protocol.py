@@ -126,7 +126,8 @@ def test_a_channel_nobody_created_is_created_for_its_first_publisher(bus, kind):
     channel = bus.bus.router.channel("science", "fresh")
     assert channel.created_by == sender.id and channel.owner == sender.client.principal
     assert bus.events_named("channel_created")[-1] == {
-        "room": "science", "channel": "fresh", "created_by": sender.id}
+        "room": "science", "channel": "fresh", "created_by": sender.id,
+        **sender.client.principal.log_fields()}
 
 
 def test_a_message_to_no_room_or_a_room_that_does_not_exist_is_acked_and_goes_nowhere():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from arqond.core.zgents import ZgentError, check_name
+from arqond.core.moo.names import ZgentError, check_name
 
 SUFFIX = ".jsonl"
 # The part of a file name that names a channel: plain characters only, so every name that a
@@ -43,7 +43,7 @@ def target_of(filename: str) -> Target | str:
     """``NAME-KIND.jsonl`` → NAME:KIND (split at the last '-'), ``STEM.jsonl`` → moo:STEM.
 
     Returns a Target, or a string saying why the name is refused. NAME follows THE Zgent-name
-    rule (arqond/core/zgents.py), so a file is published only for a Zgent that can exist.
+    rule (arqond/core/moo/names.py), so a file is published only for a Zgent that can exist.
     """
     if not filename.endswith(SUFFIX) or filename.startswith("."):
         return f"not a {SUFFIX} file"
