@@ -289,7 +289,7 @@ class Daemon:
 
     def _internal_error_samples(self) -> list[Sample]:
         counts = dict(self.internal_errors)
-        counts["moo"] += self.moo.internal_errors_total
+        counts["moo"] += self.moo.zgents.internal_errors_total  # inbox and socket lines
         counts["casil"] += self.casil.internal_errors_total  # decided by default_decision
         if self.tailer is not None:
             counts["narrative"] += self.tailer.internal_errors
