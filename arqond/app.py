@@ -159,10 +159,11 @@ class Daemon:
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "internal_error":
-            self.internal_errors[fields["component"]] += 1
+            component = fields["component"]  # a transport name, for a bus client's frame
+            self.internal_errors[component] = self.internal_errors.get(component, 0) + 1
             # Emitted from the except block that caught the failure: exc_info is its traceback.
             log.error("internal error in %s while handling %s%s; that one record was dropped, "
-                      "the connection kept", fields["component"], fields["where"],
+                      "the connection kept", component, fields["where"],
                       f" of client {fields['client_id']}" if fields["client_id"] else "",
                       exc_info=True)
             return

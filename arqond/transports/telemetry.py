@@ -24,8 +24,8 @@ from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import client_id
 from arqond.core.errors import ErrorCode
-from arqond.core.protocol import INTERNAL_ERROR_TEXT
 from arqond.core.metrics import Sample, counter, gauge
+from arqond.core.protocol import INTERNAL_ERROR_TEXT
 from arqond.log import log_event
 from arqond.transports.wsbase import WebSocketSink, WriteBatcher, admit, serve_websocket
 
