@@ -5,15 +5,20 @@ the same cases on the wire; these say which rule answers each, at any bound."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import h11
 import orjson
 import pytest
 
+from arqond import config as configuration
 from arqond.core import envelope, jsonrpc, payload, telemetry
+from arqond.core.access import Action, Who
 from arqond.core.envelope import EnvelopeError
 from arqond.core.framing import Line
 from arqond.core.narrative.names import target_of
 from arqond.core.narrative.schema import decode_line
+from arqond.core.webhooks import Webhooks
 from arqond.transports.http import HttpError, Request
 from tests.corpus.bus import Refused, Routed, bus_corpus
 from tests.corpus.http import BAD_HEADS, HttpCase, http_corpus
@@ -95,6 +100,21 @@ def test_a_private_frame_whose_target_is_a_number_is_refused_as_invalid():
     assert [(f["error_code"], f["error"]) for f in frames] == [(
         "VALIDATION_ERROR", "a private message needs payload.target or to_client: a client "
         "id or a list of client ids")]
+
+
+@pytest.mark.xfail(strict=True, reason="core/webhooks.py: HEADER_NAME ends in $ and is used "
+                   "with match(), so a header name with a final newline passes the token rule")
+def test_a_webhook_header_name_ending_in_a_newline_is_refused():
+    harness = BusHarness()
+    settings = replace(configuration.defaults().webhooks, allow_non_admin=True,
+                       allowed_destinations=("http://127.0.0.1:*",))
+    harness.bus.access.rules[Action.WEBHOOK] = Who.IDENTIFIED
+    harness.plug(Webhooks(settings, harness.bus.charges))
+    response = harness.connect().command("op.webhook.register", {
+        "url": "http://127.0.0.1:9/hook", "headers": {"X-Token\n": "abc"}})
+    assert (response["status"], response["error"]) == (
+        "error", "Validation error: header name 'X-Token\\n' is not a valid token or is set "
+        "by arqond itself")
 
 
 JSON_RPC_RULES = [case for case in socket_cases(MAX_DEPTH)
