@@ -12,7 +12,7 @@ BENCH_APT_PACKAGES := nodejs nats-server mosquitto inotify-tools jq
 PYTEST_ARGS ?=
 
 .PHONY: run test setup system-deps clean man deb rpm install package-source \
-	dev-install dev-uninstall bench bench-quick bench-deps bench-system-deps
+	dev-install dev-uninstall bench bench-quick bench-deps bench-system-deps soak
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || \
@@ -87,6 +87,11 @@ bench: bench-deps
 # The reduced suite, under a minute.
 bench-quick: bench-deps
 	$(PY) -m bench --quick $(BENCH_ARGS)
+
+# Ten minutes of traffic and abuse with two kill -9s (bench/README.md, "Soak"); not part of
+# `make test`. SOAK_ARGS="--duration 120" for a shorter one.
+soak: setup
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache $(GENERATED_MAN) bench/node_modules

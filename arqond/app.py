@@ -53,6 +53,9 @@ EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
                 "limit_reached": logging.WARNING, "audit": NOTICE,
                 "store_failed": logging.WARNING,
                 "casil_internal_error": logging.ERROR}
+# The parts that catch failures inside arqond (bugs) one frame, line or request at a time;
+# /metrics counts each, zero included, as arqonbus_internal_errors_total{component}.
+INTERNAL_ERROR_COMPONENTS = ("ws", "control", "http", "telemetry", "moo", "narrative", "casil")
 # SIGTERM to exit: every stop callback and adapter shares this budget (the contract is 5 s).
 STOP_BUDGET = 4.0
 # How often what waits for all clients is held against server.output_budget_bytes: a sum over
@@ -109,7 +112,8 @@ def control_listener(config: Config) -> socket.socket:
 
 class Daemon:
     def __init__(self, config: Config, overrides: dict[str, Any],
-                 activated: Activation | None = None, notifier: Notifier | None = None) -> None:
+                 activated: Activation | None = None, notifier: Notifier | None = None,
+                 readiness: daemonize.Readiness | None = None) -> None:
         self.config = config
         self.overrides = overrides
         self.bus = Bus(bus_settings(config), charges=Charges(limits_of(config.quotas)))
@@ -119,6 +123,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.activation = activated or Activation()
         self.notifier = notifier or Notifier({})
+        # Who waits for a detached arqond to be ready (--daemon); nobody in the foreground.
+        self.readiness = readiness or daemonize.Readiness()
         # Fds systemd kept for us (FIFOs, Zgent sockets): the MOO layer takes them back by name.
         self.fdstore = FdStore(self.activation.stored, self.notifier)
         # Flush hooks run on SIGTERM before the adapters stop (checkpoints, registry, ...).
@@ -128,6 +134,10 @@ class Daemon:
         self.state = "starting"
         self.principals = PrincipalResolver(config)
         self.limit_lines = Throttle()
+        # internal_error events by component; the MOO layer, the tailer and CASIL count their
+        # own (internal_error_samples adds them).
+        self.internal_errors = dict.fromkeys(INTERNAL_ERROR_COMPONENTS, 0)
+        self.tailer: NarrativeTailer | None = None
         self._add_operator_lane()
 
     def _add_operator_lane(self) -> None:
@@ -156,6 +166,15 @@ class Daemon:
                           self.timers]
 
     def _log_bus_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "internal_error":
+            component = fields["component"]  # a transport name, for a bus client's frame
+            self.internal_errors[component] = self.internal_errors.get(component, 0) + 1
+            # Emitted from the except block that caught the failure: exc_info is its traceback.
+            log.error("internal error in %s while handling %s%s; that one record was dropped, "
+                      "the connection kept", component, fields["where"],
+                      f" of client {fields['client_id']}" if fields["client_id"] else "",
+                      exc_info=True)
+            return
         level = EVENT_LEVELS.get(event, logging.DEBUG)
         fields = dict(fields)
         text = fields.pop("text", None) or event.replace("_", " ")
@@ -175,6 +194,7 @@ class Daemon:
             await self._start()
         except (ListenerError, TailerError) as exc:
             log.error("%s", exc)
+            self.readiness.failed(str(exc))
             await self._stop()
             return 1
         loop = asyncio.get_running_loop()
@@ -240,7 +260,7 @@ class Daemon:
         # What reports through HTTP: counters on /metrics, sections of /status.
         self.http.metric_sources += [websocket.samples, self.moo.samples, telemetry.samples,
                                      self.http.samples, control.samples,
-                                     self._operator_lane_samples]
+                                     self._operator_lane_samples, self._internal_error_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
         if streams is not None:
             self.http.metric_sources.append(streams.samples)
@@ -249,11 +269,11 @@ class Daemon:
             # only appends to it; otherwise every broadcast would go out twice. It starts
             # after the MOO layer, which makes that link.
             self.moo.publish_broadcasts = False
-            tailer = NarrativeTailer(bus, config, on_zgent_seen=self._zgent_seen,
-                                     on_query=self.moo.inbox_line,
-                                     on_reply=self.moo.inbox_line)
-            self.adapters.append(tailer)
-            self.http.metric_sources.append(tailer.samples)
+            self.tailer = NarrativeTailer(bus, config, on_zgent_seen=self._zgent_seen,
+                                          on_query=self.moo.inbox_line,
+                                          on_reply=self.moo.inbox_line)
+            self.adapters.append(self.tailer)
+            self.http.metric_sources.append(self.tailer.samples)
         for adapter in self.adapters:
             await adapter.start()
 
@@ -261,8 +281,7 @@ class Daemon:
         return [*counters_of(self.casil, "arqonbus_casil", {
                     "inspected_total": "Frames inspected by CASIL.",
                     "blocked_total": "Frames CASIL blocked.",
-                    "redacted_total": "Frames CASIL redacted.",
-                    "internal_errors_total": "Inspections that failed (default_decision)."}),
+                    "redacted_total": "Frames CASIL redacted."}),
                 *counters_of(self.webhook_delivery, "arqonbus_webhook", {
                     "delivered_total": "Webhook POSTs answered 2xx.",
                     "failed_total": "Webhook POSTs that failed, each logged.",
@@ -289,6 +308,17 @@ class Daemon:
                           quota=quota.value)
                   for quota, count in sorted(self.bus.charges.refused.items()))]
 
+    def _internal_error_samples(self) -> list[Sample]:
+        counts = dict(self.internal_errors)
+        counts["moo"] += self.moo.zgents.internal_errors_total  # inbox and socket lines
+        counts["casil"] += self.casil.internal_errors_total  # decided by default_decision
+        if self.tailer is not None:
+            counts["narrative"] += self.tailer.internal_errors
+        return [counter("arqonbus_internal_errors_total",
+                        "Failures inside arqond (bugs) caught while handling one frame, line or "
+                        "request, each logged with where it happened; the connection was kept.",
+                        count, component=component) for component, count in counts.items()]
+
     def _zgent_seen(self, name: str, new_file: bool) -> None:
         """A narrative file registers its Zgent; each new line refreshes its lastSeen."""
         if new_file:
@@ -312,6 +342,7 @@ class Daemon:
             log.warning("fd store entry %r was not claimed by any part; dropped it", name)
         self.state = "ready"
         self.notifier.ready(self.status_line())
+        self.readiness.ready()
         log_event(log, NOTICE, "ready", f"arqond {__version__} ready")
 
     def status_line(self) -> str:
@@ -437,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"arqond: configuration OK ({config.path or 'built-in defaults'})")
         return 0
     try:
-        scope = daemonize.context(args.pidfile, args.daemon)
+        scope, readiness = daemonize.context(args.pidfile, args.daemon)
     except daemonize.PidfileError as exc:
         print(f"arqond: {exc}", file=sys.stderr)
         return 1
@@ -448,20 +479,27 @@ def main(argv: list[str] | None = None) -> int:
             activated = activation.take()
         except ActivationError as exc:
             log_event(log, logging.ERROR, "activation_refused", str(exc))
+            readiness.failed(str(exc))
             return 1
-        return run_loop(Daemon(config, overrides, activated, Notifier()).run(),
-                        config.server.event_loop)
+        try:
+            return run_loop(Daemon(config, overrides, activated, Notifier(), readiness).run(),
+                            config.server.event_loop, readiness)
+        except Exception as exc:
+            readiness.failed(f"{type(exc).__name__}: {exc}")  # the traceback goes to the log
+            raise
 
 
-def run_loop(main_coroutine: Any, event_loop: str) -> int:
+def run_loop(main_coroutine: Any, event_loop: str, readiness: daemonize.Readiness) -> int:
     """Run on the configured event loop; uvloop is optional, so its absence is a clear error."""
     if event_loop == "uvloop":
         try:
             import uvloop
         except ImportError:
             main_coroutine.close()
-            print("arqond: server.event_loop = \"uvloop\" but the uvloop package is not "
-                  "installed (pip install 'arqond[uvloop]')", file=sys.stderr)
+            reason = ("server.event_loop = \"uvloop\" but the uvloop package is not installed "
+                      "(pip install 'arqond[uvloop]')")
+            print(f"arqond: {reason}", file=sys.stderr)
+            readiness.failed(reason)
             return 1
         return uvloop.run(main_coroutine)
     return asyncio.run(main_coroutine)

@@ -399,9 +399,9 @@ def test_http_10_without_host_is_accepted(daemon):
 
 @pytest.mark.parametrize("method, path, status, allow", [
     ("GET", "/nothing", 404, None), ("GET", "/v1", 404, None),
-    ("POST", "/health", 405, "GET"), ("DELETE", "/metrics", 405, "GET"),
+    ("POST", "/health", 405, "GET, HEAD"), ("DELETE", "/metrics", 405, "GET, HEAD"),
     ("GET", "/v1/publish?room=science:general", 405, "POST"),
-    ("PUT", "/v1/stream", 405, "GET"),
+    ("PUT", "/v1/stream", 405, "GET, HEAD"),
 ])
 def test_unknown_paths_and_wrong_methods(shared_daemon, method, path, status, allow):
     daemon = shared_daemon()

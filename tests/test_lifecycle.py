@@ -246,19 +246,6 @@ def listener_pid(port: int) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def started_with(argument: str) -> list[int]:
-    """The processes whose command line has ``argument`` (a detached daemon and its forks)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and argument in \
-                    (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue   # gone meanwhile
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -280,20 +267,15 @@ async def test_daemon_mode_pidfile(tmp_path):
         # A relative --config: the detached daemon runs in / and must still find it on SIGHUP.
         started = run_arqond("--config", "arqond.toml", "--daemon", "--pidfile", str(pidfile),
                              cwd=tmp_path)
-        assert started.returncode == 0, started.stderr   # the parent returns once detached
-        # No readiness signal (and the pidfile comes before the listener): wait for someone
-        # to listen on the port, then see whether it is this daemon.
-        wait_for(lambda: listener_pid(ports[0]) is not None)
-        owner = listener_pid(ports[0])
-        if owner not in started_with(str(pidfile)):
-            wait_for(lambda: not started_with(str(pidfile)))   # ours found it taken: exits
+        # The command returns once the daemon serves, or with the reason it could not.
+        if started.returncode == 1 and f":{ports[0]}: Address already in use" in started.stderr:
             raise PortTaken(ports[0])
-        return ports[0], owner
+        assert started.returncode == 0, started.stderr
+        return ports[0], read_pid(pidfile)
 
     port, pid = on_free_ports(1, start_detached)
     try:
-        assert pid != os.getpid() and alive(pid)
-        assert read_pid(pidfile) == pid
+        assert pid != os.getpid() and alive(pid) and listener_pid(port) == pid
         async with connect(f"ws://127.0.0.1:{port}/", open_timeout=scaled(10)) as client:
             assert "welcome" in (await client.recv())
             settings["server"]["max_connections"] = 1

@@ -452,13 +452,18 @@ class Bus(ArqonProtocol):
         """The store has the next ``count`` pending records: each is delivered now, in
         order. ``first_seqs``: where streams start now that retention dropped their oldest."""
         pending = self.pending
-        for _ in range(count):
-            record = pending.popleft()
+        stored = [pending.popleft() for _ in range(count)]
+        for record in stored:
             self.pending_bytes -= len(record.frame)
             record.stream.committed_seq = record.seq
-            self._deliver_record(record)
         for stream, first in first_seqs.items():
             stream.first_seq = first
+        for record in stored:
+            try:
+                self._deliver_record(record)
+            except Exception:  # noqa: BLE001 - one message's failure must not stop the rest
+                self.internal_error("streams", f"delivering {record.stream.room}:"
+                                    f"{record.stream.channel} seq {record.seq}")
 
     def failed(self, count: int, why: str) -> None:
         """The store could not keep the next ``count`` pending records (a full disk, an I/O

@@ -9,7 +9,9 @@ Where ArqonBus's own CASIL misbehaves, this one does not (the differences are de
 pattern redaction rewrites string values, never the serialized JSON, so the payload stays valid;
 ``never_log_payload_for`` keeps payloads out of logs and events and never replaces the routed
 payload; ALLOW_WITH_REDACTION means something was (or must be) redacted, not merely that
-redaction rules exist; a scope pattern without ":" also matches the room alone.
+redaction rules exist; a scope pattern without ":" also matches the room alone; a probable
+secret is reported by detector and location, and the payload that held it never reaches a log
+or an event, redacted or not (a detector may match text that no redaction rule covers).
 """
 
 from __future__ import annotations
@@ -43,12 +45,16 @@ MAX_DEPTH = 64
 EXCERPT_CHARS = 256
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})
-# Probable-secret detectors used when no redaction_patterns are configured. They run over the
-# serialized payload, so they also flag key names such as "password".
-DEFAULT_DETECTORS = (
-    r"(?i)api[_-]?key", r"(?i)secret", r"(?i)token", r"(?i)password",
-    r"(?i)bearer\s+[a-z0-9._~+/=-]{8,}", r"\b[sp]k_(?:live|test)_[0-9a-zA-Z]{8,}",
-)
+# Probable-secret detectors used when no redaction_patterns are configured, by the name that
+# reports them. They run over the serialized payload, so they also flag key names such as
+# "password".
+DEFAULT_DETECTORS = {
+    "api_key": r"(?i)api[_-]?key", "secret": r"(?i)secret", "token": r"(?i)token",
+    "password": r"(?i)password", "bearer_token": r"(?i)bearer\s+[a-z0-9._~+/=-]{8,}",
+    "stripe_key": r"\b[sp]k_(?:live|test)_[0-9a-zA-Z]{8,}",
+}
+# Findings (detector, location) reported for one frame, at most.
+MAX_FINDINGS = 8
 
 
 class PolicyError(ValueError):
@@ -83,6 +89,8 @@ class Policy:
     # Derived from the above in __post_init__.
     patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     detectors: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    # How findings name each detector: its built-in name, or a configured pattern's text.
+    detector_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     key_names: frozenset[str] = field(init=False, repr=False, compare=False)
     key_paths: frozenset[tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
@@ -112,7 +120,9 @@ class Policy:
                                   f"expression ({exc})") from None
         set_ = object.__setattr__  # the dataclass is frozen; derived fields are set once here
         set_(self, "patterns", tuple(patterns))
-        set_(self, "detectors", tuple(patterns) or tuple(re.compile(p) for p in DEFAULT_DETECTORS))
+        set_(self, "detectors", tuple(patterns) or
+             tuple(re.compile(p) for p in DEFAULT_DETECTORS.values()))
+        set_(self, "detector_names", tuple(self.redaction_patterns) or tuple(DEFAULT_DETECTORS))
         names = [p.lower() for p in self.redaction_paths if "." not in p]
         paths = [tuple(p.lower().split(".")) for p in self.redaction_paths if "." in p]
         set_(self, "key_names", frozenset(names))
@@ -276,15 +286,20 @@ class Casil:
         command = env["type"] == "command"
         content = {"args": env.get("args") or {}, "payload": env.get("payload")} if command \
             else env.get("payload")
+        findings = None
         try:
             verdict, redacted = _decide(policy, content, "control" if command else "data")
+            if "contains_probable_secret" in verdict.flags:
+                findings = ", ".join(f"{name} at {where}"
+                                     for name, where in locate(content, policy))
         except Exception as exc:  # noqa: BLE001 - a fault in inspection must not stop the bus
             self.internal_errors_total += 1
             decision = BLOCK if policy.default_decision == "block" else ALLOW
             verdict, redacted = Verdict(decision, REASON_INTERNAL, ["internal_error"], "unknown",
                                         "control" if command else "data"), None
+            # The type only: an exception's text may quote the payload.
             verdict.events.append(("casil_internal_error", {"client_id": client_id,
-                                                            "error": repr(exc)}))
+                                                            "error": type(exc).__name__}))
         if verdict.blocked:
             self.blocked_total += 1
         elif verdict.decision == ALLOW_WITH_REDACTION:
@@ -296,8 +311,8 @@ class Casil:
                                 "flags": verdict.flags, "reason_code": verdict.reason,
                                 "decision": verdict.decision}
         excerpt = None
-        if redacted is not None and not any(_matches(p, target, room)
-                                            for p in policy.never_log_payload_for):
+        if redacted is not None and findings is None and not any(
+                _matches(p, target, room) for p in policy.never_log_payload_for):
             excerpt = orjson.dumps(redacted).decode()[:EXCERPT_CHARS]
         where = {"client_id": client_id, "room": room, "channel": channel}
         if policy.metadata_to_telemetry:
@@ -305,12 +320,51 @@ class Casil:
                 **where, "message_id": env["id"], "decision": verdict.decision,
                 "reason_code": verdict.reason, "flags": verdict.flags, "kind": verdict.kind,
                 "risk_level": verdict.risk_level, "mode": policy.mode,
-                "severity": "warning" if verdict.blocked else "info", "payload": excerpt}))
+                "severity": "warning" if verdict.blocked else "info", "findings": findings,
+                "payload": excerpt}))
         if verdict.blocked and policy.metadata_to_logs:
             # envelope_id, not message_id: MESSAGE_ID is the journal's catalog field.
             verdict.events.append(("policy_refusal", {
-                **where, "envelope_id": env["id"], "reason": verdict.reason, "payload": excerpt}))
+                **where, "envelope_id": env["id"], "reason": verdict.reason,
+                "findings": findings, "payload": excerpt}))
         return verdict
+
+
+def locate(content: Any, policy: Policy) -> list[tuple[str, str]]:
+    """Where the detectors match in ``content``: (detector name, location) pairs, never the
+    matched text. A location is a path from ``$`` (the inspected content: the payload, or a
+    command's {"args", "payload"}): ``$.auth.note``, ``$.items[2]``; a key that is itself a
+    match is named by its position (``$.auth.<key 1>``), so a secret used as a key is not
+    repeated either. A detector that matched only across the JSON text (a configured pattern
+    spanning a key and its value) is reported at ``$``. At most MAX_FINDINGS, over the first
+    max_inspect_bytes of keys and strings, as the detection itself."""
+    pairs = tuple(zip(policy.detector_names, policy.detectors))
+    found: list[tuple[str, str]] = []
+    budget = policy.max_inspect_bytes
+    # (value, its path, the detectors its key matched, its depth), visited in document order
+    stack: list[tuple[Any, str, list[str], int]] = [(content, "$", [], 0)]
+    while stack and budget > 0 and len(found) < MAX_FINDINGS:
+        value, path, key_hits, depth = stack.pop()
+        found.extend((name, path) for name in key_hits)
+        children = []
+        if isinstance(value, dict) and depth <= MAX_DEPTH:
+            for position, (key, item) in enumerate(value.items(), 1):
+                budget -= len(key)
+                hits = [name for name, detector in pairs if detector.search(key)]
+                where = f"{path}.<key {position}>" if hits else f"{path}.{key}"
+                children.append((item, where, hits, depth + 1))
+        elif isinstance(value, list) and depth <= MAX_DEPTH:
+            children = [(item, f"{path}[{index}]", [], depth + 1)
+                        for index, item in enumerate(value)]
+        elif isinstance(value, str):
+            budget -= len(value)
+            found.extend((name, path) for name, detector in pairs
+                         if detector.search(value) and (name, path) not in found)
+        stack.extend(reversed(children))
+    if not found:
+        text = orjson.dumps(content)[:policy.max_inspect_bytes].decode("utf-8", "ignore")
+        found = [(name, "$") for name, detector in pairs if detector.search(text)]
+    return found[:MAX_FINDINGS]
 
 
 def _decide(policy: Policy, content: Any, kind: str) -> tuple[Verdict, Any]:

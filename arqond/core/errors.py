@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     STORE_FAILED = "STORE_FAILED"                  # not stored (disk full, I/O error): not sent
     CONNECTION_REFUSED = "CONNECTION_REFUSED"      # server.max_connections reached
     EXECUTION_ERROR = "EXECUTION_ERROR"            # the command failed while running
+    INTERNAL_ERROR = "INTERNAL_ERROR"              # a failure inside arqond (a bug), logged
 
 
 class RpcCode(IntEnum):

@@ -29,6 +29,9 @@ TELEMETRY_TARGET = ("integriguard", "telemetry-stream")
 # Frame types that content inspection (CASIL) looks at.
 INSPECTED_TYPES = frozenset({"message", "event", "command"})
 PM_CHANNEL = "pm"
+# What a client is told when arqond itself failed on its frame; the log has the traceback.
+INTERNAL_ERROR_TEXT = ("internal error in arqond while handling this frame; it was logged, "
+                       "and the connection stays open")
 Reply = dict[str, Any]
 # Where a reply that comes later goes (the ack of a message, once it is stored).
 Respond = Callable[[Reply], None]
@@ -64,7 +67,23 @@ class ArqonProtocol:
             self.send_error(client, exc.code, exc.message, request_id=exc.request_id,
                             errors=exc.errors)
             return
-        self.handle(client, env)
+        try:
+            self.handle(client, env)
+        except Exception:  # noqa: BLE001 - one frame's failure must not end the connection
+            self.internal_error(client.transport, f"a {env['type']} frame", client,
+                                request_id=env.get("id"))
+
+    def internal_error(self: "Bus", component: str, where: str, client: Client | None = None,
+                       *, request_id: str | None = None) -> None:
+        """A failure inside arqond (a bug) while handling one record, reported from the
+        ``except`` block that caught it: the ``internal_error`` event (app.py logs it with
+        the traceback and counts it by component) and, to a client, an INTERNAL_ERROR frame.
+        The record is lost; the connection and everyone else carry on."""
+        self.emit("internal_error", component=component, where=where,
+                  client_id=client.id if client is not None else None)
+        if client is not None and client.open:
+            self.send_error(client, ErrorCode.INTERNAL_ERROR, INTERNAL_ERROR_TEXT,
+                            request_id=request_id)
 
     def reject(self: "Bus", client: Client, code: str, message: str) -> None:
         """A frame the transport could not even hand over (binary, oversize, ...)."""
@@ -289,6 +308,14 @@ class ArqonProtocol:
             self._command_reply(context, result=result)
 
     def _command_done(self: "Bus", context: CommandContext, done: Any) -> None:
+        # A callback of the loop: no adapter is on the stack to catch what fails here.
+        try:
+            self._command_completed(context, done)
+        except Exception:  # noqa: BLE001 - the client still gets its answer
+            self.internal_error(context.client.transport, f"the reply to {context.name}",
+                                context.client, request_id=context.envelope["id"])
+
+    def _command_completed(self: "Bus", context: CommandContext, done: Any) -> None:
         if done.cancelled():
             self._command_reply(context, error=CommandError(ErrorCode.EXECUTION_ERROR,
                                                             "cancelled"))

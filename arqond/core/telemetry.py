@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from arqond import SERVICE_NAME
+from arqond.core import payload as payloads
 from arqond.core.protocol import TELEMETRY_TARGET
 from arqond.core.clients import Client
 from arqond.core.envelope import SERVER_SENDER, json_type, now_iso
@@ -27,6 +28,14 @@ MAX_EVENT_TYPE_LENGTH = 128
 MAX_EVENT_BYTES = 65536
 INBOUND_KEYS = frozenset({"eventType", "payload", "timestamp"})
 SCHEMA_VERSION = "1.0"
+# arqond's own event names: a client may not send them, so that a watcher can trust an event
+# so named to come from arqond (the Bus's events, CASIL's, and the frames of this port).
+# arqond(8) lists them; a test keeps this set in step with the events the code emits.
+RESERVED_EVENT_TYPES = frozenset({
+    "access_refused", "agent_activity", "audit", "casil_decision", "casil_internal_error",
+    "casil_reloaded", "channel_created", "channel_deleted", "client_connected",
+    "client_disconnected", "client_slow", "cron_cancelled", "cron_scheduled", "error",
+    "internal_error", "limit_reached", "policy_refusal", "telemetry_connected"})
 
 
 class TelemetryError(Exception):
@@ -45,15 +54,23 @@ class TelemetryEvent:
     timestamp: str
 
 
-def parse_inbound(raw: str | bytes) -> dict[str, Any]:
-    """Decode one inbound frame into a JSON object, or raise TelemetryError."""
-    if len(raw) > MAX_EVENT_BYTES:
-        raise TelemetryError([f"frame is {len(raw)} bytes; telemetry events are limited to "
+def parse_inbound(raw: str | bytes, max_depth: int) -> dict[str, Any]:
+    """Decode one inbound frame into a JSON object, or raise TelemetryError.
+
+    The JSON rule is every surface's (arqond/core/payload.py): an event too deep to be sent
+    on must be refused here, not fail while it is broadcast.
+    """
+    # Characters are not bytes: a text frame is measured as it came on the wire, UTF-8.
+    size = len(raw) if isinstance(raw, bytes) or len(raw) * 4 <= MAX_EVENT_BYTES \
+        else len(raw.encode())
+    if size > MAX_EVENT_BYTES:
+        raise TelemetryError([f"frame is {size} bytes; telemetry events are limited to "
                               f"{MAX_EVENT_BYTES} bytes"])
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise TelemetryError([f"frame is not valid JSON: {exc}"]) from None
+        data = payloads.loads(raw, max_depth)
+    except payloads.PayloadError as exc:
+        raise TelemetryError([f"frame is {exc.message}" if exc.code == ErrorCode.INVALID_JSON
+                              else exc.message]) from None
     if not isinstance(data, dict):
         raise TelemetryError([f"frame must be a JSON object, not {json_type(data)}"])
     return data
@@ -75,6 +92,9 @@ def validate_event(data: dict[str, Any], source: str) -> TelemetryEvent:
         errors.append("eventType must not be empty")
     elif len(event_type) > MAX_EVENT_TYPE_LENGTH:
         errors.append(f"eventType must be at most {MAX_EVENT_TYPE_LENGTH} characters")
+    elif event_type.strip().lower() in RESERVED_EVENT_TYPES:
+        errors.append(f"eventType {event_type!r} is reserved for arqond's own events "
+                      "(arqond(8) lists them); choose another name")
     if "payload" not in data:
         errors.append("payload is required (a JSON object)")
     elif not isinstance(data["payload"], dict):
@@ -121,11 +141,10 @@ def pong_frame() -> bytes:
     return orjson.dumps({"type": "pong", "timestamp": now_iso()})
 
 
-def error_frame(errors: list[str]) -> bytes:
+def error_frame(errors: list[str], code: str = ErrorCode.VALIDATION_ERROR) -> bytes:
     message = "; ".join(errors)
     return orjson.dumps({"type": "error", "event_type": "error", "error": message,
-                         "error_code": ErrorCode.VALIDATION_ERROR, "errors": errors,
-                         "timestamp": now_iso()})
+                         "error_code": code, "errors": errors, "timestamp": now_iso()})
 
 
 class _Window:

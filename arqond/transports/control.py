@@ -110,12 +110,22 @@ class ControlConnection(asyncio.Protocol):
             return
         framer = self.framer
         for line in framer.feed(data):
-            self._line(line)
+            self._guarded(line)
             if not client.open:
                 return
         # Too long already, newline or not: no reason to read the rest of it.
         if framer.pending_length > framer.max_bytes:
             self._too_long()
+
+    def _guarded(self, line: Line) -> None:
+        """One line, whatever fails inside arqond while handling it: asyncio would close the
+        connection for an exception out of data_received."""
+        try:
+            self._line(line)
+        except Exception:  # noqa: BLE001 - one line's failure must not end the connection
+            assert self.client is not None
+            self.adapter.bus.internal_error(self.adapter.name, f"the line at byte {line.offset}",
+                                            self.client)
 
     def _line(self, line: Line) -> None:
         if line.cut:
@@ -144,7 +154,7 @@ class ControlConnection(asyncio.Protocol):
         last = self.framer.finish()  # a last line without its newline still counts
         if last is not None and self.client is not None and self.client.open \
                 and not self.closing:
-            self._line(last)
+            self._guarded(last)
         self.closing = True
         transport = self.transport
         assert transport is not None

@@ -4,8 +4,11 @@ Monitoring: GET /health, /version, /status (JSON) and /metrics (Prometheus text)
 curl-first bus access: GET /v1/history, GET /v1/stream (NDJSON, one envelope per line),
 POST /v1/publish; the /v1 endpoints follow the WebSocket's JWT rules.
 
+HEAD is answered wherever GET is, as GET would be but without the body.
+
 Bounds: request head ``MAX_HEAD_BYTES`` (431 past it) and ``MAX_HEADERS`` headers (431), body
-server.max_message_size (413), ``IDLE_TIMEOUT`` seconds to send a request, server.max_connections
+server.max_message_size (413), ``IDLE_TIMEOUT`` seconds to send a whole request (a trickle of
+bytes does not extend it: a slow sender is closed and counted), server.max_connections
 connections (503). A stream has the bus's per-client buffer (server.client_buffer_bytes); one
 that falls further behind is cut off and counted like any slow bus client.
 """
@@ -38,7 +41,7 @@ from arqond.core.protocol import error_frame
 from arqond.core.quotas import QuotaExceeded
 from arqond.core.router import RoutingError, check_name, split_target
 from arqond.core.webhooks import HOPS, HOPS_HEADER
-from arqond.log import log_event
+from arqond.log import Throttle, log_event
 from arqond.principals import PrincipalResolver
 
 log = logging.getLogger("arqond.http")
@@ -74,10 +77,23 @@ class Request:
     __slots__ = ("method", "path", "query", "headers", "body")
 
     def __init__(self, event: h11.Request, body: bytes) -> None:
-        target = urlsplit(event.target.decode("ascii", "replace"))
+        if event.http_version not in (b"1.0", b"1.1"):  # h11 takes any digit.digit
+            raise HttpError(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                            f"HTTP/{event.http_version.decode()} is not supported; speak "
+                            "HTTP/1.1", close=True)
+        target = event.target.decode("ascii", "replace")
+        try:
+            if "://" in target and not target.startswith("/"):  # absolute-form
+                parts = urlsplit(target)
+                self.path, query = parts.path, parts.query
+            else:  # origin-form ("//x" is a path, not a host), "*", authority-form
+                self.path, _, query = target.partition("?")
+            # Strict: two different bytes that are not UTF-8 must not name the same room.
+            self.query = dict(parse_qsl(query, keep_blank_values=True, errors="strict"))
+        except ValueError as exc:  # "http://[x/": h11 takes any visible bytes as a target
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"malformed request target: {exc}") \
+                from None
         self.method = event.method.decode("ascii", "replace")
-        self.path = target.path
-        self.query = dict(parse_qsl(target.query, keep_blank_values=True))
         self.headers = {name.decode("latin-1"): value.decode("latin-1")
                         for name, value in event.headers}
         self.body = body
@@ -90,7 +106,7 @@ class Request:
 class Exchange:
     """One connection: its h11 state machine and its stream writer."""
 
-    __slots__ = ("conn", "reader", "writer", "host", "peer")
+    __slots__ = ("conn", "reader", "writer", "host", "peer", "head", "deadline")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -99,6 +115,8 @@ class Exchange:
         peer = writer.get_extra_info("peername")
         self.host = peer[0] if isinstance(peer, tuple) else "unix"
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        self.head = False  # the request being answered is a HEAD: headers only
+        self.deadline = 0.0  # loop time by which the request being read must be complete
 
     def write(self, *events: Any) -> None:
         for event in events:
@@ -111,8 +129,17 @@ class Exchange:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await asyncio.wait_for(self.reader.read(READ_CHUNK), IDLE_TIMEOUT)
+            remaining = self.deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            data = await asyncio.wait_for(self.reader.read(READ_CHUNK), remaining)
             self.conn.receive_data(data)
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a request has come (a slow sender), not merely nothing (an idle
+        keep-alive connection)."""
+        return bool(self.conn.trailing_data[0]) or self.conn.their_state is h11.SEND_BODY
 
 
 class StreamSink:
@@ -186,6 +213,8 @@ class HttpAdapter:
         self.refused_total = 0
         self.streams_cut_total = 0
         self.published_total = 0
+        self.timeouts_total = 0
+        self.timeout_lines = Throttle()
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -215,7 +244,16 @@ class HttpAdapter:
         try:
             while await self._one_request(exchange, over_limit):
                 exchange.conn.start_next_cycle()
-        except (asyncio.TimeoutError, ConnectionError):
+        except asyncio.TimeoutError:
+            if exchange.partial:
+                self.timeouts_total += 1
+                due, count = self.timeout_lines("slow")
+                if due:
+                    log_event(log, logging.WARNING, "limit_reached",
+                              f"HTTP request from {exchange.peer} not complete within "
+                              f"{IDLE_TIMEOUT:g} s; connection closed ({count} so far)",
+                              peer=exchange.peer)
+        except ConnectionError:
             pass
         finally:
             self.exchanges.pop(exchange, None)
@@ -224,6 +262,7 @@ class HttpAdapter:
     async def _one_request(self, exchange: Exchange, over_limit: bool) -> bool:
         """Read and answer one request; True when the connection may carry another."""
         conn = exchange.conn
+        request = None
         try:
             request = await self._read_request(exchange)
             if request is None:
@@ -245,8 +284,9 @@ class HttpAdapter:
             self._error(exchange, exc)
         except (asyncio.TimeoutError, ConnectionError):
             raise
-        except Exception:
-            log.exception("HTTP request failed")
+        except Exception:  # noqa: BLE001 - a 500 for this request, never a dropped server
+            self.bus.internal_error(self.name, f"{request.method} {request.path}"
+                                    if request is not None else "a request head")
             if conn.our_state is not h11.SEND_RESPONSE:
                 return False
             self._error(exchange, HttpError(HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -255,9 +295,12 @@ class HttpAdapter:
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
     async def _read_request(self, exchange: Exchange) -> Request | None:
+        exchange.head = False
+        exchange.deadline = asyncio.get_running_loop().time() + IDLE_TIMEOUT
         event = await exchange.next_event()
         if isinstance(event, h11.ConnectionClosed):
             return None
+        exchange.head = event.method == b"HEAD"
         if len(event.headers) > MAX_HEADERS:
             raise HttpError(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                             f"more than {MAX_HEADERS} header fields", close=True)
@@ -294,10 +337,11 @@ class HttpAdapter:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no endpoint {request.path}; try "
                             + ", ".join(f"{m} {p}" for p, (m, _) in self.routes.items()))
         method, handler = route
-        if request.method != method:
+        allowed = ("GET", "HEAD") if method == "GET" else (method,)
+        if request.method not in allowed:
             raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED,
-                            f"{request.path} accepts {method} only, not {request.method}",
-                            headers=(("Allow", method),))
+                            f"{request.path} accepts {' and '.join(allowed)} only, "
+                            f"not {request.method}", headers=(("Allow", ", ".join(allowed)),))
         result = handler(exchange, request)
         if asyncio.iscoroutine(result):
             await result
@@ -308,11 +352,14 @@ class HttpAdapter:
                  content_type: str = "application/json",
                  headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.requests_by_status[status.value] = self.requests_by_status.get(status.value, 0) + 1
-        exchange.write(
-            h11.Response(status_code=status.value, reason=status.phrase.encode(), headers=[
-                ("Content-Type", content_type), ("Content-Length", str(len(body))),
-                ("Server", SERVER_HEADER), *headers]),
-            h11.Data(data=body), h11.EndOfMessage())
+        response = h11.Response(status_code=status.value, reason=status.phrase.encode(),
+                                headers=[("Content-Type", content_type),
+                                         ("Content-Length", str(len(body))),
+                                         ("Server", SERVER_HEADER), *headers])
+        if exchange.head:  # the length GET would send, and no body (RFC 9110 9.3.2)
+            exchange.write(response, h11.EndOfMessage())
+        else:
+            exchange.write(response, h11.Data(data=body), h11.EndOfMessage())
 
     def _json(self, exchange: Exchange, value: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
         self._respond(exchange, status, orjson.dumps(value))
@@ -381,6 +428,9 @@ class HttpAdapter:
                counter("arqonbus_http_stream_cutoffs_total",
                        "/v1/stream clients cut off because their buffer was full.",
                        self.streams_cut_total),
+               counter("arqonbus_http_timeouts_total",
+                       "HTTP connections closed because a request was not complete within "
+                       f"{IDLE_TIMEOUT:g} s of reading it began.", self.timeouts_total),
                gauge("arqonbus_http_streams", "Open /v1/stream responses.",
                      self._stream_count())]
         out.extend(counter("arqonbus_http_responses_total", "HTTP responses sent, by status.",
@@ -452,11 +502,16 @@ class HttpAdapter:
         except HttpError:
             bus.detach(client, reason="refused")
             raise
-        self.exchanges[exchange] = sink
         self.requests_by_status[200] = self.requests_by_status.get(200, 0) + 1
-        exchange.write(h11.Response(status_code=200, reason=b"OK", headers=[
+        head = h11.Response(status_code=200, reason=b"OK", headers=[
             ("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache"),
-            ("X-Client-Id", client.id), ("Server", SERVER_HEADER)]))
+            ("X-Client-Id", client.id), ("Server", SERVER_HEADER)])
+        if exchange.head:  # the same checks and headers as GET, then no stream
+            bus.detach(client, reason="HEAD request")
+            exchange.write(head, h11.EndOfMessage())
+            return
+        self.exchanges[exchange] = sink
+        exchange.write(head)
         try:
             # Nothing more is expected from the client: read until it goes away.
             while sink.open and await exchange.reader.read(READ_CHUNK):

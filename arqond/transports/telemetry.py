@@ -23,7 +23,9 @@ from arqond.core import telemetry
 from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
 from arqond.core.envelope import client_id
+from arqond.core.errors import ErrorCode
 from arqond.core.metrics import Sample, counter, gauge
+from arqond.core.protocol import INTERNAL_ERROR_TEXT
 from arqond.log import log_event
 from arqond.transports.wsbase import WebSocketSink, WriteBatcher, admit, serve_websocket
 
@@ -82,7 +84,12 @@ class TelemetryAdapter:
         sink.send(telemetry.connected_frame(host, port))
         try:
             async for message in connection:
-                self._receive(watcher, sink, message)
+                try:
+                    self._receive(watcher, sink, message)
+                except Exception:  # noqa: BLE001 - never a 1011 close for one frame
+                    self.bus.internal_error(self.name, f"a frame from watcher {watcher}")
+                    self._send(watcher, sink, telemetry.error_frame(
+                        [INTERNAL_ERROR_TEXT], ErrorCode.INTERNAL_ERROR))
         except ConnectionClosed:
             pass
         finally:
@@ -94,7 +101,7 @@ class TelemetryAdapter:
             if isinstance(message, bytes):
                 raise telemetry.TelemetryError(
                     ["binary frames are not supported: send JSON in text frames"])
-            data = telemetry.parse_inbound(message)
+            data = telemetry.parse_inbound(message, self.bus.settings.max_json_depth)
             if data.get("type") == "ping":
                 self._send(watcher, sink, telemetry.pong_frame())
                 return

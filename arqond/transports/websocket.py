@@ -53,7 +53,7 @@ class WebSocketAdapter:
 
     def samples(self) -> list[Sample]:
         return [counter("arqonbus_ws_refused_total", "WebSocket handshakes refused (bad or "
-                        "missing JWT, connection limit).", self.refused_total)]
+                        "missing JWT, connection limit, malformed target).", self.refused_total)]
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -113,11 +113,14 @@ class WebSocketAdapter:
         receive = bus.receive
         try:
             async for message in connection:
-                if isinstance(message, str):
-                    receive(client, message)
-                else:
-                    bus.reject(client, ErrorCode.UNSUPPORTED_FRAME,
-                               "binary frames are not supported: send JSON in text frames")
+                try:
+                    if isinstance(message, str):
+                        receive(client, message)
+                    else:
+                        bus.reject(client, ErrorCode.UNSUPPORTED_FRAME,
+                                   "binary frames are not supported: send JSON in text frames")
+                except Exception:  # noqa: BLE001 - never a 1011 close for one frame
+                    bus.internal_error(self.name, "a frame", client)
         except ConnectionClosed:
             pass
         finally:

@@ -8,7 +8,7 @@ import logging
 import socket
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -170,7 +170,13 @@ def admit(connection: ServerConnection, request: Request, config: Config, active
     ``active`` is how many connections the listener serves now; server.max_connections bounds it.
     A Unix socket peer needs no token: the kernel says who it is.
     """
-    query = dict(parse_qsl(urlsplit(request.path).query))
+    try:
+        # Strict: two different bytes that are not UTF-8 must not be the same parameter.
+        query = dict(parse_qsl(request.path.partition("?")[2], errors="strict"))
+    except ValueError as exc:
+        return (json_response(connection, HTTPStatus.BAD_REQUEST,
+                              {"error": "Bad Request",
+                               "details": f"malformed request target: {exc}"}), {}, {})
     claims: dict[str, Any] = {}
     auth = config.auth
     if auth.enabled and not on_unix_socket(connection):

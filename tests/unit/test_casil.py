@@ -95,7 +95,8 @@ def test_configured_patterns_replace_the_default_detectors():
     assert casil.blocked_total == 1
     refusal = dict(verdict.events)["policy_refusal"]
     assert refusal["reason"] == "CASIL_POLICY_BLOCKED_SECRET"
-    assert REDACTED in refusal["payload"] and "malware" not in refusal["payload"]
+    # Where, by which pattern; none of the payload, redacted or not.
+    assert (refusal["findings"], refusal["payload"]) == ("malware at $.content", None)
 
 
 def test_monitor_keeps_the_reason_and_delivers():

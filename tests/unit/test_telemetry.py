@@ -20,7 +20,8 @@ def agent(kind: str = "ai-agent") -> Client:
 
 def test_valid_event_keeps_type_payload_and_source():
     event = telemetry.validate_event(
-        telemetry.parse_inbound('{"eventType": "cpu", "payload": {"load": 0.5}}'), "arq_client_x")
+        telemetry.parse_inbound('{"eventType": "cpu", "payload": {"load": 0.5}}', 64),
+        "arq_client_x")
     assert (event.event_type, event.payload, event.source) == ("cpu", {"load": 0.5},
                                                                "arq_client_x")
     frame = orjson.loads(telemetry.event_frame(event))
@@ -54,7 +55,7 @@ def test_valid_event_keeps_type_payload_and_source():
 ])
 def test_invalid_events_say_what_is_wrong(frame, complaint):
     with pytest.raises(telemetry.TelemetryError) as caught:
-        telemetry.validate_event(telemetry.parse_inbound(frame), "arq_client_x")
+        telemetry.validate_event(telemetry.parse_inbound(frame, 64), "arq_client_x")
     assert complaint in str(caught.value)
     error = orjson.loads(telemetry.error_frame(caught.value.errors))
     assert error["type"] == "error" and error["error_code"] == "VALIDATION_ERROR"
