@@ -55,6 +55,16 @@ MESSAGE_IDS = {
 logger = logging.getLogger("arqond")
 
 
+# Control characters escaped as Python shows them ("x\\n.jsonl").
+CONTROLS = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def printable(name: str) -> str:
+    """What a user named (a file in the log dir) as a log line may show it: one line, with
+    its control characters escaped, so a name never forges a second log line."""
+    return name.translate(CONTROLS)
+
+
 def log_event(log: logging.Logger, level: int, kind: str, text: str, **fields: Any) -> None:
     if not log.isEnabledFor(level):
         return

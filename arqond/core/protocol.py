@@ -253,7 +253,8 @@ class ArqonProtocol:
         targets = targets or env.get("to_client")
         if isinstance(targets, str):
             targets = [targets]
-        if not targets or not all(isinstance(t, str) for t in targets):
+        if not targets or not isinstance(targets, list) or \
+                not all(isinstance(t, str) for t in targets):
             raise RoutingError(ErrorCode.VALIDATION_ERROR, "a private message needs "
                                "payload.target or to_client: a client id or a list of "
                                "client ids")

@@ -33,28 +33,11 @@ REQUEST, NOTIFICATION = Route.REQUEST, Route.NOTIFICATION
 PLAIN = (MESSAGE, None)
 
 
-class Refused(Exception):
-    """A line that is JSON arqond refuses (nested too deep): ``message`` is the line as raw,
-    delivered all the same, and ``reason`` says why."""
-
-    def __init__(self, message: dict[str, Any], reason: str) -> None:
-        super().__init__(reason)
-        self.message = message
-        self.reason = reason
-
-
-def decode(raw: bytes, max_depth: int) -> dict[str, Any]:
+def decode(raw: bytes, max_depth: int) -> tuple[dict[str, Any], str | None, bool]:
     """A FIFO line as a message: a JSON object as it is, any other line (text, other JSON)
-    as ``{"raw": line}``; Refused when it is JSON that arqond refuses."""
-    try:
-        value = payload.loads(raw, max_depth)
-    except payload.PayloadError as exc:
-        if exc.code == ErrorCode.INVALID_JSON:
-            return {"raw": raw.decode("utf-8", "replace")}
-        raise Refused({"raw": raw.decode("utf-8", "replace")}, exc.message) from None
-    if isinstance(value, dict):
-        return value
-    return {"raw": raw.decode("utf-8", "replace")}
+    as ``{"raw": line}`` with why (metadata.malformed), and whether that is a refusal (JSON
+    arqond will not carry, delivered as raw all the same) rather than plain text."""
+    return payload.object_or_raw(raw, max_depth)
 
 
 def route(name: str, message: dict[str, Any], served: Container[str],

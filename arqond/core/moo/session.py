@@ -140,7 +140,7 @@ class Session:
                 return
             if line.cut:
                 self._refuse(too_long(self.framer.max_bytes))
-            else:
+            elif line.data.strip():   # a blank line (Enter in socat) is no request
                 self.line(line.data)
 
     def receive_eof(self) -> None:

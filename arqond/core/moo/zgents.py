@@ -182,13 +182,11 @@ class Zgents:
         arqond is logged, counted and delivered as raw, never lost."""
         message = None
         try:
-            try:
-                message = inbox.decode(raw, self.config.server.max_json_depth)
-            except inbox.Refused as refused:
-                message = refused.message
+            message, malformed, refused = inbox.decode(raw, self.config.server.max_json_depth)
+            if refused:
                 log_event(log, logging.WARNING, "line_malformed",
-                          f"{name}-inbox: {refused.reason}; delivered as raw", zgent=name)
-            self.inbox_line(name, message)
+                          f"{name}-inbox: {malformed}; delivered as raw", zgent=name)
+            self.inbox_line(name, message, malformed)
         except Exception:
             self.internal_error(f"{name}-inbox: a line failed inside arqond; delivered as raw")
             if message is None or message.keys() != {"raw"}:
@@ -203,8 +201,10 @@ class Zgents:
         log_event(log, logging.WARNING, "line_refused",
                   f"{name}-inbox: {size} byte(s) refused: {reason}", zgent=name)
 
-    def inbox_line(self, name: str, message: dict[str, Any]) -> None:
-        """One message to NAME, exactly as if read from NAME-inbox."""
+    def inbox_line(self, name: str, message: dict[str, Any],
+                   malformed: str | None = None) -> None:
+        """One message to NAME, exactly as if read from NAME-inbox; ``malformed``: why a
+        line is delivered as {"raw": ...} (its metadata says so on the bus)."""
         served = self.served.get(name)
         way, why = inbox.route(name, message, self.served,
                                served is not None and served.handler is not None)
@@ -217,7 +217,8 @@ class Zgents:
         sender = message.get("from")
         self.bus.publish({"type": "message", "room": name, "channel": "inbox",
                           "sender": sender if isinstance(sender, str) else SERVER_SENDER,
-                          "payload": message, "metadata": {"zgent": name}})
+                          "payload": message, "metadata": {"zgent": name, **(
+                              {"malformed": malformed} if malformed else {})}})
         if why:
             log_event(log, logging.WARNING, "line_refused", why, zgent=name)
         if way is MESSAGE:
