@@ -28,6 +28,7 @@ from arqond.moo.layer import MooLayer
 from arqond.moo.tailer import NarrativeTailer, TailerError
 from arqond.system import activation, daemonize, journal
 from arqond.system.activation import Activation, ActivationError
+from arqond.system.dirs import DirError, check_dirs
 from arqond.system.fdstore import FdStore
 from arqond.log import MESSAGE_IDS, NOTICE, Throttle, log_event
 from arqond.principals import PrincipalResolver
@@ -165,7 +166,7 @@ class Daemon:
     async def run(self) -> int:
         try:
             await self._start()
-        except (ListenerError, TailerError) as exc:
+        except (DirError, ListenerError, TailerError) as exc:
             log.error("%s", exc)
             await self._stop()
             return 1
@@ -199,6 +200,8 @@ class Daemon:
 
     async def _start(self) -> None:
         server, config = self.config.server, self.config
+        # Before any file is made: nobody else may be able to replace them (moo.dir_check).
+        check_dirs(config)
         # Every listener is systemd's under socket activation, else bound here.
         ws_sock = self.listener("ws", lambda: bind_tcp(server.host, server.port))
         telemetry_sock = self.listener(
