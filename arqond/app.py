@@ -95,7 +95,9 @@ def control_listener(config: Config) -> socket.socket:
     path = config.server.control_socket
     sock = bind_unix(path, 0o660)
     try:
-        os.chown(path, -1, grp.getgrnam(config.server.admin_group).gr_gid)
+        # Through the path, as unix.chmod_socket says why; never through a symbolic link.
+        os.chown(path, -1, grp.getgrnam(config.server.admin_group).gr_gid,
+                 follow_symlinks=False)
     except KeyError:
         pass  # no such group: the adapter warns that only root is admin
     except OSError as exc:

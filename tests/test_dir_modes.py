@@ -95,3 +95,17 @@ def test_dir_check_takes_only_refuse_or_warn(make_daemon):
     daemon.start(wait_ready=False)
     assert daemon.proc.wait(15) == 1
     daemon.wait_for_line("moo.dir_check: must be one of refuse, warn (got 'ignore')")
+
+
+def test_a_fifo_put_at_the_broadcast_log_never_blocks_the_start(make_daemon):
+    # Only where others may write to the MOO dir, tolerated with moo.dir_check = "warn".
+    daemon = make_daemon({"moo": {"dir_check": "warn"}}, start=False)
+    os.chown(daemon.moo_dir, NOBODY, NOBODY)
+    os.mkfifo(daemon.moo_dir / "broadcast.jsonl")
+    daemon.start()
+    path = daemon.moo_dir / "broadcast.jsonl"
+    assert daemon.wait_for_line("broadcast log off") == (
+        f"<3>broadcast log off: {path}: cannot open for appending (No such device or "
+        "address); refusing to touch it")
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+    assert run_arqon(daemon, "zgent", "register", "dreader").returncode == 0
