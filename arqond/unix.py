@@ -110,6 +110,22 @@ def group_id(name: str) -> int | None:
         return None
 
 
+def user_name(uid: int) -> str:
+    """The name of user ``uid``, or the number when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid: int) -> str:
+    """The name of group ``gid``, or the number when it has none."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 # -- who is at the other end of a loopback TCP connection -----------------------------------
 
 _NETLINK_SOCK_DIAG = 4

@@ -18,15 +18,14 @@ tolerated, with the exact chmod/chown that would fix it.
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 import stat
 from typing import NamedTuple
 
 from arqond.config import Config
 from arqond.log import NOTICE, log_event
+from arqond.unix import group_name, user_name
 
 log = logging.getLogger("arqond")
 
@@ -80,20 +79,6 @@ def places(config: Config) -> list[Place]:
             Place("server.state_dir", config.server.state_dir, False)]
 
 
-def _user(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
 def check_dirs(config: Config) -> None:
     """Create missing directories, then hold each to ``exposure``: fix what arqond owns, and
     raise DirError (or, with moo.dir_check = "warn", log) for the rest."""
@@ -126,7 +111,7 @@ def _check(place: Place) -> str | None:
         if found is None:
             return None
         old = stat.S_IMODE(info.st_mode)
-        who = "root" if us == 0 else f"{_user(us)} and root"
+        who = "root" if us == 0 else f"{user_name(us)} and root"
         why = " and ".join(found.reasons)
         if info.st_uid == us:
             try:
@@ -139,11 +124,11 @@ def _check(place: Place) -> str | None:
                           f"replace arqond's files there; set it to {found.mode:04o}",
                           path=path)
                 return None
-        fix = [f"chown {_user(us)} {path}"] if found.foreign else []
+        fix = [f"chown {user_name(us)} {path}"] if found.foreign else []
         if found.mode != old:
             fix.append(f"chmod {found.mode:04o} {path}")
-        return (f"{key} {path} is mode {old:04o}, owner {_user(info.st_uid)}, group "
-                f"{_group(info.st_gid)}: {why}, so others than {who} could replace arqond's "
-                f"files there; fix: {' && '.join(fix)}")
+        return (f"{key} {path} is mode {old:04o}, owner {user_name(info.st_uid)}, group "
+                f"{group_name(info.st_gid)}: {why}, so others than {who} could replace "
+                f"arqond's files there; fix: {' && '.join(fix)}")
     finally:
         os.close(fd)
