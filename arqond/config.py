@@ -195,7 +195,7 @@ SCHEMA: tuple[Option, ...] = (
            "user and root could replace its files in moo.dir, moo.log_dir or "
            "server.state_dir: a directory owned by another user, or writable by others "
            "(moo.log_dir: without the sticky bit). A directory arqond owns gets its mode fixed "
-           "and a log line; otherwise \"refuse\" stops the start naming the path, its mode and "
+           "and a log line (not one the whole system shares, like /tmp); otherwise \"refuse\" stops the start naming the path, its mode and "
            "owner and the chmod or chown that fixes it, and \"warn\" logs the same and "
            "starts.", check=_one_of("refuse", "warn")),
     # CASIL, the content inspection of message and command frames: see arqond/core/casil.py.

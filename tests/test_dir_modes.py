@@ -75,6 +75,19 @@ def test_with_dir_check_warn_the_same_is_logged_and_arqond_starts(make_daemon):
     assert os.readlink(path / "broadcast.jsonl") == str(daemon.moo_dir / "broadcast.jsonl")
 
 
+def test_a_directory_the_whole_system_shares_is_never_changed(make_daemon):
+    daemon = make_daemon(start=False)
+    os.chmod(daemon.moo_dir, 0o1777)   # as /tmp: arqond owns it (root) but must not take it
+    daemon.start(wait_ready=False)
+    assert daemon.proc.wait(15) == 1
+    path = daemon.moo_dir
+    assert daemon.wait_for_line(f"moo.dir {path}") == (
+        f"<3>moo.dir {path} is mode 1777: group- and world-writable, a directory the whole "
+        'system shares; fix: give moo.dir a directory of its own (or set moo.dir_check = '
+        '"warn" to start anyway)')
+    assert mode_of(path) == 0o1777
+
+
 def test_a_symbolic_link_for_a_directory_is_refused_naming_the_real_one(make_daemon, tmp_path):
     daemon = make_daemon(start=False)
     real = tmp_path / "real-state"

@@ -30,6 +30,7 @@ from arqond.unix import group_name, user_name
 log = logging.getLogger("arqond")
 
 OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+SYSTEM_SHARED = stat.S_IWOTH | stat.S_ISVTX
 WRITABLE = {stat.S_IWGRP: "group-writable", stat.S_IWOTH: "world-writable",
             OTHERS_WRITE: "group- and world-writable"}
 
@@ -113,6 +114,9 @@ def _check(place: Place) -> str | None:
         old = stat.S_IMODE(info.st_mode)
         who = "root" if us == 0 else f"{user_name(us)} and root"
         why = " and ".join(found.reasons)
+        if old & SYSTEM_SHARED == SYSTEM_SHARED:   # /tmp and its like: never arqond's to change
+            return (f"{key} {path} is mode {old:04o}: {why}, a directory the whole system "
+                    f"shares; fix: give {key} a directory of its own")
         if info.st_uid == us:
             try:
                 os.fchmod(fd, found.mode)
