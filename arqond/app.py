@@ -29,6 +29,7 @@ from arqond.moo.layer import MooLayer
 from arqond.moo.tailer import NarrativeTailer, TailerError
 from arqond.system import activation, daemonize, journal
 from arqond.system.activation import Activation, ActivationError
+from arqond.system.dirs import DirError, check_dirs
 from arqond.system.fdstore import FdStore
 from arqond.log import MESSAGE_IDS, NOTICE, Throttle, log_event
 from arqond.principals import PrincipalResolver
@@ -101,7 +102,9 @@ def control_listener(config: Config) -> socket.socket:
     path = config.server.control_socket
     sock = bind_unix(path, 0o660)
     try:
-        os.chown(path, -1, grp.getgrnam(config.server.admin_group).gr_gid)
+        # Through the path, as unix.chmod_socket says why; never through a symbolic link.
+        os.chown(path, -1, grp.getgrnam(config.server.admin_group).gr_gid,
+                 follow_symlinks=False)
     except KeyError:
         pass  # no such group: the adapter warns that only root is admin
     except OSError as exc:
@@ -192,7 +195,7 @@ class Daemon:
     async def run(self) -> int:
         try:
             await self._start()
-        except (ListenerError, TailerError) as exc:
+        except (DirError, ListenerError, TailerError) as exc:
             log.error("%s", exc)
             self.readiness.failed(str(exc))
             await self._stop()
@@ -227,6 +230,8 @@ class Daemon:
 
     async def _start(self) -> None:
         server, config = self.config.server, self.config
+        # Before any file is made: nobody else may be able to replace them (moo.dir_check).
+        check_dirs(config)
         # Every listener is systemd's under socket activation, else bound here.
         ws_sock = self.listener("ws", lambda: bind_tcp(server.host, server.port))
         telemetry_sock = self.listener(

@@ -49,7 +49,8 @@ MESSAGE_IDS = {
     "access_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6a",
     "limit_reached": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6b",
     "audit": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6c",
-    "store_failed": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6d",
+    "dir_unsafe": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6d",
+    "store_failed": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6e",
 }
 
 logger = logging.getLogger("arqond")

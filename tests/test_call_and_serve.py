@@ -196,7 +196,8 @@ def test_call_exit_status_says_which_kind_of_failure(make_daemon, serving, shape
         stale.close()
     assert (refused.returncode, refused.stdout) == (6, "")
     assert refused.stderr == (f"arqon: cannot connect to {daemon.moo_dir}/ghost.sock: "
-                              "Connection refused (is arqond running?)\n")
+                              "Connection refused (arqond is not running, or it serves another "
+                              "MOO dir: see --config)\n")
 
 
 def test_call_refused_when_the_socket_is_full(make_daemon, serving):
@@ -243,8 +244,13 @@ def test_call_and_serve_as_a_user_the_socket_or_the_zgent_refuses(make_daemon, s
     outsider = run_as_nobody(daemon, shared_moo_dir, "call", "dreader", "arqon.ping",
                              group=65533)
     assert (outsider.returncode, outsider.stdout) == (6, "")
+    join = "(members of group nogroup may: sudo usermod -aG nogroup $USER)"
     assert outsider.stderr == (f"arqon: cannot connect to {shared_moo_dir}/dreader.sock: "
-                               "Permission denied (the Zgents' group may)\n")
+                               f"Permission denied {join}\n")
+    written = run_as_nobody(daemon, shared_moo_dir, "send-to", "dreader", "{}", group=65533)
+    assert (written.returncode, written.stdout, written.stderr) == (
+        1, "", f"arqon: cannot write to {shared_moo_dir}/dreader-inbox: Permission denied "
+               f"{join}\n")
     member = run_as_nobody(daemon, shared_moo_dir, "call", "dreader", "arqon.ping")
     assert member.returncode == 0 and orjson.loads(member.stdout)["pong"] is True
     not_allowed = run_as_nobody(daemon, shared_moo_dir, "serve", "dreader", "--exec", "true")
