@@ -88,7 +88,8 @@ def bus_settings(config: Config) -> BusSettings:
                        max_channels=config.server.max_channels,
                        client_buffer_bytes=config.server.client_buffer_bytes,
                        output_budget_bytes=config.server.output_budget_bytes,
-                       max_pending_bytes=config.streams.max_pending_bytes)
+                       max_pending_bytes=config.streams.max_pending_bytes,
+                       on_full=config.streams.on_full)
 
 
 def apply_access_settings(access: Access, config: Config) -> None:
@@ -267,6 +268,7 @@ class Daemon:
                                      self.http.samples, control.samples,
                                      self._operator_lane_samples, self._internal_error_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
+        self.http.fault_sources += [self.moo.faults, self._store_faults]
         if streams is not None:
             self.http.metric_sources.append(streams.samples)
         if config.narrative.enabled:
@@ -279,8 +281,14 @@ class Daemon:
                                           on_reply=self.moo.inbox_line)
             self.adapters.append(self.tailer)
             self.http.metric_sources.append(self.tailer.samples)
+            self.http.fault_sources.append(self.tailer.faults)
         for adapter in self.adapters:
             await adapter.start()
+
+    def _store_faults(self) -> list[str]:
+        lost = self.bus.store_lost
+        return [f"streams store: {lost}; going on in memory until arqond restarts"] \
+            if lost else []
 
     def _operator_lane_samples(self) -> list[Sample]:
         return [*counters_of(self.casil, "arqonbus_casil", {
@@ -404,6 +412,7 @@ class Daemon:
         self.bus.settings.client_buffer_bytes = settings.client_buffer_bytes
         self.bus.settings.output_budget_bytes = settings.output_budget_bytes
         self.bus.settings.max_pending_bytes = settings.max_pending_bytes
+        self.bus.settings.on_full = settings.on_full
         self.bus.router.retention = retention_of(fresh)
         self.cursors.max_cursors = fresh.streams.max_cursors
         for key in ("history_size", "history_bytes", "history_total_bytes"):

@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn
 
+import orjson
+
 from arqond import PROTOCOL_VERSION, __version__
 from arqond.core.access import INBOX, Access, Action, Refused
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, Sink
@@ -25,7 +27,7 @@ from arqond.core.quotas import Charges, Quota, QuotaExceeded, default_limits
 from arqond.core.protocol import ArqonProtocol, error_frame
 from arqond.core.history import Entry, History, HistoryLimits
 from arqond.core.replay import Replay
-from arqond.core.streams import Record, Store, Stream, plan_resume
+from arqond.core.streams import Record, Store, Stream, new_epoch, plan_resume
 from arqond.core.timers import Timers
 from arqond.core.router import (DEFAULT_HISTORY, WILDCARD, Channel, Router, RoutingError,
                                 check_name)
@@ -50,6 +52,7 @@ class BusSettings:
     client_buffer_bytes: int = 4 << 20
     output_budget_bytes: int = 256 << 20
     max_pending_bytes: int = 64 << 20
+    on_full: str = "refuse"
 
     def history_limits(self) -> HistoryLimits:
         return HistoryLimits(self.history_size, self.history_bytes, self.history_total_bytes)
@@ -108,6 +111,7 @@ class Bus(ArqonProtocol):
         # Where streams are kept (None: in memory only), and what it has not stored yet,
         # oldest first, with its bytes: bounded by streams.max_pending_bytes.
         self.store: Store | None = None
+        self.store_lost: str | None = None     # why it went on in memory (on_full)
         self.pending: deque[Record] = deque()
         self.pending_bytes = 0
         # Clients catching up on a channel (arqond/core/replay.py), and the timers they
@@ -409,7 +413,8 @@ class Bus(ArqonProtocol):
         frame = serialize(env)
         stream.last_seq = seq
         self.stats.messages_total += 1
-        record = Record(stream, seq, self.clock(), frame, exclude, done)
+        record = Record(stream, seq, self.clock(), frame, exclude, done,
+                        env if done is not None else None)
         if store is None:
             stream.committed_seq = seq
             self._deliver_record(record)
@@ -432,6 +437,30 @@ class Bus(ArqonProtocol):
         if self.waiting:
             for wake in self.waiting.pop(stream, ()):
                 wake()
+
+    def _go_on_in_memory(self, why: str) -> None:
+        """The store failed: deliver without it from now until arqond restarts. Every stream
+        takes a new epoch, for what it delivers now is gone at the next start; what waited
+        for the store is numbered again in that epoch and delivered, in order."""
+        self.store = None
+        self.store_lost = why
+        for room in self.router.rooms.values():
+            for channel in room.channels.values():
+                stream = channel.stream
+                stream.epoch = new_epoch()
+                stream.last_seq = stream.committed_seq
+        waiting, self.pending = list(self.pending), deque()
+        self.pending_bytes = 0
+        self.emit("store_failed", text=f"streams store failed ({why}): going on in memory "
+                  "until arqond restarts (streams.on_full); every stream has a new epoch",
+                  count=len(waiting))
+        for record in waiting:
+            stream = record.stream
+            env = record.env if record.env is not None else orjson.loads(record.frame)
+            record.seq = stream.last_seq = stream.committed_seq = stream.last_seq + 1
+            env["metadata"] = {**env["metadata"], "seq": record.seq, "epoch": stream.epoch}
+            record.frame = serialize(env)
+            self._deliver_record(record)
 
     def after_pending(self, then: Callable[[], None]) -> None:
         """Call ``then`` once every message now waiting for the store is delivered or
@@ -469,8 +498,14 @@ class Bus(ArqonProtocol):
         """The store could not keep the next ``count`` pending records (a full disk, an I/O
         error): none is delivered, each publisher is told, and their streams take those seqs
         back, so the numbering stays without gaps. The store refuses what follows until
-        nothing is pending (``resume``)."""
+        nothing is pending (``resume``). With streams.on_full "memory", arqond goes on
+        without the store instead (``_go_on_in_memory``)."""
         pending = self.pending
+        if self.store is None:    # gone on in memory: these were delivered then
+            return
+        if self.settings.on_full == "memory":
+            self._go_on_in_memory(why)
+            return
         failed = [pending.popleft() for _ in range(count)]
         for record in failed:
             self.pending_bytes -= len(record.frame)

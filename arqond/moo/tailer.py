@@ -208,6 +208,10 @@ class NarrativeTailer:
     def files(self) -> int:
         return self.follower.files
 
+    def faults(self) -> list[str]:
+        """For /health: the bridge's task that ended, if one did."""
+        return [f"narrative bridge: {self.failed}"] if self.failed else []
+
     def samples(self) -> list[Sample]:
         return [gauge("arqonbus_narrative_files", "Narrative files followed now.", self.files),
                 *counters_of(self, "arqonbus_narrative", TAILER_COUNTERS),

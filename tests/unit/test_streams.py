@@ -51,7 +51,8 @@ def test_each_channel_numbers_its_messages_and_the_ack_says_where_each_went():
     assert [stamp(f)[0] for f in got] == [1, 2, 3, 1]
     notes, other = bus.bus.router.channel("lab", "notes"), bus.bus.router.channel("lab", "other")
     assert {stamp(f)[1] for f in got[:3]} == {notes.stream.epoch} != {other.stream.epoch}
-    assert [a["metadata"] for a in acks] == [{"seq": s, "epoch": e} for s, e in map(stamp, got)]
+    assert [a["metadata"] for a in acks] == [{"seq": s, "epoch": e, "stored": False}
+                                             for s, e in map(stamp, got)]
     assert notes.summary()["stream"] == {"epoch": notes.stream.epoch, "first_seq": 1,
                                          "last_seq": 3, "retention": {
                                              "messages": 10000, "bytes": 64 << 20, "age": 0.0}}
@@ -68,7 +69,9 @@ def test_with_a_store_a_message_is_delivered_and_acked_once_stored_in_order():
     store.commit(1)
     assert numbers(watcher.take()) == [1] and [a["payload"] for a in sender.take()] == [{"n": 1}]
     store.commit()
-    assert numbers(watcher.take()) == [2] and sender.next("message_response")["metadata"]["seq"] == 2
+    assert numbers(watcher.take()) == [2]
+    assert sender.next("message_response")["metadata"] == {
+        "seq": 2, "epoch": bus.bus.router.channel("lab", "notes").stream.epoch, "stored": True}
     assert (bus.bus.pending_bytes, len(bus.bus.pending)) == (0, 0)
 
 
@@ -93,6 +96,33 @@ def test_a_store_that_fails_refuses_every_waiting_message_and_the_numbers_are_ta
     assert [stamp(f)[0] for f in watcher.take()] == [2]   # no gap where 2 and 3 were refused
     assert bus.bus.stats.store_refused_total == 2
     assert bus.events_named("store_failed")[0]["count"] == 2
+
+
+def test_on_full_memory_goes_on_without_the_store_in_order_with_a_new_epoch():
+    bus = BusHarness(on_full="memory")
+    store = ManualStore(bus.bus)
+    sender, watcher = bus.connect(), bus.connect()
+    watcher.ok("join_channel", {"room": "lab:notes"})
+    publish(sender, 1)
+    store.commit()
+    stream = bus.bus.router.channel("lab", "notes").stream
+    before = stream.epoch
+    publish(sender, 2)
+    publish(sender, 3)
+    store.fail("the disk holding /var/lib/arqond/streams.sqlite3 is full")
+    got = watcher.take()
+    assert [(f["payload"]["n"], stamp(f)) for f in got] == [
+        (1, (1, before)), (2, (2, stream.epoch)), (3, (3, stream.epoch))]
+    assert stream.epoch != before and bus.bus.store is None
+    assert [a["metadata"] for a in sender.take()] == [
+        {"seq": 1, "epoch": before, "stored": True},
+        {"seq": 2, "epoch": stream.epoch, "stored": False},
+        {"seq": 3, "epoch": stream.epoch, "stored": False}]
+    assert bus.bus.store_lost == "the disk holding /var/lib/arqond/streams.sqlite3 is full"
+    bus.bus.failed(1, "late news of one of them")      # already delivered: nothing more
+    watcher.assert_silent()
+    publish(sender, 4)
+    assert [stamp(f) for f in watcher.take()] == [(4, stream.epoch)]
 
 
 def test_a_client_publish_past_max_pending_bytes_is_refused_and_arqonds_own_are_not():
