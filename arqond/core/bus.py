@@ -333,6 +333,16 @@ class Bus(ArqonProtocol):
                 found.history.complete = stream.last_seq == 0
         return len(ordered) - len(kept)
 
+    def last_id(self, room: str, channel: str) -> str | None:
+        """The id of the last message delivered on room:channel (after a restart, read back
+        from the store); None when it has none."""
+        found = self.router.channel(room, channel)
+        if found is None:
+            return None
+        self.complete_history(found)
+        window = found.history.entries
+        return window[-1].envelope()["id"] if window else None
+
     def complete_history(self, channel: Channel) -> None:
         """Read a restored stream's recent past back from the store into its history window,
         once (a bounded read: server.history_size messages at most)."""
