@@ -137,6 +137,7 @@ class Runner:
                     "ARQONBUS_CONFIG": str(daemon.config_path), "HOME": str(tmp),
                     "TMUX_TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
         self.env.pop("NO_COLOR", None)
+        self.env.pop("TMUX", None)   # never a tmux server of the person running the tests
         self.background: list[tuple[str, subprocess.Popen, Path]] = []
 
     def local(self, command: str) -> str:
@@ -205,9 +206,9 @@ def test_every_example_of_the_page_runs(make_daemon, tmp_path, document):
     daemon = make_daemon({**fixed_ports(),
                           "zgents": {name: {} for name in ZGENTS.get(document, [])}})
     runner = Runner(daemon, tmp_path)
-    # The tmux examples act on the session of the Zgent they are about.
-    subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", "dreader"],
-                   env=runner.env, check=True, timeout=10)
+    # The tmux examples act on the session of the Zgent they are about, and its pane.
+    subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", "dreader", "-n",
+                    "main"], env=runner.env, check=True, timeout=10)
     try:
         ran = 0
         for block in blocks(document):
