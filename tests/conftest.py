@@ -493,11 +493,12 @@ class TmuxServer:
         assert done.returncode == 0 or not check, f"tmux {args}: {done.stderr}"
         return done
 
-    def shows(self, target: str, text: str, timeout: float = 10) -> str:
-        """What pane ``target`` shows once ``text`` is in it (the test's own look)."""
+    def shows(self, target: str, text: str, timeout: float = 10, joined: bool = False) -> str:
+        """What pane ``target`` shows once ``text`` is in it (the test's own look); with
+        ``joined``, lines the pane's width wrapped are joined again (capture-pane -J)."""
         deadline = time.monotonic() + scaled(timeout)
         while True:
-            shown = self("capture-pane", "-p", "-t", target).stdout
+            shown = self("capture-pane", "-p", *(["-J"] if joined else []), "-t", target).stdout
             if text in shown:
                 return shown
             assert time.monotonic() < deadline, f"{target} never showed {text!r}:\n{shown}"
