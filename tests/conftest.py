@@ -396,13 +396,14 @@ NOBODY = 65534
 AS_NOBODY = as_user(NOBODY, NOBODY)   # nobody, in nogroup: the MOO group where tests say so
 
 
-def run_as_nobody(daemon, moo_dir: str, *args: str, group: int = 65534, **kwargs: Any
-                  ) -> subprocess.CompletedProcess:
-    """arqon as uid 65534, its MOO dir from the environment (the test's config is private)."""
+def run_as_nobody(daemon, moo_dir: str, *args: str, group: int = 65534,
+                  env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
+    """arqon as uid 65534, its MOO dir from the environment (the test's config is private),
+    with ``env`` on top."""
     if shutil.which("setpriv") is None or os.getuid() != 0:
         pytest.skip("needs root and setpriv to run arqon as another uid")
     env = {**daemon.env, "ARQONBUS_CONFIG": os.devnull, "ARQONBUS_MOO_DIR": moo_dir,
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([*as_user(NOBODY, group), *arqon_command(*args)],
                           capture_output=True, text=True, env=env, cwd="/",
                           timeout=scaled(30), **kwargs)

@@ -30,6 +30,7 @@ case "$ARQON_METHOD" in
   fail) echo "starting" >&2; echo "no such symbol" >&2; exit 3 ;;
   junk) echo "not json" ;;
   slow) sleep 30 ;;
+  patient) sleep 1; echo '"worth the wait"' ;;
   pipeline) ps -o pgid= -p $$ > "$PGID_FILE"; sleep 30 | cat ;;
   stubborn) trap '' TERM; ps -o pgid= -p $$ > "$PGID_FILE"; sleep 30 ;;
 esac
@@ -207,6 +208,18 @@ def test_what_a_handler_prints_reaches_the_caller_under_the_callers_id(
     outcome = "ok" if "result" in answer else \
         f"error {answer['error']['code']}: {answer['error']['message']}"
     assert REQUEST_LOG.match(logged) and logged.endswith(f"s {outcome}"), logged
+
+
+def test_the_documented_socat_line_waits_for_a_handler_slower_than_socats_default(
+        make_daemon, serving, shapes_handler):
+    """The pages' one-liner says -t: without it socat gives up half a second after its input
+    ends, printing nothing and exiting 0, however sure the answer is to come."""
+    daemon = make_daemon({"zgents": ZGENTS})
+    serving(daemon, "dreader", "--exec", shapes_handler)
+    line = '{"id":"q-1","method":"patient"}'
+    assert socat(daemon, line) == {"jsonrpc": "2.0", "id": "q-1", "result": "worth the wait"}
+    hasty = sh(f"echo '{line}' | socat - UNIX-CONNECT:{daemon.moo_dir}/dreader.sock")
+    assert (hasty.returncode, hasty.stdout) == (0, "")
 
 
 # -- arqon serve: time limits, stopping, restarts --------------------------------------------

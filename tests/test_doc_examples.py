@@ -227,6 +227,16 @@ def test_every_example_not_run_is_still_in_its_page_and_each_page_has_blocks():
     assert all(any(d == document for d, _ in found) for document in DOCUMENTS)
 
 
+def test_every_socat_to_a_zgent_socket_gives_the_handler_time():
+    """socat stops waiting half a second after its input ends (its -t): an example asking a
+    Zgent over its socket without -t would print nothing for a slower handler."""
+    asking = [(document, command) for document in DOCUMENTS
+              for block in blocks(document) for command in commands(block.text)
+              if re.search(r"\bsocat\b.*UNIX-CONNECT:/var/moo/", command, re.S)]
+    assert asking, "no example asks a Zgent with socat"
+    assert [found for found in asking if not re.search(r"\bsocat -t \d+ ", found[1])] == []
+
+
 def test_commands_are_split_as_the_shell_reads_them():
     text = ("a \\\n  b\necho x |\n  jq .\ncat > f <<'SH'\nx |\nSH\nif true; then\n  y\nfi\n"
             "z &")
