@@ -157,7 +157,7 @@ async def test_an_agent_looks_at_and_types_into_a_zgents_pane_its_handler_relays
     tmux = tmux_server()
     tmux("new-session", "-d", "-s", "alpha", "-n", "main", "-x", "60", "-y", "8", "cat")
     env = tmux.env_for(mcp_environment(daemon))
-    async with mcp_agent(daemon, "--zgent", "alpha", "--pane", env=env) as alpha, \
+    async with mcp_agent(daemon, "--zgent", "alpha", "--relay-pane", env=env) as alpha, \
             mcp_agent(daemon, "--zgent", "beta") as beta:
         assert await beta.tool("pane", zgent="alpha", text="hello", enter=True) == {
             "result": {"pane": "alpha:main.0"}}
@@ -169,13 +169,13 @@ async def test_an_agent_looks_at_and_types_into_a_zgents_pane_its_handler_relays
         assert (await alpha.tool("requests"))["requests"] == []
         assert await beta.refused("pane", zgent="beta") == (
             "beta arqon.pane.capture: beta's handler does not relay its tmux pane (it was "
-            "started without --pane) (-32001)\n"
+            "started without --relay-pane) (-32001)\n"
             '{"code":-32001,"message":"beta\'s handler does not relay its tmux pane (it was '
-            'started without --pane)"}')
+            'started without --relay-pane)"}')
         assert await beta.refused("pane", zgent="alpha", lines=5, text="x") == \
             "pane: lines is for looking at the pane, not with text, keys or enter"
-    assert run_arqon(daemon, "mcp", "--pane").stderr == \
-        "arqon: --capability and --pane need --zgent: they are a Zgent's\n"
+    assert run_arqon(daemon, "mcp", "--relay-pane").stderr == \
+        "arqon: --capability and --relay-pane need --zgent: they are a Zgent's\n"
 
 
 async def test_call_names_the_zgent_that_is_not_serving_and_a_missing_one(daemon):

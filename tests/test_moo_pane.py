@@ -1,5 +1,5 @@
 """A Zgent's tmux pane (the seed's Layer 1) against the real daemon, real tmux servers of their
-own and ``arqon serve --pane`` as the handler that runs tmux: ``arqon pane`` and
+own and ``arqon serve --relay-pane`` as the handler that runs tmux: ``arqon pane`` and
 ``arqon.pane.*`` for owners, refused to others, bounded, and in the tmux of the user who runs
 the Zgent's handler, never the caller's."""
 
@@ -26,14 +26,14 @@ SHELL = ["-x", "80", "-y", "12", "env PS1='$ ' sh"]
 @pytest.fixture
 def start_dreader(make_daemon, shared_moo_dir, tmux_server, serving):
     """arqond (with ``moo`` settings) with Zgent dreader (declared, so owned by root and
-    admins only), its pane in root's own tmux server, and ``arqon serve dreader --pane``."""
+    admins only), its pane in root's own tmux server, and ``arqon serve dreader --relay-pane``."""
     def start(**moo: object):
         daemon = make_daemon({"moo": {"dir": shared_moo_dir, "group": "nogroup", **moo},
                               "zgents": {"dreader": {"pane": PANE}}})
         tmux = tmux_server()
         tmux("new-session", "-d", "-s", "dreader", "-n", "main", *SHELL)
         tmux.shows(PANE, "$")
-        serve = serving(daemon, "dreader", "--pane", "--exec", DREADER_HANDLER,
+        serve = serving(daemon, "dreader", "--relay-pane", "--exec", DREADER_HANDLER,
                         env=tmux.env_for(cli_env(daemon)))
         return daemon, tmux, serve
     return start
@@ -100,7 +100,7 @@ def test_the_pane_is_in_the_tmux_of_the_user_who_runs_the_handler(make_daemon, s
     theirs.shows("mine:main.0", "nobody console")
     env = theirs.env_for({**daemon.env, "ARQONBUS_CONFIG": os.devnull,
                           "ARQONBUS_MOO_DIR": shared_moo_dir, "PYTHONPATH": str(ROOT)})
-    serving(daemon, "mine", "--pane", "--exec", "true", env=env, prefix=AS_NOBODY)
+    serving(daemon, "mine", "--relay-pane", "--exec", "true", env=env, prefix=AS_NOBODY)
     as_root = run_arqon(daemon, "pane", "mine")
     as_owner = run_as_nobody(daemon, shared_moo_dir, "pane", "mine")
     assert as_root.stdout == as_owner.stdout == "nobody console\n"
@@ -121,11 +121,11 @@ def test_without_a_handler_or_one_that_does_not_relay_the_pane_is_not_serving(
     unrelayed = run_arqon(daemon, "pane", "dreader", "--send", "ls", "--enter")
     assert (unrelayed.returncode, unrelayed.stderr) == (4, (
         "arqon: dreader arqon.pane.send: dreader's handler does not relay its tmux pane (it "
-        "was started without --pane) (-32001)\n"))
+        "was started without --relay-pane) (-32001)\n"))
     # Answered by arqon serve itself: the handler script never saw it (it would say -32601).
     [logged] = serve.wait_for("arqon: dreader: arqon.pane.send ")
     assert logged.endswith("error -32001: dreader's handler does not relay its tmux pane (it "
-                           "was started without --pane)")
+                           "was started without --relay-pane)")
     assert daemon.wait_for_line("typing into pane dreader:main.0: text 'ls'")
 
 
@@ -151,7 +151,7 @@ def test_what_tmux_says_when_the_pane_is_not_there_reaches_the_caller(make_daemo
     daemon = make_daemon({"zgents": {"ghost": {"pane": "nosuch:main.0"}}})
     tmux = tmux_server()
     tmux("new-session", "-d", "-s", "other", *SHELL)
-    serving(daemon, "ghost", "--pane", "--exec", "true", env=tmux.env_for(cli_env(daemon)))
+    serving(daemon, "ghost", "--relay-pane", "--exec", "true", env=tmux.env_for(cli_env(daemon)))
     for args, command in (([], "capture-pane"), (["--send", "x"], "send-keys")):
         failed = run_arqon(daemon, "pane", "ghost", *args)
         method = "arqon.pane.send" if args else "arqon.pane.capture"

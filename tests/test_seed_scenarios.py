@@ -204,7 +204,7 @@ def test_section_6_dreaders_narrative_reaches_parseclipmate_and_the_humans_three
     tmux.shows("parseclipmate:0.0", "parseclipmate: following")
     members.ok(VIEW_SESSION)
     # DReader's own handler, run by its user: it answers queries and relays its pane.
-    serving(members.daemon, "dreader", "--pane", "--exec",
+    serving(members.daemon, "dreader", "--relay-pane", "--exec",
             str(ROOT / "examples/dreader-handler.sh"), env=members.env, prefix=AS_NOBODY)
 
     # Discord messages reach DReader (typed into its console through arqond, Layer 1).

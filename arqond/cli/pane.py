@@ -1,4 +1,4 @@
-"""A Zgent's tmux pane: ``arqon pane`` asks for it, and a handler started with ``--pane``
+"""A Zgent's tmux pane: ``arqon pane`` asks for it, and a handler started with ``--relay-pane``
 (``arqon serve``, ``arqon mcp``) carries the request out with tmux.
 
 arqond cannot reach the pane: it lives in the tmux server of the user who runs the Zgent,
@@ -6,8 +6,8 @@ which only that user may open (arqond/core/moo/pane.py says more). So arqond che
 and forwards ``arqon.pane.capture``/``arqon.pane.send`` to the Zgent's handler, which runs as
 that user and runs ``tmux capture-pane``/``send-keys`` in its own server: the one ``tmux``
 alone reaches from there ($TMUX inside tmux, else TMUX_TMPDIR or /tmp). Relaying is the
-handler user's choice (``--pane``): serving a Zgent's requests with a script of one's own is
-one thing, letting the Zgent's owners type into one's terminal another.
+handler user's choice (``--relay-pane``): serving a Zgent's requests with a script of one's
+own is one thing, letting the Zgent's owners type into one's terminal another.
 
 ``arqon pane`` always asks the Zgent's socket, even for a user who could run tmux: that way
 the pane is the one of the Zgent's tmux server, not a same-named one of the caller's, and
@@ -122,7 +122,7 @@ async def reply_to(request: dict[str, Any], zgent: str, relaying: bool,
         return await relay(request, timeout)
     return jsonrpc.error(request.get("id"), RpcCode.NOT_SERVING,
                          f"{zgent}'s handler does not relay its tmux pane (it was started "
-                         "without --pane)")
+                         "without --relay-pane)")
 
 
 # -- arqon pane -------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print what Zgent NAME's tmux pane (its registry pane, such as "
         "dreader:main.0) shows now, or type into it with --send, --key and --enter. arqond "
         "checks that you are one of NAME's owners or an admin and has NAME's handler, started "
-        "with --pane, run tmux as NAME's user. Exit status as for call.")
+        "with --relay-pane, run tmux as NAME's user. Exit status as for call.")
     parser.add_argument("zgent", metavar="NAME")
     parser.add_argument("--lines", type=int, default=0, metavar="N",
                         help="also N lines of scrollback above the visible pane (as "

@@ -6,7 +6,7 @@ whole group (SIGTERM, then SIGKILL), pipelines and grandchildren included, and t
 answered at once. What HANDLER prints becomes the reply (``reply_of_output``). When arqond
 closes the socket (it restarted, or stopped), ``serve`` attaches again, waiting longer after
 each failure, and says so on stderr, where it also logs one line per request. Pane requests
-(``arqon.pane.*``) never reach HANDLER: with ``--pane`` tmux carries them out
+(``arqon.pane.*``) never reach HANDLER: with ``--relay-pane`` tmux carries them out
 (arqond/cli/pane.py), else they are answered -32001.
 """
 
@@ -148,7 +148,7 @@ class Server:
     def __init__(self, args: argparse.Namespace, path: str) -> None:
         self.zgent = args.zgent
         self.handler = args.exec
-        self.relaying_pane = args.pane
+        self.relaying_pane = args.relay_pane
         self.timeout = args.timeout
         self.path = path
         self.slots = asyncio.Semaphore(args.jobs)
@@ -248,13 +248,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Attach as Zgent NAME's request handler and run HANDLER with /bin/sh once "
         "per request: the request as one JSON line on its stdin; what it prints is the reply "
         "(a JSON-RPC response object, passed on under the caller's id, or any other JSON "
-        "value, the result). With --pane, also looks at and types into NAME's tmux pane "
+        "value, the result). With --relay-pane, also looks at and types into NAME's tmux pane "
         "for NAME's owners. Attaches again when arqond restarts; logs each request on "
         "stderr.")
     serve.add_argument("zgent", metavar="NAME")
     serve.add_argument("--exec", required=True, metavar="HANDLER",
                        help="shell command: request JSON on stdin, reply JSON on stdout")
-    serve.add_argument("--pane", action="store_true",
+    serve.add_argument("--relay-pane", action="store_true",
                        help="also carry out arqon.pane.capture and arqon.pane.send, which "
                             "arqond forwards from NAME's owners, with tmux in this user's "
                             "server")

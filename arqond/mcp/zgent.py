@@ -6,7 +6,7 @@ there, the handler keeps it until the agent takes it (the ``requests`` tool) and
 agent's answer back (``reply``). A request waits at most ``moo.handler_timeout`` seconds,
 after which arqond has answered the caller itself, so older ones are dropped; and at most
 ``limit`` wait at once, past which a caller is told at once that the agent is busy. Pane
-requests never reach the agent: tmux carries them out (with ``--pane``, arqond/cli/pane.py).
+requests never reach the agent: tmux carries them out (with ``--relay-pane``, arqond/cli/pane.py).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class Handler:
             self.writer.close()
 
     def _relay(self, request: dict[str, Any]) -> None:
-        """A pane request: tmux carries it out (with --pane), not the agent."""
+        """A pane request: tmux carries it out (with --relay-pane), not the agent."""
         async def relay() -> None:
             reply = await pane_reply(request, self.name, self.relaying_pane, self.expiry)
             if "id" in request:

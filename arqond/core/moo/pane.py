@@ -8,7 +8,7 @@ able to, since a daemon that could type into every user's terminal would be root
 name. So arqond only decides who may (the Zgent's owners and admins, Action.MANAGE_ZGENT, as
 for unregistering it: typing into the pane is acting as the Zgent's user, and the pane may
 show what only that user should see) and forwards the request to the Zgent's attached handler,
-which runs as that user inside its tmux (``arqon serve --pane``, ``arqon mcp --pane``;
+which runs as that user inside its tmux (``arqon serve --relay-pane``, ``arqon mcp --relay-pane``;
 arqond/cli/pane.py runs tmux there). Without a handler the answer is -32001, as for any
 request. The pane is always the registry's ``pane`` of the Zgent, never one the caller names,
 and each send is an audit line with the principal.
