@@ -325,6 +325,11 @@ SCHEMA: tuple[Option, ...] = (
            "long as arqond runs.", reload=True, check=_non_negative),
     Option("moo.max_line_bytes", int, 65536, "Longest line accepted on an inbox FIFO or Zgent "
            "socket; a longer one is refused whole and logged.", check=_positive),
+    Option("moo.pane_max_bytes", int, 16384, "Bytes of text one arqon.pane.capture returns "
+           "(UTF-8): a longer capture keeps its last whole lines, says truncated, and is "
+           "counted and logged. Never more than fits, escaped, in one line of "
+           "moo.max_line_bytes (the handler's answer): (moo.max_line_bytes - 4096) / 2.",
+           reload=True, check=_positive),
     Option("moo.max_zgents", int, 1024, "Zgents served at once, all together, besides those "
            "the configuration declares; registering one more (by command or a new narrative "
            "file) is refused and logged.", reload=True, check=_positive),

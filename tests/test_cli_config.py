@@ -11,7 +11,7 @@ import subprocess
 import orjson
 import pytest
 
-from tests.conftest import ROOT, arqon_command, fixed_ports, free_ports
+from tests.conftest import ROOT, arqon_command, fixed_ports, free_ports, run_as_nobody
 
 pytestmark = pytest.mark.timeout(120)
 ZGENTS = {"zgents": {"dreader": {}}}
@@ -57,6 +57,8 @@ def test_one_config_file_points_every_subcommand_at_another_daemon(make_daemon, 
     assert arqon("send-to", "dreader", '{"n": 1}', env=env).returncode == 0
     assert orjson.loads(arqon("recv", "dreader", env=env).stdout) == {"n": 1}
     assert orjson.loads(arqon("call", "dreader", "arqon.ping", env=env).stdout)["pong"]
+    unserved = arqon("pane", "dreader", env=env)
+    assert unserved.returncode == 4 and "dreader is not serving" in unserved.stderr
     serve = subprocess.Popen(arqon_command("serve", "dreader", "--exec", "echo 7"), cwd=ROOT,
                              env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -180,3 +182,25 @@ def test_the_cli_names_itself_after_the_login_user_and_broadcasts_say_so(make_da
     named = arqon("cmd", "status", env=config_only(
         daemon, ARQONBUS_WS_URL=daemon.ws_url + "?screen_name=ops"))
     assert client_of(named)["screen_name"] == "ops"
+
+
+def test_a_members_broadcast_sent_with_arqon_send_is_from_its_own_user_name(make_daemon,
+                                                                          shared_moo_dir):
+    daemon = make_daemon({"moo": {"dir": shared_moo_dir, "group": "nogroup"}})
+    log = os.path.join(shared_moo_dir, "broadcast.jsonl")
+
+    def send(payload: str) -> subprocess.CompletedProcess:
+        return run_as_nobody(daemon, shared_moo_dir, "send", "moo:broadcast", payload,
+                             env={"ARQONBUS_WS_URL": daemon.ws_url})
+    sent = send('{"content": "maintenance at 11:00"}')
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    with open(log, "rb") as lines:
+        last = orjson.loads(lines.read().splitlines()[-1])
+    assert (last["from"], last["content"]) == ("nobody", "maintenance at 11:00")
+    # Another name is for admins; nothing is appended.
+    forged = send('{"content": "stop everything", "from": "orchestrator"}')
+    error = orjson.loads(forged.stdout)
+    assert (forged.returncode, error["error_code"], error["error"]) == (
+        1, "AUTHORIZATION_ERROR", "not allowed to broadcast as orchestrator (allowed: admins)")
+    with open(log, "rb") as lines:
+        assert b"stop everything" not in lines.read()

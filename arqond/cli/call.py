@@ -36,6 +36,11 @@ def exit_status(error: dict[str, Any]) -> int:
     return EXIT_OF_CODE.get(error["code"], EXIT_HANDLER_ERROR)
 
 
+def failure(zgent: str, method: str, error: dict[str, Any]) -> int:
+    """Say on stderr that ``zgent`` answered ``method`` with ``error``; its exit status."""
+    return fail(f"{zgent} {method}: {error['message']} ({error['code']})", exit_status(error))
+
+
 def connection_error(path: str, exc: OSError) -> CliError:
     """Why connecting to a Zgent's socket failed, with the exit status of its kind."""
     if isinstance(exc, FileNotFoundError):
@@ -117,9 +122,7 @@ def _call(args: argparse.Namespace) -> int:
     print_compact(answer.get("result", answer.get("error")))
     if "result" in answer:
         return 0
-    error = answer["error"]
-    return fail(f"{args.zgent} {args.method}: {error['message']} ({error['code']})",
-                exit_status(error))
+    return failure(args.zgent, args.method, answer["error"])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -35,7 +35,8 @@ async def _serve(args: argparse.Namespace) -> None:
                                 screen_name=args.zgent or login_name())
 
     agent = Agent(config, make_client, zgent=args.zgent, capabilities=args.capability,
-                  timeout=args.timeout_seconds, max_requests=args.max_requests)
+                  timeout=args.timeout_seconds, max_requests=args.max_requests,
+                  relaying_pane=args.relay_pane)
     main = asyncio.current_task()
     assert main is not None
     serving = False
@@ -68,8 +69,8 @@ async def _leave_now(agent) -> None:
 def _mcp(args: argparse.Namespace) -> int:
     if args.zgent is not None:
         zgent_name(args.zgent)
-    elif args.capability:
-        raise CliError("--capability needs --zgent: capabilities are a Zgent's")
+    elif args.capability or args.relay_pane:
+        raise CliError("--capability and --relay-pane need --zgent: they are a Zgent's")
     if args.max_requests < 1 or args.timeout_seconds <= 0:
         raise CliError("--max-requests must be at least 1 and --timeout-seconds greater than 0")
     try:
@@ -99,6 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "exit), its mailbox, narrative and requests the agent's")
     parser.add_argument("--capability", action="append", default=[], metavar="VERB:NOUN",
                         help="a capability of the Zgent it registers (repeatable)")
+    parser.add_argument("--relay-pane", action="store_true",
+                        help="with --zgent, carry out arqon.pane.capture and arqon.pane.send "
+                             "for the Zgent's owners with tmux in this user's server (not "
+                             "the agent)")
     parser.add_argument("--ws-url", help="WebSocket URL (env ARQONBUS_WS_URL); without one, "
                         "the configuration's bus socket when it is there, else its WebSocket "
                         "port")

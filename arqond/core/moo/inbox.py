@@ -4,8 +4,9 @@
 Zgents served and whether the addressee has a handler attached: refused (no such Zgent), a
 plain message (published, kept in the mailbox), a request for the handler whose answer goes
 to the ``replyTo`` Zgent's inbox, or a notification for the handler (no ``id``: no answer).
-A request that cannot go to the handler is kept as a plain message, with the reason, for a
-Zgent that reads its inbox and answers by hand.
+A request that cannot go to the handler (an ``arqon.*`` method among them: a line carries no
+identity to check) is kept as a plain message, with the reason, for a Zgent that reads its
+inbox and answers by hand.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Route(Enum):
 REFUSED, MESSAGE = Route.REFUSED, Route.MESSAGE
 REQUEST, NOTIFICATION = Route.REQUEST, Route.NOTIFICATION
 PLAIN = (MESSAGE, None)
+# The methods arqond answers itself on a Zgent's socket; never a handler's to get from a line.
+ARQOND_METHODS = "arqon."
 
 
 def decode(raw: bytes, max_depth: int) -> tuple[dict[str, Any], str | None, bool]:
@@ -55,4 +58,9 @@ def route(name: str, message: dict[str, Any], served: Container[str],
     if reply_to not in served:
         return MESSAGE, (f"{name}-inbox: replyTo {reply_to!r} is not a registered Zgent; "
                                "request kept as a plain message")
+    if message["method"].startswith(ARQOND_METHODS):
+        # A line in a FIFO or a queries file says nothing of who wrote it: arqond's own
+        # methods (a pane's keyboard among them) are asked on the socket, where it knows.
+        return MESSAGE, (f"{name}-inbox: request kept as a plain message: {message['method']} "
+                         f"is asked on {name}.sock, where arqond knows who asks")
     return (REQUEST, None) if "id" in message else (NOTIFICATION, None)
