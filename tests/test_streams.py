@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
