@@ -6,13 +6,16 @@ killed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
 
 import orjson
 import pytest
 
-from tests.conftest import http_call, metrics_of, scaled
+from tests.conftest import ROOT, arqon_command, http_call, metrics_of, run_arqon, scaled
+from tests.test_narrative_cli import narrative_line, published
 
 TARGET = {"room": "lab", "channel": "notes"}
 FORM = "is not SEQ or SEQ:EPOCH, as a message's metadata.seq and .epoch (say 42:3f2a9c01)"
@@ -226,3 +229,209 @@ async def test_a_channel_created_with_its_own_retention_keeps_it_across_a_restar
     await publish(peer, 2, start=5)
     info = (await peer.command("channel_info", TARGET))["payload"]["data"]["stream"]
     assert (info["first_seq"], info["last_seq"]) == (5, 7)
+
+
+# -- arqon tail --since ----------------------------------------------------------------------
+
+def arqon_env(daemon) -> dict[str, str]:
+    """What run_arqon gives arqon: the daemon's configuration and WebSocket URL."""
+    return {**daemon.env, "ARQONBUS_CONFIG": str(daemon.config_path),
+            "ARQONBUS_WS_URL": daemon.ws_url}
+
+
+def frames(text: str) -> list[dict]:
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
+def seqs_and_payloads(messages: list[dict]) -> list[tuple[int, int]]:
+    return [(m["metadata"]["seq"], m["payload"]["n"]) for m in messages]
+
+
+async def test_tail_since_prints_what_came_after_then_follows_live(daemon, connect_peer):
+    sender = await connect_peer(daemon.ws_url)
+    epoch = await publish(sender, 5)
+    tail = await asyncio.create_subprocess_exec(
+        *arqon_command("tail", "--room", "lab", "--channel", "notes", "--since", f"2:{epoch}",
+                       "--raw", "--follow"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=arqon_env(daemon),
+        cwd=ROOT)
+    try:
+        lines = [orjson.loads(await asyncio.wait_for(tail.stdout.readline(), scaled(10)))
+                 for _ in range(4)]
+        assert lines[0]["payload"]["welcome"] == "Connected to ArqonBus"
+        assert seqs_and_payloads(lines[1:]) == [(3, 2), (4, 3), (5, 4)]
+        await publish(sender, 1, start=5)
+        live = orjson.loads(await asyncio.wait_for(tail.stdout.readline(), scaled(5)))
+        assert seqs_and_payloads([live]) == [(6, 5)]
+    finally:
+        tail.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(tail.wait(), scaled(10)) == 0
+    assert await tail.stdout.read() == b"" and await tail.stderr.read() == b""
+
+
+async def test_tail_since_says_on_stderr_when_it_could_not_recover(make_daemon, connect_peer):
+    daemon = make_daemon({"streams": {"max_messages": 3}})
+    sender = await connect_peer(daemon.ws_url)
+    epoch = await publish(sender, 6)
+    lost = run_arqon(daemon, "tail", "--room", "lab:notes", "--since", f"1:{epoch}", "--raw",
+                     "--limit", "4")
+    assert (lost.returncode, lost.stderr) == (0, "arqon: lab:notes: not recovered: seq 2 is no "
+                                                 "longer kept (retention); the earliest kept "
+                                                 "is 4\n")
+    assert seqs_and_payloads(frames(lost.stdout)[1:]) == [(4, 3), (5, 4), (6, 5)]
+    # Without an epoch: in the stream as it is now.
+    now = run_arqon(daemon, "tail", "--channel", "lab:notes", "--since", "4", "--raw",
+                    "--limit", "3")
+    assert (now.returncode, now.stderr) == (0, "")
+    assert seqs_and_payloads(frames(now.stdout)[1:]) == [(5, 4), (6, 5)]
+
+
+@pytest.mark.parametrize("arguments, error", [
+    (("--room", "lab", "--channel", "notes", "--since", "abc"), f"--since: 'abc' {FORM}"),
+    (("--room", "lab", "--channel", "notes", "--since", "1:XY"), f"--since: '1:XY' {FORM}"),
+    (("--since", "1"), "--since needs the channel it resumes: --room ROOM --channel CHANNEL"),
+    (("--moo", "dreader", "--since", "1"),
+     "--since is not for --moo, which shows the last --lines first"),
+    (("--room", "*", "--channel", "notes", "--since", "0"),
+     "cannot join *:notes: since resumes one channel, not a wildcard"),
+    (("--room", "lab", "--channel", "nothing", "--since", "0"),
+     "cannot resume lab:nothing: channel lab:nothing does not exist, so it has no epoch to "
+     "resume in; give --since SEQ:EPOCH"),
+])
+def test_tail_since_refuses_what_it_cannot_resume_and_creates_nothing(shared_daemon, arguments,
+                                                                     error):
+    daemon = shared_daemon()
+    done = run_arqon(daemon, "tail", *arguments)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", f"arqon: {error}\n")
+    assert http_call(daemon, "GET", "/v1/history?room=lab:nothing").status == 404
+
+
+async def test_tail_moo_shows_the_lines_from_before_a_kill_9_once_each(daemon):
+    path = daemon.log_dir / "dreader-narrative.jsonl"
+    with open(path, "ab") as handle:
+        handle.write(b"".join(narrative_line(n) for n in (1, 2, 3)))
+    await published(daemon, path)
+    daemon.kill()
+    daemon.start()
+    tail = await asyncio.create_subprocess_exec(
+        *arqon_command("tail", "--moo", "dreader", "--lines", "5"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=arqon_env(daemon), cwd=ROOT)
+    try:
+        shown = [await asyncio.wait_for(tail.stdout.readline(), scaled(10)) for _ in range(3)]
+        assert shown == [b"[14:30:01] signal 1\n", b"[14:30:02] signal 2\n",
+                         b"[14:30:03] signal 3\n"]
+        with open(path, "ab") as handle:
+            handle.write(narrative_line(4))
+        # The next line is the new one: nothing from before the restart came twice.
+        assert await asyncio.wait_for(tail.stdout.readline(), scaled(10)) == \
+            b"[14:30:04] signal 4\n"
+    finally:
+        tail.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(tail.wait(), scaled(10)) == 0
+    assert await tail.stderr.read() == b""
+
+
+# -- arqon read --cursor ---------------------------------------------------------------------
+
+def arqon_read(daemon, *arguments: str) -> subprocess.CompletedProcess:
+    return run_arqon(daemon, "read", "lab:notes", "--cursor", "mine", *arguments)
+
+
+async def test_read_prints_each_new_message_once_and_again_if_it_could_not_print(
+        daemon, connect_peer):
+    sender = await connect_peer(daemon.ws_url)
+    epoch = await publish(sender, 3)
+    first = arqon_read(daemon)
+    assert (first.returncode, first.stderr) == (0, "")
+    assert [(m["metadata"], m["payload"]) for m in frames(first.stdout)] == [
+        ({"seq": n + 1, "epoch": epoch}, {"n": n}) for n in range(3)]
+    # Printed as tail --raw prints a frame: one JSON line, sorted keys.
+    assert first.stdout.splitlines()[0] == json.dumps(frames(first.stdout)[0], sort_keys=True)
+    nothing = arqon_read(daemon)
+    assert (nothing.returncode, nothing.stdout, nothing.stderr) == (0, "", "")
+    await publish(sender, 3, start=3)
+    one = arqon_read(daemon, "--limit", "1")
+    assert seqs_and_payloads(frames(one.stdout)) == [(4, 3)]
+    # Output that cannot be written is not acknowledged: the next read has it again.
+    with open("/dev/full", "w") as full:
+        failed = subprocess.run(arqon_command("read", "lab:notes", "--cursor", "mine"),
+                                stdout=full, stderr=subprocess.PIPE, text=True,
+                                env=arqon_env(daemon), cwd=ROOT, timeout=scaled(30))
+    assert (failed.returncode, failed.stderr) == (1, "arqon: cannot print the messages of "
+                                                     "lab:notes (No space left on device); "
+                                                     "cursor mine stays where it was\n")
+    # The cursor is kept by arqond: a kill -9 does not move it either.
+    daemon.kill()
+    daemon.start()
+    again = arqon_read(daemon)
+    assert seqs_and_payloads(frames(again.stdout)) == [(5, 4), (6, 5)]
+    # Another cursor of the same user is another position.
+    other = run_arqon(daemon, "read", "lab:notes", "--cursor", "other", "--limit", "2")
+    assert seqs_and_payloads(frames(other.stdout)) == [(1, 0), (2, 1)]
+
+
+async def test_read_wait_prints_the_first_message_that_arrives_while_it_waits(daemon,
+                                                                              connect_peer):
+    sender = await connect_peer(daemon.ws_url)
+    await publish(sender, 1)
+    assert arqon_read(daemon).returncode == 0         # the cursor is past n=0
+    empty = arqon_read(daemon, "--wait", "0.2")
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "")
+    commands = metrics_of(daemon)["arqonbus_commands_total"]
+    waiting = asyncio.create_task(asyncio.to_thread(arqon_read, daemon, "--wait", "30"))
+    while metrics_of(daemon)["arqonbus_commands_total"] == commands:   # its read has come
+        await asyncio.sleep(0.05)
+    await publish(sender, 1, start=1)
+    done = await waiting
+    assert (done.returncode, seqs_and_payloads(frames(done.stdout)), done.stderr) == (
+        0, [(2, 1)], "")
+
+
+@pytest.mark.parametrize("arguments, status, error", [
+    (("lab:nothing", "--cursor", "c"), 1,
+     "cannot read lab:nothing: channel lab:nothing does not exist (NOT_FOUND)"),
+    (("lab", "--cursor", "c"), 1,
+     "ROOM:CHANNEL must name a room and a channel, such as lab:notes"),
+    ((":notes", "--cursor", "c"), 1,
+     "ROOM:CHANNEL must name a room and a channel, such as lab:notes"),
+    (("science:general", "--cursor", ""), 1, "cannot read science:general: cursor must be a "
+     "name of 1 to 128 characters (VALIDATION_ERROR)"),
+    (("science:general", "--cursor", "c" * 129), 1, "cannot read science:general: cursor "
+     "must be a name of 1 to 128 characters (VALIDATION_ERROR)"),
+    (("science:general", "--cursor", "c", "--limit", "0"), 1, "cannot read science:general: "
+     "limit must be between 1 and 1000 (VALIDATION_ERROR)"),
+    (("science:general", "--cursor", "c", "--wait", "-1"), 1, "--wait must be 0 to 3600 "
+     "seconds"),
+    (("science:general", "--cursor", "c", "--wait", "nan"), 1, "--wait must be 0 to 3600 "
+     "seconds"),
+])
+def test_read_refuses_bad_arguments_with_what_is_wrong(shared_daemon, arguments, status,
+                                                       error):
+    daemon = shared_daemon()
+    done = run_arqon(daemon, "read", *arguments)
+    assert (done.returncode, done.stdout, done.stderr) == (status, "", f"arqon: {error}\n")
+    assert http_call(daemon, "GET", "/v1/history?room=lab:nothing").status == 404
+
+
+def test_read_without_a_cursor_is_a_usage_error(shared_daemon):
+    done = run_arqon(shared_daemon(), "read", "lab:notes")
+    assert done.returncode == 2 and done.stderr.endswith(
+        "arqon read: error: the following arguments are required: --cursor\n")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="runs arqon as another uid")
+def test_read_of_another_zgents_inbox_is_refused_and_its_owner_still_reads_it(daemon):
+    assert run_arqon(daemon, "zgent", "register", "dreader").returncode == 0
+    assert run_arqon(daemon, "send-to", "dreader", '{"secret": "roots"}').returncode == 0
+    nobody = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         *arqon_command("read", "dreader:inbox", "--cursor", "peek")],
+        capture_output=True, text=True, cwd=ROOT, timeout=scaled(30),
+        env={**daemon.env, "ARQONBUS_WS_URL": daemon.ws_url})
+    assert (nobody.returncode, nobody.stdout, nobody.stderr) == (
+        6, "", "arqon: cannot read dreader:inbox: not allowed to read dreader:inbox (allowed: "
+        "the owners of dreader: who registered it, its uids and groups; and admins) "
+        "(AUTHORIZATION_ERROR)\n")
+    daemon.wait_for_line("not allowed to read dreader:inbox")
+    owner = run_arqon(daemon, "read", "dreader:inbox", "--cursor", "peek")
+    assert [m["payload"] for m in frames(owner.stdout)] == [{"secret": "roots"}]
