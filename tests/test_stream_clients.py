@@ -14,7 +14,9 @@ import subprocess
 import orjson
 import pytest
 
-from tests.conftest import ROOT, arqon_command, http_call, metrics_of, run_arqon, scaled
+from arqond.sdk import ArqonBusClient, ArqonBusConnectionError, CommandFailed, Position
+from tests.conftest import (ROOT, arqon_command, http_call, metrics_of, on_free_ports,
+                            run_arqon, scaled)
 from tests.test_narrative_cli import narrative_line, published
 
 TARGET = {"room": "lab", "channel": "notes"}
@@ -435,3 +437,126 @@ def test_read_of_another_zgents_inbox_is_refused_and_its_owner_still_reads_it(da
     daemon.wait_for_line("not allowed to read dreader:inbox")
     owner = run_arqon(daemon, "read", "dreader:inbox", "--cursor", "peek")
     assert [m["payload"] for m in frames(owner.stdout)] == [{"secret": "roots"}]
+
+
+# -- the SDK ---------------------------------------------------------------------------------
+
+def on_fixed_ports(make_daemon, config: dict | None = None):
+    """A daemon on ports of its own that stay its own across restarts, as a client that
+    connects again expects (port 0 would pick new ones)."""
+    def start(ports: list[int]):
+        ws, telemetry, http = ports
+        sections = {**(config or {})}
+        sections["server"] = {**sections.get("server", {}), "port": ws,
+                              "telemetry_port": telemetry, "http_port": http}
+        return make_daemon(sections)
+    return on_free_ports(3, start)
+
+
+async def next_message(client: ArqonBusClient, target: dict = TARGET) -> dict:
+    """The next message on the target, past what else comes (a new connection's welcome)."""
+    while True:
+        frame = await client.recv_json(timeout=scaled(10))
+        if (frame.get("room"), frame.get("channel")) == (target["room"], target["channel"]) \
+                and frame["type"] == "message":
+            return frame
+
+
+async def test_an_sdk_client_that_reconnects_gets_every_message_after_its_last_one_once(
+        make_daemon, connect_peer):
+    daemon = on_fixed_ports(make_daemon)
+    told: list[tuple[str, dict]] = []
+    async with ArqonBusClient(daemon.ws_url, reconnect=True,
+                              on_resume=lambda target, resume: told.append((target, resume))
+                              ) as client:
+        joined = await client.join("lab:notes")
+        epoch = joined["stream"]["epoch"]
+        assert client.positions == {"lab:notes": Position(0, epoch)}
+        sender = await connect_peer(daemon.ws_url)
+        await publish(sender, 5)
+        assert [(await next_message(client))["payload"]["n"] for _ in range(5)] == \
+            [0, 1, 2, 3, 4]
+        assert client.positions["lab:notes"] == Position(5, epoch)
+        # Its own message moves it too, once acknowledged: arqond never sends it back.
+        mine = await client.publish("lab:notes", {"n": "mine"})
+        while (await client.recv_json(timeout=scaled(5))).get("id") != mine:
+            pass
+        assert client.positions["lab:notes"] == Position(6, epoch)
+        await publish(sender, 2, start=5)       # not taken by the program before the kill
+        daemon.kill()
+        daemon.start()
+        sender = await connect_peer(daemon.ws_url)
+        await publish(sender, 3, start=7)       # while it is away
+        got = [(await next_message(client))["payload"]["n"] for _ in range(5)]
+        await publish(sender, 2, start=10)      # live
+        got += [(await next_message(client))["payload"]["n"] for _ in range(2)]
+        assert got == [5, 6, 7, 8, 9, 10, 11]
+        with pytest.raises(ArqonBusConnectionError, match="^Timed out waiting for message$"):
+            await client.recv_json(timeout=scaled(0.3))
+        assert client.positions["lab:notes"] == Position(13, epoch)
+    assert told == [("lab:notes", {"recovered": True, "reason": None, "epoch": epoch,
+                                   "earliest_seq": 1, "last_seq": 11})]
+
+
+async def test_an_sdk_client_is_told_when_a_resume_could_not_recover(make_daemon, connect_peer):
+    daemon = on_fixed_ports(make_daemon, {"streams": {"durability": "memory"}})
+    told: list[tuple[str, dict]] = []
+    async with ArqonBusClient(daemon.ws_url, reconnect=True,
+                              on_resume=lambda target, resume: told.append((target, resume))
+                              ) as client:
+        await client.join("lab:notes")
+        sender = await connect_peer(daemon.ws_url)
+        before = await publish(sender, 1)
+        assert (await next_message(client))["metadata"] == {"seq": 1, "epoch": before}
+        daemon.kill()           # memory only: the stream's past is gone with it
+        daemon.start()
+        sender = await connect_peer(daemon.ws_url)
+        after = await publish(sender, 1, start=1)
+        got = await next_message(client)
+        assert (got["payload"], got["metadata"]) == ({"n": 1}, {"seq": 1, "epoch": after})
+    resume = {"recovered": False, "reason": f"epoch {before} is gone (the stream's past was "
+              f"lost; it is now epoch {after})", "epoch": after, "earliest_seq": 1,
+              "last_seq": 1}
+    assert told == [("lab:notes", resume)]
+
+
+async def test_sdk_join_since_resumes_and_refuses_what_cannot_be_resumed(daemon, connect_peer):
+    sender = await connect_peer(daemon.ws_url)
+    epoch = await publish(sender, 4)
+    async with ArqonBusClient(daemon.ws_url) as client:
+        data = await client.join("lab:notes", since=(2, epoch))
+        assert data["resume"] == client.resumes["lab:notes"] == {
+            "recovered": True, "reason": None, "epoch": epoch, "earliest_seq": 1,
+            "last_seq": 4}
+        assert [(await next_message(client))["payload"]["n"] for _ in range(2)] == [2, 3]
+        for since, error in [((-1, epoch), 'since must be {"seq": N, "epoch": "E"} as the '
+                              "last message seen carried them in its metadata"),
+                             ((1, 7), 'since must be {"seq": N, "epoch": "E"} as the last '
+                              "message seen carried them in its metadata")]:
+            with pytest.raises(CommandFailed) as refused:
+                await client.join("lab:notes", since=since)
+            assert str(refused.value) == f"VALIDATION_ERROR: {error}"
+        with pytest.raises(CommandFailed) as refused:
+            await client.join("*:notes", since=(0, epoch))
+        assert str(refused.value) == \
+            "VALIDATION_ERROR: since resumes one channel, not a wildcard"
+        # Nothing of that moved where it stands.
+        assert client.positions == {"lab:notes": Position(4, epoch)}
+
+
+async def test_without_reconnect_a_closed_connection_is_an_error_and_close_forgets_channels(
+        make_daemon):
+    daemon = on_fixed_ports(make_daemon)
+    client = ArqonBusClient(daemon.ws_url)
+    await client.connect()
+    await client.join("lab:notes")
+    daemon.kill()
+    with pytest.raises(ArqonBusConnectionError, match="^Receive failed: "):
+        while True:
+            await client.recv_json(timeout=scaled(5))
+    daemon.start()
+    await client.close()
+    assert client.positions == {} and client.resumes == {}
+    async with client:      # connected again after close: a fresh start, nothing joined
+        status = await client.command("status")
+        assert status["payload"]["data"]["client"]["subscriptions"] == ["science:general"]

@@ -23,14 +23,13 @@ from arqond.cli.call import EXIT_REFUSED, connection_error, exit_status
 from arqond.cli.common import CliError, say, zgent_path
 from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode
+# Attaching again after arqond closed the socket: as the SDK connects again.
+from arqond.sdk import RECONNECT_FIRST, RECONNECT_MAX
 
 # arqon serve's own code (arqond-moo(7) lists it with arqond's): the handler failed.
 HANDLER_FAILED = -32000
 # Between SIGTERM and SIGKILL of a handler's process group that ran too long.
 TERM_GRACE = 2.0
-# Attaching again after arqond closed the socket: first wait, doubled per failure, at most.
-RECONNECT_FIRST = 0.5
-RECONNECT_MAX = 30.0
 LINE_LIMIT = 1 << 24
 Connection = TypeVar("Connection")
 
