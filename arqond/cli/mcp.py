@@ -18,6 +18,7 @@ import signal
 
 from arqond.cli.common import (DEFAULT_TIMEOUT, CliError, cli_config, login_name, say,
                                zgent_name)
+from arqond.core.cursors import MAX_NAME as MAX_CURSOR_NAME
 from arqond.sdk import ArqonBusSDKError, local_bus_client
 
 DEFAULT_MAX_REQUESTS = 256
@@ -35,7 +36,8 @@ async def _serve(args: argparse.Namespace) -> None:
                                 screen_name=args.zgent or login_name())
 
     agent = Agent(config, make_client, zgent=args.zgent, capabilities=args.capability,
-                  timeout=args.timeout_seconds, max_requests=args.max_requests)
+                  timeout=args.timeout_seconds, max_requests=args.max_requests,
+                  cursor=args.cursor)
     main = asyncio.current_task()
     assert main is not None
     serving = False
@@ -70,6 +72,8 @@ def _mcp(args: argparse.Namespace) -> int:
         zgent_name(args.zgent)
     elif args.capability:
         raise CliError("--capability needs --zgent: capabilities are a Zgent's")
+    if args.cursor is not None and not 0 < len(args.cursor) <= MAX_CURSOR_NAME:
+        raise CliError(f"--cursor must be a name of 1 to {MAX_CURSOR_NAME} characters")
     if args.max_requests < 1 or args.timeout_seconds <= 0:
         raise CliError("--max-requests must be at least 1 and --timeout-seconds greater than 0")
     try:
@@ -99,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "exit), its mailbox, narrative and requests the agent's")
     parser.add_argument("--capability", action="append", default=[], metavar="VERB:NOUN",
                         help="a capability of the Zgent it registers (repeatable)")
+    parser.add_argument("--cursor", metavar="CURSOR",
+                        help="the name of the server-side cursor the read tool reads after "
+                             "(default: the Zgent's name, else mcp)")
     parser.add_argument("--ws-url", help="WebSocket URL (env ARQONBUS_WS_URL); without one, "
                         "the configuration's bus socket when it is there, else its WebSocket "
                         "port")
