@@ -13,11 +13,12 @@ Channels joined with ``join`` are durable streams the client follows: it remembe
 channel, the (seq, epoch) of the last message ``recv_json`` returned (``positions``), and every
 new connection (``connect`` again, or by itself with ``reconnect=True`` when arqond goes away)
 joins them again from there, so the program gets every message it missed, once, in order.
-Whether a resume got everything is in ``resumes`` and told to ``on_resume``. ControlSocketClient is the same
-client over arqond's local control socket, BusSocketClient over its local bus socket.
-``local_client`` finds the local arqond the way the ``arqon`` command does, from the daemon's
-own configuration file; ``local_bus_client`` the way a long-lived local agent should (the bus
-socket, where the kernel says who it is).
+Whether a resume got everything is in ``resumes`` and told to ``on_resume``.
+
+ControlSocketClient is the same client over arqond's local control socket, BusSocketClient
+over its local bus socket. ``local_client`` finds the local arqond the way the ``arqon``
+command does, from the daemon's own configuration file; ``local_bus_client`` the way a
+long-lived local agent should (the bus socket, where the kernel says who it is).
 """
 
 from __future__ import annotations

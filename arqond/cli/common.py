@@ -235,11 +235,10 @@ async def command_data(client: ArqonBusClient, name: str, arguments: dict[str, A
     return response["payload"]["data"]
 
 
-def check_wait(seconds: float, maximum: float) -> float:
-    """``--wait`` as given, when it is 0 to ``maximum`` seconds (NaN is not)."""
+def check_wait(seconds: float, maximum: float) -> None:
+    """``--wait`` must be 0 to ``maximum`` seconds (NaN is not)."""
     if not 0 <= seconds <= maximum:
         raise CliError(f"--wait must be 0 to {maximum:g} seconds")
-    return seconds
 
 
 def say_if_not_recovered(target: str, resume: dict[str, Any] | None) -> None:
