@@ -34,10 +34,16 @@ system-deps:
 	fi
 
 # Set up and run arqond in the foreground with the default configuration; `arqon`, `arqond`,
-# their man pages and shell completion are usable by name meanwhile (dev-install).
+# their man pages and shell completion are usable by name meanwhile (dev-install). The group
+# and the dirs get what the packages' sysusers.d and tmpfiles.d give (arqond-moo(7)
+# "Permissions"), owned by root, which arqond runs as here: a user added with
+# `usermod -aG $(MOO_GROUP) NAME` may use every tmuxMOO example at once.
+MOO_GROUP ?= zgents
 run: dev-install
+	getent group $(MOO_GROUP) >/dev/null || groupadd --system $(MOO_GROUP)
 	install -d -m 0755 /var/lib/arqond /run/arqond
-	install -d -m 2775 /var/moo /var/log/moo
+	install -d -m 2755 -g $(MOO_GROUP) /var/moo
+	install -d -m 3775 -g $(MOO_GROUP) /var/log/moo
 	$(VENV)/bin/arqond $(ARGS)
 
 # Links from DEV_PREFIX (/usr/local) into this checkout: the venv's arqon and arqond on PATH,

@@ -29,6 +29,7 @@ from arqond.moo.layer import MooLayer
 from arqond.moo.tailer import NarrativeTailer, TailerError
 from arqond.system import activation, daemonize, journal
 from arqond.system.activation import Activation, ActivationError
+from arqond.system.dirs import DirError, check_dirs
 from arqond.system.fdstore import FdStore
 from arqond.log import MESSAGE_IDS, NOTICE, Throttle, log_event
 from arqond.principals import PrincipalResolver
@@ -87,7 +88,8 @@ def bus_settings(config: Config) -> BusSettings:
                        max_channels=config.server.max_channels,
                        client_buffer_bytes=config.server.client_buffer_bytes,
                        output_budget_bytes=config.server.output_budget_bytes,
-                       max_pending_bytes=config.streams.max_pending_bytes)
+                       max_pending_bytes=config.streams.max_pending_bytes,
+                       on_full=config.streams.on_full)
 
 
 def apply_access_settings(access: Access, config: Config) -> None:
@@ -101,7 +103,9 @@ def control_listener(config: Config) -> socket.socket:
     path = config.server.control_socket
     sock = bind_unix(path, 0o660)
     try:
-        os.chown(path, -1, grp.getgrnam(config.server.admin_group).gr_gid)
+        # Through the path, as unix.chmod_socket says why; never through a symbolic link.
+        os.chown(path, -1, grp.getgrnam(config.server.admin_group).gr_gid,
+                 follow_symlinks=False)
     except KeyError:
         pass  # no such group: the adapter warns that only root is admin
     except OSError as exc:
@@ -192,7 +196,7 @@ class Daemon:
     async def run(self) -> int:
         try:
             await self._start()
-        except (ListenerError, TailerError) as exc:
+        except (DirError, ListenerError, TailerError) as exc:
             log.error("%s", exc)
             self.readiness.failed(str(exc))
             await self._stop()
@@ -227,6 +231,8 @@ class Daemon:
 
     async def _start(self) -> None:
         server, config = self.config.server, self.config
+        # Before any file is made: nobody else may be able to replace them (moo.dir_check).
+        check_dirs(config)
         # Every listener is systemd's under socket activation, else bound here.
         ws_sock = self.listener("ws", lambda: bind_tcp(server.host, server.port))
         telemetry_sock = self.listener(
@@ -262,6 +268,7 @@ class Daemon:
                                      self.http.samples, control.samples,
                                      self._operator_lane_samples, self._internal_error_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
+        self.http.fault_sources += [self.moo.faults, self._store_faults]
         if streams is not None:
             self.http.metric_sources.append(streams.samples)
         if config.narrative.enabled:
@@ -274,8 +281,14 @@ class Daemon:
                                           on_reply=self.moo.inbox_line)
             self.adapters.append(self.tailer)
             self.http.metric_sources.append(self.tailer.samples)
+            self.http.fault_sources.append(self.tailer.faults)
         for adapter in self.adapters:
             await adapter.start()
+
+    def _store_faults(self) -> list[str]:
+        lost = self.bus.store_lost
+        return [f"streams store: {lost}; going on in memory until arqond restarts"] \
+            if lost else []
 
     def _operator_lane_samples(self) -> list[Sample]:
         return [*counters_of(self.casil, "arqonbus_casil", {
@@ -399,6 +412,7 @@ class Daemon:
         self.bus.settings.client_buffer_bytes = settings.client_buffer_bytes
         self.bus.settings.output_budget_bytes = settings.output_budget_bytes
         self.bus.settings.max_pending_bytes = settings.max_pending_bytes
+        self.bus.settings.on_full = settings.on_full
         self.bus.router.retention = retention_of(fresh)
         self.cursors.max_cursors = fresh.streams.max_cursors
         for key in ("history_size", "history_bytes", "history_total_bytes"):

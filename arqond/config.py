@@ -191,6 +191,13 @@ SCHEMA: tuple[Option, ...] = (
            "broadcast log.", flag="--moo-dir", env=("ARQONBUS_MOO_DIR",), check=_absolute),
     Option("moo.log_dir", str, "/var/log/moo", "Watched narrative log dir.",
            flag="--log-dir", env=("ARQONBUS_LOG_DIR",), check=_absolute),
+    Option("moo.dir_check", str, "refuse", "What arqond does at start when others than its "
+           "user and root could replace its files in moo.dir, moo.log_dir or "
+           "server.state_dir: a directory owned by another user, or writable by others "
+           "(moo.log_dir: without the sticky bit). A directory arqond owns gets its mode fixed "
+           "and a log line (not one the whole system shares, like /tmp); otherwise \"refuse\" stops the start naming the path, its mode and "
+           "owner and the chmod or chown that fixes it, and \"warn\" logs the same and "
+           "starts.", check=_one_of("refuse", "warn")),
     # CASIL, the content inspection of message and command frames: see arqond/core/casil.py.
     Option("casil.enabled", bool, False, "Inspect message and command frames.", reload=True),
     Option("casil.mode", str, "monitor", "monitor (decide and report, deliver anyway) or "
@@ -318,6 +325,11 @@ SCHEMA: tuple[Option, ...] = (
            "long as arqond runs.", reload=True, check=_non_negative),
     Option("moo.max_line_bytes", int, 65536, "Longest line accepted on an inbox FIFO or Zgent "
            "socket; a longer one is refused whole and logged.", check=_positive),
+    Option("moo.pane_max_bytes", int, 16384, "Bytes of text one arqon.pane.capture returns "
+           "(UTF-8): a longer capture keeps its last whole lines, says truncated, and is "
+           "counted and logged. Never more than fits, escaped, in one line of "
+           "moo.max_line_bytes (the handler's answer): (moo.max_line_bytes - 4096) / 2.",
+           reload=True, check=_positive),
     Option("moo.max_zgents", int, 1024, "Zgents served at once, all together, besides those "
            "the configuration declares; registering one more (by command or a new narrative "
            "file) is refused and logged.", reload=True, check=_positive),

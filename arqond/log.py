@@ -49,10 +49,21 @@ MESSAGE_IDS = {
     "access_refused": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6a",
     "limit_reached": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6b",
     "audit": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6c",
-    "store_failed": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6d",
+    "dir_unsafe": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6d",
+    "store_failed": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6e",
 }
 
 logger = logging.getLogger("arqond")
+
+
+# Control characters escaped as Python shows them ("x\\n.jsonl").
+CONTROLS = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def printable(name: str) -> str:
+    """What a user named (a file in the log dir) as a log line may show it: one line, with
+    its control characters escaped, so a name never forges a second log line."""
+    return name.translate(CONTROLS)
 
 
 def log_event(log: logging.Logger, level: int, kind: str, text: str, **fields: Any) -> None:

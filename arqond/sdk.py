@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 
 from arqond import config as configuration
 from arqond.core.envelope import IdGenerator
+from arqond.unix import group_name
 
 log = logging.getLogger("arqond.sdk")
 
@@ -49,6 +50,8 @@ RECONNECT_MAX = 30.0
 CONTROL_LINE_LIMIT = 1 << 28
 
 NOT_CONNECTED = "Client is not connected"
+# Why a socket of arqond is missing, or nobody answers on it.
+NOT_LISTENING = "arqond is not running, or its configuration names another socket"
 TIMED_OUT = "Timed out waiting for message"
 
 
@@ -373,6 +376,40 @@ class ArqonBusClient:
         return message_id
 
 
+def may_connect(path: str) -> bool:
+    """Whether this user may connect to the Unix socket at ``path``, as access(2) says.
+
+    access(2) rather than a trial connect: it makes the very check connect(2) makes for this
+    user (write permission on the socket file, search on its directories), without a
+    connection the daemon would have to accept and drop, and without starting arqond through
+    socket activation just to ask. A socket nobody listens on shows when the client connects
+    (ECONNREFUSED), with the error that says so.
+    """
+    return os.access(path, os.W_OK)
+
+
+def join_group_hint(path: str) -> str:
+    """What lets this user open ``path``, which the system refused (EACCES): joining the
+    file's group, which arqond makes server.admin_group for the control socket and moo.group
+    for the inbox FIFOs and Zgent sockets (or its own, when that group does not exist)."""
+    try:
+        group = group_name(os.stat(path).st_gid)
+    except OSError:
+        return f"this user may not enter {os.path.dirname(path)}"
+    return f"members of group {group} may: sudo usermod -aG {group} $USER"
+
+
+def _unix_connect_error(path: str, exc: OSError) -> ArqonBusConnectionError:
+    """Why connecting to arqond's socket at ``path`` failed, and what to do about it."""
+    if isinstance(exc, PermissionError):
+        hint = f" ({join_group_hint(path)})"
+    elif isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+        hint = f" ({NOT_LISTENING})"
+    else:
+        hint = ""
+    return ArqonBusConnectionError(f"Failed to connect to {path}: {exc.strerror or exc}{hint}")
+
+
 class _ControlConnection:
     """arqond's control socket (one JSON object per line) behind a WebSocket's send, recv
     and close."""
@@ -419,8 +456,7 @@ class ControlSocketClient(ArqonBusClient):
             raise ArqonBusConnectionError(f"Failed to connect to {self.path}: timed out") \
                 from None
         except OSError as exc:
-            raise ArqonBusConnectionError(
-                f"Failed to connect to {self.path}: {exc.strerror or exc}") from None
+            raise _unix_connect_error(self.path, exc) from None
 
     async def _introduce(self) -> None:
         if self.screen_name is not None:  # a socket has no query string: the command says it
@@ -444,8 +480,7 @@ class BusSocketClient(ArqonBusClient):
             return await websockets.unix_connect(self.path, self._identified_url(),
                                                  open_timeout=self.connect_timeout)
         except OSError as exc:
-            raise ArqonBusConnectionError(
-                f"Failed to connect to {self.path}: {exc.strerror or exc}") from None
+            raise _unix_connect_error(self.path, exc) from None
         except Exception as exc:
             raise ArqonBusConnectionError(f"Failed to connect to {self.path}: {exc}") from exc
 
@@ -487,18 +522,22 @@ def local_client(*, ws_url: str | None = None, control_socket: str | None = None
                  screen_name: str | None = None) -> ArqonBusClient:
     """A client of the local arqond, not yet connected, found as the ``arqon`` command finds it.
 
-    ``ws_url`` (or ARQONBUS_WS_URL) wins; then ``control_socket``; then the control socket
-    of the configuration (``local_config(config_path)``) when this user may connect to it;
-    then the configuration's WebSocket port.
+    ``ws_url`` (or ARQONBUS_WS_URL) wins; then ``control_socket``; then the first door of the
+    configuration (``local_config(config_path)``) this user may open (``may_connect``): its
+    control socket (root and server.admin_group), its bus socket (anyone local, known by the
+    kernel), its WebSocket port. A token or headers go to the WebSocket port: no other door
+    reads them.
     """
     url = ws_url or os.environ.get("ARQONBUS_WS_URL")
     if not url:
         path = control_socket
         if path is None:
             config = local_config(config_path)
-            candidate = config.server.control_socket
-            if os.path.exists(candidate) and os.access(candidate, os.W_OK):
-                path = candidate
+            if may_connect(config.server.control_socket):
+                path = config.server.control_socket
+            elif not (jwt_token or headers):
+                return local_bus_client(config=config, connect_timeout=connect_timeout,
+                                        screen_name=screen_name)
             else:
                 url = listener_url(config, "ws", "server.port",
                                    "the WebSocket URL (ARQONBUS_WS_URL)")
@@ -511,17 +550,19 @@ def local_client(*, ws_url: str | None = None, control_socket: str | None = None
 
 def local_bus_client(*, ws_url: str | None = None, config_path: str | None = None,
                      jwt_token: str | None = None, connect_timeout: float = 5.0,
-                     screen_name: str | None = None) -> ArqonBusClient:
+                     screen_name: str | None = None,
+                     config: configuration.Config | None = None) -> ArqonBusClient:
     """A client of the local arqond, not yet connected, for a program that stays on the bus.
 
     ``ws_url`` (or ARQONBUS_WS_URL) wins; then the bus socket of the configuration
-    (``local_config(config_path)``) when it is there; then the configuration's WebSocket port.
+    (``config``, else ``local_config(config_path)``) when this user may connect to it; then
+    the configuration's WebSocket port.
     """
     url = ws_url or os.environ.get("ARQONBUS_WS_URL")
     if not url:
-        config = local_config(config_path)
+        config = config or local_config(config_path)
         path = config.server.bus_socket
-        if path and os.path.exists(path):
+        if path and may_connect(path):
             return BusSocketClient(path, connect_timeout=connect_timeout,
                                    screen_name=screen_name)
         url = listener_url(config, "ws", "server.port", "the WebSocket URL (ARQONBUS_WS_URL)")

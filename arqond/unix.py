@@ -41,13 +41,27 @@ def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
-        os.chmod(path, mode)
+        chmod_socket(path, mode)
         sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise ListenerError(f"cannot listen on {path}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
+
+
+def chmod_socket(path: str, mode: int) -> None:
+    """The mode of the socket file just bound at ``path``.
+
+    Through the path: fchmod on a socket's descriptor changes the socket, not its file. Safe
+    in the directories arqond binds in, which others cannot write (the MOO dir is checked at
+    start, /run/arqond is arqond's), so the name is still that socket; and without following
+    a symbolic link in any case (glibc refuses to chmod one: ELOOP here).
+    """
+    try:
+        os.chmod(path, mode, follow_symlinks=False)
+    except NotImplementedError:
+        raise OSError(errno.ELOOP, f"{path} is a symbolic link") from None
 
 
 def socket_in_use(path: str) -> bool:
@@ -94,6 +108,22 @@ def group_id(name: str) -> int | None:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         return None
+
+
+def user_name(uid: int) -> str:
+    """The name of user ``uid``, or the number when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid: int) -> str:
+    """The name of group ``gid``, or the number when it has none."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 # -- who is at the other end of a loopback TCP connection -----------------------------------

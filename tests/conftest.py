@@ -387,6 +387,149 @@ def sh(script: str, timeout: float = 30, **kwargs: Any) -> subprocess.CompletedP
                           timeout=scaled(timeout), **kwargs)
 
 
+def as_user(uid: int, gid: int) -> list[str]:
+    """The command prefix that runs what follows as ``uid`` in group ``gid`` alone."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+
+
+NOBODY = 65534
+AS_NOBODY = as_user(NOBODY, NOBODY)   # nobody, in nogroup: the MOO group where tests say so
+
+
+def run_as_nobody(daemon, moo_dir: str, *args: str, group: int = 65534,
+                  env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
+    """arqon as uid 65534, its MOO dir from the environment (the test's config is private),
+    with ``env`` on top."""
+    if shutil.which("setpriv") is None or os.getuid() != 0:
+        pytest.skip("needs root and setpriv to run arqon as another uid")
+    env = {**daemon.env, "ARQONBUS_CONFIG": os.devnull, "ARQONBUS_MOO_DIR": moo_dir,
+           "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([*as_user(NOBODY, group), *arqon_command(*args)],
+                          capture_output=True, text=True, env=env, cwd="/",
+                          timeout=scaled(30), **kwargs)
+
+
+def cli_env(daemon, **extra: str) -> dict[str, str]:
+    return {**daemon.env, "ARQONBUS_CONFIG": str(daemon.config_path), **extra}
+
+
+class Serve:
+    """`arqon serve` as a subprocess (behind ``prefix``, such as AS_NOBODY), its stderr
+    collected line by line."""
+
+    def __init__(self, daemon, *args: str, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None) -> None:
+        self.process = subprocess.Popen([*(prefix or []), *arqon_command("serve", *args)],
+                                        cwd=ROOT, env=env or cli_env(daemon),
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.closed = False
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+    def wait_for(self, needle: str, count: int = 1, timeout: float = 20) -> list[str]:
+        """The lines with ``needle`` once there are ``count`` of them."""
+        deadline = time.monotonic() + scaled(timeout)
+        with self.changed:
+            while len(found := [line for line in self.lines if needle in line]) < count:
+                assert not self.closed and time.monotonic() < deadline, (
+                    f"no {needle!r} x{count} from arqon serve: {self.lines}")
+                self.changed.wait(0.2)
+        return found
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(scaled(20))
+
+
+@pytest.fixture
+def serving():
+    started: list[Serve] = []
+
+    def start(daemon, *args: str, **kwargs: Any) -> Serve:
+        serve = Serve(daemon, *args, **kwargs)
+        started.append(serve)
+        serve.wait_for("arqon: serving ")
+        return serve
+
+    yield start
+    for serve in started:
+        serve.stop()
+
+
+class TmuxServer:
+    """A tmux server of a test's own, never a user's: its socket under ``tmpdir``
+    (TMUX_TMPDIR, so that a plain ``tmux``, as a handler runs it, finds it), run as ``uid``
+    (root, or another user through setpriv). ``env`` is the environment to give whatever
+    should use this server."""
+
+    def __init__(self, tmpdir: str, uid: int, base_env: dict[str, str]) -> None:
+        self.tmpdir = tmpdir
+        self.uid = uid
+        self.prefix = [] if uid == os.getuid() else as_user(uid, uid)
+        self.env = self.env_for(base_env)
+        self.socket = os.path.join(tmpdir, f"tmux-{uid}", "default")
+
+    def env_for(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` pointed at this server: TMUX (set when the tests run inside tmux) gone,
+        TMUX_TMPDIR here, and a shell that user has (nobody's login shell is nologin)."""
+        return {**{key: value for key, value in env.items() if key != "TMUX"},
+                "TMUX_TMPDIR": self.tmpdir, "SHELL": "/bin/sh", "HOME": self.tmpdir}
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([*self.prefix, "tmux", "-f", "/dev/null", *args],
+                              capture_output=True, text=True, env=self.env, cwd=self.tmpdir,
+                              timeout=scaled(10))
+        assert done.returncode == 0 or not check, f"tmux {args}: {done.stderr}"
+        return done
+
+    def shows(self, target: str, text: str, timeout: float = 10, joined: bool = False) -> str:
+        """What pane ``target`` shows once ``text`` is in it (the test's own look); with
+        ``joined``, lines the pane's width wrapped are joined again (capture-pane -J)."""
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            shown = self("capture-pane", "-p", *(["-J"] if joined else []), "-t", target).stdout
+            if text in shown:
+                return shown
+            assert time.monotonic() < deadline, f"{target} never showed {text!r}:\n{shown}"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        subprocess.run([*self.prefix, "tmux", "-S", self.socket, "kill-server"],
+                       capture_output=True, timeout=scaled(10))
+
+
+@pytest.fixture
+def tmux_server():
+    """``tmux_server(uid=os.getuid())``: a TmuxServer, killed by its own socket at the end."""
+    made: list[tuple[TmuxServer, str]] = []
+
+    def make(uid: int | None = None) -> TmuxServer:
+        uid = os.getuid() if uid is None else uid
+        tmpdir = tempfile.mkdtemp(prefix="arqond-tmux-")
+        os.chown(tmpdir, uid, -1)
+        server = TmuxServer(tmpdir, uid, {key: value for key, value in os.environ.items()
+                                          if not key.startswith("ARQONBUS_")})
+        made.append((server, tmpdir))
+        return server
+
+    yield make
+    for server, tmpdir in made:
+        server.kill()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 class ZgentSocket:
     """A JSON-lines client of MOO_DIR/NAME.sock."""
 

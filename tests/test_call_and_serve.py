@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
-import threading
 import time
 
 import orjson
 import pytest
 
-from tests.conftest import ROOT, arqon_command, run_arqon, sh
+from tests.conftest import ROOT, arqon_command, cli_env, run_arqon, run_as_nobody, sh
 
 pytestmark = pytest.mark.timeout(120)
 ZGENTS = {"dreader": {"name": "DReader"}, "parseclipmate": {}}
@@ -33,68 +30,12 @@ case "$ARQON_METHOD" in
   fail) echo "starting" >&2; echo "no such symbol" >&2; exit 3 ;;
   junk) echo "not json" ;;
   slow) sleep 30 ;;
+  patient) sleep 1; echo '"worth the wait"' ;;
   pipeline) ps -o pgid= -p $$ > "$PGID_FILE"; sleep 30 | cat ;;
   stubborn) trap '' TERM; ps -o pgid= -p $$ > "$PGID_FILE"; sleep 30 ;;
 esac
 """
 REQUEST_LOG = re.compile(r"^arqon: dreader: (\S+) \d+\.\d{3}s (ok|error -?\d+: .*)$")
-
-
-def cli_env(daemon, **extra: str) -> dict[str, str]:
-    return {**daemon.env, "ARQONBUS_CONFIG": str(daemon.config_path), **extra}
-
-
-class Serve:
-    """`arqon serve` as a subprocess, its stderr collected line by line."""
-
-    def __init__(self, daemon, *args: str, env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(arqon_command("serve", *args), cwd=ROOT,
-                                        env=env or cli_env(daemon), stderr=subprocess.PIPE,
-                                        text=True)
-        self.lines: list[str] = []
-        self.closed = False
-        self.changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with self.changed:
-                self.lines.append(line.rstrip("\n"))
-                self.changed.notify_all()
-        with self.changed:
-            self.closed = True
-            self.changed.notify_all()
-
-    def wait_for(self, needle: str, count: int = 1, timeout: float = 20) -> list[str]:
-        """The lines with ``needle`` once there are ``count`` of them."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while len(found := [line for line in self.lines if needle in line]) < count:
-                assert not self.closed and time.monotonic() < deadline, (
-                    f"no {needle!r} x{count} from arqon serve: {self.lines}")
-                self.changed.wait(0.2)
-        return found
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(20)
-
-
-@pytest.fixture
-def serving(make_daemon):
-    started: list[Serve] = []
-
-    def start(daemon, *args: str, **kwargs) -> Serve:
-        serve = Serve(daemon, *args, **kwargs)
-        started.append(serve)
-        serve.wait_for("arqon: serving ")
-        return serve
-
-    yield start
-    for serve in started:
-        serve.stop()
 
 
 @pytest.fixture
@@ -196,7 +137,8 @@ def test_call_exit_status_says_which_kind_of_failure(make_daemon, serving, shape
         stale.close()
     assert (refused.returncode, refused.stdout) == (6, "")
     assert refused.stderr == (f"arqon: cannot connect to {daemon.moo_dir}/ghost.sock: "
-                              "Connection refused (is arqond running?)\n")
+                              "Connection refused (arqond is not running, or it serves another "
+                              "MOO dir: see --config)\n")
 
 
 def test_call_refused_when_the_socket_is_full(make_daemon, serving):
@@ -226,25 +168,19 @@ def test_call_refuses_bad_input_before_sending_anything(make_daemon, serving):
     assert not [line for line in serve.lines if "arqon: dreader: " in line]  # none reached it
 
 
-def run_as_nobody(daemon, moo_dir: str, *args: str, group: int = 65534):
-    """arqon as uid 65534, its MOO dir from the environment (the test's config is private)."""
-    if shutil.which("setpriv") is None or os.getuid() != 0:
-        pytest.skip("needs root and setpriv to run arqon as another uid")
-    env = {**daemon.env, "ARQONBUS_CONFIG": os.devnull, "ARQONBUS_MOO_DIR": moo_dir,
-           "PYTHONPATH": str(ROOT)}
-    return subprocess.run(["setpriv", "--reuid=65534", f"--regid={group}", "--clear-groups",
-                           *arqon_command(*args)], capture_output=True, text=True, env=env,
-                          cwd="/", timeout=30)
-
-
 def test_call_and_serve_as_a_user_the_socket_or_the_zgent_refuses(make_daemon, shared_moo_dir):
     daemon = make_daemon({"moo": {"dir": shared_moo_dir, "group": "nogroup"},
                           "zgents": {"dreader": {"uids": [1234]}}})
     outsider = run_as_nobody(daemon, shared_moo_dir, "call", "dreader", "arqon.ping",
                              group=65533)
     assert (outsider.returncode, outsider.stdout) == (6, "")
+    join = "(members of group nogroup may: sudo usermod -aG nogroup $USER)"
     assert outsider.stderr == (f"arqon: cannot connect to {shared_moo_dir}/dreader.sock: "
-                               "Permission denied (the Zgents' group may)\n")
+                               f"Permission denied {join}\n")
+    written = run_as_nobody(daemon, shared_moo_dir, "send-to", "dreader", "{}", group=65533)
+    assert (written.returncode, written.stdout, written.stderr) == (
+        1, "", f"arqon: cannot write to {shared_moo_dir}/dreader-inbox: Permission denied "
+               f"{join}\n")
     member = run_as_nobody(daemon, shared_moo_dir, "call", "dreader", "arqon.ping")
     assert member.returncode == 0 and orjson.loads(member.stdout)["pong"] is True
     not_allowed = run_as_nobody(daemon, shared_moo_dir, "serve", "dreader", "--exec", "true")
@@ -278,6 +214,18 @@ def test_what_a_handler_prints_reaches_the_caller_under_the_callers_id(
     outcome = "ok" if "result" in answer else \
         f"error {answer['error']['code']}: {answer['error']['message']}"
     assert REQUEST_LOG.match(logged) and logged.endswith(f"s {outcome}"), logged
+
+
+def test_the_documented_socat_line_waits_for_a_handler_slower_than_socats_default(
+        make_daemon, serving, shapes_handler):
+    """The pages' one-liner says -t: without it socat gives up half a second after its input
+    ends, printing nothing and exiting 0, however sure the answer is to come."""
+    daemon = make_daemon({"zgents": ZGENTS})
+    serving(daemon, "dreader", "--exec", shapes_handler)
+    line = '{"id":"q-1","method":"patient"}'
+    assert socat(daemon, line) == {"jsonrpc": "2.0", "id": "q-1", "result": "worth the wait"}
+    hasty = sh(f"echo '{line}' | socat - UNIX-CONNECT:{daemon.moo_dir}/dreader.sock")
+    assert (hasty.returncode, hasty.stdout) == (0, "")
 
 
 # -- arqon serve: time limits, stopping, restarts --------------------------------------------

@@ -199,7 +199,9 @@ def test_explicit_control_socket_that_is_missing(tmp_path):
     path = tmp_path / "absent.sock"
     result = arqon("cmd", "ping", "--control-socket", str(path))
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == f"arqon: Failed to connect to {path}: No such file or directory\n"
+    assert result.stderr == (f"arqon: Failed to connect to {path}: No such file or directory "
+                             "(arqond is not running, or its configuration names another "
+                             "socket)\n")
 
 
 # -- send -----------------------------------------------------------------------------------

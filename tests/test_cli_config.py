@@ -11,7 +11,7 @@ import subprocess
 import orjson
 import pytest
 
-from tests.conftest import ROOT, arqon_command, fixed_ports, free_ports
+from tests.conftest import ROOT, arqon_command, fixed_ports, free_ports, run_as_nobody
 
 pytestmark = pytest.mark.timeout(120)
 ZGENTS = {"zgents": {"dreader": {}}}
@@ -46,14 +46,19 @@ def test_one_config_file_points_every_subcommand_at_another_daemon(make_daemon, 
     tail = arqon("tail", "--raw", env=env)
     assert tail.returncode == 0 and '"welcome"' in tail.stdout
     assert "dreader" in orjson.loads(arqon("zgent", "list", env=env).stdout)["zgents"]
-    # Without a control socket it may use, the configuration's WebSocket port.
-    over_ws = arqon("cmd", "status", env=config_only(
-        daemon, ARQONBUS_CONTROL_SOCKET=str(tmp_path / "none.sock")))
-    assert client_of(over_ws)["transport"] == "ws"
+    # Without a control socket it may use, the configuration's bus socket (the WebSocket
+    # protocol), and without that too its WebSocket port.
+    for bus_socket in (str(daemon.tmp / "bus.sock"), ""):
+        over_ws = arqon("cmd", "status", env=config_only(
+            daemon, ARQONBUS_CONTROL_SOCKET=str(tmp_path / "none.sock"),
+            ARQONBUS_BUS_SOCKET=bus_socket))
+        assert client_of(over_ws)["transport"] == "ws"
     # The Zgents' files in the configuration's moo.dir.
     assert arqon("send-to", "dreader", '{"n": 1}', env=env).returncode == 0
     assert orjson.loads(arqon("recv", "dreader", env=env).stdout) == {"n": 1}
     assert orjson.loads(arqon("call", "dreader", "arqon.ping", env=env).stdout)["pong"]
+    unserved = arqon("pane", "dreader", env=env)
+    assert unserved.returncode == 4 and "dreader is not serving" in unserved.stderr
     serve = subprocess.Popen(arqon_command("serve", "dreader", "--exec", "echo 7"), cwd=ROOT,
                              env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -109,7 +114,8 @@ def test_a_config_that_cannot_say_where_the_daemon_is_gets_a_clear_error(tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARQONBUS_")}
     free_port = tmp_path / "free.toml"
     free_port.write_text("[server]\nhttp_port = 0\nport = 0\n"
-                         f'control_socket = "{tmp_path}/none.sock"\n')
+                         f'control_socket = "{tmp_path}/none.sock"\n'
+                         f'bus_socket = "{tmp_path}/none-bus.sock"\n')
     for args, message in (
             (["status"], f"arqon: {free_port} sets server.http_port = 0 (a free port picked "
                          "when arqond starts): give --http-url or ARQONBUS_HTTP_URL\n"),
@@ -128,23 +134,38 @@ def test_a_config_that_cannot_say_where_the_daemon_is_gets_a_clear_error(tmp_pat
         1, f"arqon: {tmp_path}/nope.toml: cannot read: No such file or directory\n")
 
 
-def test_a_control_socket_this_user_may_not_use_is_passed_over_for_the_websocket(
+def test_a_control_socket_this_user_may_not_use_is_passed_over_for_the_bus_socket(
         make_daemon, shared_moo_dir):
     if shutil.which("setpriv") is None or os.getuid() != 0:
         pytest.skip("needs root and setpriv to run arqon as another uid")
-    daemon = make_daemon(fixed_ports())
+    # Without loopback identity a TCP peer is its address: the principal tells the doors apart.
+    # Sockets and configuration where another uid can reach them (the test's own dir is
+    # private), so that the control socket's mode is what refuses.
+    sections = fixed_ports()
+    sections["server"].update(admin_group="nogroup",
+                              control_socket=os.path.join(shared_moo_dir, "control.sock"),
+                              bus_socket=os.path.join(shared_moo_dir, "bus.sock"))
+    daemon = make_daemon({**sections, "auth": {"loopback_identity": False}})
     assert os.stat(daemon.control_path).st_mode & 0o007 == 0  # others may not connect
-    readable = os.path.join(shared_moo_dir, "arqond.toml")  # the test's own dir is private
+    readable = os.path.join(shared_moo_dir, "arqond.toml")
     shutil.copy(daemon.config_path, readable)
     os.chmod(readable, 0o644)
-    os.chmod(daemon.tmp, 0o755)  # so that the control socket's mode is what refuses
-    result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         *arqon_command("cmd", "status")], capture_output=True, text=True, cwd="/",
-        env={**daemon.env, "ARQONBUS_CONFIG": readable, "PYTHONPATH": str(ROOT)}, timeout=60)
-    client = client_of(result)
-    assert (client["transport"], client["admin"], client["screen_name"]) == (
-        "ws", False, "nobody")
+
+    def as_outsider(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65533", "--clear-groups",
+             *arqon_command(*args)], capture_output=True, text=True, cwd="/", timeout=60,
+            env={**daemon.env, "ARQONBUS_CONFIG": readable, "PYTHONPATH": str(ROOT), **env})
+    over_bus = client_of(as_outsider("cmd", "status"))
+    assert (over_bus["principal"], over_bus["admin"], over_bus["screen_name"]) == (
+        "nobody", False, "nobody")   # the kernel named the peer: the bus socket
+    over_tcp = client_of(as_outsider("cmd", "status", ARQONBUS_BUS_SOCKET=""))
+    assert (over_tcp["principal"], over_tcp["admin"]) == ("ip:127.0.0.1", False)
+    # Asked for by name, the control socket's refusal names the group that may.
+    named = as_outsider("cmd", "status", "--control-socket", daemon.control_path)
+    assert (named.returncode, named.stdout, named.stderr) == (1, "", (
+        f"arqon: Failed to connect to {daemon.control_path}: Permission denied (members of "
+        "group nogroup may: sudo usermod -aG nogroup $USER)\n"))
 
 
 def test_the_cli_names_itself_after_the_login_user_and_broadcasts_say_so(make_daemon):
@@ -161,3 +182,25 @@ def test_the_cli_names_itself_after_the_login_user_and_broadcasts_say_so(make_da
     named = arqon("cmd", "status", env=config_only(
         daemon, ARQONBUS_WS_URL=daemon.ws_url + "?screen_name=ops"))
     assert client_of(named)["screen_name"] == "ops"
+
+
+def test_a_members_broadcast_sent_with_arqon_send_is_from_its_own_user_name(make_daemon,
+                                                                          shared_moo_dir):
+    daemon = make_daemon({"moo": {"dir": shared_moo_dir, "group": "nogroup"}})
+    log = os.path.join(shared_moo_dir, "broadcast.jsonl")
+
+    def send(payload: str) -> subprocess.CompletedProcess:
+        return run_as_nobody(daemon, shared_moo_dir, "send", "moo:broadcast", payload,
+                             env={"ARQONBUS_WS_URL": daemon.ws_url})
+    sent = send('{"content": "maintenance at 11:00"}')
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    with open(log, "rb") as lines:
+        last = orjson.loads(lines.read().splitlines()[-1])
+    assert (last["from"], last["content"]) == ("nobody", "maintenance at 11:00")
+    # Another name is for admins; nothing is appended.
+    forged = send('{"content": "stop everything", "from": "orchestrator"}')
+    error = orjson.loads(forged.stdout)
+    assert (forged.returncode, error["error_code"], error["error"]) == (
+        1, "AUTHORIZATION_ERROR", "not allowed to broadcast as orchestrator (allowed: admins)")
+    with open(log, "rb") as lines:
+        assert b"stop everything" not in lines.read()

@@ -137,6 +137,7 @@ class Runner:
                     "ARQONBUS_CONFIG": str(daemon.config_path), "HOME": str(tmp),
                     "TMUX_TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
         self.env.pop("NO_COLOR", None)
+        self.env.pop("TMUX", None)   # never a tmux server of the person running the tests
         self.background: list[tuple[str, subprocess.Popen, Path]] = []
 
     def local(self, command: str) -> str:
@@ -205,9 +206,9 @@ def test_every_example_of_the_page_runs(make_daemon, tmp_path, document):
     daemon = make_daemon({**fixed_ports(),
                           "zgents": {name: {} for name in ZGENTS.get(document, [])}})
     runner = Runner(daemon, tmp_path)
-    # The tmux examples act on the session of the Zgent they are about.
-    subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", "dreader"],
-                   env=runner.env, check=True, timeout=10)
+    # The tmux examples act on the session of the Zgent they are about, and its pane.
+    subprocess.run(["tmux", "-f", "/dev/null", "new-session", "-d", "-s", "dreader", "-n",
+                    "main"], env=runner.env, check=True, timeout=10)
     try:
         ran = 0
         for block in blocks(document):
@@ -224,6 +225,16 @@ def test_every_example_not_run_is_still_in_its_page_and_each_page_has_blocks():
              for block in blocks(document)}
     assert not set(NOT_RUN) - found, "NOT_RUN names examples that are gone"
     assert all(any(d == document for d, _ in found) for document in DOCUMENTS)
+
+
+def test_every_socat_to_a_zgent_socket_gives_the_handler_time():
+    """socat stops waiting half a second after its input ends (its -t): an example asking a
+    Zgent over its socket without -t would print nothing for a slower handler."""
+    asking = [(document, command) for document in DOCUMENTS
+              for block in blocks(document) for command in commands(block.text)
+              if re.search(r"\bsocat\b.*UNIX-CONNECT:/var/moo/", command, re.S)]
+    assert asking, "no example asks a Zgent with socat"
+    assert [found for found in asking if not re.search(r"\bsocat -t \d+ ", found[1])] == []
 
 
 def test_commands_are_split_as_the_shell_reads_them():

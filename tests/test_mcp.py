@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings(  # the handshake protocol versions runt
     "ignore:resources/subscribe is removed as of 2026-07-28")
 
 ZGENT_TOOLS = {"recv", "narrate", "requests", "reply"}
-BUS_TOOLS = {"publish", "read", "send", "call", "zgents", "channels"}
+BUS_TOOLS = {"publish", "read", "send", "call", "pane", "zgents", "channels"}
 
 
 async def test_an_agent_sees_every_tool_with_a_described_schema_and_the_resources(daemon):
@@ -105,7 +105,8 @@ async def test_bad_arguments_are_tool_errors_that_name_the_argument(daemon):
         assert await agent.refused("read", room="team", channel="status", limit=0) == (
             "read: bad arguments: limit: 0 is less than the minimum of 1")
         assert await agent.refused("nosuch") == (
-            "no tool 'nosuch'; the tools are publish, read, send, call, zgents, channels")
+            "no tool 'nosuch'; the tools are publish, read, send, call, pane, zgents, "
+            "channels")
 
 
 async def test_send_puts_a_message_in_the_inbox_and_recv_takes_it_once(daemon):
@@ -153,6 +154,32 @@ async def test_two_agents_ask_and_answer_through_call(daemon):
         assert await beta.refused("reply", id=request["id"], result=1) == (
             f"no request {request['id']!r} waits for an answer from beta (answered already, "
             "or its caller stopped waiting: arqond answers for the agent after 30s)")
+
+
+async def test_an_agent_looks_at_and_types_into_a_zgents_pane_its_handler_relays(
+        daemon, tmux_server):
+    tmux = tmux_server()
+    tmux("new-session", "-d", "-s", "alpha", "-n", "main", "-x", "60", "-y", "8", "cat")
+    env = tmux.env_for(mcp_environment(daemon))
+    async with mcp_agent(daemon, "--zgent", "alpha", "--relay-pane", env=env) as alpha, \
+            mcp_agent(daemon, "--zgent", "beta") as beta:
+        assert await beta.tool("pane", zgent="alpha", text="hello", enter=True) == {
+            "result": {"pane": "alpha:main.0"}}
+        tmux.shows("alpha:main.0", "hello\nhello")     # the tty's echo, then cat's
+        looked = await alpha.tool("pane", zgent="alpha")
+        assert looked == {"result": {"pane": "alpha:main.0", "text": "hello\nhello",
+                                     "truncated": False}}
+        # Pane requests are carried out for the agent, never handed to it.
+        assert (await alpha.tool("requests"))["requests"] == []
+        assert await beta.refused("pane", zgent="beta") == (
+            "beta arqon.pane.capture: beta's handler does not relay its tmux pane (it was "
+            "started without --relay-pane) (-32001)\n"
+            '{"code":-32001,"message":"beta\'s handler does not relay its tmux pane (it was '
+            'started without --relay-pane)"}')
+        assert await beta.refused("pane", zgent="alpha", lines=5, text="x") == \
+            "pane: lines is for looking at the pane, not with text, keys or enter"
+    assert run_arqon(daemon, "mcp", "--relay-pane").stderr == \
+        "arqon: --capability and --relay-pane need --zgent: they are a Zgent's\n"
 
 
 async def test_call_names_the_zgent_that_is_not_serving_and_a_missing_one(daemon):

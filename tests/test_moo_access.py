@@ -133,10 +133,12 @@ def shared():
 
 @pytest.fixture
 def moo(make_daemon, shared):
-    for sub in ("moo", "log"):
+    # As packaged (arqond-moo(7) "Permissions"): only arqond makes files in the MOO dir; the
+    # group writes in the log dir, where the sticky bit keeps each file its owner's.
+    for sub, mode in (("moo", 0o2755), ("log", 0o3775)):
         (shared / sub).mkdir()
-        os.chmod(shared / sub, 0o2775)
         os.chown(shared / sub, 0, NOBODY)
+        os.chmod(shared / sub, mode)
     daemon = make_daemon({"server": {"bus_socket": str(shared / "bus.sock")},
                           "moo": {"dir": str(shared / "moo"), "log_dir": str(shared / "log"),
                                   "group": "nogroup"},

@@ -225,7 +225,7 @@ async def test_unread_mailbox_messages_survive_restarts_and_kill_9_once(make_dae
 async def test_a_full_disk_keeps_the_mailbox_in_memory_and_says_so(make_daemon, zgent_socket):
     daemon = make_daemon(moo_config(), start=False)
     daemon.state_dir.mkdir(exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "arqond-test",
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0750", "arqond-test",
                        str(daemon.state_dir)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs for the state dir (needs root)")
     try:

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from arqond.core.narrative import ids
+from tests.conftest import metrics_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -107,7 +108,8 @@ async def test_new_file_lines_arrive_once_in_order_with_the_envelope(daemon, con
     assert (first["type"], first["room"], first["channel"], first["sender"]) == \
         ("event", "dreader", "narrative", "dreader")
     assert first["payload"] == orjson.loads(line("dreader", 1))
-    assert first["metadata"] == {"source": {"path": str(path), "offset": 0}}
+    assert first["metadata"] == {"source": {"path": str(path), "offset": 0}, "seq": 1,
+                                 "epoch": first["metadata"]["epoch"]}
     offsets = [frame["metadata"]["source"]["offset"] for frame in got]
     assert offsets == [0, len(line("dreader", 1)), 2 * len(line("dreader", 1))]
     assert [frame["id"] for frame in got] == [expected_id(path, o) for o in offsets]
@@ -338,10 +340,11 @@ async def test_restart_resumes_at_the_checkpoint_without_repeats(daemon, connect
     daemon.start()
     peer = await subscriber(connect_peer, daemon, "dreader:narrative")
     append(path, line("dreader", 7)[10:])
-    stored = await history(connect_peer, daemon, "dreader", "narrative", 4)
-    assert seqs(stored) == [4, 5, 6, 7]
-    assert stored[0]["id"] == expected_id(path, 3 * len(line("dreader", 1)))
-    assert first[0]["id"] == expected_id(path, 0)
+    # Kept across the restart (the stream's store), and nothing twice.
+    stored = await history(connect_peer, daemon, "dreader", "narrative", 7)
+    assert seqs(stored) == [1, 2, 3, 4, 5, 6, 7]
+    assert stored[3]["id"] == expected_id(path, 3 * len(line("dreader", 1)))
+    assert stored[0]["id"] == first[0]["id"] == expected_id(path, 0)
 
 
 async def test_checkpoints_of_files_deleted_while_stopped_expire(daemon, connect_peer):
@@ -371,7 +374,8 @@ async def test_rotation_while_stopped_reads_the_rest_then_the_new_file(daemon, c
     append(path, lines("dreader", range(6, 8)))
     daemon.start()
     peer = await subscriber(connect_peer, daemon, "dreader:narrative")
-    assert seqs(await history(connect_peer, daemon, "dreader", "narrative", 4)) == [4, 5, 6, 7]
+    assert seqs(await history(connect_peer, daemon, "dreader", "narrative", 7)) == \
+        [1, 2, 3, 4, 5, 6, 7]
     daemon.wait_for_line("was rotated while arqond was stopped")
 
 
@@ -389,7 +393,8 @@ async def test_copytruncate_while_stopped_takes_the_lost_lines_from_the_copy(dae
     append(path, lines("dreader", [8]))
     daemon.start()
     peer = await subscriber(connect_peer, daemon, "dreader:narrative")
-    assert seqs(await history(connect_peer, daemon, "dreader", "narrative", 3)) == [6, 7, 8]
+    assert seqs(await history(connect_peer, daemon, "dreader", "narrative", 8)) == \
+        [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 async def test_same_inode_with_new_content_is_a_new_file(daemon, connect_peer):
@@ -407,8 +412,8 @@ async def test_same_inode_with_new_content_is_a_new_file(daemon, connect_peer):
     assert os.stat(path).st_ino == inode
     daemon.start()
     peer = await subscriber(connect_peer, daemon, "dreader:narrative")
-    stored = await history(connect_peer, daemon, "dreader", "narrative", 6)
-    assert seqs(stored) == list(range(10, 16))
+    stored = await history(connect_peer, daemon, "dreader", "narrative", 8)
+    assert seqs(stored) == [1, 2, *range(10, 16)]
 
 
 async def test_corrupt_checkpoint_is_set_aside_and_lines_come_again_with_their_ids(
@@ -436,7 +441,8 @@ async def test_corrupt_checkpoint_is_set_aside_and_lines_come_again_with_their_i
 
 async def test_a_save_cut_short_falls_back_to_the_one_before(daemon, connect_peer):
     """A power loss in the middle of a save leaves its line torn: the document before it is
-    used, quietly, and the lines after that one come again with their ids."""
+    used, quietly; the lines after that one are in the stream's store already, so they are
+    not published again."""
     peer = await subscriber(connect_peer, daemon, "dreader:narrative")
     path = daemon.log_dir / "dreader-narrative.jsonl"
     append(path, lines("dreader", [1]))
@@ -452,8 +458,10 @@ async def test_a_save_cut_short_falls_back_to_the_one_before(daemon, connect_pee
     checkpoint.write_bytes(older[-1] + documents[-1][:25])   # the newest one, torn
     daemon.start()
     peer = await subscriber(connect_peer, daemon, "dreader:narrative")
-    stored = await history(connect_peer, daemon, "dreader", "narrative", 1)
-    assert seqs(stored) == [2] and stored[0]["id"] == second[0]["id"]
+    stored = await history(connect_peer, daemon, "dreader", "narrative", 2)
+    assert seqs(stored) == [1, 2] and stored[1]["id"] == second[0]["id"]
+    daemon.wait_for_line("1 line(s) up to offset")
+    assert metrics_of(daemon)["arqonbus_narrative_lines_already_stored_total"] == 1
     assert not any("checkpoint file unusable" in text for text in daemon.lines)
     assert {f["name"]: f["offset"] for f in checkpointed(daemon)}[path.name] == 2 * one_line
 

@@ -157,6 +157,38 @@ def test_emit_refuses_a_bad_field(tmp_path):
     assert not target.exists()
 
 
+@pytest.mark.parametrize("planted, reason", [
+    ("symlink", "a symbolic link; not following it"),
+    ("fifo", "No such device or address"),            # nobody reads it: never blocks
+    ("read fifo", "not a regular file; not writing to it"),
+    ("directory", "Is a directory"),
+])
+def test_emit_never_writes_through_what_another_user_put_at_a_shared_log(tmp_path, planted,
+                                                                         reason):
+    victim = tmp_path / "victim.txt"   # a file of the user whose hook runs
+    victim.write_text("mine\n")
+    presence = tmp_path / "presence.jsonl"
+    reader = None
+    if planted == "symlink":
+        presence.symlink_to(victim)
+    elif planted == "directory":
+        presence.mkdir()
+    else:
+        os.mkfifo(presence)
+        if planted == "read fifo":
+            reader = os.open(presence, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        result = arqon("hooks", "emit", "--file", str(presence), "--from", "x", "--event", "e")
+        if reader is not None:
+            assert os.read(reader, 4096) == b""   # nothing went into the FIFO
+    finally:
+        if reader is not None:
+            os.close(reader)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", f"arqon: cannot append to {presence}: {reason}\n")
+    assert victim.read_text() == "mine\n"
+
+
 def narrative_line(seq: int, **extra: Any) -> bytes:
     return orjson.dumps({"ts": f"2026-02-12T14:30:0{seq}Z", "from": "dreader",
                          "type": "narrative", "content": f"signal {seq}", **extra}) + b"\n"

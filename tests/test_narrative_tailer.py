@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -271,5 +272,70 @@ async def test_a_task_that_ends_is_named_for_health(tmp_path, caplog):
         assert tailer.failed == \
             "narrative pump ended: RuntimeError('the queue itself is broken')"
         assert "the narrative bridge stopped working: narrative pump ended" in caplog.text
+    finally:
+        await tailer.stop()
+
+
+# -- what users put in the log dir ---------------------------------------------------------
+
+SWAPS = {
+    # A FIFO with no writer: an open without O_NONBLOCK would hang the whole loop.
+    "fifo": (os.mkfifo, "a FIFO, not a regular file"),
+    # A file this user may not read: an open that followed the link would read it.
+    "symlink": (lambda path: os.symlink("/etc/shadow", path), "a symbolic link (only "
+                "broadcast.jsonl pointing to"),
+    "directory": (os.mkdir, "a directory, not a regular file"),
+}
+
+
+@pytest.mark.parametrize("swap", sorted(SWAPS))
+async def test_a_name_swapped_between_look_and_open_is_never_read_and_never_blocks(
+        tmp_path, caplog, swap):
+    recorder = Recorder()
+    tailer = await started(tmp_path, recorder, sweep_interval=3600.0)
+    make, reason = SWAPS[swap]
+    victim = tmp_path / "log" / "swap-narrative.jsonl"
+    look = tailer._look
+
+    def look_then_swap(name: str):
+        found = look(name)
+        if name == victim.name and victim.is_file() and not victim.is_symlink():
+            victim.unlink()   # lstat saw a regular file; the open will find this instead
+            make(str(victim))
+        return found
+
+    tailer._look = look_then_swap  # type: ignore[method-assign]
+    try:
+        append(victim, message("swap", n=1))
+        append(tmp_path / "log" / "good-narrative.jsonl", message("good", n=1))
+        published = await recorder.wait_published(1)
+        tailer.sweep()
+        append(tmp_path / "log" / "good-narrative.jsonl", message("good", n=2))
+        published = await recorder.wait_published(2)
+        assert [(env["room"], env["payload"]["n"]) for env in published] == \
+            [("good", 1), ("good", 2)]
+        assert caplog.text.count(f"{victim}: {reason}") == 1
+        assert [file.name for file in tailer.follower.followed()] == ["good-narrative.jsonl"]
+        assert len(tailer.fds) == 1 and tailer.internal_errors == 0
+    finally:
+        await tailer.stop()
+
+
+async def test_a_huge_file_is_read_in_turns_and_never_holds_up_the_others(tmp_path):
+    recorder = Recorder()
+    tailer = await started(tmp_path, recorder, max_line_bytes=1024)
+    size = 1 << 30   # a GiB of holes, without a single newline
+    huge = tmp_path / "log" / "huge-narrative.jsonl"
+    try:
+        with open(huge, "wb") as handle:
+            handle.truncate(size)
+        append(tmp_path / "log" / "good-narrative.jsonl", message("good", n=1))
+        [env] = await recorder.wait_published(1)
+        assert (env["room"], env["payload"]["n"]) == ("good", 1)
+        # Published while the huge file is still being read a chunk at a time, holding no
+        # more than a line's bound of it.
+        [followed] = [file for file in tailer.follower.followed() if file.name == huge.name]
+        assert 0 < followed.framer.read_position < size
+        assert len(followed.framer.pending) == 1024
     finally:
         await tailer.stop()

@@ -10,14 +10,13 @@ import sqlite3
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import metrics_of, run_arqon, scaled
+from tests.conftest import http_call, metrics_of, run_arqon, scaled
 
 TARGET = {"room": "lab", "channel": "notes"}
 
@@ -176,7 +175,7 @@ async def test_a_named_cursor_survives_restarts(daemon, connect_peer):
 def small_disk():
     """A 1 MiB tmpfs for a state dir: a disk that fills."""
     path = tempfile.mkdtemp(prefix="arqond-full-")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", path],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0750", "tmpfs", path],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         os.rmdir(path)
@@ -257,3 +256,29 @@ async def test_memory_durability_keeps_no_store_and_says_so_with_a_new_epoch(mak
     await again.send({"type": "message", **TARGET, "payload": {"n": 1}})
     ack = (await again.recv_type("message_response"))["metadata"]
     assert ack["seq"] == 1 and ack["epoch"] != first
+
+
+async def test_on_full_memory_goes_on_without_the_store_and_health_says_so(
+        small_disk, make_daemon, connect_peer):
+    daemon = make_daemon({"server": {"state_dir": str(small_disk)},
+                          "streams": {"on_full": "memory"}})
+    sender = await connect_peer(daemon.ws_url)
+    await sender.send({"type": "message", **TARGET, "payload": {"n": "before"}})
+    before = (await sender.recv_type("message_response"))["metadata"]
+    assert before["stored"] is True
+    with open(small_disk / "filler", "wb") as out:
+        try:
+            out.write(b"x" * (1 << 20))
+        except OSError:
+            pass
+    for n in range(2000):
+        await sender.send({"type": "message", **TARGET, "payload": {"n": n, "pad": "y" * 2000}})
+        ack = await sender.recv_type("message_response")     # never refused
+        if not ack["metadata"]["stored"]:
+            break
+    assert ack["metadata"]["epoch"] != before["epoch"]
+    health = http_call(daemon, "GET", "/health")
+    body = orjson.loads(health.body)
+    assert (health.status, body["status"]) == (200, "degraded")
+    assert body["faults"] == [f"streams store: the disk holding {small_disk}/streams.sqlite3 is "
+                              "full; going on in memory until arqond restarts"]

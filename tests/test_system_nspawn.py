@@ -139,7 +139,7 @@ async def test_socket_activated_service_restarts_without_refusing(container):
     assert f"serving ws 127.0.0.1:{ports['ws']}" in status["StatusText"], status
     assert container.sh(f"stat -c '%U %G' /proc/{first_pid}").split() == ["arqond", "zgents"]
     assert container.sh("stat -c '%a %U %G' /var/moo /var/log/moo").split() == \
-        ["2775", "arqond", "zgents"] * 2
+        ["2755", "arqond", "zgents", "3775", "arqond", "zgents"]
     assert container.sh("stat -c '%F %a %U %G' /run/arqond/control.sock").split() == \
         ["socket", "660", "arqond", "arqond"]
 

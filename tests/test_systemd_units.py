@@ -141,7 +141,7 @@ def test_sysusers_and_tmpfiles(tmp_path):
     uid, gid = int(arqond.split(":")[2]), int(zgents.split(":")[2])
     subprocess.run(["systemd-tmpfiles", "--create", f"--root={root}",
                     str(UNITS / "tmpfiles.d/arqond.conf")], check=True, timeout=scaled(60))
-    for path, mode in (("var/moo", 0o2775), ("var/log/moo", 0o2775), ("run/arqond", 0o755)):
+    for path, mode in (("var/moo", 0o2755), ("var/log/moo", 0o3775), ("run/arqond", 0o755)):
         info = (root / path).stat()
         assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (mode, uid, gid), path
 

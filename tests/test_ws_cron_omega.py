@@ -31,7 +31,8 @@ async def test_cron_delivers_to_every_subscriber_including_the_scheduler(daemon,
     for peer in (other, scheduler):
         fired = await peer.recv_type("message")
         assert fired["payload"] == {"content": "tick"} and fired["sender"] == "op-cron"
-        assert fired["metadata"] == {"cron_job_id": data["job_id"], "iteration": 1}
+        assert fired["metadata"] == {"cron_job_id": data["job_id"], "iteration": 1, "seq": 1,
+                                     "epoch": fired["metadata"]["epoch"]}
         assert (fired["room"], fired["channel"]) == ("science", "general")
     listed = (await scheduler.command("op.cron.list"))["payload"]["data"]
     assert listed == {"jobs": [], "count": 0}  # a one-shot job is gone once fired
@@ -46,7 +47,9 @@ async def test_cron_repeats_then_stops_and_creates_the_channel(daemon, connect_p
         "interval_seconds": 0.1, "repeat_count": 3})
     job_id = response["payload"]["data"]["job_id"]
     iterations = [(await listener.recv_type("message"))["metadata"] for _ in range(3)]
-    assert iterations == [{"cron_job_id": job_id, "iteration": n} for n in (1, 2, 3)]
+    epoch = iterations[0]["epoch"]   # one channel, one stream: seqs 1, 2, 3
+    assert iterations == [{"cron_job_id": job_id, "iteration": n, "seq": n, "epoch": epoch}
+                          for n in (1, 2, 3)]
     await listener.expect_silence(0.3)
     await scheduler.expect_silence(0.1)  # not subscribed to ops:ticks
 

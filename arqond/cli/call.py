@@ -18,6 +18,7 @@ import orjson
 from arqond.cli.common import CliError, fail, parse_json, print_compact, zgent_path
 from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode
+from arqond.sdk import join_group_hint
 
 # Exit statuses (arqon(1) EXIT STATUS); 1 is any other failure, 2 a usage error.
 EXIT_HANDLER_ERROR = 3   # an error object from the handler (or from arqond about the request)
@@ -27,10 +28,17 @@ EXIT_REFUSED = 6         # -32003, -32004, or the socket refused the connection
 EXIT_OF_CODE = {RpcCode.NOT_SERVING: EXIT_NOT_SERVING, RpcCode.TIMEOUT: EXIT_TIMEOUT,
                 RpcCode.FORBIDDEN: EXIT_REFUSED, RpcCode.BUSY: EXIT_REFUSED}
 DEFAULT_TIMEOUT = 60.0
+# Why a Zgent's socket or FIFO that is there has nobody at the other end.
+NOT_SERVED = "arqond is not running, or it serves another MOO dir: see --config"
 
 
 def exit_status(error: dict[str, Any]) -> int:
     return EXIT_OF_CODE.get(error["code"], EXIT_HANDLER_ERROR)
+
+
+def failure(zgent: str, method: str, error: dict[str, Any]) -> int:
+    """Say on stderr that ``zgent`` answered ``method`` with ``error``; its exit status."""
+    return fail(f"{zgent} {method}: {error['message']} ({error['code']})", exit_status(error))
 
 
 def connection_error(path: str, exc: OSError) -> CliError:
@@ -39,10 +47,10 @@ def connection_error(path: str, exc: OSError) -> CliError:
         return CliError(f"no socket {path}: the Zgent is not registered (arqon zgent list), "
                         "or arqond uses another MOO dir (--config)", EXIT_NOT_SERVING)
     if isinstance(exc, PermissionError):
-        return CliError(f"cannot connect to {path}: {exc.strerror} (the Zgents' group may)",
+        return CliError(f"cannot connect to {path}: {exc.strerror} ({join_group_hint(path)})",
                         EXIT_REFUSED)
     if isinstance(exc, ConnectionRefusedError):
-        return CliError(f"cannot connect to {path}: {exc.strerror} (is arqond running?)",
+        return CliError(f"cannot connect to {path}: {exc.strerror} ({NOT_SERVED})",
                         EXIT_REFUSED)
     return CliError(f"cannot connect to {path}: {exc.strerror or exc}")
 
@@ -114,9 +122,7 @@ def _call(args: argparse.Namespace) -> int:
     print_compact(answer.get("result", answer.get("error")))
     if "result" in answer:
         return 0
-    error = answer["error"]
-    return fail(f"{args.zgent} {args.method}: {error['message']} ({error['code']})",
-                exit_status(error))
+    return failure(args.zgent, args.method, answer["error"])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -186,8 +186,9 @@ def http_get_json(base_url: str, path: str, timeout: float) -> dict[str, Any]:
 def add_bus_arguments(parser: argparse.ArgumentParser) -> None:
     """Where to reach the bus: a WebSocket URL, or arqond's local control socket."""
     parser.add_argument("--ws-url", help="WebSocket URL (env ARQONBUS_WS_URL); without one, "
-                        "the configuration's control socket is used when it exists and this "
-                        "user may use it, else its WebSocket port (" + DEFAULT_WS_URL + ")")
+                        "the first of the configuration's doors this user may open: its "
+                        "control socket, its bus socket, its WebSocket port (" +
+                        DEFAULT_WS_URL + ")")
     parser.add_argument("--jwt", default=os.environ.get("ARQONBUS_AUTH_JWT"),
                         help="bearer token for the WebSocket (env ARQONBUS_AUTH_JWT)")
     parser.add_argument("--header", action="append", default=[], metavar="KEY:VALUE",
@@ -213,8 +214,8 @@ def parse_headers(items: list[str]) -> dict[str, str]:
 
 def bus_client(args: argparse.Namespace) -> ArqonBusClient:
     """The client the flags ask for, not yet connected, named after the user who runs arqon:
-    a WebSocket URL (flag or ARQONBUS_WS_URL), else --control-socket, else what the
-    configuration says (sdk.local_client)."""
+    a WebSocket URL (flag or ARQONBUS_WS_URL), else --control-socket, else the first door of
+    the configuration this user may open (sdk.local_client)."""
     headers = parse_headers(args.header)
     try:
         return local_client(ws_url=args.ws_url, control_socket=args.control_socket,

@@ -12,10 +12,10 @@ import os
 import sys
 
 from arqond import __version__
-from arqond.cli import bus, call, completion, mcp, moo, narrative, serve, status
+from arqond.cli import bus, call, completion, mcp, moo, narrative, pane, serve, status
 from arqond.cli.common import CliError, add_config_argument, fail
 
-PARTS = (status, bus, moo, call, serve, narrative, mcp, completion)
+PARTS = (status, bus, moo, call, pane, serve, narrative, mcp, completion)
 
 
 def leaf_parsers(parser: argparse.ArgumentParser):

@@ -37,7 +37,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
     agent = Agent(config, make_client, zgent=args.zgent, capabilities=args.capability,
                   timeout=args.timeout_seconds, max_requests=args.max_requests,
-                  cursor=args.cursor)
+                  cursor=args.cursor, relaying_pane=args.relay_pane)
     main = asyncio.current_task()
     assert main is not None
     serving = False
@@ -70,8 +70,8 @@ async def _leave_now(agent) -> None:
 def _mcp(args: argparse.Namespace) -> int:
     if args.zgent is not None:
         zgent_name(args.zgent)
-    elif args.capability:
-        raise CliError("--capability needs --zgent: capabilities are a Zgent's")
+    elif args.capability or args.relay_pane:
+        raise CliError("--capability and --relay-pane need --zgent: they are a Zgent's")
     if args.cursor is not None and not 0 < len(args.cursor) <= MAX_CURSOR_NAME:
         raise CliError(f"--cursor must be a name of 1 to {MAX_CURSOR_NAME} characters")
     if args.max_requests < 1 or args.timeout_seconds <= 0:
@@ -106,6 +106,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cursor", metavar="CURSOR",
                         help="the name of the server-side cursor the read tool reads after "
                              "(default: the Zgent's name, else mcp)")
+    parser.add_argument("--relay-pane", action="store_true",
+                        help="with --zgent, carry out arqon.pane.capture and arqon.pane.send "
+                             "for the Zgent's owners with tmux in this user's server (not "
+                             "the agent)")
     parser.add_argument("--ws-url", help="WebSocket URL (env ARQONBUS_WS_URL); without one, "
                         "the configuration's bus socket when it is there, else its WebSocket "
                         "port")

@@ -9,16 +9,18 @@ in call.py and serve.py.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import stat
 from typing import Any
 
 import orjson
 
-from arqond.cli.call import ask, exit_status
+from arqond.cli.call import NOT_SERVED, ask, exit_status
 from arqond.cli.common import (CliError, add_bus_arguments, bus_client, check_wait,
                                command_data, print_compact, run, zgent_name, zgent_path)
 from arqond.core.moo.session import MAX_RECV_WAIT
+from arqond.sdk import join_group_hint
 
 
 # -- zgent register|unregister|list: commands on the bus --------------------------------------
@@ -84,8 +86,12 @@ def write_inbox(path: str, zgent: str, message: Any) -> None:
         raise CliError(f"{path} is not a FIFO; not writing to it")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError as exc:
+        raise CliError(f"cannot write to {path}: {exc.strerror} ({join_group_hint(path)})") \
+            from None
     except OSError as exc:
-        raise CliError(f"cannot write to {path}: {exc.strerror} (is arqond running?)") from None
+        why = f" ({NOT_SERVED})" if exc.errno == errno.ENXIO else ""   # nobody reads it
+        raise CliError(f"cannot write to {path}: {exc.strerror}{why}") from None
     try:
         os.set_blocking(fd, True)
         os.write(fd, orjson.dumps(message) + b"\n")

@@ -11,8 +11,10 @@ hands it as an argument to ``hooks emit``, which encodes it and appends the line
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
+import stat
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -168,17 +170,28 @@ def open_shared_log(path: str) -> int:
     """An O_APPEND descriptor of a log that many users' hooks append to (presence.jsonl).
 
     A file this creates is made mode 0664 in its directory's group with fchmod and fchown,
-    whatever the umask, so that the next user's hooks may append too.
+    whatever the umask, so that the next user's hooks may append too. What another user of
+    the shared log dir put at ``path`` is refused, never written through: a symbolic link
+    (O_NOFOLLOW: it could lead to any file of ours), a FIFO (O_NONBLOCK: it could block the
+    tmux hook), anything but a regular file.
     """
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     while True:
         try:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, SHARED_LOG_MODE)
         except FileExistsError:
             try:
-                return os.open(path, flags)
+                fd = os.open(path, flags)
             except FileNotFoundError:
                 continue  # rotated away between the two opens: create it after all
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise OSError(errno.ELOOP, "a symbolic link; not following it") from None
+                raise
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file; not writing to it")
+            return fd
         break
     try:
         os.fchown(fd, -1, os.stat(os.path.dirname(os.path.abspath(path))).st_gid)

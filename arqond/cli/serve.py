@@ -5,7 +5,9 @@ HANDLER runs under /bin/sh in a process group of its own, so that running too lo
 whole group (SIGTERM, then SIGKILL), pipelines and grandchildren included, and the caller is
 answered at once. What HANDLER prints becomes the reply (``reply_of_output``). When arqond
 closes the socket (it restarted, or stopped), ``serve`` attaches again, waiting longer after
-each failure, and says so on stderr, where it also logs one line per request.
+each failure, and says so on stderr, where it also logs one line per request. Pane requests
+(``arqon.pane.*``) never reach HANDLER: with ``--relay-pane`` tmux carries them out
+(arqond/cli/pane.py), else they are answered -32001.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ import orjson
 
 from arqond.cli.call import EXIT_REFUSED, connection_error, exit_status
 from arqond.cli.common import CliError, say, zgent_path
+from arqond.cli.pane import reply_to as pane_reply
 from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode
+from arqond.core.moo import pane
 # Attaching again after arqond closed the socket: as the SDK connects again.
 from arqond.sdk import RECONNECT_FIRST, RECONNECT_MAX
 
-# arqon serve's own code (arqond-moo(7) lists it with arqond's): the handler failed.
-HANDLER_FAILED = -32000
 # Between SIGTERM and SIGKILL of a handler's process group that ran too long.
 TERM_GRACE = 2.0
 LINE_LIMIT = 1 << 24
@@ -56,7 +58,7 @@ def reply_of_output(request_id: Any, out: bytes) -> dict[str, Any]:
     if not is_response(value):
         return jsonrpc.result(request_id, value)
     if isinstance(value.get("error"), str) and "result" not in value:
-        return jsonrpc.error(request_id, HANDLER_FAILED, value["error"])
+        return jsonrpc.error(request_id, RpcCode.HANDLER_FAILED, value["error"])
     problem = jsonrpc.check_response(value)
     if problem:
         return jsonrpc.error(request_id, RpcCode.INTERNAL_ERROR,
@@ -66,7 +68,8 @@ def reply_of_output(request_id: Any, out: bytes) -> dict[str, Any]:
 
 def failure_reply(request_id: Any, status: int, err: bytes) -> dict[str, Any]:
     detail = err.decode(errors="replace").strip().splitlines()
-    return jsonrpc.error(request_id, HANDLER_FAILED, f"handler exited with status {status}"
+    return jsonrpc.error(request_id, RpcCode.HANDLER_FAILED,
+                         f"handler exited with status {status}"
                          + (f": {detail[-1]}" if detail else ""))
 
 
@@ -144,6 +147,7 @@ class Server:
     def __init__(self, args: argparse.Namespace, path: str) -> None:
         self.zgent = args.zgent
         self.handler = args.exec
+        self.relaying_pane = args.relay_pane
         self.timeout = args.timeout
         self.path = path
         self.slots = asyncio.Semaphore(args.jobs)
@@ -172,6 +176,11 @@ class Server:
     async def answer(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         async with self.slots:
             started = time.monotonic()
+            if request["method"] in pane.METHODS:   # arqond forwarded it, having checked
+                reply = await pane_reply(request, self.zgent, self.relaying_pane,
+                                         self.timeout)
+                self.send(request, reply, writer, started)
+                return
             request_id = request.get("id")
             env = {**os.environ, "ZGENT": self.zgent, "ARQON_METHOD": request["method"]}
             process = await asyncio.create_subprocess_shell(
@@ -238,11 +247,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Attach as Zgent NAME's request handler and run HANDLER with /bin/sh once "
         "per request: the request as one JSON line on its stdin; what it prints is the reply "
         "(a JSON-RPC response object, passed on under the caller's id, or any other JSON "
-        "value, the result). Attaches again when arqond restarts; logs each request on "
+        "value, the result). With --relay-pane, also looks at and types into NAME's tmux pane "
+        "for NAME's owners. Attaches again when arqond restarts; logs each request on "
         "stderr.")
     serve.add_argument("zgent", metavar="NAME")
     serve.add_argument("--exec", required=True, metavar="HANDLER",
                        help="shell command: request JSON on stdin, reply JSON on stdout")
+    serve.add_argument("--relay-pane", action="store_true",
+                       help="also carry out arqon.pane.capture and arqon.pane.send, which "
+                            "arqond forwards from NAME's owners, with tmux in this user's "
+                            "server")
     serve.add_argument("--jobs", type=int, default=4, help="HANDLERs run at once (default 4)")
     serve.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                        help="end a HANDLER (its whole process group) running longer and "

@@ -2,8 +2,9 @@
 
 Transports call ``attach`` when a client connects, ``receive`` with each text frame and
 ``detach`` when it goes; server-side producers (FIFOs, the narrative tailer) call ``publish``.
-What a frame means is arqond/core/protocol.py's part of the Bus; this module holds clients,
-joins, fan-out and delivery. Everything the Bus has to say goes out through each client's Sink,
+What a frame means is arqond/core/protocol.py's part of the Bus, how a channel message is
+numbered, stored and resumed arqond/core/streaming.py's; this module holds clients, joins,
+fan-out and delivery. Everything the Bus has to say goes out through each client's Sink,
 synchronously and without waiting, so one slow reader can never hold up a fan-out.
 """
 
@@ -23,9 +24,10 @@ from arqond.core.errors import ErrorCode
 from arqond.core.principal import NOBODY, Principal
 from arqond.core.quotas import Charges, Quota, QuotaExceeded, default_limits
 from arqond.core.protocol import ArqonProtocol, error_frame
+from arqond.core.streaming import StreamPipeline
 from arqond.core.history import Entry, History, HistoryLimits
 from arqond.core.replay import Replay
-from arqond.core.streams import Record, Store, Stream, plan_resume
+from arqond.core.streams import Record, Store, Stream
 from arqond.core.timers import Timers
 from arqond.core.router import (DEFAULT_HISTORY, WILDCARD, Channel, Router, RoutingError,
                                 check_name)
@@ -50,6 +52,7 @@ class BusSettings:
     client_buffer_bytes: int = 4 << 20
     output_budget_bytes: int = 256 << 20
     max_pending_bytes: int = 64 << 20
+    on_full: str = "refuse"
 
     def history_limits(self) -> HistoryLimits:
         return HistoryLimits(self.history_size, self.history_bytes, self.history_total_bytes)
@@ -82,7 +85,7 @@ MessageObserver = Callable[[dict[str, Any], "Client | None"], None]
 Intercept = Callable[["Client", dict[str, Any]], None]
 
 
-class Bus(ArqonProtocol):
+class Bus(ArqonProtocol, StreamPipeline):
     def __init__(self, settings: BusSettings | None = None, router: Router | None = None,
                  charges: Charges | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -108,6 +111,7 @@ class Bus(ArqonProtocol):
         # Where streams are kept (None: in memory only), and what it has not stored yet,
         # oldest first, with its bytes: bounded by streams.max_pending_bytes.
         self.store: Store | None = None
+        self.store_lost: str | None = None     # why it went on in memory (on_full)
         self.pending: deque[Record] = deque()
         self.pending_bytes = 0
         # Clients catching up on a channel (arqond/core/replay.py), and the timers they
@@ -169,42 +173,6 @@ class Bus(ArqonProtocol):
             self.create_channel_for(client, room, channel, created_by=created_by)
         self.router.join(client, room, channel)
         return new
-
-    def resume(self, client: Client, room: str, channel: str, seq: int,
-               epoch: str) -> tuple[bool, dict[str, Any], Replay]:
-        """Join ``client`` to room:channel as one that saw its message (seq, epoch): it gets
-        every message after that one, then the live ones (through the Replay returned, to
-        start once the client has its answer). Returns whether the channel was created, and
-        what the client will get: recovered (exactly what it missed) or not, and why."""
-        if WILDCARD in (room, channel):
-            raise RoutingError(ErrorCode.VALIDATION_ERROR, "since resumes one channel, not a "
-                               "wildcard")
-        if not self.access.may_read(client.principal, room, channel):
-            self.refuse(client, Action.READ_INBOX, room)
-        check_name("room", room)
-        check_name("channel", channel)
-        found = self.router.channel(room, channel)
-        created = found is None
-        if found is None:
-            found = self.create_channel_for(client, room, channel)
-        elif (room, channel) in client.subscriptions:   # live already: it starts over
-            self.router.leave(client, room, channel)
-        stream = found.stream
-        earliest = self.earliest_seq(found)
-        plan = plan_resume(stream, earliest, seq, epoch)
-        replay = Replay(self, client, found, plan.after)
-        self.replays.add(replay)
-        return created, {"recovered": plan.recovered, "reason": plan.reason,
-                         "epoch": stream.epoch, "earliest_seq": earliest,
-                         "last_seq": stream.committed_seq}, replay
-
-    def earliest_seq(self, channel: Channel) -> int:
-        """The first seq of the channel's stream still to be had: from the store, or, with
-        none, from the history window."""
-        if self.store is not None:
-            return channel.stream.first_seq
-        window = channel.history.entries
-        return window[0].seq if window else channel.stream.committed_seq + 1
 
     def create_channel_for(self, client: Client, room: str, channel: str, *,
                            created_by: str | None = None) -> Channel:
@@ -310,37 +278,6 @@ class Bus(ArqonProtocol):
         hidden = {id(entry) for entry in inbox.history} if inbox is not None else set()
         return [entry for entry in self.router.entries(room, None) if id(entry) not in hidden]
 
-    def restore(self, streams: Iterable[Stream]) -> int:
-        """Channels again for the streams a store kept (at start, before anyone connects),
-        at most server.max_channels of them; how many were left out."""
-        ordered = list(streams)
-        kept = ordered[:self.settings.max_channels]
-        for stream in kept:
-            found = self.router.channel(stream.room, stream.channel)
-            if found is None:
-                details = stream.details
-                self.router.ensure_channel(
-                    stream.room, stream.channel, stream=stream,
-                    created_by=details.get("created_by") or SERVER_SENDER,
-                    kind=details.get("type") or "general",
-                    description=details.get("description") or "")
-            else:   # one arqond makes itself (science:*): its stream is the stored one
-                found.stream = stream
-                found.history.complete = stream.last_seq == 0
-        return len(ordered) - len(kept)
-
-    def complete_history(self, channel: Channel) -> None:
-        """Read a restored stream's recent past back from the store into its history window,
-        once (a bounded read: server.history_size messages at most)."""
-        window = channel.history
-        if window.complete or self.store is None:
-            return
-        stream = channel.stream
-        before = window.entries[0].seq if window.entries else stream.committed_seq + 1
-        stored = self.store.read(stream, 0, before, self.settings.history_size)
-        self.router.histories.fill(window, [Entry(0, m.received, m.frame, m.seq)
-                                            for m in stored])
-
     def emit(self, event: str, **fields: Any) -> None:
         for listener in self.listeners:
             listener(event, fields)
@@ -370,119 +307,6 @@ class Bus(ArqonProtocol):
         self._fanout(env, exclude, then)
         for observer in self.observers:
             observer(env, None)
-
-    # -- streams: numbered, stored, then delivered ------------------------------------------
-
-    def _fanout(self, env: dict[str, Any], exclude: Client | None,
-                done: Callable[[str | None], None] | None) -> None:
-        """Deliver one routed envelope to every subscriber but ``exclude``, serialized once.
-
-        A message to a channel takes the next seq of its stream (in ``metadata.seq`` and
-        ``.epoch``); with a store it is delivered once stored, in order, else at once. It
-        is serialized before anything is recorded, so history never holds what cannot be
-        sent. ``done`` hears when it was delivered, or why not.
-        """
-        room, channel = env["room"], env.get("channel")
-        found = self.router.channel(room, channel) if channel is not None else None
-        if found is None:   # a whole room, or a channel nobody may create: no stream
-            frame = serialize(env)
-            self.stats.messages_total += 1
-            self.router.record(room, channel, self.clock(), frame)
-            self._deliver(self.router.recipients(room, channel), frame, exclude)
-            if done is not None:
-                done(None)
-            return
-        stream = found.stream
-        store = self.store
-        if store is not None and exclude is not None and \
-                self.pending_bytes > self.settings.max_pending_bytes:
-            self.stats.store_behind_total += 1
-            self.emit("limit_reached", limit="streams.max_pending_bytes",
-                      value=self.settings.max_pending_bytes, client_id=exclude.id)
-            raise RoutingError(ErrorCode.LIMIT_EXCEEDED, "the store is behind: "
-                               f"streams.max_pending_bytes ({self.settings.max_pending_bytes}) "
-                               "wait to be written; try again shortly")
-        seq = stream.last_seq + 1
-        metadata = env.get("metadata")
-        env["metadata"] = {**metadata, "seq": seq, "epoch": stream.epoch} if metadata else \
-            {"seq": seq, "epoch": stream.epoch}
-        frame = serialize(env)
-        stream.last_seq = seq
-        self.stats.messages_total += 1
-        record = Record(stream, seq, self.clock(), frame, exclude, done)
-        if store is None:
-            stream.committed_seq = seq
-            self._deliver_record(record)
-            return
-        self.pending.append(record)
-        self.pending_bytes += len(frame)
-        store.append(record)
-
-    def _deliver_record(self, record: Record) -> None:
-        stream = record.stream
-        room, channel = stream.room, stream.channel
-        self.router.record(room, channel, record.received, record.frame, record.seq)
-        recipients = self.router.recipients(room, channel)
-        owners = self.access.guarded(room, channel)
-        if owners is not None:
-            recipients = [c for c in recipients if owners.include(c.principal)]
-        self._deliver(recipients, record.frame, record.exclude)
-        if record.done is not None:
-            record.done(None)
-        if self.waiting:
-            for wake in self.waiting.pop(stream, ()):
-                wake()
-
-    def after_pending(self, then: Callable[[], None]) -> None:
-        """Call ``then`` once every message now waiting for the store is delivered or
-        refused (at once when none waits): a connection that must close answers first."""
-        if not self.pending:
-            then()
-            return
-        last = self.pending[-1]    # stored in order: the last one done means all are
-        done = last.done
-
-        def after(refused: str | None) -> None:
-            if done is not None:
-                done(refused)
-            then()
-        last.done = after
-
-    def committed(self, count: int, first_seqs: Mapping[Stream, int]) -> None:
-        """The store has the next ``count`` pending records: each is delivered now, in
-        order. ``first_seqs``: where streams start now that retention dropped their oldest."""
-        pending = self.pending
-        stored = [pending.popleft() for _ in range(count)]
-        for record in stored:
-            self.pending_bytes -= len(record.frame)
-            record.stream.committed_seq = record.seq
-        for stream, first in first_seqs.items():
-            stream.first_seq = first
-        for record in stored:
-            try:
-                self._deliver_record(record)
-            except Exception:  # noqa: BLE001 - one message's failure must not stop the rest
-                self.internal_error("streams", f"delivering {record.stream.room}:"
-                                    f"{record.stream.channel} seq {record.seq}")
-
-    def failed(self, count: int, why: str) -> None:
-        """The store could not keep the next ``count`` pending records (a full disk, an I/O
-        error): none is delivered, each publisher is told, and their streams take those seqs
-        back, so the numbering stays without gaps. The store refuses what follows until
-        nothing is pending (``resume``)."""
-        pending = self.pending
-        failed = [pending.popleft() for _ in range(count)]
-        for record in failed:
-            self.pending_bytes -= len(record.frame)
-            record.stream.last_seq = record.stream.committed_seq
-            self.stats.store_refused_total += 1
-        self.emit("store_failed", text=f"{len(failed)} message(s) not stored and not sent: "
-                  f"{why}", count=len(failed))
-        for record in failed:
-            if record.done is not None:
-                record.done(f"not stored, so not sent: {why}")
-        if not pending and self.store is not None:
-            self.store.resume()
 
     def _deliver(self, recipients: Iterable[Client], frame: bytes,
                  exclude: Client | None) -> int:

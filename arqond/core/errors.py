@@ -51,3 +51,5 @@ class RpcCode(IntEnum):
     TIMEOUT = -32002                               # the handler did not answer in time
     FORBIDDEN = -32003                             # the peer's uid may not do this
     BUSY = -32004                                  # a bound: handler taken, too many waiting
+    # arqon's handlers' own (arqon serve, arqon mcp): the handler or tmux failed
+    HANDLER_FAILED = -32000

@@ -94,6 +94,12 @@ def bus_samples(bus: "Bus") -> list[Sample]:
         counter("arqonbus_output_budget_cuts_total",
                 "Clients cut off, largest first, at server.output_budget_bytes.",
                 stats.budget_cuts_total),
+        counter("arqonbus_streams_refused_total",
+                "Messages not delivered because the store could not keep them (STORE_FAILED).",
+                stats.store_refused_total),
+        counter("arqonbus_streams_behind_total",
+                "Client publishes refused at streams.max_pending_bytes (the store behind).",
+                stats.store_behind_total),
         counter("arqonbus_unrouted_total",
                 "Messages acknowledged but routed nowhere: they named no room, or a room that "
                 "does not exist (as ArqonBus does).", stats.unrouted_total),

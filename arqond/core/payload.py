@@ -70,3 +70,19 @@ def depth_exceeds(value: Any, max_depth: int) -> bool:
         stack.extend((child, depth + 1) for child in children
                      if isinstance(child, (dict, list)))
     return False
+
+
+def object_or_raw(raw: bytes, max_depth: int) -> tuple[dict[str, Any], str | None, bool]:
+    """A line as a message: a JSON object as it is; anything else as ``{"raw": line}`` with
+    why it is not one (metadata.malformed), and whether that is a refusal of JSON arqond will
+    not carry (nested too deep) rather than text that simply is no object."""
+    text = raw.decode("utf-8", "replace")
+    if not text.strip():
+        return {"raw": text}, "empty line", False
+    try:
+        value = loads(raw, max_depth)
+    except PayloadError as exc:
+        return {"raw": text}, exc.message, exc.code != ErrorCode.INVALID_JSON
+    if not isinstance(value, dict):
+        return {"raw": text}, "not a JSON object", False
+    return value, None, False

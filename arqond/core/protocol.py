@@ -243,8 +243,13 @@ class ArqonProtocol:
                      respond: Respond) -> Callable[[str | None], None]:
         """What answers a message once it is delivered: its ack, or why it was not."""
         def done(refused: str | None) -> None:
-            respond(ack_frame(env) if refused is None else
-                    error_frame(ErrorCode.STORE_FAILED, refused, request_id=env["id"]))
+            if refused is not None:
+                respond(error_frame(ErrorCode.STORE_FAILED, refused, request_id=env["id"]))
+                return
+            ack = ack_frame(env)
+            if "metadata" in ack:   # the truth about it: kept in a store, or in memory only
+                ack["metadata"]["stored"] = self.store is not None
+            respond(ack)
         return done
 
     def _private(self: "Bus", client: Client, env: dict[str, Any]) -> Reply:
@@ -253,7 +258,8 @@ class ArqonProtocol:
         targets = targets or env.get("to_client")
         if isinstance(targets, str):
             targets = [targets]
-        if not targets or not all(isinstance(t, str) for t in targets):
+        if not targets or not isinstance(targets, list) or \
+                not all(isinstance(t, str) for t in targets):
             raise RoutingError(ErrorCode.VALIDATION_ERROR, "a private message needs "
                                "payload.target or to_client: a client id or a list of "
                                "client ids")

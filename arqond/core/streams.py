@@ -78,17 +78,19 @@ class Stream:
 class Record:
     """One message on its way from publish to delivery."""
 
-    __slots__ = ("stream", "seq", "received", "frame", "exclude", "done", "generation")
+    __slots__ = ("stream", "seq", "received", "frame", "exclude", "done", "env")
 
     def __init__(self, stream: Stream, seq: int, received: float, frame: bytes,
-                 exclude: "Client | None", done: Callable[[str | None], None] | None) -> None:
+                 exclude: "Client | None", done: Callable[[str | None], None] | None,
+                 env: dict[str, Any] | None = None) -> None:
         self.stream = stream
         self.seq = seq
         self.received = received
         self.frame = frame
         self.exclude = exclude            # the publisher, which does not get its own message
         self.done = done                  # called once: None when delivered, else why not
-        self.generation = 0               # the store's, when it was handed over
+        # The envelope, while ``done`` will read it (an ack says its seq and epoch).
+        self.env = env
 
 
 class Stored(NamedTuple):

@@ -34,8 +34,8 @@ SCHEMA_VERSION = "1.0"
 RESERVED_EVENT_TYPES = frozenset({
     "access_refused", "agent_activity", "audit", "casil_decision", "casil_internal_error",
     "casil_reloaded", "channel_created", "channel_deleted", "client_connected",
-    "client_disconnected", "client_slow", "cron_cancelled", "cron_scheduled", "error",
-    "internal_error", "limit_reached", "policy_refusal", "telemetry_connected"})
+    "client_disconnected", "client_slow", "cron_cancelled", "error", "internal_error",
+    "limit_reached", "policy_refusal", "store_failed", "telemetry_connected"})
 
 
 class TelemetryError(Exception):

@@ -163,7 +163,7 @@ def _check_headers(headers: dict[str, Any]) -> dict[str, str]:
         raise CommandError(ErrorCode.VALIDATION_ERROR,
                            f"Validation error: at most {MAX_HEADERS} headers")
     for name, value in headers.items():
-        if not HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
+        if not HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
             raise CommandError(ErrorCode.VALIDATION_ERROR,
                                f"Validation error: header name {name!r} is "
                                "not a valid token or is set by arqond itself")

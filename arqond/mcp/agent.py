@@ -15,9 +15,9 @@ from arqond import config as configuration
 from arqond.cli.call import exit_status
 from arqond.cli.common import CliError, login_name, say
 from arqond.cli.moo import write_inbox
-from arqond.cli.serve import HANDLER_FAILED
 from arqond.core import jsonrpc
-from arqond.core.errors import ErrorCode
+from arqond.core.errors import ErrorCode, RpcCode
+from arqond.core.moo.pane import BadParams, asked
 from arqond.mcp.bus import BusError, BusLink, Target
 from arqond.mcp.cursor import Cursors
 from arqond.mcp.zgent import Handler, append_line, ask, narrative_line
@@ -33,9 +33,11 @@ NO_ZGENT = ("this agent has no Zgent of its own: start arqon mcp with --zgent NA
 class Agent:
     def __init__(self, config: configuration.Config, make_client: Callable[[], ArqonBusClient],
                  *, zgent: str | None, capabilities: list[str], timeout: float,
-                 max_requests: int, cursor: str | None = None) -> None:
+                 max_requests: int, cursor: str | None = None,
+                 relaying_pane: bool = False) -> None:
         self.config = config
         self.zgent = zgent
+        self.relaying_pane = relaying_pane
         self.capabilities = capabilities
         self.max_requests = max_requests
         self.bus = BusLink(make_client, timeout, self._message)
@@ -70,7 +72,8 @@ class Agent:
                     "capabilities, not --capability's")
         self.handler = Handler(self.zgent, self.path(f"{self.zgent}.sock"),
                                limit=self.max_requests, expiry=self.config.moo.handler_timeout,
-                               on_request=lambda: self.updated("arqon://requests"))
+                               on_request=lambda: self.updated("arqon://requests"),
+                               relaying_pane=self.relaying_pane)
         try:
             await self.handler.start()
         except CliError:
@@ -173,6 +176,14 @@ class Agent:
                            f"{jsonrpc.line(error).decode().strip()}")
         return {"result": answer["result"]}
 
+    async def pane(self, zgent: str, lines: int = 0, text: str | None = None,
+                   keys: list[str] | None = None, enter: bool = False) -> dict[str, Any]:
+        try:
+            method, params = asked(lines, text, keys or [], enter)
+        except BadParams as exc:
+            raise CliError(f"pane: {exc}") from None
+        return await self.call(zgent, method, params)
+
     async def zgents(self, capability: str | None = None) -> dict[str, Any]:
         registry = (await self.bus.command("zgent.list", {}))["zgents"]
         return {"zgents": {name: entry for name, entry in registry.items()
@@ -199,7 +210,7 @@ class Agent:
     async def reply(self, id: Any, result: Any = None,
                     error: dict[str, Any] | None = None) -> dict[str, Any]:
         if error is not None:
-            answer = {"error": {"code": HANDLER_FAILED, **error}}
+            answer = {"error": {"code": RpcCode.HANDLER_FAILED, **error}}
         else:
             answer = {"result": result}
         self._handler().reply(id, answer)

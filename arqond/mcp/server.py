@@ -34,7 +34,7 @@ INSTRUCTIONS = ("You are connected to arqond, the local message bus of this mach
                 "(Zgents) and of the humans who watch them in tmux. Use zgents to see who is "
                 "there and channels to see where they talk; read and publish for channels, "
                 "send and recv for direct messages, call to ask a Zgent and wait for its "
-                "answer. {own}")
+                "answer, pane to see or type into a Zgent's tmux pane. {own}")
 
 
 def text(value: Any) -> list[types.TextContent]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from arqond.core.moo.pane import MAX_LINES
+
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}
 ZGENT = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}
 WAIT = {"type": "number", "minimum": 0, "maximum": 3600, "default": 0,
@@ -98,6 +100,24 @@ Example: {"zgent": "dreader", "method": "query", "params": {"symbol": "SPX"}, "t
           "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600, "default": 30,
                       "description": "seconds to wait for the answer"}},
          ("zgent", "method")),
+    Tool("pane", """Look at another Zgent's tmux pane, or type into it.
+
+Without text, keys or enter: what the pane shows now, as {"text": ...}, with lines more lines
+of scrollback above it. With them: presses keys (tmux names such as C-c, Escape, Up), then
+types text as it is, then Enter. Typing runs commands as that Zgent's user: only its owners
+may, arqond logs each time, and its handler must relay its pane (else error -32001).
+
+Example: {"zgent": "dreader", "lines": 20}
+Example: {"zgent": "dreader", "text": "/query volume SPX", "enter": true}""",
+         {"zgent": {**ZGENT, "description": "the Zgent whose pane it is"},
+          "lines": {"type": "integer", "minimum": 0, "maximum": MAX_LINES, "default": 0,
+                    "description": "lines of scrollback above the visible pane"},
+          "text": {"type": "string", "description": "text to type, as it is"},
+          "keys": {"type": "array", "items": {"type": "string"},
+                   "description": "tmux key names to press before the text"},
+          "enter": {"type": "boolean", "default": False,
+                    "description": "press Enter after the text"}},
+         ("zgent",)),
     Tool("zgents", """List the registered Zgents (agents and programs on this machine): name,
 status (active, stale, offline), capabilities, tmux pane, last seen.
 

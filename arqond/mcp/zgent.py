@@ -5,7 +5,8 @@ arqon.recv), other Zgents' sockets (a call), inboxes (a FIFO line) and its narra
 there, the handler keeps it until the agent takes it (the ``requests`` tool) and writes the
 agent's answer back (``reply``). A request waits at most ``moo.handler_timeout`` seconds,
 after which arqond has answered the caller itself, so older ones are dropped; and at most
-``limit`` wait at once, past which a caller is told at once that the agent is busy.
+``limit`` wait at once, past which a caller is told at once that the agent is busy. Pane
+requests never reach the agent: tmux carries them out (with ``--relay-pane``, arqond/cli/pane.py).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import orjson
 from arqond.cli.call import answer_of, connection_error
 from arqond.cli.common import CliError, say
 from arqond.cli.narrative import open_shared_log
+from arqond.cli.pane import reply_to as pane_reply
 from arqond.cli.serve import LINE_LIMIT, attach_again, attach_handler, requests_of
 from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode
-
+from arqond.core.moo import pane
 
 
 async def ask(path: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -89,12 +91,14 @@ class Handler:
     """The connection that serves Zgent ``name``, and the requests waiting for the agent."""
 
     def __init__(self, name: str, path: str, *, limit: int, expiry: float,
-                 on_request: Callable[[], None]) -> None:
+                 on_request: Callable[[], None], relaying_pane: bool = False) -> None:
         self.name = name
         self.path = path
         self.limit = limit
         self.expiry = expiry
         self.on_request = on_request
+        self.relaying_pane = relaying_pane
+        self.relays: set[asyncio.Task[None]] = set()
         self.waiting: dict[Any, Request] = {}
         self.arrived = asyncio.Event()
         self.writer: asyncio.StreamWriter | None = None
@@ -111,9 +115,10 @@ class Handler:
         self.task = asyncio.create_task(self._serve(reader))
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        tasks = [task for task in (self.task, *self.relays) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.writer is not None:
             self.writer.close()
 
@@ -127,9 +132,22 @@ class Handler:
 
     async def _take_lines(self, reader: asyncio.StreamReader) -> None:
         async for request in requests_of(reader):
-            self._keep(Request(request.get("id"), request["method"], request.get("params")))
+            if request["method"] in pane.METHODS:   # arqond forwarded it, having checked
+                self._relay(request)
+            else:
+                self._keep(Request(request.get("id"), request["method"], request.get("params")))
         if self.writer is not None:
             self.writer.close()
+
+    def _relay(self, request: dict[str, Any]) -> None:
+        """A pane request: tmux carries it out (with --relay-pane), not the agent."""
+        async def relay() -> None:
+            reply = await pane_reply(request, self.name, self.relaying_pane, self.expiry)
+            if "id" in request:
+                self._write(reply)
+        task = asyncio.create_task(relay())
+        self.relays.add(task)
+        task.add_done_callback(self.relays.discard)
 
     def _keep(self, request: Request) -> None:
         self._drop_expired()

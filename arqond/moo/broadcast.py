@@ -20,7 +20,7 @@ from arqond.core.moo.names import ZgentError
 from arqond.core.moo.registry import iso_seconds
 from arqond.core.router import RoutingError
 from arqond.log import log_event
-from arqond.moo.files import NotOurs
+from arqond.moo.files import NotOurs, set_owner_mode
 
 log = logging.getLogger("arqond.moo")
 
@@ -35,8 +35,10 @@ class BroadcastLog:
         self.path = path
         self.link = link
         try:
+            # O_NONBLOCK: a FIFO put in its place fails (ENXIO) or is refused below, never
+            # blocks the start.
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                              | os.O_CLOEXEC, MODE)
+                              | os.O_NONBLOCK | os.O_CLOEXEC, MODE)
         except OSError as exc:
             raise NotOurs(f"{path}: cannot open for appending ({exc.strerror}); refusing to "
                           "touch it") from None
@@ -45,9 +47,7 @@ class BroadcastLog:
             os.close(self.fd)
             raise NotOurs(f"{path} is not a regular file; refusing to touch it")
         if info.st_uid == os.getuid():
-            os.fchmod(self.fd, MODE)
-            if gid is not None and info.st_gid != gid:
-                os.fchown(self.fd, -1, gid)
+            set_owner_mode(self.fd, MODE, gid)
 
     def ensure_link(self) -> None:
         """LOG_DIR/broadcast.jsonl -> MOO_DIR/broadcast.jsonl; anything else there is kept."""

@@ -46,11 +46,13 @@ def _existing(path: str) -> os.stat_result | None:
         return None
 
 
-def set_owner_mode(path: str, mode: int, gid: int | None) -> None:
+def set_owner_mode(fd: int, mode: int, gid: int | None) -> None:
+    """Mode and group of the file open at ``fd``: through the descriptor, so they land on the
+    file arqond opened and checked, never on whatever a path leads to by then."""
+    os.fchmod(fd, mode)
     # Skipped when the setgid MOO dir already gave the group: chown is a privileged-ish call.
-    if gid is not None and os.lstat(path).st_gid != gid:
-        os.chown(path, -1, gid, follow_symlinks=False)
-    os.chmod(path, mode)
+    if gid is not None and os.fstat(fd).st_gid != gid:
+        os.fchown(fd, -1, gid)
 
 
 def open_fifo(path: str, gid: int | None, inherited: int | None = None) -> int:
@@ -67,25 +69,32 @@ def open_fifo(path: str, gid: int | None, inherited: int | None = None) -> int:
         raise NotOurs(f"{path} is {_kind(info.st_mode)}, not a FIFO; refusing to touch it")
     if info is None:
         os.mkfifo(path, 0o660)
-    set_owner_mode(path, 0o660, gid)
+    fd = None
     if inherited is not None:
         held = os.fstat(inherited)
         if info is not None and (held.st_dev, held.st_ino) == (info.st_dev, info.st_ino):
             os.set_blocking(inherited, False)
-            return inherited
-        os.close(inherited)
-    fd = open_fifo_reader(path)
+            fd = inherited
+        else:
+            os.close(inherited)
+    if fd is None:
+        fd = open_fifo_reader(path)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # above /proc/sys/fs/pipe-max-size for this user: keep the default 64 KiB
     try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        set_owner_mode(fd, 0o660, gid)
     except OSError:
-        pass  # above /proc/sys/fs/pipe-max-size for this user: keep the default 64 KiB
+        os.close(fd)
+        raise
     return fd
 
 
 def open_fifo_reader(path: str) -> int:
     # Read-only, not O_RDWR: when the last writer closes, read() returns 0 and a line left
     # unfinished can be dropped instead of being glued to the next writer's line.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     if not stat.S_ISFIFO(os.fstat(fd).st_mode):
         os.close(fd)
         raise NotOurs(f"{path} was replaced by something that is not a FIFO")
@@ -109,8 +118,12 @@ def listen_socket(path: str, gid: int | None, inherited: int | None = None) -> s
         sock = bind_unix(path, 0o660)
     except ListenerError as exc:
         raise NotOurs(str(exc)) from None
+    # Through the path: fchown on a socket's descriptor changes the socket, not its file. Safe
+    # because the MOO dir is one others cannot write (checked at start, arqond/system/dirs.py),
+    # so the name is still the socket just bound; and it follows no symbolic link anyway.
     try:
-        set_owner_mode(path, 0o660, gid)
+        if gid is not None and os.lstat(path).st_gid != gid:
+            os.chown(path, -1, gid, follow_symlinks=False)
     except OSError:
         sock.close()
         raise
@@ -151,9 +164,7 @@ def write_atomically(path: str, data: bytes, mode: int, gid: int | None) -> None
                  mode)
     try:
         os.write(fd, data)
-        os.fchmod(fd, mode)
-        if gid is not None and os.fstat(fd).st_gid != gid:
-            os.fchown(fd, -1, gid)
+        set_owner_mode(fd, mode, gid)
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -72,6 +72,8 @@ CORE_COUNTERS = {
     "registry_purged_total": "Unregistered Zgents dropped from registry.json after "
                              "moo.purge_offline_after.",
     "zgents_refused_total": "Zgent registrations refused at moo.max_zgents, each logged.",
+    "pane_captures_cut_total": "Pane captures cut to their last moo.pane_max_bytes bytes, "
+                               "each logged.",
 }
 RPC_COUNTERS = {
     "handler_requests_total": "Requests forwarded to attached Zgent handlers.",

@@ -28,7 +28,7 @@ import logging
 import os
 import stat
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
@@ -40,7 +40,7 @@ from arqond.core.metrics import Sample, counter, counters_of, gauge
 from arqond.core.narrative import follow, schema
 from arqond.core.narrative.actions import Announce, Close, Find, Open, Publish, Read, Stat
 from arqond.core.narrative.files import FollowedFile
-from arqond.core.narrative.ids import FINGERPRINT_BYTES
+from arqond.core.narrative.ids import FINGERPRINT_BYTES, stored_through
 from arqond.core.narrative.names import BROADCAST, Target
 from arqond.core.narrative.queries import QueryTracker
 from arqond.log import log_event
@@ -90,6 +90,8 @@ def _head_of(path: str) -> bytes | None:
 # What /metrics exports of the narrative bridge (arqonbus_narrative_<name>_total).
 TAILER_COUNTERS = {
     "lines_published": "Narrative lines published on the bus.",
+    "lines_already_stored": "Lines not published again at a start: their stream had stored "
+                            "them before arqond stopped (the checkpoint lagged).",
     "lines_malformed": "Lines published as {\"raw\": ...} with metadata.malformed.",
     "lines_cut": "Lines longer than narrative.max_line_bytes, published cut.",
     "queue_overflows": "inotify queue overflows, caught up by a sweep.",
@@ -143,11 +145,14 @@ class NarrativeTailer:
         self.watches: dict[int, str] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.failed: str | None = None  # which task ended, and why: /health reports it
+        # Files whose first lines this run were checked against their stream's store.
+        self.checked_store: set[FollowedFile] = set()
         self.carry_out: dict[type, Callable[[Any], follow.Actions | None]] = {
             Open: self._open, Read: self._read, Publish: self._publish, Close: self._close,
             Find: self._find, Announce: self._announce}
         # Counters, exported by the HTTP metrics.
         self.lines_published = 0
+        self.lines_already_stored = 0
         self.lines_malformed = 0
         self.lines_cut = 0
         self.queue_overflows = 0
@@ -207,6 +212,10 @@ class NarrativeTailer:
     @property
     def files(self) -> int:
         return self.follower.files
+
+    def faults(self) -> list[str]:
+        """For /health: the bridge's task that ended, if one did."""
+        return [f"narrative bridge: {self.failed}"] if self.failed else []
 
     def samples(self) -> list[Sample]:
         return [gauge("arqonbus_narrative_files", "Narrative files followed now.", self.files),
@@ -326,9 +335,18 @@ class NarrativeTailer:
                 # Yield first: the frames just published are written to the clients' sockets
                 # by callbacks already queued (the WebSocket write batching), and only lines
                 # that have left arqond may be checkpointed, or a kill -9 could lose them.
+                # With a store, that is once it has them: so also a file read no faster
+                # than the store keeps up (what waits for it stays one chunk).
                 await asyncio.sleep(0)
+                await self._stored()
                 if self.follower.dirty:
                     self._save(sync=False)
+
+    def _stored(self) -> "asyncio.Future[None]":
+        """Done once every message published so far is stored and delivered."""
+        settled = asyncio.get_running_loop().create_future()
+        self.bus.after_pending(lambda: settled.done() or settled.set_result(None))
+        return settled
 
     def _step(self, file: FollowedFile) -> None:
         """Read and publish at most one chunk of ``file``."""
@@ -380,6 +398,7 @@ class NarrativeTailer:
         return self.follower.data_read(action, data, head)
 
     def _close(self, action: Close) -> None:
+        self.checked_store.discard(action.file)
         fd = self.fds.pop(action.file, None)
         if fd is not None:
             os.close(fd)
@@ -402,7 +421,10 @@ class NarrativeTailer:
         file = action.file
         target = file.target
         requests = target.takes_requests
-        for line in action.lines:
+        lines = action.lines
+        if file not in self.checked_store:
+            lines = self._not_stored_yet(file, lines)
+        for line in lines:
             env = self._publish_line(file, line, requests)
             if env is None:
                 continue
@@ -418,6 +440,20 @@ class NarrativeTailer:
                 self._route_query(target, env["payload"], requests)
         if target.registers:
             self._call(self.on_zgent_seen, target.zgent, False)
+
+    def _not_stored_yet(self, file: FollowedFile, lines: Sequence[Line]) -> Sequence[Line]:
+        """The first lines a run publishes of a file: those its stream holds already (stored
+        before a crash, the checkpoint not yet written) are not published again."""
+        assert file.key is not None
+        self.checked_store.add(file)
+        through = stored_through(self.bus.last_id(file.target.room, file.target.channel),
+                                 file.key)
+        fresh = [line for line in lines if line.offset > through]
+        if len(fresh) < len(lines):
+            self.lines_already_stored += len(lines) - len(fresh)
+            log.info("%s: %d line(s) up to offset %d were stored before arqond stopped; not "
+                     "published again", file.path, len(lines) - len(fresh), through)
+        return fresh
 
     def _publish_line(self, file: FollowedFile, line: Line,
                       requests: bool) -> dict[str, Any] | None:

@@ -246,6 +246,8 @@ class HttpAdapter:
         self.listeners = listeners
         # Other parts add /status sections and /metrics samples here.
         self.status_providers: list[StatusProvider] = []
+        # What stopped working or gave up a promise, one line each: /health says "degraded".
+        self.fault_sources: list[Callable[[], list[str]]] = []
         self.metric_sources: list[MetricSource] = [lambda: metrics.bus_samples(bus)]
         self.server: asyncio.Server | None = None
         self.exchanges: dict[Exchange, StreamSink | None] = {}
@@ -438,6 +440,11 @@ class HttpAdapter:
     def _health(self, exchange: Exchange, request: Request) -> None:
         status, body = health(self.state())
         body["uptime_seconds"] = round(time.time() - self.bus.started, 3)
+        faults = [fault for source in self.fault_sources for fault in source()]
+        if faults:
+            # Serving still (200), but a part stopped or gave up a promise: say which.
+            body.update(status="degraded" if status == HTTPStatus.OK else body["status"],
+                        faults=faults)
         self._json(exchange, body, status)
 
     def _version(self, exchange: Exchange, request: Request) -> None:

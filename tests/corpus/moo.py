@@ -19,8 +19,6 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, NOT_SERVING = \
     -32700, -32600, -32601, -32602, -32001
 ARQON_METHODS = "arqon.ping, arqon.info, arqon.history, arqon.subscribe, arqon.recv, arqon.serve"
 NO_METHOD = 'invalid request: no "method" (and not a bus envelope: no "type")'
-BLANK_LINES = "moo/sockets.py answers a blank line -32700 while the control socket, and the " \
-    "Zgent socket itself at end of stream, pass blank lines over"
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,6 @@ class SocketCase:
     name: str
     line: bytes
     expect: RpcAnswer
-    xfail: str | None = None
 
 
 def rpc(**fields: Any) -> bytes:
@@ -53,7 +50,7 @@ def socket_cases(max_depth: int) -> Iterator[SocketCase]:
         if case.has_newline or len(case.text) > MAX_LINE:
             continue  # a line surface splits it; long lines are their own cases below
         if not case.text.strip():
-            yield SocketCase(case.name, case.text, RpcAnswer(silent=True), BLANK_LINES)
+            yield SocketCase(case.name, case.text, RpcAnswer(silent=True))
             continue
         if case.verdict == "invalid":
             expect = RpcAnswer(None, PARSE_ERROR, None)
@@ -144,10 +141,6 @@ def raw(line: bytes) -> dict[str, str]:
     return {"raw": line.decode("utf-8", "replace")}
 
 
-INBOX_MALFORMED = "moo/layer.py publishes an inbox line that is not a JSON object as " \
-    "{\"raw\": ...} without metadata.malformed saying why (the narrative bridge says why)"
-
-
 def inbox_cases(max_depth: int) -> Iterator[LineCase]:
     """An inbox line is never refused for what it holds: JSON objects as they are, anything
     else as {"raw": line}."""
@@ -226,9 +219,6 @@ def narrative_cases(max_depth: int) -> Iterator[LineCase]:
 
 # (file name, where its lines go (room, channel) or None, and why it is refused (logged and
 # counted) or None; a name that is no .jsonl file is passed over in silence)
-NAMES_XFAIL = "core/narrative/names.py: FILE_CHANNEL_RE ends in $, which also matches before " \
-    "a final newline, so NAME-x\\n.jsonl is followed as NAME:'x\\n', a channel the router " \
-    "refuses: each of its lines fails to publish, raw too, and is lost (an internal error)"
 FILE_NAMES = [
     ("corpus-events.jsonl", ("corpus", "events"), None),
     ("presence.jsonl", ("moo", "presence"), None),

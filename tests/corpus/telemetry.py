@@ -20,7 +20,7 @@ NO_PAYLOAD = "payload is required (a JSON object)"
 RESERVED = ("access_refused", "agent_activity", "audit", "casil_decision",
             "casil_internal_error", "casil_reloaded", "channel_created", "channel_deleted",
             "client_connected", "client_disconnected", "client_slow", "cron_cancelled",
-            "cron_scheduled", "error", "internal_error", "limit_reached", "policy_refusal",
+            "error", "internal_error", "limit_reached", "policy_refusal", "store_failed",
             "telemetry_connected")
 
 

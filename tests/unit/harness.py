@@ -284,6 +284,7 @@ class ManualStore:
         self.failing = False
         self.forgotten: list[Stream] = []
         self.untold = 0             # stored, the Bus not told yet
+        self.cursors: dict[tuple[str, str, str, str], tuple[int, str]] = {}
         bus.store = self
 
     def append(self, record: Record) -> None:
@@ -319,6 +320,9 @@ class ManualStore:
     def forget(self, stream: Stream) -> None:
         self.forgotten.append(stream)
         self.stored.pop(stream, None)
+
+    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int) -> None:
+        self.cursors[principal, name, stream.room, stream.channel] = (seq, stream.epoch)
 
     def read(self, stream: Stream, after: int, before: int, limit: int) -> list[Stored]:
         rows = [m for m in self.stored.get(stream, []) if after < m.seq < before]

@@ -23,6 +23,7 @@ from tests.unit.harness import BusHarness, assert_ack
     ({"server": {"default_channel": "science"}}, "server.default_channel"),
     ({"moo": {"dir": "relative/moo"}}, "moo.dir: must be an absolute path"),
     ({"auth": {"enabled": True}}, "auth.jwt_secret: must be set"),
+    ({"moo": {"pane_max_bytes": 0}}, "moo.pane_max_bytes: must be"),
     ({"casil": {"mode": "audit"}}, "casil.mode: must be one of monitor, enforce"),
     ({"casil": {"scope_include": "science:*"}}, "casil.scope_include: must be a list of"),
     ({"casil": {"redaction_patterns": ["(x"]}}, "casil.redaction_patterns: '(x' is not a"),

@@ -23,7 +23,7 @@ from arqond.transports.http import HttpError, Request
 from tests.corpus.bus import Refused, Routed, bus_corpus
 from tests.corpus.http import BAD_HEADS, HttpCase, http_corpus
 from tests.corpus.json_text import json_cases
-from tests.corpus.moo import (FILE_NAMES, JSON_SYNTAX, NAMES_XFAIL, LineCase, RpcAnswer,
+from tests.corpus.moo import (FILE_NAMES, JSON_SYNTAX, LineCase, RpcAnswer,
                               narrative_cases, socket_cases)
 from tests.corpus.oracle import depth, syntax_error
 from tests.corpus.telemetry import Broadcast, Pong, telemetry_corpus
@@ -91,8 +91,6 @@ def test_every_frame_the_corpus_accepts_serializes_and_is_routed(case):
     assert [frame["payload"] for frame in sentinel.take()] == [case.expect.payload]
 
 
-@pytest.mark.xfail(strict=True, reason="core/protocol.py _private iterates payload.target "
-                   "without checking that it is a list: a TypeError, answered INTERNAL_ERROR")
 def test_a_private_frame_whose_target_is_a_number_is_refused_as_invalid():
     harness = BusHarness()
     sender = harness.connect()
@@ -102,8 +100,6 @@ def test_a_private_frame_whose_target_is_a_number_is_refused_as_invalid():
         "id or a list of client ids")]
 
 
-@pytest.mark.xfail(strict=True, reason="core/webhooks.py: HEADER_NAME ends in $ and is used "
-                   "with match(), so a header name with a final newline passes the token rule")
 def test_a_webhook_header_name_ending_in_a_newline_is_refused():
     harness = BusHarness()
     settings = replace(configuration.defaults().webhooks, allow_non_admin=True,
@@ -120,7 +116,7 @@ def test_a_webhook_header_name_ending_in_a_newline_is_refused():
 JSON_RPC_RULES = [case for case in socket_cases(MAX_DEPTH)
                   if case.expect.code in (jsonrpc.RpcCode.PARSE_ERROR,
                                           jsonrpc.RpcCode.INVALID_REQUEST)
-                  and not case.name.startswith("a line of") and case.xfail is None]
+                  and not case.name.startswith("a line of")]
 
 
 @pytest.mark.parametrize("case", JSON_RPC_RULES, ids=lambda case: case.name)
@@ -175,9 +171,7 @@ def test_narrative_lines_decode_to_their_payload_and_reason(case: LineCase):
 
 
 @pytest.mark.parametrize("name, target, reason", [
-    pytest.param(*row, id=repr(row[0]), marks=[pytest.mark.xfail(strict=True,
-                                                                  reason=NAMES_XFAIL)]
-                 if "\n" in row[0] else []) for row in FILE_NAMES])
+    pytest.param(*row, id=repr(row[0])) for row in FILE_NAMES])
 def test_log_dir_names_map_to_their_target_or_their_refusal(name, target, reason):
     found = target_of(name)
     if target is not None:

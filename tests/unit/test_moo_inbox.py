@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from arqond.core.errors import RpcCode
-from arqond.core.moo.inbox import Refused, Route, decode, route
+from arqond.core.moo.inbox import Route, decode, route
 from arqond.core.moo.registry import Spec
 from arqond.core.access import Owners
 from arqond.core.moo.owners import owners_of
@@ -18,22 +18,23 @@ from tests.unit.moo_harness import Moo
 DEEP = b'{"a":' * 70 + b"1" + b"}" * 70
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b'{"from":"orchestrator","content":"hi"}', {"from": "orchestrator", "content": "hi"}),
-    (b"plain words, not JSON", {"raw": "plain words, not JSON"}),
-    (b"\xff\xfe bytes", {"raw": "\ufffd\ufffd bytes"}),
-    (b"[1, 2]", {"raw": "[1, 2]"}),
-    (b"", {"raw": ""}),
+@pytest.mark.parametrize("raw, message, malformed", [
+    (b'{"from":"orchestrator","content":"hi"}', {"from": "orchestrator", "content": "hi"},
+     None),
+    (b"plain words, not JSON", {"raw": "plain words, not JSON"},
+     "not valid JSON: unexpected character, expected a JSON value: line 1 column 1 (char 0)"),
+    (b"\xff\xfe bytes", {"raw": "\ufffd\ufffd bytes"},
+     "not valid JSON: str is not valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)"),
+    (b"[1, 2]", {"raw": "[1, 2]"}, "not a JSON object"),
+    (b"", {"raw": ""}, "empty line"),
 ])
-def test_what_an_inbox_line_becomes(raw, message):
-    assert decode(raw, 64) == message
+def test_what_an_inbox_line_becomes(raw, message, malformed):
+    assert decode(raw, 64) == (message, malformed, False)
 
 
 def test_json_arqond_refuses_is_still_a_message_with_the_reason():
-    with pytest.raises(Refused) as caught:
-        decode(DEEP, 64)
-    assert caught.value.message == {"raw": DEEP.decode()}
-    assert caught.value.reason == "JSON nests deeper than 64 levels (server.max_json_depth)"
+    assert decode(DEEP, 64) == ({"raw": DEEP.decode()}, "JSON nests deeper than 64 levels "
+                                "(server.max_json_depth)", True)
 
 
 SERVED = {"dreader", "parseclipmate"}

@@ -4,8 +4,9 @@
 Zgents served and whether the addressee has a handler attached: refused (no such Zgent), a
 plain message (published, kept in the mailbox), a request for the handler whose answer goes
 to the ``replyTo`` Zgent's inbox, or a notification for the handler (no ``id``: no answer).
-A request that cannot go to the handler is kept as a plain message, with the reason, for a
-Zgent that reads its inbox and answers by hand.
+A request that cannot go to the handler (an ``arqon.*`` method among them: a line carries no
+identity to check) is kept as a plain message, with the reason, for a Zgent that reads its
+inbox and answers by hand.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from enum import Enum
 from typing import Any
 
 from arqond.core import jsonrpc, payload
-from arqond.core.errors import ErrorCode
 from arqond.core.jsonrpc import RpcError
 from arqond.core.moo.names import ZgentError, check_name
 
@@ -31,30 +31,15 @@ class Route(Enum):
 REFUSED, MESSAGE = Route.REFUSED, Route.MESSAGE
 REQUEST, NOTIFICATION = Route.REQUEST, Route.NOTIFICATION
 PLAIN = (MESSAGE, None)
+# The methods arqond answers itself on a Zgent's socket; never a handler's to get from a line.
+ARQOND_METHODS = "arqon."
 
 
-class Refused(Exception):
-    """A line that is JSON arqond refuses (nested too deep): ``message`` is the line as raw,
-    delivered all the same, and ``reason`` says why."""
-
-    def __init__(self, message: dict[str, Any], reason: str) -> None:
-        super().__init__(reason)
-        self.message = message
-        self.reason = reason
-
-
-def decode(raw: bytes, max_depth: int) -> dict[str, Any]:
+def decode(raw: bytes, max_depth: int) -> tuple[dict[str, Any], str | None, bool]:
     """A FIFO line as a message: a JSON object as it is, any other line (text, other JSON)
-    as ``{"raw": line}``; Refused when it is JSON that arqond refuses."""
-    try:
-        value = payload.loads(raw, max_depth)
-    except payload.PayloadError as exc:
-        if exc.code == ErrorCode.INVALID_JSON:
-            return {"raw": raw.decode("utf-8", "replace")}
-        raise Refused({"raw": raw.decode("utf-8", "replace")}, exc.message) from None
-    if isinstance(value, dict):
-        return value
-    return {"raw": raw.decode("utf-8", "replace")}
+    as ``{"raw": line}`` with why (metadata.malformed), and whether that is a refusal (JSON
+    arqond will not carry, delivered as raw all the same) rather than plain text."""
+    return payload.object_or_raw(raw, max_depth)
 
 
 def route(name: str, message: dict[str, Any], served: Container[str],
@@ -72,4 +57,9 @@ def route(name: str, message: dict[str, Any], served: Container[str],
     if reply_to not in served:
         return MESSAGE, (f"{name}-inbox: replyTo {reply_to!r} is not a registered Zgent; "
                                "request kept as a plain message")
+    if message["method"].startswith(ARQOND_METHODS):
+        # A line in a FIFO or a queries file says nothing of who wrote it: arqond's own
+        # methods (a pane's keyboard among them) are asked on the socket, where it knows.
+        return MESSAGE, (f"{name}-inbox: request kept as a plain message: {message['method']} "
+                         f"is asked on {name}.sock, where arqond knows who asks")
     return (REQUEST, None) if "id" in message else (NOTIFICATION, None)

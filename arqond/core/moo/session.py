@@ -1,9 +1,9 @@
 """One connection to a Zgent socket (MOO_DIR/NAME.sock), with no I/O: bytes in, replies out
 through its Link (the socket adapter, arqond/moo/sockets.py).
 
-One JSON object per line each way, JSON-RPC 2.0 style. ``arqon.*`` methods are answered here;
-other requests go to the Zgent's handler; a line with a ``type`` or ``command`` is a bus
-envelope. Everything written back is bounded by moo.client_buffer_bytes: a client whose
+One JSON object per line each way, JSON-RPC 2.0 style. ``arqon.*`` methods are answered here
+(``arqon.pane.*`` checked here, then carried out by the Zgent's handler); other requests go to
+the Zgent's handler; a line with a ``type`` or ``command`` is a bus envelope. Everything written back is bounded by moo.client_buffer_bytes: a client whose
 unsent replies pass it (it floods without reading) is cut off and counted, so it hurts only
 itself.
 
@@ -30,6 +30,8 @@ from arqond.core.access import Action, Refused
 from arqond.core.clients import Client
 from arqond.core.envelope import now_iso
 from arqond.core.errors import RpcCode
+from arqond.core.moo import pane
+from arqond.core.moo.inbox import ARQOND_METHODS
 from arqond.core.principal import Principal
 from arqond.core.framing import LineFramer, too_long
 from arqond.core.jsonrpc import RpcError
@@ -140,7 +142,7 @@ class Session:
                 return
             if line.cut:
                 self._refuse(too_long(self.framer.max_bytes))
-            else:
+            elif line.data.strip():   # a blank line (Enter in socat) is no request
                 self.line(line.data)
 
     def receive_eof(self) -> None:
@@ -256,7 +258,7 @@ class Session:
                 raise RpcError(RpcCode.NOT_SERVING, f"{self.zgent} is unregistered",
                                obj.get("id"))
             method = obj["method"]
-            if method.startswith("arqon."):
+            if method.startswith(ARQOND_METHODS):
                 self._arqon(served, method, obj)
             else:
                 zgents.calls.forward(self.zgent, served.handler, obj,
@@ -292,11 +294,14 @@ class Session:
         if method == "arqon.recv":
             self._recv(served, params, request_id)
             return
+        if method in pane.METHODS:
+            self._pane(served, method, params, obj)
+            return
         answer = METHODS.get(method)
         if answer is None:
             raise RpcError(RpcCode.METHOD_NOT_FOUND, f"method not found: {method} (arqon.ping, "
                            "arqon.info, arqon.history, arqon.subscribe, arqon.recv, "
-                           "arqon.serve)", request_id)
+                           "arqon.serve, arqon.pane.capture, arqon.pane.send)", request_id)
         value = answer(self, served, params, request_id)
         if "id" in obj:
             self.write(jsonrpc.result(request_id, value))
@@ -355,6 +360,27 @@ class Session:
             raise RpcError(RpcCode.INVALID_PARAMS, f"wait must be 0 to {MAX_RECV_WAIT:g} "
                            "seconds", request_id)
         self.zgents.recv(self, served, wait, request_id)
+
+    def _pane(self, served: "Served", method: str, params: dict[str, Any],
+              obj: dict[str, Any]) -> None:
+        """arqon.pane.*: checked here, carried out by the Zgent's handler, which runs in the
+        Zgent's tmux (arqond/core/moo/pane.py says why)."""
+        zgents, name, request_id = self.zgents, self.zgent, obj.get("id")
+        self._require(Action.MANAGE_ZGENT, request_id)
+        target = served.zgent.spec.pane
+        try:
+            forwarded = pane.forwarded(method, params, target, zgents.pane_bound())
+        except pane.BadParams as exc:
+            raise RpcError(RpcCode.INVALID_PARAMS, str(exc), request_id) from None
+        if method == pane.SEND and served.handler is not None:
+            zgents.bus.audit(self.principal, f"Zgent {name}: typing into pane {target}: "
+                             f"{pane.sent(forwarded)} ({self.peer})", zgent=name)
+        reply = None
+        if "id" in obj:
+            reply = self.answered if method == pane.SEND else \
+                lambda answer: self.answered(zgents.pane_captured(name, target, answer))
+        zgents.calls.forward(name, served.handler, {**obj, "params": forwarded}, reply, self,
+                             zgents.config.moo.handler_timeout)
 
     def _require(self, action: Action, request_id: Any) -> None:
         """Refused (-32003 naming the rule, logged with the peer) unless this peer may."""

@@ -20,7 +20,8 @@ from arqond.core import jsonrpc
 from arqond.core.access import Owners
 from arqond.core.bus import Bus
 from arqond.core.envelope import SERVER_SENDER
-from arqond.core.moo import inbox
+from arqond.core.errors import RpcCode
+from arqond.core.moo import inbox, pane
 from arqond.core.moo.inbox import MESSAGE, NOTIFICATION, REFUSED
 from arqond.core.moo.mailbox import Mailbox
 from arqond.core.moo.registry import Registry, Zgent
@@ -91,6 +92,7 @@ class Zgents:
         self.abandoned_waits_total = 0
         self.registry_purged_total = 0
         self.zgents_refused_total = 0
+        self.pane_captures_cut_total = 0
 
     # -- registration -----------------------------------------------------------------------
 
@@ -182,13 +184,11 @@ class Zgents:
         arqond is logged, counted and delivered as raw, never lost."""
         message = None
         try:
-            try:
-                message = inbox.decode(raw, self.config.server.max_json_depth)
-            except inbox.Refused as refused:
-                message = refused.message
+            message, malformed, refused = inbox.decode(raw, self.config.server.max_json_depth)
+            if refused:
                 log_event(log, logging.WARNING, "line_malformed",
-                          f"{name}-inbox: {refused.reason}; delivered as raw", zgent=name)
-            self.inbox_line(name, message)
+                          f"{name}-inbox: {malformed}; delivered as raw", zgent=name)
+            self.inbox_line(name, message, malformed)
         except Exception:
             self.internal_error(f"{name}-inbox: a line failed inside arqond; delivered as raw")
             if message is None or message.keys() != {"raw"}:
@@ -203,8 +203,10 @@ class Zgents:
         log_event(log, logging.WARNING, "line_refused",
                   f"{name}-inbox: {size} byte(s) refused: {reason}", zgent=name)
 
-    def inbox_line(self, name: str, message: dict[str, Any]) -> None:
-        """One message to NAME, exactly as if read from NAME-inbox."""
+    def inbox_line(self, name: str, message: dict[str, Any],
+                   malformed: str | None = None) -> None:
+        """One message to NAME, exactly as if read from NAME-inbox; ``malformed``: why a
+        line is delivered as {"raw": ...} (its metadata says so on the bus)."""
         served = self.served.get(name)
         way, why = inbox.route(name, message, self.served,
                                served is not None and served.handler is not None)
@@ -217,7 +219,8 @@ class Zgents:
         sender = message.get("from")
         self.bus.publish({"type": "message", "room": name, "channel": "inbox",
                           "sender": sender if isinstance(sender, str) else SERVER_SENDER,
-                          "payload": message, "metadata": {"zgent": name}})
+                          "payload": message, "metadata": {"zgent": name, **(
+                              {"malformed": malformed} if malformed else {})}})
         if why:
             log_event(log, logging.WARNING, "line_refused", why, zgent=name)
         if way is MESSAGE:
@@ -232,6 +235,27 @@ class Zgents:
         reply_to = message["replyTo"]
         self.calls.forward(name, served.handler, message,
                            lambda answer: self.inbox_line(reply_to, answer), reply_to, timeout)
+
+    def pane_bound(self) -> int:
+        moo = self.config.moo
+        return pane.bound(moo.pane_max_bytes, moo.max_line_bytes)
+
+    def pane_captured(self, name: str, target: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """The caller's answer to an arqon.pane.capture, from the handler's: its text held
+        to moo.pane_max_bytes, the cut counted and logged."""
+        if "result" not in answer:
+            return answer
+        limit = self.pane_bound()
+        try:
+            result, cut = pane.captured(answer["result"], target, limit)
+        except pane.BadParams as exc:
+            log.warning("Zgent %s: handler answered %s wrongly: %s", name, pane.CAPTURE, exc)
+            return jsonrpc.error(answer["id"], RpcCode.INTERNAL_ERROR, f"{name}'s handler "
+                                 f"answered {pane.CAPTURE} wrongly: {exc}")
+        if cut:
+            self.pane_captures_cut_total += 1
+            self.bus.emit("limit_reached", limit="moo.pane_max_bytes", value=limit, zgent=name)
+        return {**answer, "result": result}
 
     def deliver(self, served: Served, message: dict[str, Any]) -> None:
         """To the first reader still waiting for it, else into the mailbox."""

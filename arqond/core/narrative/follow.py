@@ -58,7 +58,7 @@ from arqond.core.narrative.actions import (Action, Announce, Close, Find, Open, 
 from arqond.core.narrative.files import Event, FollowedFile, Record, State
 from arqond.core.narrative.ids import fingerprint
 from arqond.core.narrative.names import BROADCAST, SUFFIX, Target, target_of
-from arqond.log import NOTICE, log_event
+from arqond.log import NOTICE, log_event, printable
 
 log = logging.getLogger("arqond.narrative")
 
@@ -193,7 +193,7 @@ class Follower:
             return
         self.refused[name] = (dev, ino, reason)
         self.files_refused += 1
-        path = os.path.join(self.settings.log_dir, name)
+        path = printable(os.path.join(self.settings.log_dir, name))
         log_event(log, logging.WARNING, "file_refused", f"{path}: {reason}; not followed",
                   path=path)
 

@@ -44,3 +44,16 @@ def message_id(key: str, offset: int) -> str:
 def _file_number(key: str) -> int:
     """The file part of message ids: the same for every line of a file, so hashed once."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
+def stored_through(last_id: str | None, key: str) -> int:
+    """The offset of the last line of the file ``key`` that its stream already holds, when
+    the stream's last message (``last_id``) is a line of that file; else -1. After a crash
+    the checkpoint may lag the store: lines up to there are not published twice."""
+    if last_id is None:
+        return -1
+    parts = last_id.split("_")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return -1
+    offset = int(parts[2])
+    return offset if message_id(key, offset) == last_id else -1

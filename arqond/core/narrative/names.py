@@ -50,13 +50,13 @@ def target_of(filename: str) -> Target | str:
     stem = filename[:-len(SUFFIX)]
     name, dash, kind = stem.rpartition("-")
     if not dash:
-        if not FILE_CHANNEL_RE.match(stem):
+        if not FILE_CHANNEL_RE.fullmatch(stem):
             return f"{stem!r} is not a valid channel name"
         return Target(MOO_ROOM, stem, None)
     try:
         check_name(name)
     except ZgentError as exc:
         return f"{name!r} is not a valid Zgent name ({exc})"
-    if not FILE_CHANNEL_RE.match(kind):
+    if not FILE_CHANNEL_RE.fullmatch(kind):
         return f"{kind!r} is not a valid channel name"
     return Target(name, kind, name)

@@ -64,21 +64,17 @@ def request_problem(obj: dict[str, Any]) -> str | None:
 def decode_line(line: Line, max_depth: int, *,
                 requests: bool = False) -> tuple[dict[str, Any], str | None]:
     """The payload for one line and, when it is malformed, the reason."""
-    text = line.data.decode("utf-8", "replace")
     if line.cut:
-        return {"raw": text}, (f"line of {line.length} bytes is longer than max_line_bytes "
-                               f"({len(line.data)}); published cut to that length")
-    if not text.strip():
-        return {"raw": text}, "empty line"
-    try:
-        obj = payload.loads(line.data, max_depth)
-    except payload.PayloadError as exc:
-        return {"raw": text}, exc.message
-    if not isinstance(obj, dict):
-        return {"raw": text}, "not a JSON object"
+        return {"raw": line.data.decode("utf-8", "replace")}, (
+            f"line of {line.length} bytes is longer than max_line_bytes ({len(line.data)}); "
+            "published cut to that length")
+    obj, malformed, _ = payload.object_or_raw(line.data, max_depth)
+    if malformed is not None:
+        return obj, malformed
     problem = request_problem(obj) if requests else schema_problem(obj)
     if problem:
-        return {"raw": text}, f"breaks the message schema: {problem}"
+        return {"raw": line.data.decode("utf-8", "replace")}, \
+            f"breaks the message schema: {problem}"
     return obj, None
 
 
