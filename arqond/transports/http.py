@@ -1,8 +1,11 @@
 """HTTP/1.1 with h11 (sans-I/O parsing) on asyncio streams.
 
 Monitoring: GET /health, /version, /status (JSON) and /metrics (Prometheus text).
-curl-first bus access: GET /v1/history, GET /v1/stream (NDJSON, one envelope per line),
-POST /v1/publish; the /v1 endpoints follow the WebSocket's JWT rules.
+curl-first bus access: GET /v1/history, GET /v1/stream (NDJSON, one envelope per line, or
+server-sent events when the client accepts text/event-stream, as a browser's EventSource
+does), POST /v1/publish; the /v1 endpoints follow the WebSocket's JWT rules. A stream of one
+channel resumes after a message it saw (``since``/``epoch``, or ``Last-Event-ID``) as
+join_channel does.
 
 HEAD is answered wherever GET is, as GET would be but without the body.
 
@@ -36,10 +39,12 @@ from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, identity_from_query
 from arqond.core.envelope import EnvelopeError, now_iso
 from arqond.core.errors import ErrorCode
 from arqond.core.metrics import MetricSource, Sample, counter, gauge
+from arqond.core.position import parse_position, position_text
 from arqond.core.principal import Principal
 from arqond.core.protocol import error_frame
 from arqond.core.quotas import QuotaExceeded
-from arqond.core.router import RoutingError, check_name, split_target
+from arqond.core.replay import Replay
+from arqond.core.router import WILDCARD, RoutingError, check_name, split_target
 from arqond.core.webhooks import HOPS, HOPS_HEADER
 from arqond.log import Throttle, log_event
 from arqond.principals import PrincipalResolver
@@ -57,6 +62,11 @@ ERROR_STATUS = {ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
                 ErrorCode.TARGET_NOT_FOUND: HTTPStatus.NOT_FOUND,
                 ErrorCode.AUTHORIZATION_ERROR: HTTPStatus.FORBIDDEN}
 SERVER_HEADER = f"arqond/{__version__}".encode()
+EVENT_STREAM = "text/event-stream"
+# What a resumed /v1/stream says in its head (and, as server-sent events, in its first event).
+RESUME_HEADERS = (("X-Resume-Recovered", "recovered"), ("X-Resume-Reason", "reason"),
+                  ("X-Resume-Epoch", "epoch"), ("X-Resume-Earliest-Seq", "earliest_seq"),
+                  ("X-Resume-Last-Seq", "last_seq"))
 
 StatusProvider = Callable[[], Mapping[str, Any]]
 
@@ -142,16 +152,43 @@ class Exchange:
         return bool(self.conn.trailing_data[0]) or self.conn.their_state is h11.SEND_BODY
 
 
+def ndjson_line(frame: bytes) -> bytes:
+    return frame + b"\n"
+
+
+def sse_event(frame: bytes) -> bytes:
+    return b"data: " + frame + b"\n\n"
+
+
+def sse_event_with_id(room: str, channel: str) -> Callable[[bytes], bytes]:
+    """Server-sent events of one channel: each message of its stream with ``id: SEQ:EPOCH``,
+    so an EventSource that reconnects sends the last one as Last-Event-ID and resumes after
+    it. A frame that is not in the stream (to the whole room, say) has no id, and leaves the
+    client's last one as it was."""
+    def event(frame: bytes) -> bytes:
+        env = orjson.loads(frame)
+        metadata = env.get("metadata") or {}
+        seq, epoch = metadata.get("seq"), metadata.get("epoch")
+        if (env.get("room"), env.get("channel")) != (room, channel) or \
+                not isinstance(seq, int) or not isinstance(epoch, str):
+            return sse_event(frame)
+        return f"id: {position_text(seq, epoch)}\n".encode() + sse_event(frame)
+    return event
+
+
 class StreamSink:
-    """An NDJSON stream as a bus client's sink: chunks written without waiting, bounded."""
+    """A stream response as a bus client's sink: each frame written as one NDJSON line or
+    one server-sent event (``shape``), without waiting, bounded."""
 
-    __slots__ = ("exchange", "limit", "adapter", "open")
+    __slots__ = ("exchange", "limit", "adapter", "open", "shape")
 
-    def __init__(self, exchange: Exchange, limit: int, adapter: "HttpAdapter") -> None:
+    def __init__(self, exchange: Exchange, limit: int, adapter: "HttpAdapter",
+                 shape: Callable[[bytes], bytes] = ndjson_line) -> None:
         self.exchange = exchange
         self.limit = limit
         self.adapter = adapter
         self.open = True
+        self.shape = shape
 
     def send(self, frame: bytes) -> bool:
         transport = self.exchange.writer.transport
@@ -159,7 +196,7 @@ class StreamSink:
             return True  # going away already: the adapter detaches it when the read ends
         if transport.get_write_buffer_size() > self.limit:
             return False
-        self.exchange.write(h11.Data(data=frame + b"\n"))
+        self.exchange.write(h11.Data(data=self.shape(frame)))
         return True
 
     def buffered(self) -> int:
@@ -176,6 +213,15 @@ class StreamSink:
         else:
             self.exchange.write(h11.EndOfMessage())
             self.exchange.writer.close()
+
+
+def resume_headers(resume: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What a resumed stream's head says of it: recovered or not, why not, and the stream's
+    epoch, earliest and last seq."""
+    if resume is None:
+        return []
+    return [(name, str(resume[key]).lower() if key == "recovered" else str(resume[key]))
+            for name, key in RESUME_HEADERS if resume[key] is not None]
 
 
 def health(state: str) -> tuple[HTTPStatus, dict[str, Any]]:
@@ -490,18 +536,27 @@ class HttpAdapter:
         principal = self._principal(exchange, request)
         room, channel = self._target(request, channel_required=True, wildcard=True)
         assert channel is not None
+        since = self._since(request)
+        events = EVENT_STREAM in request.headers.get("accept", "")
+        shape = ndjson_line if not events else sse_event if WILDCARD in (room, channel) \
+            else sse_event_with_id(room, channel)
         bus = self.bus
-        sink = StreamSink(exchange, self.config.server.client_buffer_bytes, self)
+        sink = StreamSink(exchange, self.config.server.client_buffer_bytes, self, shape)
         try:
             client = bus.attach(sink, "http", principal, peer=exchange.peer, welcome=False,
                                 join_default=False)
         except QuotaExceeded as exc:
             raise HttpError(HTTPStatus.TOO_MANY_REQUESTS, str(exc)) from None
         problems = client.identify(request.identity())
+        resume: dict[str, Any] | None = None
+        replay: Replay | None = None
         try:
             if problems:
                 raise HttpError(HTTPStatus.BAD_REQUEST, "; ".join(problems))
-            bus.join(client, room, channel)
+            if since is None:
+                bus.join(client, room, channel)
+            else:
+                resume, replay = self._resume(client, room, channel, *since)
         except RoutingError as exc:
             bus.detach(client, reason="refused")
             raise HttpError(ERROR_STATUS.get(exc.code, HTTPStatus.BAD_REQUEST), exc.message) \
@@ -511,14 +566,22 @@ class HttpAdapter:
             raise
         self.requests_by_status[200] = self.requests_by_status.get(200, 0) + 1
         head = h11.Response(status_code=200, reason=b"OK", headers=[
-            ("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache"),
-            ("X-Client-Id", client.id), ("Server", SERVER_HEADER)])
+            ("Content-Type", EVENT_STREAM if events else "application/x-ndjson"),
+            ("Cache-Control", "no-cache"), ("X-Client-Id", client.id), ("Server", SERVER_HEADER),
+            *resume_headers(resume)])
         if exchange.head:  # the same checks and headers as GET, then no stream
             bus.detach(client, reason="HEAD request")
+            if replay is not None:
+                replay.step()   # finds its client gone, and ends
             exchange.write(head, h11.EndOfMessage())
             return
         self.exchanges[exchange] = sink
         exchange.write(head)
+        if replay is not None:
+            if events:  # an EventSource cannot read the head: the first event says it too
+                exchange.write(h11.Data(data=b"event: resume\ndata: " + orjson.dumps(resume)
+                                        + b"\n\n"))
+            replay.step()
         try:
             # Nothing more is expected from the client: read until it goes away.
             while sink.open and await exchange.reader.read(READ_CHUNK):
@@ -526,6 +589,39 @@ class HttpAdapter:
         finally:
             sink.open = False
             bus.detach(client, reason="stream closed")
+
+    @staticmethod
+    def _since(request: Request) -> tuple[int, str | None] | None:
+        """Where a stream resumes: after the message of Last-Event-ID (what an EventSource
+        sends when it reconnects, so it wins), else of the since and epoch parameters."""
+        last_event = request.headers.get("last-event-id", "")
+        given = request.query.get("since")
+        epoch = request.query.get("epoch")
+        if epoch is not None and given is None:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "epoch goes with since: since=SEQ&epoch="
+                            "EPOCH of the last message seen")
+        try:
+            if last_event:
+                return parse_position(last_event)
+            if given is not None:
+                return parse_position(given if epoch is None else f"{given}:{epoch}")
+        except ValueError as exc:
+            where = "Last-Event-ID" if last_event else "since and epoch"
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"{where}: {exc}") from None
+        return None
+
+    def _resume(self, client: Client, room: str, channel: str, seq: int,
+                epoch: str | None) -> tuple[dict[str, Any], Replay]:
+        """Join as one that saw message ``seq`` of ``epoch``, as join_channel's since does;
+        without an epoch, of the stream's epoch now, so the channel must exist."""
+        if epoch is None and WILDCARD not in (room, channel):
+            found = self.bus.router.channel(room, channel)
+            if found is None:
+                raise HttpError(HTTPStatus.NOT_FOUND, f"channel {room}:{channel} does not "
+                                "exist, so it has no epoch to resume in; give the epoch")
+            epoch = found.stream.epoch
+        _, resume, replay = self.bus.resume(client, room, channel, seq, epoch or "")
+        return resume, replay
 
     async def _publish(self, exchange: Exchange, request: Request) -> None:
         principal = self._principal(exchange, request)
