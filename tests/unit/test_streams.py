@@ -633,3 +633,19 @@ def test_a_cursor_reads_older_messages_from_the_store_and_is_saved_there():
     admin = bus.admin()
     admin.ok("delete_channel", {"room": "lab:notes"})
     assert cursors.positions == {}
+
+
+def test_a_clients_own_seq_and_epoch_are_dropped_wherever_no_stream_sets_them():
+    bus = BusHarness()
+    sender, other = bus.connect(), bus.connect()
+    forged = {"seq": 99, "epoch": "forged", "mine": 1}
+    sender.send({"type": "private", "payload": {"target": other.id}, "metadata": forged})
+    assert other.next("private")["metadata"] == {"mine": 1}
+    sender.send({"type": "message", "room": "science", "payload": {}, "metadata": forged})
+    assert other.next("message")["metadata"] == {"mine": 1}
+    publish(sender, 1)
+    other.ok("join_channel", {"room": "lab:notes"})
+    sender.send({"type": "message", "room": "lab:notes", "payload": {"n": 2},
+                 "metadata": forged})
+    got = other.next("message")["metadata"]
+    assert (got["seq"], got["mine"]) == (2, 1) and got["epoch"] != "forged"
