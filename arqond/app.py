@@ -56,7 +56,8 @@ EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
                 "casil_internal_error": logging.ERROR}
 # The parts that catch failures inside arqond (bugs) one frame, line or request at a time;
 # /metrics counts each, zero included, as arqonbus_internal_errors_total{component}.
-INTERNAL_ERROR_COMPONENTS = ("ws", "control", "http", "telemetry", "moo", "narrative", "casil")
+INTERNAL_ERROR_COMPONENTS = ("ws", "control", "http", "telemetry", "moo", "narrative", "casil",
+                             "observer", "streams")
 # SIGTERM to exit: every stop callback and adapter shares this budget (the contract is 5 s).
 STOP_BUDGET = 4.0
 # How often what waits for all clients is held against server.output_budget_bytes: a sum over

@@ -305,8 +305,18 @@ class Bus(ArqonProtocol, StreamPipeline):
                 self.emit("channel_created", room=room, channel=channel,
                           created_by=env.get("sender") or SERVER_SENDER)
         self._fanout(env, exclude, then)
+        self.observe(env, None)
+
+    def observe(self, env: dict[str, Any], client: Client | None) -> None:
+        """Show a routed message to the observers (telemetry activity, webhooks). The message
+        is on its way already: an observer that fails is logged and counted, never answered
+        to its sender as if the message had failed."""
         for observer in self.observers:
-            observer(env, None)
+            try:
+                observer(env, client)
+            except Exception:  # noqa: BLE001 - one observer's bug must not touch the message
+                self.internal_error("observer", f"an observer of {env.get('room')}:"
+                                    f"{env.get('channel')}")
 
     def _deliver(self, recipients: Iterable[Client], frame: bytes,
                  exclude: Client | None) -> int:

@@ -240,8 +240,7 @@ class ArqonProtocol:
             intercept(client, env)
             return ack_frame(env)
         self._fanout(env, client, self._acknowledge(env, respond))
-        for observer in self.observers:
-            observer(env, client)
+        self.observe(env, client)
         return None
 
     def _acknowledge(self: "Bus", env: dict[str, Any],
