@@ -30,6 +30,7 @@ async def everything(connect_peer, daemon, epoch: str, target: dict = TARGET) ->
     last = response["payload"]["data"]["resume"]["last_seq"]
     messages = [await reader.recv_type("message") for _ in range(last)]
     await reader.expect_silence(0.2)
+    await reader.close()      # before arqond is killed under it
     return messages
 
 
