@@ -50,6 +50,7 @@ class TelemetryAdapter:
         self.rejected_total = 0        # invalid inbound frames, each answered with an error
         self.server_events_total = 0   # arqond's own events sent out
         self.slow_total = 0            # watchers cut off with a full buffer
+        self.subscriptions_total = 0   # ArqonBus subscribe/unsubscribe frames (no filtering)
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -104,6 +105,11 @@ class TelemetryAdapter:
             data = telemetry.parse_inbound(message, self.bus.settings.max_json_depth)
             if data.get("type") == "ping":
                 self._send(watcher, sink, telemetry.pong_frame())
+                return
+            if telemetry.is_subscription(data):
+                self.subscriptions_total += 1
+                log.debug("telemetry watcher %s: %s %s (every event is still sent)", watcher,
+                          data["type"], data.get("events", []))
                 return
             event = telemetry.validate_event(data, watcher)
         except telemetry.TelemetryError as exc:
@@ -170,6 +176,9 @@ class TelemetryAdapter:
             counter("arqonbus_telemetry_rejected_total",
                     "Invalid telemetry frames received (each answered with an error frame).",
                     self.rejected_total),
+            counter("arqonbus_telemetry_subscriptions_total",
+                    "subscribe and unsubscribe frames received; as in ArqonBus they filter "
+                    "nothing and are not answered.", self.subscriptions_total),
             counter("arqonbus_telemetry_server_events_total",
                     "arqond's own events sent to telemetry clients.", self.server_events_total),
             counter("arqonbus_telemetry_slow_consumers_total",
