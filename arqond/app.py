@@ -268,12 +268,13 @@ class Daemon:
                                      self.http.samples, control.samples,
                                      self._operator_lane_samples, self._internal_error_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
-        # ArqonBus's views on the HTTP port (arqond(8) HTTP).
+        # ArqonBus's views and admin acts on the HTTP port (arqond(8) HTTP).
         store = streams.store if streams is not None else None
         self.http.status_providers.append(lambda: {"storage": storage_health(bus, store)})
         self.http.reports.update(
             storage=lambda: storage_report(bus, self.config, store, self.store),
             telemetry_events=telemetry.performance, telemetry_stats=telemetry.health)
+        self.http.admin_acts.update(shutdown=self.stopping.set, restart=self.reload)
         self.http.fault_sources += [self.moo.faults, self._store_faults]
         if streams is not None:
             self.http.metric_sources.append(streams.samples)

@@ -1,14 +1,29 @@
 """ArqonBus's HTTP monitoring on arqond's HTTP port, against the real daemon (issue 19): /metrics
-in both forms, /status's requests and endpoints, /system/*, /storage/stats and /telemetry/*.
-The bodies' rules are tables in tests/unit/test_monitoring.py."""
+in both forms, /status's requests and endpoints, /system/*, /storage/stats, /telemetry/*, and
+/admin/* with ArqonBus's X-API-Key (or an admin token), refused to everyone else. The bodies'
+rules are tables in tests/unit/test_monitoring.py."""
 
 from __future__ import annotations
 
-from tests.conftest import http_call, metrics_of
+import os
+import shutil
+import subprocess
+
+import orjson
+import pytest
+
+from arqond.core.auth import issue_hs256
+from tests.conftest import AS_NOBODY, http_call, metrics_of, scaled, write_config
 
 SECRET = "compat-secret"
+KEY = "compat-admin-key"
+REFUSAL = {"error": "Unauthorized", "details": "Valid X-API-Key required", "status": 401}
 PROMETHEUS_SCRAPER = ("application/openmetrics-text;version=1.0.0,"
                       "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+
+
+def bearer(role: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + issue_hs256({"sub": "ops", "role": role}, SECRET)}
 
 
 # -- /metrics, both forms --------------------------------------------------------------------
@@ -77,7 +92,8 @@ def test_status_counts_requests_by_endpoint_as_arqonbus(daemon):
 # -- /system, /storage, /telemetry -------------------------------------------------------------
 
 def test_system_info_and_config_describe_this_daemon_without_its_secrets(make_daemon):
-    daemon = make_daemon({"auth": {"enabled": True, "jwt_secret": SECRET}})
+    daemon = make_daemon({"auth": {"enabled": True, "jwt_secret": SECRET},
+                          "http": {"admin_api_key": KEY}})
     info = http_call(daemon, "GET", "/system/info").json()
     assert info["service"] == "arqonbus"
     assert info["endpoints"]["websocket"] == f"ws://{daemon.listeners['ws']}"
@@ -87,8 +103,8 @@ def test_system_info_and_config_describe_this_daemon_without_its_secrets(make_da
     assert info["features"]["persistence"] is True and info["features"]["authentication"]
     reply = http_call(daemon, "GET", "/system/config")   # no token needed, as in ArqonBus
     config = reply.json()
-    assert SECRET.encode() not in reply.body
-    assert config["redacted"] == ["auth.jwt_secret"]
+    assert SECRET.encode() not in reply.body and KEY.encode() not in reply.body
+    assert config["redacted"] == ["auth.jwt_secret", "http.admin_api_key"]
     assert "auth.jwt_secret" not in config["arqond"]
     assert config["arqond"]["auth.enabled"] is True
     assert config["arqond"]["moo.dir"] == str(daemon.moo_dir)
@@ -137,3 +153,100 @@ async def test_telemetry_views_count_watchers_and_broadcasts(daemon, connect_pee
     host, port = daemon.listeners["telemetry"].rsplit(":", 1)
     assert (stats["status"], stats["host"], stats["port"], stats["active_connections"],
             stats["events_broadcast_total"]) == ("healthy", host, int(port), 2, 2)
+
+
+# -- /admin/*: ArqonBus's X-API-Key, or an admin token -------------------------------------------
+
+@pytest.fixture(scope="module")
+def admin_daemon(shared_daemon):
+    return shared_daemon({"auth": {"enabled": True, "jwt_secret": SECRET},
+                          "http": {"admin_api_key": KEY}})
+
+
+@pytest.mark.parametrize("path", ["/admin/shutdown", "/admin/restart"])
+@pytest.mark.parametrize("headers", [
+    {},
+    {"X-API-Key": "wrong"},
+    {"X-API-Key": KEY.upper()},
+    {"X-API-Key": ""},
+    {"x-api-key": KEY[:-1]},
+    bearer("user"),                                # a token, but not an admin's
+    {"Authorization": "Bearer not.a.token"},
+], ids=["none", "wrong", "case", "empty", "prefix", "user-token", "bad-token"])
+def test_admin_endpoints_refuse_without_the_key_as_arqonbus(admin_daemon, path, headers):
+    before = metrics_of(admin_daemon)["arqonbus_http_admin_refused_total"]
+    reply = http_call(admin_daemon, "POST", path, headers=headers)
+    assert (reply.status, reply.json()) == (401, REFUSAL)
+    assert metrics_of(admin_daemon)["arqonbus_http_admin_refused_total"] == before + 1
+    assert http_call(admin_daemon, "GET", "/health").json()["status"] == "healthy"
+
+
+def test_admin_endpoints_are_post_only(admin_daemon):
+    reply = http_call(admin_daemon, "GET", "/admin/shutdown", headers={"X-API-Key": KEY})
+    assert (reply.status, reply.headers["allow"]) == (405, "POST")
+
+
+def curl_as_nobody(daemon, path: str, *headers: str) -> tuple[int, bytes]:
+    if shutil.which("setpriv") is None or os.getuid() != 0:
+        pytest.skip("needs root and setpriv to run curl as another uid")
+    command = [*AS_NOBODY, "curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST",
+               *(arg for header in headers for arg in ("-H", header)),
+               f"{daemon.http_url}{path}"]
+    done = subprocess.run(command, capture_output=True, timeout=scaled(30), check=True)
+    body, _, code = done.stdout.rpartition(b"\n")
+    return int(code), body
+
+
+def test_a_local_user_is_no_admin_over_http(make_daemon):
+    # nobody, identified by the kernel on loopback (auth.loopback_identity): a local user,
+    # never an admin over TCP; with no key configured not even root opens /admin/*.
+    daemon = make_daemon()
+    code, body = curl_as_nobody(daemon, "/admin/shutdown")
+    assert (code, orjson.loads(body)) == (401, REFUSAL)
+    code, body = curl_as_nobody(daemon, "/admin/restart", "X-API-Key: anything")
+    assert (code, orjson.loads(body)) == (401, REFUSAL)
+    reply = http_call(daemon, "POST", "/admin/shutdown")
+    assert (reply.status, reply.json()) == (401, REFUSAL)
+    line = daemon.wait_for_line("/admin/shutdown from")
+    assert "no X-API-Key and no admin token" in line and "UID=65534" in line
+    line = daemon.wait_for_line("/admin/restart from")
+    assert "http.admin_api_key is not set" in line
+    assert http_call(daemon, "GET", "/health").json()["status"] == "healthy"
+    assert daemon.proc.poll() is None
+
+
+def test_restart_with_the_key_reloads_the_configuration_and_a_new_key(make_daemon):
+    daemon = make_daemon({"http": {"admin_api_key": KEY}})
+    # The file again, from what /system/config shows (the secrets are not shown), changed.
+    config = http_call(daemon, "GET", "/system/config").json()["arqond"]
+    sections: dict[str, dict] = {}
+    for key, value in config.items():
+        section, name = key.split(".", 1)
+        sections.setdefault(section, {})[name] = value
+    sections["http"] = {"admin_api_key": "the-next-key"}
+    sections["server"]["history_size"] = 77
+    write_config(daemon.config_path, sections)
+    mark = len(daemon.lines)
+    reply = http_call(daemon, "POST", "/admin/restart", headers={"X-API-Key": KEY})
+    assert (reply.status, reply.json()) == (200, {"status": "restart_initiated",
+                                                  "message": "Server restart initiated"})
+    audit = daemon.wait_for_line("restart requested over HTTP", start=mark)
+    assert "by the admin API key" in audit and "UID=0" in audit
+    daemon.wait_for_line("configuration reloaded", start=mark)
+    assert http_call(daemon, "GET", "/system/config").json()["arqond"][
+        "server.history_size"] == 77
+    old = http_call(daemon, "POST", "/admin/restart", headers={"X-API-Key": KEY})
+    assert (old.status, old.json()) == (401, REFUSAL)
+    assert http_call(daemon, "POST", "/admin/restart",
+                     headers={"X-API-Key": "the-next-key"}).status == 200
+
+
+def test_shutdown_with_an_admin_token_stops_arqond_cleanly(make_daemon):
+    daemon = make_daemon({"auth": {"enabled": True, "jwt_secret": SECRET}})
+    reply = http_call(daemon, "POST", "/admin/shutdown", headers=bearer("admin"))
+    assert (reply.status, reply.json()) == (200, {"status": "shutdown_initiated",
+                                                  "message": "Server shutdown initiated"})
+    audit = daemon.wait_for_line("shutdown requested over HTTP")
+    assert "by an admin token" in audit and "SUB=ops" in audit
+    assert daemon.proc.wait(scaled(10)) == 0
+    assert any("arqond stopping" in line for line in daemon.lines)

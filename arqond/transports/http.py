@@ -1,8 +1,9 @@
 """HTTP/1.1 with h11 (sans-I/O parsing) on asyncio streams.
 
 Monitoring: GET /health, /version, /status (JSON) and /metrics (Prometheus text, or JSON to a
-client that prefers it); ArqonBus's /metrics/prometheus, /system/*, /storage/stats and
-/telemetry/* (their bodies: arqond/transports/monitoring.py).
+client that prefers it); ArqonBus's /metrics/prometheus, /system/*, /storage/stats,
+/telemetry/* and, with its X-API-Key or an admin token, POST /admin/* (their bodies:
+arqond/transports/monitoring.py).
 curl-first bus access: GET /v1/history, GET /v1/stream (NDJSON, one envelope per line, or
 server-sent events when the client accepts text/event-stream, as a browser's EventSource
 does), POST /v1/publish; the /v1 endpoints follow the WebSocket's JWT rules. A stream of one
@@ -21,6 +22,7 @@ that falls further behind is cut off and counted like any slow bus client.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import socket
 import time
@@ -70,6 +72,9 @@ EVENT_STREAM = "text/event-stream"
 RESUME_HEADERS = (("X-Resume-Recovered", "recovered"), ("X-Resume-Reason", "reason"),
                   ("X-Resume-Epoch", "epoch"), ("X-Resume-Earliest-Seq", "earliest_seq"),
                   ("X-Resume-Last-Seq", "last_seq"))
+API_KEY_HEADER = "x-api-key"   # ArqonBus's admin key header (h11 gives names lower-cased)
+# ArqonBus's refusal of /admin/* without its key, word for word.
+ADMIN_REFUSAL = "Valid X-API-Key required"
 VARY_ACCEPT = (("Vary", "Accept"),)
 
 StatusProvider = Callable[[], Mapping[str, Any]]
@@ -268,19 +273,25 @@ class HttpAdapter:
         self.published_total = 0
         self.timeouts_total = 0
         self.timeout_lines = Throttle()
-        # ArqonBus's endpoints: its request statistics in /status and /metrics, and the views
-        # app.py provides ("storage", "telemetry_events", "telemetry_stats").
+        # ArqonBus's endpoints: its request statistics in /status and /metrics, the views
+        # app.py provides ("storage", "telemetry_events", "telemetry_stats") and the acts
+        # /admin/* asks for ("shutdown", "restart").
         self.routes.update({
             "/metrics/prometheus": ("GET", self._metrics_prometheus),
             "/system/info": ("GET", self._system_info),
             "/system/config": ("GET", self._system_config),
             "/storage/stats": ("GET", self._storage_stats),
             "/telemetry/events": ("GET", self._telemetry_events),
-            "/telemetry/stats": ("GET", self._telemetry_stats)})
+            "/telemetry/stats": ("GET", self._telemetry_stats),
+            "/admin/shutdown": ("POST", self._admin_shutdown),
+            "/admin/restart": ("POST", self._admin_restart)})
         self.request_stats = monitoring.RequestStats()
         self.reports: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.admin_acts: dict[str, Callable[[], None]] = {}
         self.status_providers.append(self._arqonbus_status)
         self.metric_sources.append(self._request_samples)
+        self.admin_refused_total = 0
+        self.admin_refusal_lines = Throttle()
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -542,6 +553,54 @@ class HttpAdapter:
     def _telemetry_stats(self, exchange: Exchange, request: Request) -> None:
         self._json(exchange, self.reports["telemetry_stats"]())
 
+    async def _admin_shutdown(self, exchange: Exchange, request: Request) -> None:
+        await self._admin_act(exchange, request, "shutdown")
+
+    async def _admin_restart(self, exchange: Exchange, request: Request) -> None:
+        await self._admin_act(exchange, request, "restart")
+
+    async def _admin_act(self, exchange: Exchange, request: Request, act: str) -> None:
+        """ArqonBus's answer, then the act once the answer is on its way (stopping closes
+        this connection)."""
+        principal, means = self._admin(exchange, request)
+        self.bus.audit(principal, f"{act} requested over HTTP (POST {request.path}, by "
+                       f"{means}) from {exchange.peer}", peer=exchange.peer)
+        self._json(exchange, {"status": f"{act}_initiated",
+                              "message": f"Server {act} initiated"})
+        await exchange.writer.drain()
+        self.admin_acts[act]()
+
+    def _admin(self, exchange: Exchange, request: Request) -> tuple[Principal, str]:
+        """Who asks for /admin/*, and by what they may: http.admin_api_key in X-API-Key, or a
+        verified token with role admin (auth.enabled). Anyone else gets ArqonBus's 401."""
+        claims: dict[str, Any] = {}
+        if self.config.auth.enabled:
+            try:
+                claims = authenticate(request.headers, request.query,
+                                      self.config.auth.jwt_secret)
+            except AuthError:
+                pass  # no token, or a bad one: no admin by token, the key may still do
+        principal = self.principals.tcp(exchange.writer.get_extra_info("socket"), claims,
+                                        exchange.host)
+        key = self.config.http.admin_api_key
+        given = request.headers.get(API_KEY_HEADER)
+        if key and given is not None and \
+                hmac.compare_digest(given.encode("latin-1"), key.encode()):
+            return principal, "the admin API key"
+        if principal.admin:
+            return principal, "an admin token"
+        self.admin_refused_total += 1
+        due, count = self.admin_refusal_lines("admin")
+        if due:
+            why = "a wrong X-API-Key" if given is not None and key else \
+                "an X-API-Key, but http.admin_api_key is not set" if given is not None else \
+                "no X-API-Key and no admin token"
+            log_event(log, logging.WARNING, "auth_refused",
+                      f"HTTP {request.method} {request.path} from {exchange.peer} refused: "
+                      f"{why} ({count} refused so far)", peer=exchange.peer,
+                      **principal.log_fields())
+        raise HttpError(HTTPStatus.UNAUTHORIZED, ADMIN_REFUSAL)
+
     def _request_samples(self) -> list[Sample]:
         by_endpoint = sorted(self.request_stats.by_endpoint.items())
         return [*(counter("arqonbus_http_requests_total", "HTTP requests, by endpoint (the "
@@ -549,7 +608,9 @@ class HttpAdapter:
                   for path, entry in by_endpoint),
                 *(counter("arqonbus_http_errors_total", "HTTP requests answered 4xx or 5xx, "
                           "or failed, by endpoint.", entry["errors"], endpoint=path)
-                  for path, entry in by_endpoint)]
+                  for path, entry in by_endpoint),
+                counter("arqonbus_http_admin_refused_total", "/admin/* requests refused "
+                        "(no valid X-API-Key and no admin token).", self.admin_refused_total)]
 
     def _stream_count(self) -> int:
         return sum(1 for stream in self.exchanges.values() if stream is not None)

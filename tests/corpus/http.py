@@ -17,7 +17,7 @@ GET_ROUTES = ("/health", "/version", "/status", "/metrics", "/v1/history", "/v1/
               # ArqonBus's monitoring endpoints
               "/metrics/prometheus", "/system/info", "/system/config", "/storage/stats",
               "/telemetry/events", "/telemetry/stats")
-POST_ROUTES = ("/v1/publish",)
+POST_ROUTES = ("/v1/publish", "/admin/shutdown", "/admin/restart")
 # In the order the daemon lists them: its own, then ArqonBus's.
 ROUTES = ", ".join([*(f"GET {path}" for path in GET_ROUTES[:6]), "POST /v1/publish",
                     *(f"GET {path}" for path in GET_ROUTES[6:]),

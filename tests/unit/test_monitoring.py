@@ -81,11 +81,13 @@ def test_json_metrics_are_the_text_s_samples_in_arqonbus_s_keys():
 
 def test_system_config_never_shows_a_secret_and_says_which_it_left_out():
     config = configuration.load("/dev/null", environ={
-        "ARQONBUS_AUTH_ENABLED": "true", "ARQONBUS_AUTH_JWT_SECRET": "jwt-s3cret"})
+        "ARQONBUS_AUTH_ENABLED": "true", "ARQONBUS_AUTH_JWT_SECRET": "jwt-s3cret",
+        "ARQONBUS_HTTP_ADMIN_API_KEY": "k3y-s3cret"})
     body = monitoring.system_config(config, {"http": "127.0.0.1:8080",
                                              "telemetry": "[::1]:9101"})
-    assert body["redacted"] == ["auth.jwt_secret"]
-    assert b"jwt-s3cret" not in orjson.dumps(body)
+    assert body["redacted"] == ["auth.jwt_secret", "http.admin_api_key"]
+    text = orjson.dumps(body)
+    assert b"jwt-s3cret" not in text and b"k3y-s3cret" not in text
     assert not set(body["redacted"]) & set(body["arqond"])
     assert set(body["arqond"]) == set(configuration.OPTIONS) - set(body["redacted"])
     assert body["arqond"]["auth.enabled"] is True
