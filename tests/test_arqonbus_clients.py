@@ -4,7 +4,10 @@ reads history back in arqond's receipt time (issue 19, items 1, 2, 4 and 8)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
+
+from tests.conftest import ROOT
 
 NO_DEFAULT_CHANNEL = {"server": {"default_channel": ""}}   # arqond's default, as upstream's
 
@@ -57,3 +60,20 @@ async def test_history_of_a_room_nobody_used_is_empty_not_an_error(make_daemon, 
     # Asking made nothing: the room still does not exist.
     rooms = (await client.command("list_channels"))["payload"]["data"]["channels"]
     assert "atlantis" not in {channel["room"] for channel in rooms}
+
+
+def test_every_test_the_compatibility_table_names_exists():
+    """arqond(8) COMPATIBILITY names, for each row, the tests that show it: each is there."""
+    page = (ROOT / "man" / "arqond.8").read_text()
+    table = page[page.index(".Sh COMPATIBILITY"):page.index(".Sh SEE ALSO")]
+    rows = re.split(r"^\.It ", table, flags=re.M)[1:]
+    assert len(rows) == 17
+    for row in rows:
+        files = re.findall(r"^\.Pa (tests/\S+\.py)", row, flags=re.M)
+        assert files, f"no test named for {row.splitlines()[0]!r}"
+        # A long name is written with break points (\:) so that man(1) can wrap it.
+        named = re.findall(r"^\.Li (test_\w+)", row.replace("\\:", ""), flags=re.M)
+        sources = {path: (ROOT / path).read_text() for path in files}
+        for name in named:
+            assert any(f"def {name}(" in text for text in sources.values()), \
+                f"{name} (row {row.splitlines()[0]!r}) is in none of {files}"
