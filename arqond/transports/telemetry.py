@@ -54,13 +54,12 @@ class TelemetryAdapter:
         self.subscriptions_total = 0   # ArqonBus subscribe/unsubscribe frames (no filtering)
         self.broadcasts_total = 0      # events sent out to the watchers, theirs and arqond's
         self.broadcast_seconds = 0.0   # time spent sending them (writes are queued, not awaited)
-        self.started = time.time()
+        self.started = time.time()     # made just before it starts listening
 
     def reload(self, config: Config) -> None:
         self.config = config
 
     async def start(self) -> None:
-        self.started = time.time()
         self.server = await serve_websocket(self._handle, self.sock, self.config,
                                             self._process_request)
         self._ticker = asyncio.create_task(self._tick_activity())
