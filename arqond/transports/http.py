@@ -1,6 +1,9 @@
 """HTTP/1.1 with h11 (sans-I/O parsing) on asyncio streams.
 
-Monitoring: GET /health, /version, /status (JSON) and /metrics (Prometheus text).
+Monitoring: GET /health, /version, /status (JSON) and /metrics (Prometheus text, or JSON to a
+client that prefers it); ArqonBus's /metrics/prometheus, /system/*, /storage/stats,
+/telemetry/* and, with its X-API-Key or an admin token, POST /admin/* (their bodies:
+arqond/transports/monitoring.py).
 curl-first bus access: GET /v1/history, GET /v1/stream (NDJSON, one envelope per line, or
 server-sent events when the client accepts text/event-stream, as a browser's EventSource
 does), POST /v1/publish; the /v1 endpoints follow the WebSocket's JWT rules. A stream of one
@@ -19,6 +22,7 @@ that falls further behind is cut off and counted like any slow bus client.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import socket
 import time
@@ -48,6 +52,7 @@ from arqond.core.router import WILDCARD, RoutingError, check_name, split_target
 from arqond.core.webhooks import HOPS, HOPS_HEADER
 from arqond.log import Throttle, log_event
 from arqond.principals import PrincipalResolver
+from arqond.transports import monitoring
 
 log = logging.getLogger("arqond.http")
 
@@ -67,6 +72,10 @@ EVENT_STREAM = "text/event-stream"
 RESUME_HEADERS = (("X-Resume-Recovered", "recovered"), ("X-Resume-Reason", "reason"),
                   ("X-Resume-Epoch", "epoch"), ("X-Resume-Earliest-Seq", "earliest_seq"),
                   ("X-Resume-Last-Seq", "last_seq"))
+API_KEY_HEADER = "x-api-key"   # ArqonBus's admin key header (h11 gives names lower-cased)
+# ArqonBus's refusal of /admin/* without its key, word for word.
+ADMIN_REFUSAL = "Valid X-API-Key required"
+VARY_ACCEPT = (("Vary", "Accept"),)
 
 StatusProvider = Callable[[], Mapping[str, Any]]
 
@@ -116,7 +125,7 @@ class Request:
 class Exchange:
     """One connection: its h11 state machine and its stream writer."""
 
-    __slots__ = ("conn", "reader", "writer", "host", "peer", "head", "deadline")
+    __slots__ = ("conn", "reader", "writer", "host", "peer", "head", "deadline", "status")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -127,6 +136,7 @@ class Exchange:
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
         self.head = False  # the request being answered is a HEAD: headers only
         self.deadline = 0.0  # loop time by which the request being read must be complete
+        self.status = 0      # of the response sent to the request being answered (0: none)
 
     def write(self, *events: Any) -> None:
         for event in events:
@@ -263,6 +273,25 @@ class HttpAdapter:
         self.published_total = 0
         self.timeouts_total = 0
         self.timeout_lines = Throttle()
+        # ArqonBus's endpoints: its request statistics in /status and /metrics, the views
+        # app.py provides ("storage", "telemetry_events", "telemetry_stats") and the acts
+        # /admin/* asks for ("shutdown", "restart").
+        self.routes.update({
+            "/metrics/prometheus": ("GET", self._metrics_prometheus),
+            "/system/info": ("GET", self._system_info),
+            "/system/config": ("GET", self._system_config),
+            "/storage/stats": ("GET", self._storage_stats),
+            "/telemetry/events": ("GET", self._telemetry_events),
+            "/telemetry/stats": ("GET", self._telemetry_stats),
+            "/admin/shutdown": ("POST", self._admin_shutdown),
+            "/admin/restart": ("POST", self._admin_restart)})
+        self.request_stats = monitoring.RequestStats()
+        self.reports: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.admin_acts: dict[str, Callable[[], None]] = {}
+        self.status_providers.append(self._arqonbus_status)
+        self.metric_sources.append(self._request_samples)
+        self.admin_refused_total = 0
+        self.admin_refusal_lines = Throttle()
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -385,14 +414,24 @@ class HttpAdapter:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no endpoint {request.path}; try "
                             + ", ".join(f"{m} {p}" for p, (m, _) in self.routes.items()))
         method, handler = route
-        allowed = ("GET", "HEAD") if method == "GET" else (method,)
-        if request.method not in allowed:
-            raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED,
-                            f"{request.path} accepts {' and '.join(allowed)} only, "
-                            f"not {request.method}", headers=(("Allow", ", ".join(allowed)),))
-        result = handler(exchange, request)
-        if asyncio.iscoroutine(result):
-            await result
+        began = time.perf_counter()
+        exchange.status = 0
+        error = True   # unless the handler ends without an exception and without a 4xx/5xx
+        try:
+            allowed = ("GET", "HEAD") if method == "GET" else (method,)
+            if request.method not in allowed:
+                raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED,
+                                f"{request.path} accepts {' and '.join(allowed)} only, "
+                                f"not {request.method}",
+                                headers=(("Allow", ", ".join(allowed)),))
+            result = handler(exchange, request)
+            if asyncio.iscoroutine(result):
+                await result
+            error = exchange.status >= 400
+        finally:
+            # A /v1/stream's time is how long it streamed.
+            self.request_stats.record(request.path, (time.perf_counter() - began) * 1000,
+                                      error)
 
     # -- responses -------------------------------------------------------------------------
 
@@ -400,6 +439,7 @@ class HttpAdapter:
                  content_type: str = "application/json",
                  headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.requests_by_status[status.value] = self.requests_by_status.get(status.value, 0) + 1
+        exchange.status = status.value
         response = h11.Response(status_code=status.value, reason=status.phrase.encode(),
                                 headers=[("Content-Type", content_type),
                                          ("Content-Length", str(len(body))),
@@ -460,12 +500,117 @@ class HttpAdapter:
                           "streams": self._stream_count()})
         for provider in self.status_providers:
             body.update(provider())
+        if body["status"] == "healthy" and any(source() for source in self.fault_sources):
+            body["status"] = "degraded"  # as /health says, and ArqonBus when storage fails
         self._json(exchange, body)
 
     def _metrics(self, exchange: Exchange, request: Request) -> None:
-        samples = [sample for source in self.metric_sources for sample in source()]
-        self._respond(exchange, HTTPStatus.OK, metrics.render(samples).encode(),
-                      metrics.CONTENT_TYPE)
+        """Prometheus text, or ArqonBus's JSON to a client that ranks JSON above text."""
+        if not monitoring.prefers_json(request.headers.get("accept")):
+            self._prometheus(exchange, VARY_ACCEPT)
+            return
+        bus, stats = self.bus, self.bus.stats
+        body = monitoring.metrics_json(
+            self._samples(), started=bus.started, active_connections=len(bus.clients),
+            messages=stats.messages_total, commands=stats.commands_total,
+            errors=stats.errors_total, http_server=self._request_report())
+        self._respond(exchange, HTTPStatus.OK, orjson.dumps(body), headers=VARY_ACCEPT)
+
+    def _prometheus(self, exchange: Exchange,
+                    headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self._respond(exchange, HTTPStatus.OK, metrics.render(self._samples()).encode(),
+                      metrics.CONTENT_TYPE, headers=headers)
+
+    def _samples(self) -> list[Sample]:
+        return [sample for source in self.metric_sources for sample in source()]
+
+    # -- ArqonBus's monitoring endpoints -------------------------------------------------------
+
+    def _request_report(self) -> dict[str, Any]:
+        return self.request_stats.report(round(time.time() - self.bus.started, 3))
+
+    def _arqonbus_status(self) -> dict[str, Any]:
+        """ArqonBus's /status objects: which parts serve, and the request statistics."""
+        return {"endpoints": {"http": True, "websocket": True, "storage": True,
+                              "telemetry": True},
+                "requests": self._request_report()}
+
+    def _metrics_prometheus(self, exchange: Exchange, request: Request) -> None:
+        self._prometheus(exchange)
+
+    def _system_info(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, monitoring.system_info(self.config, dict(self.listeners)))
+
+    def _system_config(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, monitoring.system_config(self.config, dict(self.listeners)))
+
+    def _storage_stats(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, self.reports["storage"]())
+
+    def _telemetry_events(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, self.reports["telemetry_events"]())
+
+    def _telemetry_stats(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, self.reports["telemetry_stats"]())
+
+    async def _admin_shutdown(self, exchange: Exchange, request: Request) -> None:
+        await self._admin_act(exchange, request, "shutdown")
+
+    async def _admin_restart(self, exchange: Exchange, request: Request) -> None:
+        await self._admin_act(exchange, request, "restart")
+
+    async def _admin_act(self, exchange: Exchange, request: Request, act: str) -> None:
+        """ArqonBus's answer, then the act once the answer is on its way (stopping closes
+        this connection)."""
+        principal, means = self._admin(exchange, request)
+        self.bus.audit(principal, f"{act} requested over HTTP (POST {request.path}, by "
+                       f"{means}) from {exchange.peer}", peer=exchange.peer)
+        self._json(exchange, {"status": f"{act}_initiated",
+                              "message": f"Server {act} initiated"})
+        await exchange.writer.drain()
+        self.admin_acts[act]()
+
+    def _admin(self, exchange: Exchange, request: Request) -> tuple[Principal, str]:
+        """Who asks for /admin/*, and by what they may: http.admin_api_key in X-API-Key, or a
+        verified token with role admin (auth.enabled). Anyone else gets ArqonBus's 401."""
+        claims: dict[str, Any] = {}
+        if self.config.auth.enabled:
+            try:
+                claims = authenticate(request.headers, request.query,
+                                      self.config.auth.jwt_secret)
+            except AuthError:
+                pass  # no token, or a bad one: no admin by token, the key may still do
+        principal = self.principals.tcp(exchange.writer.get_extra_info("socket"), claims,
+                                        exchange.host)
+        key = self.config.http.admin_api_key
+        given = request.headers.get(API_KEY_HEADER)
+        if key and given is not None and \
+                hmac.compare_digest(given.encode("latin-1"), key.encode()):
+            return principal, "the admin API key"
+        if principal.admin:
+            return principal, "an admin token"
+        self.admin_refused_total += 1
+        due, count = self.admin_refusal_lines("admin")
+        if due:
+            why = "a wrong X-API-Key" if given is not None and key else \
+                "an X-API-Key, but http.admin_api_key is not set" if given is not None else \
+                "no X-API-Key and no admin token"
+            log_event(log, logging.WARNING, "auth_refused",
+                      f"HTTP {request.method} {request.path} from {exchange.peer} refused: "
+                      f"{why} ({count} refused so far)", peer=exchange.peer,
+                      **principal.log_fields())
+        raise HttpError(HTTPStatus.UNAUTHORIZED, ADMIN_REFUSAL)
+
+    def _request_samples(self) -> list[Sample]:
+        by_endpoint = sorted(self.request_stats.by_endpoint.items())
+        return [*(counter("arqonbus_http_requests_total", "HTTP requests, by endpoint (the "
+                          "routes only; other paths are 404s).", entry["count"], endpoint=path)
+                  for path, entry in by_endpoint),
+                *(counter("arqonbus_http_errors_total", "HTTP requests answered 4xx or 5xx, "
+                          "or failed, by endpoint.", entry["errors"], endpoint=path)
+                  for path, entry in by_endpoint),
+                counter("arqonbus_http_admin_refused_total", "/admin/* requests refused "
+                        "(no valid X-API-Key and no admin token).", self.admin_refused_total)]
 
     def _stream_count(self) -> int:
         return sum(1 for stream in self.exchanges.values() if stream is not None)

@@ -398,8 +398,8 @@ def test_history_of_a_room_merges_its_channels_in_order(bus):
     assert data["channel"] is None
 
 
-# Today history filters on the envelope's timestamp, which a client may set; issue 19 makes
-# it filter on the server's receipt time: these rows flip then.
+# History windows are in receipt time; publish() sets the bus's clock to each stamp, so here
+# the two agree (tests/test_arqonbus_clients.py shows a client's old timestamp is not used).
 STAMPS = "2025-01-01T00:00:0{n}"
 
 
