@@ -321,8 +321,13 @@ class ManualStore:
         self.forgotten.append(stream)
         self.stored.pop(stream, None)
 
-    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int) -> None:
+    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
+                    then: Callable[[str | None], None]) -> None:
+        if self.failing:
+            then("the disk is full")
+            return
         self.cursors[principal, name, stream.room, stream.channel] = (seq, stream.epoch)
+        then(None)
 
     def read(self, stream: Stream, after: int, before: int, limit: int) -> list[Stored]:
         rows = [m for m in self.stored.get(stream, []) if after < m.seq < before]

@@ -457,6 +457,23 @@ def test_cursor_ack_of_a_message_that_is_not_there_and_the_bound_on_cursors():
     client.ok("cursor.ack", {"room": "lab:notes", "cursor": "a", "seq": 1, "epoch": epoch})
 
 
+def test_a_cursor_that_cannot_be_stored_is_refused_and_stays_where_it_was():
+    bus = BusHarness()
+    store = ManualStore(bus.bus)
+    bus.plug(Cursors(bus.bus, bus.timers, 10))
+    client = bus.connect()
+    publish(client, 0)
+    publish(client, 1)
+    store.commit()
+    epoch = bus.bus.router.channel("lab", "notes").stream.epoch
+    client.ok("cursor.ack", {"room": "lab:notes", "cursor": "a", "seq": 1, "epoch": epoch})
+    store.failing = True
+    assert_refused(client.command("cursor.ack", {"room": "lab:notes", "cursor": "a", "seq": 2,
+                                                 "epoch": epoch}), ErrorCode.STORE_FAILED,
+                   "cursor a was not stored: the disk is full")
+    assert [m["payload"]["n"] for m in cursor_read(client, "a")["messages"]] == [1]
+
+
 def test_a_cursor_on_an_inbox_is_its_owners_alone():
     bus = BusHarness()
     bus.plug(Cursors(bus.bus, bus.timers, 10))
