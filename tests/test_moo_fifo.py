@@ -211,6 +211,9 @@ async def test_unread_mailbox_messages_survive_restarts_and_kill_9_once(make_dae
     sock = await zgent_socket(moo / "dreader.sock")
     first = await sock.call("arqon.recv", {"wait": 5})
     assert first["result"] == {"n": 1}
+    # The take is written down in the step that answered; one more answer shows that step
+    # is over (a kill inside it gives n=1 again: arqond-moo(7), arqon.recv).
+    assert (await sock.call("arqon.ping"))["result"]
     daemon.kill()   # no clean-up at all: what was unread is on disk already
     daemon.start()
     sock = await zgent_socket(moo / "dreader.sock")

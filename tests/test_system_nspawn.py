@@ -461,5 +461,7 @@ async def test_what_systemctl_stop_costs_on_systemd_252(container, tmp_path):
     for writer in ("long", "echo"):
         written = set(load.written(writer))
         assert got[writer] == sorted(set(got[writer])) and set(got[writer]) <= written
-    # Refused while nothing listened, or cut while queued for the listener systemd closed.
-    assert all("refused" in why or why == "" for _, why in load.failed("ping"))
+    # Refused while nothing listened, or cut while queued for the listener systemd closed
+    # (socat then reads an end, or its write gets EPIPE, depending on which came first).
+    assert all("refused" in why or why == "" or why.endswith("Broken pipe")
+               for _, why in load.failed("ping"))
