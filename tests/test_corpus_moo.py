@@ -98,7 +98,7 @@ async def socket_marker(zgent: ZgentSocket, sentinel: Sentinel) -> None:
     assert (await zgent.call("arqon.ping", request_id=f"p{marker}"))["result"]["pong"] is True
 
 
-@pytest.mark.parametrize("case", socket_cases(MAX_DEPTH), ids=lambda case: case.name)
+@pytest.mark.parametrize("case", list(socket_cases(MAX_DEPTH)), ids=lambda case: case.name)
 
 
 async def test_each_bad_socket_line_gets_its_exact_json_rpc_answer(case, zgent, sentinel):
