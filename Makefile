@@ -4,9 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # What `make run` needs on a bare Debian 12 (Debian's python3 has no venv module without it).
 BASE_APT_PACKAGES := python3-venv
-# What the tests drive: the seed's shell tools, systemd containers, packaging and man tools.
+# What the tests drive: the seed's shell tools, systemd containers, packaging and man tools,
+# and nats-server for the cluster's tests (arqond(8) CLUSTER).
 APT_PACKAGES := socat jq tmux curl mandoc iproute2 util-linux procps zsh \
-	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm rpmlint man-db
+	systemd-container debootstrap debhelper dh-python python3-pip python3-all lintian rpm rpmlint man-db \
+	nats-server
 # The benchmarks' load generator (node; npm comes with it or as Debian's npm), brokers, shell peers.
 BENCH_APT_PACKAGES := nodejs nats-server mosquitto inotify-tools jq
 PYTEST_ARGS ?=
