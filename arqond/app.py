@@ -249,8 +249,14 @@ class Daemon:
         principals = self.principals
         # First to start, last to stop: the channels it kept exist before anyone connects,
         # and what is queued is stored when everything else has stopped.
-        streams = StreamsAdapter(bus, config, self.cursors) \
-            if config.streams.durability != "memory" else None
+        streams: StreamsAdapter | Any = None
+        cluster = None
+        if config.cluster.nats_url:
+            # The cluster's store in place of the node's own; only now is NATS loaded.
+            from arqond.cluster.adapter import ClusterAdapter
+            streams = cluster = ClusterAdapter(bus, config, self.cursors)
+        elif config.streams.durability != "memory":
+            streams = StreamsAdapter(bus, config, self.cursors)
         if streams is not None:
             self.adapters.append(streams)
         self.moo = MooLayer(bus, config, self.fdstore, self.timers, principals)
@@ -271,6 +277,9 @@ class Daemon:
         self.http.fault_sources += [self.moo.faults, self._store_faults]
         if streams is not None:
             self.http.metric_sources.append(streams.samples)
+        if cluster is not None:
+            self.http.status_providers.append(cluster.status)
+            self.http.fault_sources.append(cluster.faults)
         if config.narrative.enabled:
             # The tailer publishes broadcast.jsonl through its LOG_DIR link, so the MOO layer
             # only appends to it; otherwise every broadcast would go out twice. It starts

@@ -416,6 +416,13 @@ class Bus(ArqonProtocol):
             raise RoutingError(ErrorCode.LIMIT_EXCEEDED, "the store is behind: "
                                f"streams.max_pending_bytes ({self.settings.max_pending_bytes}) "
                                "wait to be written; try again shortly")
+        if store is not None and store.numbers:
+            # The store numbers it (JetStream, arqond/cluster): delivered when it hands the
+            # message back through ``arrived``, with the seq the cluster gave it.
+            self.stats.messages_total += 1
+            store.append(Record(stream, 0, self.clock(), serialize(env), exclude, done,
+                                env if done is not None else None))
+            return
         seq = stream.last_seq + 1
         metadata = env.get("metadata")
         env["metadata"] = {**metadata, "seq": seq, "epoch": stream.epoch} if metadata else \
@@ -433,10 +440,16 @@ class Bus(ArqonProtocol):
         self.pending_bytes += len(frame)
         store.append(record)
 
-    def _deliver_record(self, record: Record) -> None:
+    def _deliver_record(self, record: Record, deliver: bool = True) -> None:
         stream = record.stream
         room, channel = stream.room, stream.channel
-        self.router.record(room, channel, record.received, record.frame, record.seq)
+        if record.seq:   # 0: delivered before its store could number it; recorded when it has
+            self.router.record(room, channel, record.received, record.frame, record.seq)
+        if not deliver:
+            if self.waiting:
+                for wake in self.waiting.pop(stream, ()):
+                    wake()
+            return
         recipients = self.router.recipients(room, channel)
         owners = self.access.guarded(room, channel)
         if owners is not None:
@@ -494,12 +507,27 @@ class Bus(ArqonProtocol):
         stored = [pending.popleft() for _ in range(count)]
         for record in stored:
             self.pending_bytes -= len(record.frame)
-            record.stream.committed_seq = record.seq
+        self.arrived(stored, first_seqs)
+
+    def arrived(self, records: list[Record], first_seqs: Mapping[Stream, int], *,
+                deliver: bool = True) -> None:
+        """Records a store holds now, in its order, are delivered. A store that numbers
+        messages itself (JetStream) calls this with what it was handed, published on this
+        node or another, numbered: a record of seq 0 is delivered but not numbered nor kept
+        (its store could not number it yet), and ``deliver`` False keeps and numbers without
+        delivering (delivered already, or from before this node joined)."""
+        for record in records:
+            seq = record.seq
+            if seq:
+                stream = record.stream
+                stream.committed_seq = seq
+                if seq > stream.last_seq:
+                    stream.last_seq = seq
         for stream, first in first_seqs.items():
             stream.first_seq = first
-        for record in stored:
+        for record in records:
             try:
-                self._deliver_record(record)
+                self._deliver_record(record, deliver)
             except Exception:  # noqa: BLE001 - one message's failure must not stop the rest
                 self.internal_error("streams", f"delivering {record.stream.room}:"
                                     f"{record.stream.channel} seq {record.seq}")

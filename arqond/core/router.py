@@ -109,6 +109,9 @@ class Router:
         self.histories = history or History(DEFAULT_HISTORY)
         # What a new channel's stream keeps unless it was created with its own.
         self.retention = retention
+        # The epoch every new stream takes when the store gives one (a cluster's: the same on
+        # every node); None: each new stream a new epoch of its own.
+        self.epoch: str | None = None
         self.rooms: dict[str, Room] = {}
         # (room or "*", channel or "*") -> subscribers; only for subscriptions with a wildcard.
         self.patterns: dict[tuple[str, str], dict[Client, None]] = {}
@@ -145,7 +148,7 @@ class Router:
         if room_obj is None:
             room_obj = self.rooms[room] = Room(room, self.histories.window())
         if stream is None:
-            stream = Stream(room, channel, new_epoch(), self.retention, details={
+            stream = Stream(room, channel, self.epoch or new_epoch(), self.retention, details={
                 "type": kind, "description": description, "created_by": created_by})
         # A stream restored from the store has a past its window has not read back yet.
         created = Channel(room, channel, created_by=created_by, kind=kind, hardcoded=hardcoded,

@@ -107,6 +107,11 @@ class Store(Protocol):
     event loop."""
 
     durability: str
+    # Whether the store numbers messages itself (JetStream: the cluster's order): then the Bus
+    # appends them with seq 0 and the store hands them back, numbered, to ``Bus.arrived``, with
+    # the messages other nodes published. Seqs then rise per channel but may skip numbers
+    # (arqond/cluster/store.py says why).
+    numbers: bool
 
     def append(self, record: Record) -> None:
         """Store ``record`` after every record appended before it."""

@@ -1,0 +1,103 @@
+"""Several arqond nodes as one bus through a real nats-server (JetStream) on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, http_call, metrics_of, scaled
+from tests.nats_harness import cluster_config, nats_server  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def start_nodes(make_daemon, server, *names: str, **cluster):
+    return [make_daemon(cluster_config(server, name, **cluster), name=name) for name in names]
+
+
+async def joined(connect_peer, node, *channels: str):
+    """A client of ``node`` that joined every room:channel of ``channels``."""
+    peer = await connect_peer(node.ws_url)
+    for target in channels:
+        room, _, channel = target.partition(":")
+        answer = await peer.command("join_channel", {"room": room, "channel": channel})
+        assert answer["status"] == "success", answer
+    return peer
+
+
+async def publish(peer, room: str, channel: str, payload, **extra):
+    """Publish and return the ack (message_response) with its id."""
+    await peer.send({"type": "message", "room": room, "channel": channel, "payload": payload,
+                     **extra})
+    ack = await peer.recv_type("message_response", timeout=10)
+    return ack
+
+
+def test_a_node_without_a_cluster_section_loads_no_nats_client(tmp_path):
+    """Unset, arqond is a single node exactly as before: nats-py is never imported."""
+    code = ("import sys, asyncio\n"
+            "from arqond import config, app\n"
+            "daemon = app.Daemon(config.load('/dev/null'), {})\n"
+            "print('nats' in sys.modules, any(m.startswith('arqond.cluster') for m in "
+            "sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=scaled(30))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+
+
+async def test_a_message_reaches_every_subscriber_on_every_node_once_with_one_seq_and_epoch(
+        make_daemon, nats_server, connect_peer):
+    nodes = start_nodes(make_daemon, nats_server, "n1", "n2", "n3")
+    for node in nodes:
+        node.wait_for_line("cluster: node ")
+    subscribers = [await joined(connect_peer, node, "lab:talk") for node in nodes]
+    neighbour = await joined(connect_peer, nodes[0], "lab:talk")
+    publisher = await connect_peer(nodes[0].ws_url)
+    acks = [await publish(publisher, "lab", "talk", {"n": n}) for n in range(3)]
+    seqs = [ack["metadata"]["seq"] for ack in acks]
+    epoch = acks[0]["metadata"]["epoch"]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert {ack["metadata"]["epoch"] for ack in acks} == {epoch}
+    assert all(ack["metadata"]["stored"] is True for ack in acks)
+    for peer in [*subscribers, neighbour]:
+        got = [await peer.recv_type("message", timeout=10) for _ in range(3)]
+        assert [(m["id"], m["payload"], m["metadata"]["seq"], m["metadata"]["epoch"])
+                for m in got] == [(ack["id"], {"n": n}, ack["metadata"]["seq"], epoch)
+                                  for n, ack in enumerate(acks)]
+        assert all(m["sender"] == publisher.id for m in got)
+        await peer.expect_silence(0.3)
+    await publisher.expect_silence(0.3)
+
+
+async def test_history_on_another_node_holds_the_same_messages(make_daemon, nats_server,
+                                                               connect_peer):
+    first, second = start_nodes(make_daemon, nats_server, "h1", "h2")
+    watcher = await joined(connect_peer, second, "lab:notes")
+    publisher = await connect_peer(first.ws_url)
+    acks = [await publish(publisher, "lab", "notes", {"n": n}) for n in range(4)]
+    for _ in acks:      # once delivered on the second node, it is in its history too
+        await watcher.recv_type("message", timeout=10)
+    reader = await connect_peer(second.ws_url)
+    answer = await reader.command("history", {"room": "lab", "channel": "notes"})
+    messages = answer["payload"]["data"]["history"]
+    assert [(m["message_id"], m["payload"], m["metadata"]) for m in messages] == \
+        [(ack["id"], {"n": n}, {"seq": ack["metadata"]["seq"],
+                                "epoch": ack["metadata"]["epoch"]})
+         for n, ack in enumerate(acks)]
+
+
+def test_status_metrics_and_health_show_the_node_in_its_cluster(make_daemon, nats_server):
+    node, = start_nodes(make_daemon, nats_server, "s1")
+    status = http_call(node, "GET", "/status").json()["cluster"]
+    assert (status["node"], status["name"], status["state"], status["joined"],
+            status["stream"], status["server"]) == \
+        ("s1", "arqond", "up", True, "arqond-channels", nats_server.url)
+    assert len(status["epoch"]) == 8
+    health = http_call(node, "GET", "/health").json()
+    assert health["status"] == "healthy" and "faults" not in health
+    metrics = metrics_of(node)
+    assert (metrics["arqonbus_cluster_connected"], metrics["arqonbus_cluster_joined"],
+            metrics["arqonbus_cluster_connects_total"]) == (1, 1, 1)
