@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PortTaken, on_free_ports, scaled
+from tests.conftest import PortTaken, _free_ports, on_free_ports, scaled
 
 READY_LINE = "Server is ready"
 
@@ -87,6 +87,17 @@ def nats_server(tmp_path):
     if shutil.which("nats-server") is None:
         pytest.skip("nats-server is not installed (make system-deps installs it)")
     server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def nats_unstarted(tmp_path):
+    """A nats-server on a port picked now, not started yet: a cluster whose NATS is away."""
+    if shutil.which("nats-server") is None:
+        pytest.skip("nats-server is not installed (make system-deps installs it)")
+    server = NatsServer(tmp_path / "nats")
+    server.port = _free_ports(1)[0]
     yield server
     server.kill()
 
