@@ -278,6 +278,7 @@ class Daemon:
         if streams is not None:
             self.http.metric_sources.append(streams.samples)
         if cluster is not None:
+            bus.plug(on_message=cluster.presence.on_message)
             self.http.status_providers.append(cluster.status)
             self.http.fault_sources.append(cluster.faults)
         if config.narrative.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -101,3 +102,93 @@ def test_status_metrics_and_health_show_the_node_in_its_cluster(make_daemon, nat
     metrics = metrics_of(node)
     assert (metrics["arqonbus_cluster_connected"], metrics["arqonbus_cluster_joined"],
             metrics["arqonbus_cluster_connects_total"]) == (1, 1, 1)
+
+
+async def eventually(check, timeout: float = 10.0):
+    """``await check()`` until it returns something true (presence syncs every second)."""
+    deadline = asyncio.get_running_loop().time() + scaled(timeout)
+    while True:
+        found = await check()
+        if found or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def test_a_wildcard_subscriber_gets_what_any_node_publishes(make_daemon, nats_server,
+                                                                  connect_peer):
+    left, right = start_nodes(make_daemon, nats_server, "w1", "w2")
+    follower = await joined(connect_peer, right, "*:narrative")
+    publisher = await connect_peer(left.ws_url)
+    acks = [await publish(publisher, name, "narrative", {"from": name})
+            for name in ("alice", "bob")]
+    await publish(publisher, "alice", "events", {"not": "narrative"})
+    got = [await follower.recv_type("message", timeout=10) for _ in acks]
+    assert [(m["id"], m["room"], m["metadata"]["seq"]) for m in got] == \
+        [(ack["id"], room, ack["metadata"]["seq"]) for ack, room in zip(acks, ("alice", "bob"))]
+    await follower.expect_silence(0.5)
+
+
+async def test_a_message_to_a_whole_room_reaches_its_members_on_every_node(
+        make_daemon, nats_server, connect_peer):
+    left, right = start_nodes(make_daemon, nats_server, "r1", "r2")
+    there = await joined(connect_peer, right, "lab:a", "lab:b")
+    here = await joined(connect_peer, left, "lab:a")
+    outsider = await joined(connect_peer, right, "other:a")
+    publisher = await connect_peer(left.ws_url)
+    ack = await publish(publisher, "lab", None, {"to": "everyone in lab"})
+    for peer in (here, there):
+        got = await peer.recv_type("message", timeout=10)
+        assert (got["id"], got["room"], got.get("channel"), got["payload"]) == \
+            (ack["id"], "lab", None, {"to": "everyone in lab"})
+        await peer.expect_silence(0.3)      # one copy, though a member of two channels
+    await outsider.expect_silence(0.3)
+
+
+async def test_a_private_message_reaches_a_client_of_another_node(make_daemon, nats_server,
+                                                                  connect_peer):
+    left, right = start_nodes(make_daemon, nats_server, "p1", "p2")
+    target = await connect_peer(right.ws_url)
+    sender = await connect_peer(left.ws_url)
+
+    async def known():
+        await sender.send({"type": "private", "payload": {"target": target.id, "n": 1}})
+        answer = await sender.recv()
+        return answer if answer["type"] == "message_response" else None
+    ack = await eventually(known)
+    assert ack is not None, "the other node's client never became known"
+    got = await target.recv_type("private", timeout=10)
+    assert (got["id"], got["sender"], got["payload"]) == \
+        (ack["id"], sender.id, {"target": target.id, "n": 1})
+    await sender.send({"type": "private", "payload": {"target": "arq_client_nobody"}})
+    refused = await sender.recv_type("error")
+    assert (refused["error_code"], refused["error"]) == \
+        ("TARGET_NOT_FOUND", "no connected client with id arq_client_nobody")
+    await target.expect_silence(0.3)
+
+
+async def test_presence_shows_every_node_and_each_client_with_its_node(make_daemon,
+                                                                       nats_server,
+                                                                       connect_peer):
+    left, right = start_nodes(make_daemon, nats_server, "q1", "q2")
+    mine = await joined(connect_peer, left, "lab:talk")
+    theirs = await joined(connect_peer, right, "lab:talk", "lab:quiet")
+
+    async def counted():
+        channels = (await mine.command("list_channels", {"room": "lab"}))["payload"]["data"]
+        counts = {c["channel"]: c["participants"] for c in channels["channels"]}
+        return counts if counts == {"talk": 2, "quiet": 1} else None
+    assert await eventually(counted) == {"talk": 2, "quiet": 1}
+    info = (await mine.command("channel_info", {"room": "lab", "channel": "talk"})
+            )["payload"]["data"]
+    assert sorted((p["client_id"], p["node"]) for p in info["participants"]) == \
+        sorted([(mine.id, "q1"), (theirs.id, "q2")])
+    status = (await mine.command("status"))["payload"]["data"]["cluster"]
+    assert status["node"] == "q1" and status["joined"] is True
+    assert [(n["node"], n["clients"]) for n in status["nodes"]] == [("q1", 1), ("q2", 1)]
+    await theirs.close()
+
+    async def left_alone():
+        info = (await mine.command("channel_info", {"room": "lab", "channel": "talk"})
+                )["payload"]["data"]
+        return [p["client_id"] for p in info["participants"]] == [mine.id]
+    assert await eventually(left_alone)

@@ -17,6 +17,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from arqond.cluster.link import Link
+from arqond.cluster.presence import Presence
 from arqond.cluster.store import EPOCH_KEY, MIRROR_FILE, SEQ_KEY, JetStreamStore, Joined
 from arqond.config import Config
 from arqond.core.bus import Bus
@@ -49,6 +50,13 @@ STORE_COUNTERS = {
     "mirror_errors_total": "Messages this node's copy of the stream could not keep.",
 }
 
+PRESENCE_COUNTERS = {
+    "private_sent_total": "Private messages sent to clients of other nodes (one per node).",
+    "private_received_total": "Private messages other nodes sent to clients of this one.",
+    "room_sent_total": "Messages to a whole room sent to the other nodes.",
+    "room_received_total": "Messages to a whole room from other nodes.",
+}
+
 
 def node_name(config: Config) -> str:
     return config.cluster.node or socket.gethostname()
@@ -65,7 +73,8 @@ class ClusterAdapter:
         self.mirror = SqliteStore(config.server.state_dir, config.streams.durability,
                                   Limits(config.streams.total_bytes), file_name=MIRROR_FILE)
         self.store = JetStreamStore(bus, config, self.node, self.mirror)
-        self.link = Link(config.cluster, self.node, self._up, self.store.lost)
+        self.presence = Presence(bus, self.node, config.cluster.name, config.cluster.replicas)
+        self.link = Link(config.cluster, self.node, self._up, self._lost)
         self.started = False
         self.first: Joined | None = None
         self.found: asyncio.Event | None = None
@@ -94,6 +103,7 @@ class ClusterAdapter:
             self.bus.router.epoch = epoch
         restored = take_over(self.bus, self.mirror, self.cursors, streams, self.store)
         self.bus.store = self.store
+        self.bus.cluster = self.presence
         log.info("cluster: node %s, %d stream(s) restored from %s", self.node, restored,
                  self.mirror.path)
         self.started = True
@@ -122,15 +132,21 @@ class ClusterAdapter:
         if self.link.up and not self.store.joined and self.store.diverged is None:
             asyncio.get_running_loop().create_task(self._up(nc))
 
+    def _lost(self) -> None:
+        self.store.lost()
+        self.presence.lost()
+
     async def _join(self, nc: NATS, joined: Joined) -> None:
         await self.store.join(nc, joined, self.mirror_epoch, self.mirror_last)
         if self.store.joined:
+            await self.presence.join(nc)
             log_event(log, NOTICE, "cluster_up", f"cluster: node {self.node} shares cluster "
                       f"{self.config.cluster.name} (epoch {self.store.epoch}, stream at seq "
                       f"{joined.last}, {len(self.store.unshared)} message(s) of the outage to "
                       "share)", server=self.link.server)
 
     async def stop(self) -> None:
+        await self.presence.stop()
         await self.store.stop()
         await self.link.stop()
         self.bus.store = None
@@ -163,7 +179,8 @@ class ClusterAdapter:
             "stream": store.subjects.stream, "epoch": store.epoch, "last_seq": store.last_seq,
             "in_flight": len(store.inflight), "outage_kept": len(store.unshared),
             "outage_buffer": self.config.cluster.outage_buffer,
-            "unshared_total": store.unshared_total}}
+            "unshared_total": store.unshared_total,
+            "nodes": self.presence.describe()["nodes"]}}
 
     def samples(self) -> list[Sample]:
         store = self.store
@@ -180,4 +197,5 @@ class ClusterAdapter:
                       "this node has.", store.last_seq),
                 *counters_of(self.link, "arqonbus_cluster", COUNTERS),
                 *counters_of(store, "arqonbus_cluster", STORE_COUNTERS),
+                *counters_of(self.presence, "arqonbus_cluster", PRESENCE_COUNTERS),
                 *samples_of(self.bus, self.mirror)]

@@ -72,6 +72,8 @@ class Link:
             "allow_reconnect": True, "max_reconnect_attempts": -1,
             "reconnect_time_wait": RECONNECT_WAIT, "connect_timeout": CONNECT_TIMEOUT,
             "ping_interval": PING_INTERVAL, "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
+            # What this node publishes to every node (a room's message) it has delivered.
+            "no_echo": True,
             "pending_size": PENDING_SIZE, "error_cb": self._error,
             "disconnected_cb": self._disconnected, "reconnected_cb": self._reconnected,
             "closed_cb": self._closed}

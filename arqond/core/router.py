@@ -58,7 +58,8 @@ def split_target(room: str | None, channel: str | None) -> tuple[str | None, str
 
 class Channel:
     __slots__ = ("room", "name", "created_at", "created_by", "type", "hardcoded", "members",
-                 "history", "message_count", "last_activity", "description", "owner", "stream")
+                 "history", "message_count", "last_activity", "description", "owner", "stream",
+                 "remote")
 
     def __init__(self, room: str, name: str, *, created_by: str, kind: str, hardcoded: bool,
                  history: Window, stream: Stream, description: str = "") -> None:
@@ -78,14 +79,18 @@ class Channel:
         self.owner: Any = None
         # Its messages in order (arqond/core/streams.py): seq, epoch, retention.
         self.stream = stream
+        # Its members on other nodes of a cluster (arqond/cluster/presence.py), for presence
+        # only: client id -> {"node", "type", "screen_name"}. Never delivered to from here.
+        self.remote: dict[str, dict[str, Any]] = {}
 
     def metadata(self) -> dict[str, Any]:
         return {"created_at": self.created_at, "created_by": self.created_by, "type": self.type,
                 "hardcoded": self.hardcoded, "description": self.description}
 
     def summary(self) -> dict[str, Any]:
+        count = len(self.members) + len(self.remote)
         return {"room": self.room, "channel": self.name, "name": self.name,
-                "participants": len(self.members), "member_count": len(self.members),
+                "participants": count, "member_count": count,
                 "messages": self.message_count,
                 "last_activity": None if self.last_activity is None
                 else iso_at(self.last_activity), **self.metadata(),
