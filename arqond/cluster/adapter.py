@@ -16,6 +16,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from arqond.cluster.cursors import SharedCursors
 from arqond.cluster.link import Link
 from arqond.cluster.presence import Presence
 from arqond.cluster.store import EPOCH_KEY, MIRROR_FILE, SEQ_KEY, JetStreamStore, Joined
@@ -30,8 +31,10 @@ from arqond.streams.sqlite import Limits, SqliteStore
 
 log = logging.getLogger("arqond.cluster")
 
-# Seconds the start waits for NATS before the node goes on alone (it joins later).
+# Seconds the start waits for NATS before the node goes on alone (it joins later), and for
+# reading what the stream holds that this node's copy lacks.
 JOIN_WAIT = 5.0
+CATCH_UP_WAIT = 30.0
 
 COUNTERS = {
     "connects_total": "Connections made to NATS (the first and every reconnect).",
@@ -74,6 +77,8 @@ class ClusterAdapter:
                                   Limits(config.streams.total_bytes), file_name=MIRROR_FILE)
         self.store = JetStreamStore(bus, config, self.node, self.mirror)
         self.presence = Presence(bus, self.node, config.cluster.name, config.cluster.replicas)
+        self.store.cursors = self.shared_cursors = SharedCursors(
+            cursors, self.mirror, config.cluster.name, config.cluster.replicas)
         self.link = Link(config.cluster, self.node, self._up, self._lost)
         self.started = False
         self.first: Joined | None = None
@@ -109,6 +114,12 @@ class ClusterAdapter:
         self.started = True
         if first is not None and self.link.up:
             await self._join(self.link.nc, first)
+            try:    # what the stream had at start is history here before anyone connects
+                await asyncio.wait_for(self.store.caught_up.wait(), CATCH_UP_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("cluster: not caught up with the stream (seq %d of %d) within %g s;"
+                            " the rest is kept as it comes", self.store.handed_seq,
+                            self.store.target, CATCH_UP_WAIT)
 
     async def _up(self, nc: NATS) -> None:
         """NATS is up (the first time, or again): JetStream's stream, then join it."""
@@ -135,11 +146,13 @@ class ClusterAdapter:
     def _lost(self) -> None:
         self.store.lost()
         self.presence.lost()
+        self.shared_cursors.lost()
 
     async def _join(self, nc: NATS, joined: Joined) -> None:
         await self.store.join(nc, joined, self.mirror_epoch, self.mirror_last)
         if self.store.joined:
             await self.presence.join(nc)
+            await self.shared_cursors.join(nc)
             log_event(log, NOTICE, "cluster_up", f"cluster: node {self.node} shares cluster "
                       f"{self.config.cluster.name} (epoch {self.store.epoch}, stream at seq "
                       f"{joined.last}, {len(self.store.unshared)} message(s) of the outage to "
@@ -147,6 +160,7 @@ class ClusterAdapter:
 
     async def stop(self) -> None:
         await self.presence.stop()
+        self.shared_cursors.lost()
         await self.store.stop()
         await self.link.stop()
         self.bus.store = None

@@ -51,11 +51,13 @@ from nats.js import api
 
 from arqond.cluster.names import Subjects
 from arqond.core.envelope import SERVER_SENDER, serialize
+from arqond.core.cursors import Position
 from arqond.core.streams import Record, Stored, Stream
 from arqond.log import Throttle, log_event
 from arqond.streams.sqlite import SqliteStore
 
 if TYPE_CHECKING:
+    from arqond.cluster.cursors import SharedCursors
     from arqond.core.bus import Bus
 
 log = logging.getLogger("arqond.cluster")
@@ -110,6 +112,8 @@ class JetStreamStore:
         self.subjects = Subjects(config.cluster.name)
         self.mirror = mirror
         self.durability = mirror.durability
+        # Cursors shared with the other nodes (arqond/cluster/cursors.py), once set.
+        self.cursors: "SharedCursors | None" = None
         self.nc: NATS | None = None
         self.js: Any = None
         self.epoch: str | None = None
@@ -132,6 +136,10 @@ class JetStreamStore:
         self.wakeup = asyncio.Event()
         self.publisher: asyncio.Task[None] | None = None
         self.seq_noted = True
+        # Woken once what was handed on reaches ``target`` (a start waits to catch up).
+        self.handed_seq = 0
+        self.caught_up = asyncio.Event()
+        self.target = 0
         self.unshared_lines = Throttle()
         self.mirror_lines = Throttle()
         # /metrics
@@ -182,9 +190,11 @@ class JetStreamStore:
                 return
             self._adopt(joined.epoch)
             start = mirror_last + 1 if mirror_epoch is not None else joined.first
-            self.last_seq = start - 1
+            self.last_seq = self.handed_seq = start - 1
             self.floor = start
-            self.quiet_through = joined.last
+            self.quiet_through = self.target = joined.last
+            if self.handed_seq >= self.target:
+                self.caught_up.set()
         elif joined.epoch != self.epoch:
             self._diverge(f"the cluster's stream was made again (epoch {joined.epoch}, this "
                           f"node has {self.epoch})")
@@ -293,6 +303,9 @@ class JetStreamStore:
 
     def save_cursor(self, principal: str, name: str, stream: Stream, seq: int) -> None:
         self.mirror.save_cursor(principal, name, stream, seq)
+        if self.cursors is not None:
+            self.cursors.put((principal, name, stream.room, stream.channel),
+                             Position(seq, stream.epoch))
 
     # -- to JetStream ------------------------------------------------------------------------
 
@@ -435,6 +448,10 @@ class JetStreamStore:
             self.mirror.resume()
 
     def _hand_on(self, batch: list[tuple[Record, bool]], first_seqs: dict[Stream, int]) -> None:
+        if batch:
+            self.handed_seq = batch[-1][0].seq
+            if self.handed_seq >= self.target:
+                self.caught_up.set()
         start = 0
         for index in range(1, len(batch) + 1):
             if index == len(batch) or batch[index][1] != batch[start][1]:

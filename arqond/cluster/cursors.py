@@ -1,0 +1,106 @@
+"""Named cursors shared by the nodes of a cluster: a reader that acks on one node reads on
+from there on any other (arqond/core/cursors.py says what a cursor is).
+
+Every position acknowledged on a node goes, besides its copy of the streams, into the
+key-value bucket ``<cluster>-cursors`` (key: principal, cursor, room and channel, each encoded
+as one token); every node watches the bucket and takes what another node acknowledged. Seqs
+and epochs are the cluster's, the same on every node, so a position means the same message
+everywhere. The last acknowledgement wins. While NATS is unreachable, positions are kept on the
+node and put into the bucket when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import nats
+import orjson
+from nats.aio.client import Client as NATS
+
+from arqond.cluster.names import decode, encode
+from arqond.core.cursors import Cursors, Key, Position
+from arqond.core.envelope import SERVER_SENDER
+
+if TYPE_CHECKING:
+    from arqond.streams.sqlite import SqliteStore
+
+log = logging.getLogger("arqond.cluster")
+
+
+def key_of(key: Key) -> str:
+    return ".".join(encode(part) for part in key)
+
+
+def cursor_key(text: str) -> Key:
+    principal, name, room, channel = (decode(part) for part in text.split("."))
+    return principal, name, room, channel
+
+
+class SharedCursors:
+    def __init__(self, cursors: Cursors, mirror: "SqliteStore", cluster: str,
+                 replicas: int) -> None:
+        self.cursors = cursors
+        self.mirror = mirror
+        self.bucket = f"{cluster}-cursors"
+        self.replicas = replicas
+        self.kv: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self.waiting: set[Key] = set()     # acknowledged here while NATS was away
+
+    async def join(self, nc: NATS) -> None:
+        js = nc.jetstream()
+        if self.kv is None:
+            try:
+                self.kv = await js.key_value(self.bucket)
+            except nats.js.errors.BucketNotFoundError:
+                self.kv = await js.create_key_value(bucket=self.bucket, history=1,
+                                                    replicas=self.replicas)
+        self.task = asyncio.get_running_loop().create_task(self._watch())
+        waiting, self.waiting = self.waiting, set()
+        for key in waiting:
+            position = self.cursors.positions.get(key)
+            if position is not None:
+                self.put(key, position)
+
+    def lost(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    def put(self, key: Key, position: Position) -> None:
+        if self.kv is None or self.task is None:
+            self.waiting.add(key)       # shared when NATS returns (``join``)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.kv.put(key_of(key), orjson.dumps(position._asdict())))
+        task.add_done_callback(self._put_done)
+
+    @staticmethod
+    def _put_done(task: asyncio.Task[int]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("cluster: a cursor was not shared: %s", task.exception())
+
+    async def _watch(self) -> None:
+        watcher = await self.kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is not None and entry.value and entry.operation is None:
+                    self._take(entry.key, entry.value)
+        finally:
+            try:
+                await watcher.stop()
+            except (nats.errors.Error, asyncio.TimeoutError, OSError):
+                pass
+
+    def _take(self, text: str, value: bytes) -> None:
+        key = cursor_key(text)
+        position = Position(**orjson.loads(value))
+        if self.cursors.positions.get(key) == position:
+            return
+        self.cursors.positions[key] = position
+        principal, name, room, channel = key
+        found, _ = self.cursors.bus.router.ensure_channel(room, channel,
+                                                          created_by=SERVER_SENDER)
+        self.mirror.save_cursor(principal, name, found.stream, position.seq)
