@@ -192,3 +192,14 @@ async def test_presence_shows_every_node_and_each_client_with_its_node(make_daem
                 )["payload"]["data"]
         return [p["client_id"] for p in info["participants"]] == [mine.id]
     assert await eventually(left_alone)
+
+
+def test_the_nats_drop_in_is_the_one_the_page_shows():
+    """systemd/nats.conf orders arqond after a NATS server on the same host, as arqond(8)
+    CLUSTER tells to install it."""
+    shipped = [line for line in (ROOT / "systemd" / "nats.conf").read_text().splitlines()
+               if line and not line.startswith("#")]
+    assert shipped == ["[Unit]", "Wants=nats-server.service", "After=nats-server.service"]
+    page = (ROOT / "man" / "arqond.8").read_text().replace("\\-", "-")
+    assert "\n".join(shipped) in page
+    assert "/etc/systemd/system/arqond.service.d/nats.conf" in page
