@@ -268,7 +268,10 @@ class Daemon:
         bus.plug(on_event=telemetry.on_event, on_message=telemetry.on_message)
         control = ControlAdapter(bus, config, control_sock, principals,
                                  owned_path=server.control_socket if control_owned else None)
-        self.adapters += [websocket, self.moo, telemetry, self.http, control]
+        self.adapters += [websocket, self.moo]
+        if cluster is not None:     # after the MOO layer, whose files it makes
+            self.adapters.append(cluster.share_zgents(self.moo))
+        self.adapters += [telemetry, self.http, control]
         # What reports through HTTP: counters on /metrics, sections of /status.
         self.http.metric_sources += [websocket.samples, self.moo.samples, telemetry.samples,
                                      self.http.samples, control.samples,

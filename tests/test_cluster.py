@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 
+import orjson
 import pytest
 
 from tests.conftest import ROOT, http_call, metrics_of, scaled
@@ -203,3 +204,22 @@ def test_the_nats_drop_in_is_the_one_the_page_shows():
     page = (ROOT / "man" / "arqond.8").read_text().replace("\\-", "-")
     assert "\n".join(shipped) in page
     assert "/etc/systemd/system/arqond.service.d/nats.conf" in page
+
+
+LINE = {"ts": "2026-02-12T10:00:00Z", "from": "alice", "type": "note",
+        "content": "hello from l1"}
+
+
+async def test_a_narrative_line_on_one_node_reaches_a_wildcard_follower_on_another(
+        make_daemon, nats_server, connect_peer):
+    writer, reader = start_nodes(make_daemon, nats_server, "l1", "l2")
+    follower = await joined(connect_peer, reader, "*:narrative")
+    local = await joined(connect_peer, writer, "*:narrative")
+    with open(writer.log_dir / "alice-narrative.jsonl", "a") as log:
+        log.write(orjson.dumps(LINE).decode() + "\n")
+    there = await follower.recv_type("event", timeout=10)
+    here = await local.recv_type("event", timeout=10)
+    assert (there["id"], there["room"], there["channel"], there["payload"],
+            there["metadata"]["seq"]) == \
+        (here["id"], "alice", "narrative", LINE, here["metadata"]["seq"])
+    await follower.expect_silence(0.3)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from arqond.cluster.cursors import SharedCursors
 from arqond.cluster.link import Link
 from arqond.cluster.presence import Presence
+from arqond.cluster.zgents import ZgentSharing
 from arqond.cluster.store import EPOCH_KEY, MIRROR_FILE, SEQ_KEY, JetStreamStore, Joined
 from arqond.config import Config
 from arqond.core.bus import Bus
@@ -28,6 +29,9 @@ from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.log import NOTICE, log_event
 from arqond.streams.adapter import open_store, samples_of, take_over
 from arqond.streams.sqlite import Limits, SqliteStore
+
+if TYPE_CHECKING:
+    from arqond.moo.layer import MooLayer
 
 log = logging.getLogger("arqond.cluster")
 
@@ -60,6 +64,15 @@ PRESENCE_COUNTERS = {
     "room_received_total": "Messages to a whole room from other nodes.",
 }
 
+ZGENT_COUNTERS = {
+    "requests_out_total": "Requests for Zgents other nodes serve, sent there.",
+    "requests_in_total": "Requests from other nodes for Zgents served here.",
+    "lines_out_total": "Messages for the inboxes of Zgents other nodes serve.",
+    "lines_in_total": "Messages from other nodes for the inboxes of Zgents served here.",
+    "not_served_total": "Requests answered -32001 and messages not delivered: no node "
+                        "served the Zgent, or NATS was unreachable (each message logged).",
+}
+
 
 def node_name(config: Config) -> str:
     return config.cluster.node or socket.gethostname()
@@ -80,6 +93,7 @@ class ClusterAdapter:
         self.store.cursors = self.shared_cursors = SharedCursors(
             cursors, self.mirror, config.cluster.name, config.cluster.replicas)
         self.link = Link(config.cluster, self.node, self._up, self._lost)
+        self.sharing: ZgentSharing | None = None
         self.started = False
         self.first: Joined | None = None
         self.found: asyncio.Event | None = None
@@ -143,16 +157,25 @@ class ClusterAdapter:
         if self.link.up and not self.store.joined and self.store.diverged is None:
             asyncio.get_running_loop().create_task(self._up(nc))
 
+    def share_zgents(self, moo: "MooLayer") -> ZgentSharing:
+        """The part that shares the MOO layer's Zgents: an adapter to start after it."""
+        self.sharing = ZgentSharing(moo, self.presence, self.config, self.node)
+        return self.sharing
+
     def _lost(self) -> None:
         self.store.lost()
         self.presence.lost()
         self.shared_cursors.lost()
+        if self.sharing is not None:
+            self.sharing.lost()
 
     async def _join(self, nc: NATS, joined: Joined) -> None:
         await self.store.join(nc, joined, self.mirror_epoch, self.mirror_last)
         if self.store.joined:
             await self.presence.join(nc)
             await self.shared_cursors.join(nc)
+            if self.sharing is not None:
+                await self.sharing.join(nc)
             log_event(log, NOTICE, "cluster_up", f"cluster: node {self.node} shares cluster "
                       f"{self.config.cluster.name} (epoch {self.store.epoch}, stream at seq "
                       f"{joined.last}, {len(self.store.unshared)} message(s) of the outage to "
@@ -212,4 +235,6 @@ class ClusterAdapter:
                 *counters_of(self.link, "arqonbus_cluster", COUNTERS),
                 *counters_of(store, "arqonbus_cluster", STORE_COUNTERS),
                 *counters_of(self.presence, "arqonbus_cluster", PRESENCE_COUNTERS),
+                *(counters_of(self.sharing, "arqonbus_cluster", ZGENT_COUNTERS)
+                  if self.sharing is not None else ()),
                 *samples_of(self.bus, self.mirror)]

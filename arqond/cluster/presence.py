@@ -31,6 +31,7 @@ from arqond.cluster.names import decode, encode
 from arqond.core.clients import Client
 from arqond.core.envelope import iso_at, serialize
 from arqond.core.router import WILDCARD
+from arqond.log import Throttle
 
 if TYPE_CHECKING:
     from arqond.core.bus import Bus
@@ -59,6 +60,7 @@ class Presence:
         self.seen: dict[str, float] = {}                    # node -> when it last said so
         self.tasks: list[asyncio.Task[None]] = []
         self.subscribed = False
+        self.sync_errors = Throttle()
         # /metrics
         self.private_sent_total = 0
         self.private_received_total = 0
@@ -123,7 +125,10 @@ class Presence:
             try:
                 await self._sync()
             except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
-                log.debug("cluster: presence sync failed: %r", exc)
+                loud, count = self.sync_errors(type(exc).__name__)
+                if loud:
+                    log.warning("cluster: presence was not synced: %s (%d time(s) so far); "
+                                "trying again", exc or type(exc).__name__, count)
             self._drop_stale()
             await asyncio.sleep(SYNC_INTERVAL)
 

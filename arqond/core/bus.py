@@ -438,8 +438,7 @@ class Bus(ArqonProtocol):
             # The store numbers it (JetStream, arqond/cluster): delivered when it hands the
             # message back through ``arrived``, with the seq the cluster gave it.
             self.stats.messages_total += 1
-            store.append(Record(stream, 0, self.clock(), serialize(env), exclude, done,
-                                env if done is not None else None))
+            store.append(Record(stream, 0, self.clock(), serialize(env), exclude, done, env))
             return
         seq = stream.last_seq + 1
         metadata = env.get("metadata")
