@@ -253,7 +253,12 @@ class Daemon:
         cluster = None
         if config.cluster.nats_url:
             # The cluster's store in place of the node's own; only now is NATS loaded.
-            from arqond.cluster.adapter import ClusterAdapter
+            try:
+                from arqond.cluster.adapter import ClusterAdapter
+            except ImportError as exc:
+                raise ListenerError(f"cluster.nats_url is set, but the NATS client cannot be "
+                                    f"loaded ({exc}): install nats-py (pip install "
+                                    "'arqond[cluster]')") from None
             streams = cluster = ClusterAdapter(bus, config, self.cursors)
         elif config.streams.durability != "memory":
             streams = StreamsAdapter(bus, config, self.cursors)

@@ -107,3 +107,16 @@ def test_good_credentials_and_tls_settings_load(tmp_path):
     cluster = configuration.load(str(path), environ={}).cluster
     assert (cluster.node, cluster.user, cluster.replicas, cluster.tls_key) == \
         ("web-1.example", "arqond", 3, "/etc/arqond/node.key")
+
+
+def test_a_cluster_without_the_nats_client_refuses_to_start_saying_what_to_install(
+        make_daemon, tmp_path):
+    shadow = tmp_path / "shadow" / "nats"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("No module named \'nats\'")\n')
+    node = make_daemon({"cluster": {"nats_url": ["nats://127.0.0.1:4222"]}},
+                       env={"PYTHONPATH": str(shadow.parent)}, start=False)
+    node.start(wait_ready=False)
+    assert node.proc.wait(30) == 1
+    node.wait_for_line("cluster.nats_url is set, but the NATS client cannot be loaded (No "
+                       "module named 'nats'): install nats-py (pip install 'arqond[cluster]')")
