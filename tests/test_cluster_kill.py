@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import scaled
 from tests.nats_harness import nats_server  # noqa: F401
-from tests.test_cluster import joined, publish, start_nodes
+from tests.test_cluster import joined, start_nodes
 
 pytestmark = pytest.mark.timeout(180)
 

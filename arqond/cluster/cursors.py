@@ -15,10 +15,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-import nats
 import orjson
 from nats.aio.client import Client as NATS
 
+from arqond.cluster.buckets import open_bucket, watch
 from arqond.cluster.names import decode, encode
 from arqond.core.cursors import Cursors, Key, Position
 from arqond.core.envelope import SERVER_SENDER
@@ -50,14 +50,9 @@ class SharedCursors:
         self.waiting: set[Key] = set()     # acknowledged here while NATS was away
 
     async def join(self, nc: NATS) -> None:
-        js = nc.jetstream()
         if self.kv is None:
-            try:
-                self.kv = await js.key_value(self.bucket)
-            except nats.js.errors.BucketNotFoundError:
-                self.kv = await js.create_key_value(bucket=self.bucket, history=1,
-                                                    replicas=self.replicas)
-        self.task = asyncio.get_running_loop().create_task(self._watch())
+            self.kv = await open_bucket(nc, self.bucket, self.replicas)
+        self.task = asyncio.get_running_loop().create_task(watch(self.kv, self._take))
         waiting, self.waiting = self.waiting, set()
         for key in waiting:
             position = self.cursors.positions.get(key)
@@ -82,21 +77,11 @@ class SharedCursors:
         if not task.cancelled() and task.exception() is not None:
             log.warning("cluster: a cursor was not shared: %s", task.exception())
 
-    async def _watch(self) -> None:
-        watcher = await self.kv.watchall()
-        try:
-            async for entry in watcher:
-                if entry is not None and entry.value and entry.operation is None:
-                    self._take(entry.key, entry.value)
-        finally:
-            try:
-                await watcher.stop()
-            except (nats.errors.Error, asyncio.TimeoutError, OSError):
-                pass
-
-    def _take(self, text: str, value: bytes) -> None:
-        key = cursor_key(text)
-        position = Position(**orjson.loads(value))
+    def _take(self, entry: Any) -> None:
+        if not entry.value or entry.operation is not None:
+            return
+        key = cursor_key(entry.key)
+        position = Position(**orjson.loads(entry.value))
         if self.cursors.positions.get(key) == position:
             return
         self.cursors.positions[key] = position

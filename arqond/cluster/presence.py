@@ -27,6 +27,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from arqond.cluster.buckets import TRANSIENT, beat, open_bucket, watch
 from arqond.cluster.names import decode, encode
 from arqond.core.clients import Client
 from arqond.core.envelope import iso_at, serialize
@@ -71,13 +72,8 @@ class Presence:
 
     async def join(self, nc: NATS) -> None:
         self.nc = nc
-        js = nc.jetstream()
         if self.kv is None:
-            try:
-                self.kv = await js.key_value(self.bucket)
-            except nats.js.errors.BucketNotFoundError:
-                self.kv = await js.create_key_value(bucket=self.bucket, history=1,
-                                                    replicas=self.replicas)
+            self.kv = await open_bucket(nc, self.bucket, self.replicas)
             # What an earlier life of this node left (killed: it could not say goodbye).
             for key in await self._keys():
                 if key.startswith(self.me + ".") and key[len(self.me) + 1:] not in \
@@ -90,7 +86,8 @@ class Presence:
         self.published.clear()        # put again: the bucket may have lost them meanwhile
         self.joined = True
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self._watch()), loop.create_task(self._sync_loop())]
+        self.tasks = [loop.create_task(watch(self.kv, self._entry)), loop.create_task(
+            beat(self._sync, SYNC_INTERVAL, "presence", self.sync_errors, self._drop_stale))]
 
     async def _keys(self) -> list[str]:
         try:
@@ -115,22 +112,10 @@ class Presence:
             for key in [self.me, *(f"{self.me}.{client_id}" for client_id in self.published)]:
                 try:
                     await self.kv.delete(key)
-                except (nats.errors.Error, asyncio.TimeoutError):
+                except TRANSIENT:
                     return
 
     # -- this node's clients, to the bucket ----------------------------------------------------
-
-    async def _sync_loop(self) -> None:
-        while True:
-            try:
-                await self._sync()
-            except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
-                loud, count = self.sync_errors(type(exc).__name__)
-                if loud:
-                    log.warning("cluster: presence was not synced: %s (%d time(s) so far); "
-                                "trying again", exc or type(exc).__name__, count)
-            self._drop_stale()
-            await asyncio.sleep(SYNC_INTERVAL)
 
     async def _sync(self) -> None:
         kv = self.kv
@@ -152,19 +137,8 @@ class Presence:
 
     # -- the other nodes' clients, from the bucket ---------------------------------------------
 
-    async def _watch(self) -> None:
-        watcher = await self.kv.watchall()
-        try:
-            async for entry in watcher:
-                if entry is not None:
-                    self._entry(entry.key, entry.value, entry.operation)
-        finally:
-            try:
-                await watcher.stop()
-            except (nats.errors.Error, asyncio.TimeoutError, OSError):
-                pass
-
-    def _entry(self, key: str, value: bytes | None, operation: str | None) -> None:
+    def _entry(self, entry: Any) -> None:
+        key, value, operation = entry.key, entry.value, entry.operation
         node_token, _, client_id = key.partition(".")
         if node_token == self.me:
             return

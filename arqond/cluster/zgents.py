@@ -28,6 +28,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from arqond.cluster.buckets import TRANSIENT, beat, open_bucket, watch
 from arqond.cluster.names import encode
 from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode
@@ -113,16 +114,13 @@ class ZgentSharing:
         if not self.started:
             return      # the MOO layer is not up yet: ``start`` joins
         if self.kv is None:
-            js = nc.jetstream()
-            try:
-                self.kv = await js.key_value(self.bucket)
-            except nats.js.errors.BucketNotFoundError:
-                self.kv = await js.create_key_value(bucket=self.bucket, history=1,
-                                                    replicas=self.config.cluster.replicas)
+            self.kv = await open_bucket(nc, self.bucket, self.config.cluster.replicas)
         self.joined = True
         self.published.clear()
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self._watch()), loop.create_task(self._sync_loop())]
+        self.tasks = [loop.create_task(watch(self.kv, self._watched)), loop.create_task(
+            beat(self._sync, SYNC_INTERVAL, "the Zgent registry", self.sync_errors,
+                 self._offline_where_gone))]
 
     def lost(self) -> None:
         self.joined = False
@@ -144,25 +142,13 @@ class ZgentSharing:
                      NODE_KEY: self.me}
             try:
                 await self.kv.put(name, orjson.dumps(entry))
-            except (nats.errors.Error, asyncio.TimeoutError):
+            except TRANSIENT:
                 return
 
     def reload(self, config: "Config") -> None:
         self.config = config
 
     # -- this node's Zgents, to the cluster --------------------------------------------------
-
-    async def _sync_loop(self) -> None:
-        while True:
-            try:
-                await self._sync()
-            except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
-                loud, count = self.sync_errors(type(exc).__name__)
-                if loud:
-                    log.warning("cluster: the Zgent registry was not synced: %s (%d time(s) "
-                                "so far); trying again", exc or type(exc).__name__, count)
-            self._offline_where_gone()
-            await asyncio.sleep(SYNC_INTERVAL)
 
     async def _sync(self) -> None:
         zgents = self.zgents
@@ -226,21 +212,12 @@ class ZgentSharing:
 
     # -- the other nodes' Zgents, from the cluster -------------------------------------------
 
-    async def _watch(self) -> None:
-        watcher = await self.kv.watchall()
+    def _watched(self, entry: Any) -> None:
         try:
-            async for entry in watcher:
-                if entry is not None:
-                    try:
-                        self._entry(entry.key, entry.value, entry.operation)
-                    except (ZgentError, NotOurs, ValueError, KeyError) as exc:
-                        log.warning("cluster: Zgent %s of the cluster's registry not served "
-                                    "here: %s", entry.key, exc)
-        finally:
-            try:
-                await watcher.stop()
-            except (nats.errors.Error, asyncio.TimeoutError, OSError):
-                pass
+            self._entry(entry.key, entry.value, entry.operation)
+        except (ZgentError, NotOurs, ValueError, KeyError) as exc:
+            log.warning("cluster: Zgent %s of the cluster's registry not served here: %s",
+                        entry.key, exc)
 
     def _entry(self, name: str, value: bytes | None, operation: str | None) -> None:
         served = self.zgents.served.get(name)
