@@ -93,3 +93,20 @@ async def test_a_zgent_nobody_serves_answers_not_serving_at_once_and_goes_offlin
                            "now (node zb is gone, or it was unregistered there) (-32001)\n")
     # After moo.stale_after (3 s here) without a word from zb, its Zgent is offline on za.
     assert await listed(za, "dreader", status="offline") is not None
+
+
+async def test_the_registries_of_three_nodes_converge_on_each_registration(make_daemon,
+                                                                            nats_server):
+    nodes = [make_daemon(cluster_config(nats_server, name), name=name)
+             for name in ("r1", "r2", "r3")]
+    made = run_arqon(nodes[2], "zgent", "register", "scout", "--capability", "query:volume")
+    assert made.returncode == 0, made.stderr
+    for node in nodes:
+        entry = await listed(node, "scout", node="r3", status="active")
+        assert entry is not None, registry_of(node)
+        assert (entry["capabilities"], entry["socket"]) == \
+            (["query:volume"], f"{node.moo_dir}/scout.sock")
+    gone = run_arqon(nodes[2], "zgent", "unregister", "scout")
+    assert gone.returncode == 0, gone.stderr
+    for node in nodes:
+        assert await listed(node, "scout", node="r3", status="offline") is not None
