@@ -83,3 +83,33 @@ async def test_nats_lost_while_running_keeps_local_delivery_and_shares_up_to_the
     history = (await here.command("history", {"room": "lab", "channel": "talk"})
                )["payload"]["data"]["history"]
     assert [m["message_id"] for m in history] == [before["id"], acks[0]["id"], acks[1]["id"]]
+
+
+async def test_a_node_whose_copy_is_behind_refuses_publishes_and_reads_the_stream_later(
+        make_daemon, nats_server, connect_peer):
+    """streams.max_pending_bytes bounds what waits for JetStream and for this node's copy:
+    past it a client's publish is refused, and reading the stream waits (JetStream holds the
+    rest); nothing accepted is lost or doubled."""
+    slow = make_daemon({**cluster_config(nats_server, "slow"),
+                        "streams": {"max_pending_bytes": 100}}, name="slow")
+    other = make_daemon(cluster_config(nats_server, "other"), name="other")
+    there = await joined(connect_peer, other, "lab:talk")
+    publisher = await connect_peer(slow.ws_url)
+    for n in range(10):       # one burst: the first waits for its copy while the rest come
+        await publisher.send({"type": "message", "room": "lab", "channel": "talk",
+                              "payload": {"n": n}})
+    answers = [await publisher.recv(timeout=10) for _ in range(10)]
+    accepted = [a for a in answers if a["type"] == "message_response"]
+    refused = [a for a in answers if a["type"] == "error"]
+    assert accepted and refused and len(accepted) + len(refused) == 10
+    assert {(e["error_code"], e["error"]) for e in refused} == {(
+        "LIMIT_EXCEEDED", "the store is behind: streams.max_pending_bytes (100) wait to be "
+                          "written; try again shortly")}
+    got = [await there.recv_type("message", timeout=10) for _ in accepted]
+    assert [m["id"] for m in got] == [a["id"] for a in accepted]
+    await there.expect_silence(0.3)
+    slow.wait_for_line("cluster: streams.max_pending_bytes (100) wait for this node's copy of "
+                       "the stream; reading it waits")
+    metrics = metrics_of(slow)
+    assert metrics["arqonbus_cluster_behind_total"] >= 1
+    assert metrics["arqonbus_streams_pending_bytes"] == 0

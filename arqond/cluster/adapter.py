@@ -55,6 +55,8 @@ STORE_COUNTERS = {
                       "cluster.outage_buffer: delivered here only, never shared.",
     "publish_errors_total": "Messages JetStream refused (their publishers were told).",
     "mirror_errors_total": "Messages this node's copy of the stream could not keep.",
+    "behind_total": "Times reading the stream waited for this node's copy to catch up "
+                    "(streams.max_pending_bytes), each logged.",
 }
 
 PRESENCE_COUNTERS = {

@@ -140,6 +140,9 @@ class JetStreamStore:
         self.handed_seq = 0
         self.caught_up = asyncio.Event()
         self.target = 0
+        # Set while this node's copy keeps up (streams.max_pending_bytes); reading waits else.
+        self.drained = asyncio.Event()
+        self.drained.set()
         self.unshared_lines = Throttle()
         self.mirror_lines = Throttle()
         # /metrics
@@ -149,6 +152,7 @@ class JetStreamStore:
         self.kept_total = 0
         self.publish_errors_total = 0
         self.mirror_errors_total = 0
+        self.behind_total = 0
 
     # -- joining ---------------------------------------------------------------------------
 
@@ -376,6 +380,14 @@ class JetStreamStore:
         except Exception:  # noqa: BLE001 - one message's failure must not stop the stream
             self.bus.internal_error("cluster", f"the cluster's message {msg.subject} "
                                     f"{msg.reply}")
+        if self.bus.pending_bytes > self.bus.settings.max_pending_bytes:
+            # This node's copy is behind: reading the stream waits (JetStream's flow control
+            # holds the rest on the server) while clients' publishes are refused.
+            self.behind_total += 1
+            log.warning("cluster: streams.max_pending_bytes (%d) wait for this node's copy "
+                        "of the stream; reading it waits", self.bus.settings.max_pending_bytes)
+            self.drained.clear()
+            await self.drained.wait()
 
     def _take(self, msg: Msg) -> None:
         seq, received = ack_position(msg.reply)
@@ -404,6 +416,7 @@ class JetStreamStore:
             record.stream, record.seq, record.received, record.frame = \
                 stream, seq, received, frame
         self.mirroring.append((record, deliver))
+        self.bus.pending_bytes += len(frame)
         self.mirror.append(record)
         if self.seq_noted:
             self.seq_noted = False
@@ -448,6 +461,10 @@ class JetStreamStore:
             self.mirror.resume()
 
     def _hand_on(self, batch: list[tuple[Record, bool]], first_seqs: dict[Stream, int]) -> None:
+        for record, _ in batch:
+            self.bus.pending_bytes -= len(record.frame)
+        if self.bus.pending_bytes <= self.bus.settings.max_pending_bytes:
+            self.drained.set()
         if batch:
             self.handed_seq = batch[-1][0].seq
             if self.handed_seq >= self.target:
