@@ -9,7 +9,7 @@ import sys
 import orjson
 import pytest
 
-from tests.conftest import ROOT, http_call, metrics_of, scaled
+from tests.conftest import ROOT, http_call, metrics_of, scaled, sh
 from tests.nats_harness import cluster_config, nats_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(90)
@@ -223,3 +223,16 @@ async def test_a_narrative_line_on_one_node_reaches_a_wildcard_follower_on_anoth
             there["metadata"]["seq"]) == \
         (here["id"], "alice", "narrative", LINE, here["metadata"]["seq"])
     await follower.expect_silence(0.3)
+
+
+def test_a_message_then_end_of_input_on_the_control_socket_is_acked_before_it_closes(
+        make_daemon, nats_server):
+    """What waits for JetStream is waited for, as what waits for a single node's store is:
+    the connection closes once its replies are out (Bus.after_pending)."""
+    node, = start_nodes(make_daemon, nats_server, "e1")
+    line = orjson.dumps({"type": "message", "room": "lab", "channel": "talk",
+                         "payload": {"n": 1}}).decode()
+    done = sh(f"echo '{line}' | socat -t 10 - UNIX-CONNECT:{node.control_path}")
+    frames = [orjson.loads(text) for text in done.stdout.splitlines()]
+    assert [f["type"] for f in frames] == ["message", "message_response"], done.stderr
+    assert (frames[1]["payload"], frames[1]["metadata"]["seq"]) == ({"n": 1}, 1)

@@ -129,6 +129,8 @@ class JetStreamStore:
         # Delivered here while NATS was unreachable, to be shared: id -> record.
         self.unshared: dict[str, Record] = {}
         self.outbox: deque[Record] = deque()
+        # The last record appended here until it is delivered or refused (after_pending).
+        self.latest: Record | None = None
         self.mirroring: deque[tuple[Record, bool]] = deque()
         self.acks: dict[str, str] = {}       # reply token -> message id
         self.ack_prefix = ""
@@ -265,6 +267,7 @@ class JetStreamStore:
                 record.done(f"a message with id {msg_id} is on its way already; ids must be "
                             "unique")
             return
+        self.latest = record
         self.inflight[msg_id] = record
         self.bus.pending_bytes += len(record.frame)
         self.outbox.append(record)
@@ -289,8 +292,16 @@ class JetStreamStore:
                           f"be shared: {count} message(s) delivered here only, never shared",
                           count=count)
         record.seq = 0
+        self._settled(record)
         self.bus.arrived([record], {})
         record.done = None     # acknowledged now; its numbered copy later is only kept
+
+    def last_waiting(self) -> Record | None:
+        return self.latest
+
+    def _settled(self, record: Record) -> None:
+        if record is self.latest:
+            self.latest = None
 
     def read(self, stream: Stream, after: int, before: int, limit: int) -> list[Stored]:
         return self.mirror.read(stream, after, before, limit)
@@ -369,6 +380,7 @@ class JetStreamStore:
             self.unshared.pop(msg_id, None)     # delivered here already: only not shared
             return
         self.bus.pending_bytes -= len(record.frame)
+        self._settled(record)
         if record.done is not None:
             record.done(f"not stored, so not sent: {why}")
 
@@ -463,6 +475,7 @@ class JetStreamStore:
     def _hand_on(self, batch: list[tuple[Record, bool]], first_seqs: dict[Stream, int]) -> None:
         for record, _ in batch:
             self.bus.pending_bytes -= len(record.frame)
+            self._settled(record)
         if self.bus.pending_bytes <= self.bus.settings.max_pending_bytes:
             self.drained.set()
         if batch:

@@ -505,10 +505,13 @@ class Bus(ArqonProtocol):
     def after_pending(self, then: Callable[[], None]) -> None:
         """Call ``then`` once every message now waiting for the store is delivered or
         refused (at once when none waits): a connection that must close answers first."""
-        if not self.pending:
+        store = self.store
+        # Stored in order: the last one done means all are.
+        last = self.pending[-1] if self.pending else \
+            store.last_waiting() if store is not None and store.numbers else None
+        if last is None:
             then()
             return
-        last = self.pending[-1]    # stored in order: the last one done means all are
         done = last.done
 
         def after(refused: str | None) -> None:

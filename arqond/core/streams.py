@@ -125,6 +125,10 @@ class Store(Protocol):
         """The same without waiting (replays of any length): ``then`` gets up to ``limit``
         messages with seq > after, oldest first."""
 
+    def last_waiting(self) -> Record | None:
+        """A store that numbers: the last record appended that is not delivered (nor
+        refused) yet, or None; it is done last (``Bus.after_pending``)."""
+
     def forget(self, stream: Stream) -> None:
         """A channel was deleted: its messages go."""
 
