@@ -236,3 +236,42 @@ def test_a_message_then_end_of_input_on_the_control_socket_is_acked_before_it_cl
     frames = [orjson.loads(text) for text in done.stdout.splitlines()]
     assert [f["type"] for f in frames] == ["message", "message_response"], done.stderr
     assert (frames[1]["payload"], frames[1]["metadata"]["seq"]) == ({"n": 1}, 1)
+
+
+async def test_a_channel_deleted_on_one_node_is_gone_from_every_node(make_daemon, nats_server,
+                                                                     connect_peer):
+    here, there = start_nodes(make_daemon, nats_server, "g1", "g2")
+    publisher = await connect_peer(here.ws_url)
+    await publish(publisher, "lab", "tmp", {"n": 1})
+    member = await joined(connect_peer, there, "lab:busy")
+    admin = await connect_peer(here.control_path)
+    reader = await connect_peer(there.ws_url)
+
+    async def channels_there():
+        data = (await reader.command("list_channels", {"room": "lab"}))["payload"]["data"]
+        return sorted(c["channel"] for c in data["channels"])
+    assert await eventually(lambda: _equal(channels_there, ["busy", "tmp"]))
+    assert await eventually(lambda: _equal(channels_here_count(admin), 1))
+    refused = await admin.command("delete_channel", {"room": "lab", "channel": "busy"})
+    assert (refused["error_code"], refused["error"]) == (
+        "CHANNEL_NOT_EMPTY", "channel lab:busy still has 1 participant(s); it can be deleted "
+                             "only when empty")
+    deleted = await admin.command("delete_channel", {"room": "lab", "channel": "tmp"})
+    assert deleted["status"] == "success", deleted
+    assert await eventually(lambda: _equal(channels_there, ["busy"]))
+    history = (await reader.command("history", {"room": "lab", "channel": "tmp"})
+               )["payload"]["data"]["history"]
+    assert history == []
+    await member.expect_silence(0.2)
+
+
+def channels_here_count(admin):
+    async def count():
+        answer = await admin.command("channel_info", {"room": "lab", "channel": "busy"})
+        return answer["payload"]["data"]["member_count"] \
+            if answer["status"] == "success" else None
+    return count
+
+
+async def _equal(check, expected) -> bool:
+    return await check() == expected

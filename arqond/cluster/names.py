@@ -43,6 +43,7 @@ class Subjects:
         self.prefix = cluster
         self.stream = f"{cluster}-channels"
         self.channels = f"{cluster}.ch.>"
+        self.deleted = f"{cluster}.deleted"     # a channel deleted on one node, for all
 
     def channel(self, room: str, channel: str) -> str:
         return f"{self.prefix}.ch.{encode(room)}.{encode(channel)}"

@@ -121,6 +121,7 @@ class JetStreamStore:
         self.diverged: str | None = None     # why this node stopped sharing
         self.setup_error: str | None = None  # why JetStream could not be set up (yet)
         self.consuming = False
+        self.deleting = False       # a channel another node deleted is being deleted here
         self.last_seq = 0           # the last seq of the stream handed on
         self.quiet_through = 0      # up to here: kept, not delivered (before this process)
         self.floor = 1              # from here on this node has seen every message
@@ -232,6 +233,7 @@ class JetStreamStore:
     async def _consume(self, nc: NATS) -> None:
         self.ack_prefix = f"{nc.new_inbox()}."
         await nc.subscribe(self.ack_prefix + "*", cb=self._acked)
+        await nc.subscribe(self.subjects.deleted, cb=self._deleted)
         await self.js.subscribe(
             self.subjects.channels, stream=self.subjects.stream, cb=self._arrival,
             ordered_consumer=True, idle_heartbeat=HEARTBEAT,
@@ -311,7 +313,47 @@ class JetStreamStore:
         self.mirror.read_later(stream, after, limit, then)
 
     def forget(self, stream: Stream) -> None:
+        """A channel deleted here: its messages go from the cluster's stream, and every
+        other node deletes it too (``_deleted``)."""
         self.mirror.forget(stream)
+        if self.joined and not self.deleting:
+            asyncio.get_running_loop().create_task(self._delete(stream.room, stream.channel))
+
+    async def _delete(self, room: str, channel: str) -> None:
+        assert self.nc is not None
+        try:
+            await self.js.purge_stream(self.subjects.stream,
+                                       subject=self.subjects.channel(room, channel))
+            await self.nc.publish(self.subjects.deleted,
+                                  orjson.dumps({"room": room, "channel": channel}))
+        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+            log_event(log, logging.WARNING, "cluster_error", f"cluster: channel {room}:"
+                      f"{channel} deleted here, but not from the cluster: {exc}")
+
+    async def _deleted(self, msg: Msg) -> None:
+        """A channel another node deleted: deleted here too, when nobody here is in it."""
+        try:
+            target = orjson.loads(msg.data)
+            room, channel = target["room"], target["channel"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        bus = self.bus
+        found = bus.router.channel(room, channel)
+        if found is None:
+            return
+        if found.hardcoded or found.members:
+            log.warning("cluster: channel %s:%s was deleted on another node; kept here, where "
+                        "%s", room, channel, "it is hard-coded" if found.hardcoded else
+                        f"{len(found.members)} client(s) are in it")
+            return
+        found.remote.clear()
+        self.deleting = True
+        try:
+            bus.router.delete_channel(room, channel)
+            bus.channel_deleted(found)
+        finally:
+            self.deleting = False
+        bus.emit("channel_deleted", room=room, channel=channel, deleted_by="another node")
 
     def resume(self) -> None:
         self.mirror.resume()

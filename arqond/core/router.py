@@ -173,10 +173,11 @@ class Router:
         if found.hardcoded:
             raise RoutingError(ErrorCode.CHANNEL_PROTECTED,
                                f"channel {room}:{channel} is hard-coded and cannot be deleted")
-        if found.members:
+        if found.members or found.remote:
             raise RoutingError(ErrorCode.CHANNEL_NOT_EMPTY,
-                               f"channel {room}:{channel} still has {len(found.members)} "
-                               "participant(s); it can be deleted only when empty")
+                               f"channel {room}:{channel} still has "
+                               f"{len(found.members) + len(found.remote)} participant(s); it "
+                               "can be deleted only when empty")
         room_obj = self.rooms[room]
         del room_obj.channels[channel]
         self.histories.forget(found.history)
