@@ -213,7 +213,8 @@ class Bus(ArqonProtocol):
             self.router.leave(client, room, channel)
         stream = found.stream
         earliest = self.earliest_seq(found)
-        plan = plan_resume(stream, earliest, seq, epoch)
+        plan = plan_resume(stream, earliest, seq, epoch,
+                           shared=self.store is not None and self.store.numbers)
         replay = Replay(self, client, found, plan.after)
         self.replays.add(replay)
         return created, {"recovered": plan.recovered, "reason": plan.reason,

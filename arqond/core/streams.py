@@ -144,13 +144,17 @@ class Resume(NamedTuple):
     reason: str | None
 
 
-def plan_resume(stream: Stream, earliest: int, seq: int, epoch: str) -> Resume:
+def plan_resume(stream: Stream, earliest: int, seq: int, epoch: str, *,
+                shared: bool = False) -> Resume:
     """Resume from the client's last (seq, epoch): exactly what followed it, or, when that is
-    no longer known, what there is (from ``earliest``, the first seq still held), with why."""
+    no longer known, what there is (from ``earliest``, the first seq still held), with why.
+    ``shared``: the stream is a cluster's (its store numbers), so a seq ahead of this node may
+    be one another node has read already: the client waits for this one to catch up
+    (arqond/core/replay.py)."""
     if epoch != stream.epoch:
         return Resume(False, earliest - 1, f"epoch {epoch} is gone (the stream's past was "
                       f"lost; it is now epoch {stream.epoch})")
-    if seq > stream.committed_seq:
+    if seq > stream.committed_seq and not shared:
         return Resume(False, stream.committed_seq, f"seq {seq} is ahead of the stream "
                       f"(its last is {stream.committed_seq})")
     if seq + 1 < earliest:

@@ -232,3 +232,46 @@ def test_a_channels_subject_and_back():
     assert subjects.target(subject) == ("team/alpha", "a.b")
     with pytest.raises(ValueError):
         subjects.target("other.ch.a.b")
+
+
+def test_a_client_ahead_of_this_node_waits_for_it_and_gets_nothing_twice():
+    """It saw seq 20 on another node; this node has read up to 12 only."""
+    harness = BusHarness()
+    store = NumberingStore(harness)
+    sender = harness.connect()
+    for n in range(4):
+        publish(sender, n)
+    early, upto, next_one, later = store.appended
+    store.hand(early, 12)
+    sender.take()
+    stream = harness.bus.router.channel("lab", "notes").stream
+    mover = harness.connect()
+    frames = mover.send({"type": "command", "command": "join_channel",
+                         "args": {**TARGET, "since": {"seq": 20, "epoch": stream.epoch}}})
+    assert [f["type"] for f in frames] == ["response", "command_response"]
+    resume = frames[0]["payload"]["data"]["resume"]
+    assert (resume["recovered"], resume["reason"]) == (True, None)
+    store.hand(upto, 20)                # what it had seen: not sent again
+    store.hand(next_one, 21)            # what followed: sent once its wait sees it
+    mover.assert_silent()
+    harness.timers.advance(0.01)
+    assert [m["metadata"]["seq"] for m in mover.take()] == [21]
+    store.hand(later, 25)               # and live from then on
+    assert [m["metadata"]["seq"] for m in mover.take()] == [25]
+
+
+def test_a_client_ahead_of_this_node_joins_anyway_after_the_catch_up_wait():
+    harness = BusHarness()
+    store = NumberingStore(harness)
+    sender = harness.connect()
+    publish(sender, 0)
+    publish(sender, 1)
+    store.hand(store.appended[0], 3)
+    stream = harness.bus.router.channel("lab", "notes").stream
+    mover = harness.connect()
+    mover.send({"type": "command", "command": "join_channel",
+                "args": {**TARGET, "since": {"seq": 99, "epoch": stream.epoch}}})
+    harness.timers.advance(5.01)
+    assert ("lab", "notes") in mover.client.subscriptions
+    store.hand(store.appended[1], 100)
+    assert [m["metadata"]["seq"] for m in mover.take()] == [100]
