@@ -39,7 +39,7 @@ from arqond.system.policy import CasilReloader
 from arqond.transports.control import ControlAdapter
 from arqond.transports.http import HttpAdapter
 from arqond.transports.telemetry import TelemetryAdapter
-from arqond.streams.adapter import StreamsAdapter, retention_of
+from arqond.streams.adapter import StreamsAdapter, retention_of, storage_health, storage_report
 from arqond.transports.timers import LoopTimers
 from arqond.transports.webhooks import WebhookDelivery
 from arqond.transports.websocket import WebSocketAdapter
@@ -56,7 +56,8 @@ EVENT_LEVELS = {"client_slow": logging.WARNING, "channel_created": logging.INFO,
                 "casil_internal_error": logging.ERROR}
 # The parts that catch failures inside arqond (bugs) one frame, line or request at a time;
 # /metrics counts each, zero included, as arqonbus_internal_errors_total{component}.
-INTERNAL_ERROR_COMPONENTS = ("ws", "control", "http", "telemetry", "moo", "narrative", "casil")
+INTERNAL_ERROR_COMPONENTS = ("ws", "control", "http", "telemetry", "moo", "narrative", "casil",
+                             "observer", "streams")
 # SIGTERM to exit: every stop callback and adapter shares this budget (the contract is 5 s).
 STOP_BUDGET = 4.0
 # How often what waits for all clients is held against server.output_budget_bytes: a sum over
@@ -282,6 +283,13 @@ class Daemon:
                                      self.http.samples, control.samples,
                                      self._operator_lane_samples, self._internal_error_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
+        # ArqonBus's views and admin acts on the HTTP port (arqond(8) HTTP).
+        store = streams.store if streams is not None else None
+        self.http.status_providers.append(lambda: {"storage": storage_health(bus, store)})
+        self.http.reports.update(
+            storage=lambda: storage_report(bus, self.config, store, self.store),
+            telemetry_events=telemetry.performance, telemetry_stats=telemetry.health)
+        self.http.admin_acts.update(shutdown=self.stopping.set, restart=self.reload)
         self.http.fault_sources += [self.moo.faults, self._store_faults]
         if streams is not None:
             self.http.metric_sources.append(streams.samples)

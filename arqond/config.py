@@ -41,6 +41,7 @@ class Option:
     flag: str | None = None       # command-line flag, if any
     env: tuple[str, ...] = ()     # extra environment names besides ARQONBUS_SECTION_NAME
     check: Callable[[Any], str | None] | None = None  # returns a complaint or None
+    secret: bool = False          # never shown (GET /system/config names it as redacted)
 
     @property
     def section(self) -> str:
@@ -203,7 +204,11 @@ SCHEMA: tuple[Option, ...] = (
            "admin but by a token with role admin. Off: such peers are anonymous without a "
            "token.", reload=True),
     Option("auth.jwt_secret", str, "", "Shared secret for HS256 tokens; required when "
-           "auth.enabled is true.", reload=True),
+           "auth.enabled is true.", reload=True, secret=True),
+    Option("http.admin_api_key", str, "", "Key that ArqonBus's admin endpoints (POST "
+           "/admin/shutdown, /admin/restart) take in the X-API-Key header; a token with role "
+           'admin (auth.enabled) is taken too. "" (the default): no key opens them, where '
+           "ArqonBus would leave them open to anyone.", reload=True, secret=True),
     Option("moo.dir", str, "/var/moo", "MOO runtime dir: inbox FIFOs, Zgent sockets, registry, "
            "broadcast log.", flag="--moo-dir", env=("ARQONBUS_MOO_DIR",), check=_absolute),
     Option("moo.log_dir", str, "/var/log/moo", "Watched narrative log dir.",

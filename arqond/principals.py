@@ -13,6 +13,7 @@ is what lets it do the same through the bus.
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import socket
@@ -21,11 +22,15 @@ from typing import Any
 from arqond.config import Config
 from arqond.core import principal as principals
 from arqond.core.principal import Principal
-from arqond.unix import Peer, group_id, group_ids, tcp_peer_uid
+from arqond.unix import Peer, PeerUnknowable, group_id, group_ids, tcp_peer_uid
+
+
+log = logging.getLogger("arqond")
 
 
 class PrincipalResolver:
     def __init__(self, config: Config) -> None:
+        self.told_unknowable = False
         self.reload(config)
 
     def reload(self, config: Config) -> None:
@@ -41,7 +46,14 @@ class PrincipalResolver:
         if claims:
             return principals.token(claims, peer_host=peer_host)
         if self.loopback_identity and sock is not None:
-            uid = tcp_peer_uid(sock)
+            try:
+                uid = tcp_peer_uid(sock)
+            except PeerUnknowable as exc:
+                if not self.told_unknowable:   # once: it holds for every connection
+                    self.told_unknowable = True
+                    log.warning("auth.loopback_identity: %s; loopback TCP clients are "
+                                "anonymous", exc)
+                uid = None
             if uid is not None:
                 try:
                     gid = pwd.getpwuid(uid).pw_gid

@@ -7,29 +7,45 @@ and ``recv_json`` behave as the ArqonBus SDK's do, down to the error classes and
 (docs/compat-sdk.md lists each behaviour and the few deliberate differences). ``join``,
 ``leave``, ``publish``, ``command`` and ``async for`` are the conveniences on top; while
 ``command`` waits for its response, frames that arrive meanwhile are kept (up to a bound) and
-returned by later ``recv_json`` calls, so nothing is lost. ControlSocketClient is the same
-client over arqond's local control socket, BusSocketClient over its local bus socket.
-``local_client`` finds the local arqond the way the ``arqon`` command does, from the daemon's
-own configuration file; ``local_bus_client`` the way a long-lived local agent should (the bus
-socket, where the kernel says who it is).
+returned by later ``recv_json`` calls, so nothing is lost.
+
+Channels joined with ``join`` are durable streams the client follows: it remembers, per
+channel, the (seq, epoch) of the last message ``recv_json`` returned (``positions``), and every
+new connection (``connect`` again, or by itself with ``reconnect=True`` when arqond goes away)
+joins them again from there, so the program gets every message it missed, once, in order.
+Whether a resume got everything is in ``resumes`` and told to ``on_resume``.
+
+ControlSocketClient is the same client over arqond's local control socket, BusSocketClient
+over its local bus socket. ``local_client`` finds the local arqond the way the ``arqon``
+command does, from the daemon's own configuration file; ``local_bus_client`` the way a
+long-lived local agent should (the bus socket, where the kernel says who it is).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import urllib.parse
 from collections import deque
-from typing import Any, AsyncIterator, Mapping, Protocol
+from typing import Any, AsyncIterator, Callable, Mapping, NamedTuple, Protocol
 
 import websockets
+# Bound at import: tests of ArqonBus code replace this module's ``websockets`` wholesale.
+from websockets.exceptions import ConnectionClosed
 
 from arqond import config as configuration
 from arqond.core.envelope import IdGenerator
 from arqond.unix import group_name
 
+log = logging.getLogger("arqond.sdk")
+
 PENDING_LIMIT = 10000
+# reconnect=True: the first try at once, then after this long, twice as long after each
+# failure, up to RECONNECT_MAX.
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 30.0
 # Longest line accepted from the control socket (a history answer can be large).
 CONTROL_LINE_LIMIT = 1 << 28
 
@@ -52,12 +68,30 @@ class ArqonBusProtocolError(ArqonBusSDKError):
     command waited for its response."""
 
 
+class ConnectionLost(ArqonBusConnectionError):
+    """The connection was closed (arqond stopped or restarted): what ``reconnect=True``
+    recovers from. Its text is ArqonBus's ("Receive failed: ...")."""
+
+
 class CommandFailed(ArqonBusSDKError):
     """A command answered with status "error"; ``response`` holds the whole frame."""
 
     def __init__(self, response: dict[str, Any]) -> None:
         super().__init__(f"{response.get('error_code')}: {response.get('error')}")
         self.response = response
+
+
+class Position(NamedTuple):
+    """Where a client stands in a channel's stream: the last message it has, as its
+    ``metadata.seq`` and ``metadata.epoch`` say."""
+
+    seq: int
+    epoch: str
+
+
+# on_resume(target, resume): a joined channel was resumed; ``resume`` is join_channel's
+# {"recovered", "reason", "epoch", "earliest_seq", "last_seq"}.
+ResumeListener = Callable[[str, dict[str, Any]], None]
 
 
 class FrameConnection(Protocol):
@@ -74,17 +108,30 @@ class FrameConnection(Protocol):
 class ArqonBusClient:
     def __init__(self, ws_url: str, *, jwt_token: str | None = None,
                  headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0,
-                 screen_name: str | None = None) -> None:
+                 screen_name: str | None = None, reconnect: bool = False,
+                 on_resume: ResumeListener | None = None) -> None:
         self.ws_url = ws_url
         self.jwt_token = jwt_token
         self.headers = dict(headers or {})
         self.connect_timeout = connect_timeout
         # Who the client says it is: arqond shows it, and uses it as a broadcast's "from".
         self.screen_name = screen_name
+        # Whether recv_json connects again by itself when arqond closes the connection
+        # (ArqonBus's SDK raises instead, as this one does without it).
+        self.reconnect = reconnect
+        self.on_resume = on_resume
         self.client_id: str | None = None
+        # Each channel joined with join() ("room:channel"): the last message recv_json
+        # returned from it, or where its stream stood when joined; None for a wildcard.
+        self.positions: dict[str, Position | None] = {}
+        # The last resume of each channel: join_channel's data.resume.
+        self.resumes: dict[str, dict[str, Any]] = {}
         self._websocket: FrameConnection | None = None  # the attribute name ArqonBus's SDK uses
         self._pending: deque[dict[str, Any]] = deque()
         self._ids = IdGenerator()
+        # Messages published on joined channels, by id, until acknowledged: an ack moves
+        # the position past one's own message, which arqond never sends back to its sender.
+        self._published: dict[str, str] = {}
 
     @property
     def connected(self) -> bool:
@@ -120,19 +167,33 @@ class ArqonBusClient:
     async def connect(self) -> None:
         """Open a connection. On a connected client the new one replaces the old, which is
         closed once the new one is open (ArqonBus's SDK leaves it open, unreachable); when
-        connecting fails, the old one stays in use."""
+        connecting fails, the old one stays in use. The channels joined with ``join`` are
+        joined again, each resumed after the last message ``recv_json`` returned from it."""
         connection = await self._open()
-        await self.close()
+        await self._drop()
         self._websocket = connection
         self.client_id = None  # the new welcome frame sets it
+        await self._introduce()
+        for target, position in list(self.positions.items()):
+            await self.join(target, since=position)
 
-    async def close(self) -> None:
-        """Close the connection; closing a closed client does nothing."""
+    async def _introduce(self) -> None:
+        """What a new connection says first (over a socket, who it is)."""
+
+    async def _drop(self) -> None:
         if self._websocket is None:
             return
         await self._websocket.close()
         self._websocket = None
         self._pending.clear()  # frames of the old connection are no answer on a new one
+        self._published.clear()
+
+    async def close(self) -> None:
+        """Close the connection, and forget the channels joined: a client connected again
+        after ``close`` starts afresh. Closing a closed client does nothing."""
+        await self._drop()
+        self.positions.clear()
+        self.resumes.clear()
 
     async def __aenter__(self) -> "ArqonBusClient":
         await self.connect()
@@ -170,7 +231,9 @@ class ArqonBusClient:
             raise ArqonBusProtocolError(f"Invalid JSON payload: {exc}") from exc
         except ArqonBusSDKError:
             raise
-        except Exception as exc:  # closed connection, a second concurrent receive, bad bytes
+        except ConnectionClosed as exc:
+            raise ConnectionLost(f"Receive failed: {exc}") from exc
+        except Exception as exc:  # a second concurrent receive, bad bytes
             raise ArqonBusConnectionError(f"Receive failed: {exc}") from exc
         if not isinstance(frame, dict):
             raise ArqonBusProtocolError("Received non-object JSON payload")
@@ -181,11 +244,54 @@ class ArqonBusClient:
 
     async def recv_json(self, timeout: float | None = None) -> dict[str, Any]:
         """The next frame, a JSON object. As in ArqonBus, a ``timeout`` of None or 0 waits
-        for as long as it takes."""
+        for as long as it takes. With ``reconnect``, a connection arqond closed is opened
+        again (for as long as that takes: ``timeout`` bounds each wait for a frame), its
+        channels resumed, and the next frame is one of the new connection."""
         self._require()
-        if self._pending:
-            return self._pending.popleft()
-        return await self._read(timeout or None)
+        while True:
+            if self._pending:
+                return self._returned(self._pending.popleft())
+            try:
+                return self._returned(await self._read(timeout or None))
+            except ConnectionLost as lost:
+                if not self.reconnect:
+                    raise
+                await self._connect_again(lost)
+
+    def _returned(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """``frame``, on its way to the program: a message of a joined channel (or the ack
+        of one's own) moves the channel's position to it."""
+        if not self.positions:
+            return frame
+        kind = frame.get("type")
+        if kind == "message_response":
+            target = self._published.pop(frame.get("id"), None)
+        elif kind == "error":       # one's own message refused: it is in no stream
+            self._published.pop(frame.get("request_id"), None)
+            return frame
+        elif kind == "private":     # to this client alone: in no stream, whatever it says
+            return frame
+        else:
+            target = f"{frame.get('room')}:{frame.get('channel')}"
+        metadata = frame.get("metadata")
+        if target in self.positions and isinstance(metadata, dict) and \
+                isinstance(metadata.get("seq"), int) and isinstance(metadata.get("epoch"), str):
+            self.positions[target] = Position(metadata["seq"], metadata["epoch"])
+        return frame
+
+    async def _connect_again(self, lost: ConnectionLost) -> None:
+        """arqond closed the connection (it stopped or restarted): connect until it is back,
+        at once, then waiting longer after each failure."""
+        log.info("%s; connecting again", lost)
+        delay = RECONNECT_FIRST
+        while True:
+            try:
+                await self.connect()
+                return
+            except ArqonBusConnectionError as exc:
+                log.warning("%s; trying again in %gs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         while True:
@@ -222,17 +328,46 @@ class ArqonBusClient:
             raise CommandFailed(response or {"error": "no response", "error_code": "NO_RESPONSE"})
         return response
 
-    async def join(self, target: str) -> dict[str, Any]:
-        """Join "room:channel" (``*`` wildcards allowed); returns the command's data."""
-        return (await self.command("join_channel", {"room": target}))["payload"]["data"]
+    async def join(self, target: str,
+                   since: Position | tuple[int, str] | None = None) -> dict[str, Any]:
+        """Join "room:channel" (``*`` wildcards allowed); returns the command's data.
+
+        With ``since``, the (seq, epoch) of the last message of the channel the program has,
+        every message after it comes first, then the live ones; ``data["resume"]`` (also in
+        ``resumes`` and told to ``on_resume``) says whether that is all that was missed. The
+        channel is then resumed on every new connection."""
+        arguments: dict[str, Any] = {"room": target}
+        if since is not None:
+            arguments["since"] = {"seq": since[0], "epoch": since[1]}
+        data = (await self.command("join_channel", arguments))["payload"]["data"]
+        joined = f"{data['room']}:{data['channel']}"
+        stream = data.get("stream")     # none for a wildcard, which has no one stream
+        if since is not None:
+            self.positions[joined] = Position(*since)
+        elif stream is not None:        # every message after this one comes live
+            self.positions[joined] = Position(stream["last_seq"], stream["epoch"])
+        else:
+            self.positions[joined] = None
+        resume = data.get("resume")
+        if resume is not None:
+            self.resumes[joined] = resume
+            if self.on_resume is not None:
+                self.on_resume(joined, resume)
+        return data
 
     async def leave(self, target: str) -> dict[str, Any]:
-        return (await self.command("leave_channel", {"room": target}))["payload"]["data"]
+        data = (await self.command("leave_channel", {"room": target}))["payload"]["data"]
+        self.positions.pop(f"{data['room']}:{data['channel']}", None)
+        return data
 
     async def publish(self, target: str, payload: Any, *, kind: str = "message",
                       metadata: Mapping[str, Any] | None = None) -> str:
         """Send a message to "room:channel" (or "room" for the whole room); returns its id."""
         message_id = self._ids.next()
+        if target in self.positions:
+            if len(self._published) >= PENDING_LIMIT:   # acks nobody reads: the oldest go
+                del self._published[next(iter(self._published))]
+            self._published[message_id] = target
         frame: dict[str, Any] = {"type": kind, "id": message_id, "room": target,
                                  "payload": payload}
         if metadata:
@@ -290,7 +425,7 @@ class _ControlConnection:
     async def recv(self) -> bytes:
         line = await self._reader.readline()  # ValueError for a line over CONTROL_LINE_LIMIT
         if not line:
-            raise ArqonBusConnectionError("Connection closed by arqond")
+            raise ConnectionLost("Connection closed by arqond")
         return line
 
     async def close(self) -> None:
@@ -323,8 +458,7 @@ class ControlSocketClient(ArqonBusClient):
         except OSError as exc:
             raise _unix_connect_error(self.path, exc) from None
 
-    async def connect(self) -> None:
-        await super().connect()
+    async def _introduce(self) -> None:
         if self.screen_name is not None:  # a socket has no query string: the command says it
             await self.command("identify", {"screen_name": self.screen_name},
                                timeout=self.connect_timeout)

@@ -137,6 +137,10 @@ _REQUEST = struct.Struct("=BBBBI")         # struct inet_diag_req_v2 up to its s
 _UID_AT = _HEADER.size + 4 + 48 + 12       # inet_diag_msg: ..., sockid, expires, rq, wq, uid
 
 
+class PeerUnknowable(Exception):
+    """This process cannot ask the kernel who a TCP peer is (no AF_NETLINK, say)."""
+
+
 def tcp_peer_uid(sock: socket.socket) -> int | None:
     """The uid the kernel recorded for the socket at the other end of a TCP connection, when
     that socket is on this host (a loopback peer); None otherwise.
@@ -164,8 +168,9 @@ def tcp_peer_uid(sock: socket.socket) -> int | None:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as diag:
             diag.sendto(message, (0, 0))
             reply = diag.recv(4096)
-    except OSError:
-        return None
+    except OSError as exc:
+        raise PeerUnknowable(f"the kernel's socket table cannot be asked ({exc.strerror})") \
+            from None
     _, kind, _, _, _ = _HEADER.unpack_from(reply)
     if kind != _SOCK_DIAG_BY_FAMILY or len(reply) < _UID_AT + 4:
         return None  # NLMSG_ERROR: no such socket here (a remote peer)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import orjson
 
-from bench import bus_scenarios, moo_scenarios, procs, startup
+from bench import bus_scenarios, moo_scenarios, procs, startup, stream_scenarios
 from bench.stats import merge_runs, ratios, table
 
 SCENARIOS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
@@ -29,6 +29,7 @@ SCENARIOS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "B5": moo_scenarios.b5_rpc,
     "B6": bus_scenarios.b6_idle_clients,
     "B7": startup.b7_startup,
+    "B8": stream_scenarios.b8_streams,
 }
 
 FULL = {
@@ -37,6 +38,7 @@ FULL = {
     "b1_messages": 5000, "b2_seconds": 5, "b3_paced_lines": 5000, "b3_burst_lines": 100000,
     "b4_writers": 50, "b4_paced_per_writer": 100, "b4_burst_per_writer": 2000,
     "b5_round_trips": 10000, "b6_clients": 10000, "b7_starts": 10, "b7_restart_seconds": 4.0,
+    "b8_acks": 3000, "b8_rate": 1000, "b8_resume": 100000, "b8_history_bytes": 1 << 30,
 }
 # Under a minute: one run, asyncio only, no brokers and no cluster, smaller counts.
 QUICK = {
@@ -45,6 +47,7 @@ QUICK = {
     "b2_seconds": 2, "b3_paced_lines": 1000, "b3_burst_lines": 20000, "b4_writers": 50,
     "b4_paced_per_writer": 20, "b4_burst_per_writer": 1000, "b5_round_trips": 2000,
     "b6_clients": 1000, "b7_starts": 3, "b7_restart_seconds": 2.0,
+    "b8_acks": 1000, "b8_resume": 20000, "b8_history_bytes": 50 << 20,
 }
 # Repeated ``runs`` times, the median shown; B6 and B7 take their own samples within one run.
 REPEATED = ("B1", "B2", "B3", "B4", "B5")

@@ -20,19 +20,27 @@ CLUSTER_NOTE = ("publisher on node 1, subscribers over 3 nodes joined by one nat
                 "server CPU: the 3 nodes and NATS")
 
 
+# arqond with its streams in memory only (no store): what durable streams cost, side by side.
+MEMORY_ONLY = "memory-only arqond"
+
+
 def ws_systems(settings: dict[str, Any]):
-    """(label, context manager yielding (pid, url)) for arqond and the floor, per event loop."""
+    """(label, event loop, kind) for arqond (durable streams, the default), arqond with streams
+    in memory only, and the floor, per event loop."""
     for loop in settings["event_loops"]:
         suffix = "" if loop == "asyncio" else f"+{loop}"
         yield f"arqond{suffix}", loop, "arqond"
+        if loop == "asyncio":
+            yield MEMORY_ONLY, loop, "memory"
         yield f"floor{suffix}", loop, "floor"
 
 
 @contextmanager
 def started(kind: str, loop: str) -> Iterator[tuple[int, str]]:
     """(server pid, ws url) of a running arqond or floor server."""
-    if kind == "arqond":
-        with procs.arqond(event_loop=loop) as daemon:
+    if kind in ("arqond", "memory"):
+        config = {"streams": {"durability": "memory"}} if kind == "memory" else None
+        with procs.arqond(config, event_loop=loop) as daemon:
             yield daemon.proc.pid, daemon.ws_url
     else:
         with procs.floor_server(loop) as (proc, url):
@@ -78,7 +86,7 @@ def b2_latency(settings: dict[str, Any]) -> list[dict[str, Any]]:
             result = ws_fanout(url, pid, subscribers=SUBSCRIBERS, total=total, rate=1000,
                                warmup=warmup)
         rows.append(latency_row("B2", label, result.latencies_ns,
-                                target="p50 ≤ 1, p99 ≤ 5" if kind == "arqond" else None,
+                                target="p50 ≤ 1, p99 ≤ 5" if kind != "floor" else None,
                                 lost=result.expected - result.delivered, **result.cpu_notes()))
     if settings["cluster"]:
         rows.append(cluster_fanout("B2", total, 1000, warmup))
@@ -90,7 +98,7 @@ def b6_idle_clients(settings: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     count = settings["b6_clients"]
     for label, loop, kind in ws_systems(settings):
-        if loop != "asyncio":
+        if loop != "asyncio" or kind == "memory":
             continue
         with started(kind, loop) as (pid, url):
             rss_idle = procs.rss_mb(pid)[0]

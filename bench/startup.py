@@ -21,6 +21,7 @@ READY_GRACE = 1.0  # seconds to wait for READY=1 after the "ready" log line
 def time_to_ready(tmp: Path) -> tuple[float, str]:
     """Seconds from exec to READY=1 on a NOTIFY_SOCKET we own, else to the "ready" log line."""
     notify_path = tmp / "notify.sock"
+    notify_path.unlink(missing_ok=True)   # a start before this one in the same dir
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
     daemon = DaemonProcess(tmp, {"server": {"log_level": "notice"}},

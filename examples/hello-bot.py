@@ -7,7 +7,7 @@
 It finds arqond as the arqon command does (arqond.sdk.local_client): ARQONBUS_WS_URL, else
 the control socket or the WebSocket port named in arqond's configuration (ARQONBUS_CONFIG,
 else /etc/arqond/arqond.toml). It prints one line on stderr when it listens, then runs until
-interrupted.
+interrupted; when arqond restarts, it connects again and answers what was said meanwhile.
 """
 
 import asyncio
@@ -28,7 +28,9 @@ def answer(frame: dict) -> dict | None:
 
 
 async def main(target: str) -> None:
-    async with local_client(screen_name=NAME) as bot:
+    bot = local_client(screen_name=NAME)
+    bot.reconnect = True      # resume the channel after a restart, nothing missed or twice
+    async with bot:
         await bot.join(target)
         print(f"{NAME}: listening on {target}", file=sys.stderr, flush=True)
         async for frame in bot:

@@ -682,6 +682,8 @@ async def connect_peer():
         if url.startswith("/"):
             peer = ControlPeer(*await asyncio.open_unix_connection(url, limit=1 << 24))
         else:
+            # A closing handshake no one answers (arqond killed, or cut us off) ends soon.
+            kwargs.setdefault("close_timeout", scaled(1))
             peer = Peer(await connect(url, open_timeout=scaled(5), **kwargs))
         peer.welcome = await peer.recv()
         opened.append(peer)

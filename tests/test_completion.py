@@ -70,6 +70,13 @@ def test_bash_loads_it_and_completes_subcommands_flags_and_zgent_names(tmp_path,
     assert bash_complete(path, moo_dir, "arqon", "call", "dreader", "m", "--timeout",
                          "") == []
     assert "--capability" in bash_complete(path, moo_dir, "arqon", "zgent", "register", "--")
+    # read takes ROOM:CHANNEL and a cursor's name, never a Zgent's.
+    assert bash_complete(path, moo_dir, "arqon", "re") == ["read", "recv"]
+    assert bash_complete(path, moo_dir, "arqon", "read", "lab:notes", "--c") == [
+        "--cursor", "--control-socket", "--config"]
+    assert bash_complete(path, moo_dir, "arqon", "read", "") == []
+    assert bash_complete(path, moo_dir, "arqon", "read", "lab:notes", "--cursor", "") == []
+    assert "--since" in bash_complete(path, moo_dir, "arqon", "tail", "--s")
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (make "
@@ -109,6 +116,8 @@ def test_zsh_loads_it_and_offers_subcommands_flags_and_zgent_names(tmp_path, moo
     assert offered("arqon", "serve", "dreader", "--exec", "") == ["FILES"]
     assert "--timeout:give up waiting for the answer after SECONDS (default 60)" in \
         offered("arqon", "call", "dreader", "m", "--")
+    assert "--cursor:the cursor's name (1 to 128 characters)" in \
+        offered("arqon", "read", "lab:notes", "--")
 
 
 def test_completion_refuses_an_unknown_shell():

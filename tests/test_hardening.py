@@ -97,10 +97,15 @@ def explode_on_marked(env, client):
         raise RuntimeError("a bug in an observer")
 
 
+def explode_at_the_target(client, env):
+    raise RuntimeError("a bug in an intercept")
+
+
 def plug_faults(daemon: Daemon) -> None:
     daemon.bus.plug(commands={"test.explode": Command(explode, False, "fails"),
                               "test.late": Command(late_and_malformed, False, "fails later")},
-                    on_message=explode_on_marked)
+                    on_message=explode_on_marked,
+                    intercepts={("science", "boom"): explode_at_the_target})
 
 
 async def assert_internal_error(connection, request_id: str) -> None:
@@ -121,9 +126,16 @@ async def test_a_frame_that_fails_inside_arqond_is_answered_internal_error_and_t
                                                     "command": "test.explode"}).decode())
                 await assert_internal_error(connection, "boom-1")
                 await connection.send(orjson.dumps({
-                    "id": "boom-2", "type": "message", "room": "science", "channel": "explore",
-                    "payload": {"explode": True}}).decode())
+                    "id": "boom-2", "type": "message", "room": "science", "channel": "boom",
+                    "payload": {}}).decode())
                 await assert_internal_error(connection, "boom-2")
+                # An observer (telemetry, webhooks) that fails on a message: the message is
+                # stored and delivered all the same, so its sender gets the ack.
+                await connection.send(orjson.dumps({
+                    "id": "boom-2b", "type": "message", "room": "science", "channel": "explore",
+                    "payload": {"explode": True}}).decode())
+                ack = orjson.loads(await asyncio.wait_for(connection.recv(), scaled(5)))
+                assert (ack["type"], ack["id"]) == ("message_response", "boom-2b")
                 await connection.send(orjson.dumps({"id": "boom-3", "type": "command",
                                                     "command": "test.late"}).decode())
                 await assert_internal_error(connection, "boom-3")
@@ -149,22 +161,27 @@ async def test_a_frame_that_fails_inside_arqond_is_answered_internal_error_and_t
             assert (await zed.call("arqon.ping"))["result"]["pong"] is True
             await zed.close()
             # HTTP: a 500 for that request, and the server goes on serving.
-            reply = await live.request("POST", "/v1/publish?room=science&channel=explore",
-                                       b'{"explode":true}')
+            reply = await live.request("POST", "/v1/publish?room=science&channel=boom", b'{}')
             assert reply.status == 500
             assert reply.json() == {"error": "Internal Server Error",
                                     "details": "internal error; see the arqond log",
                                     "status": 500}
-            # Telemetry: an error frame, and the watcher stays.
+            # Telemetry: an error frame, and the watcher stays (a bug on the event's way to
+            # the bus, this time).
+            publish = live.daemon.bus.publish
+
+            def publish_or_explode(env, **kwargs):
+                if b"explode" in orjson.dumps(env.get("payload")):
+                    raise RuntimeError("a bug on the way to the bus")
+                return publish(env, **kwargs)
+            live.daemon.bus.publish = publish_or_explode
             async with connect(live.url("telemetry")) as watcher:
                 await watcher.recv()
                 await watcher.send('{"eventType":"load","payload":{"explode":true}}')
-                # Watchers hear of it first, as of any event of arqond's (the event's bus
-                # channel was created on the way).
-                events = [orjson.loads(await asyncio.wait_for(watcher.recv(), scaled(5)))
-                          for _ in range(2)]
-                assert [(e["event_type"], e["payload"].get("component")) for e in events] == [
-                    ("channel_created", None), ("internal_error", "telemetry")]
+                # Watchers hear of it first, as of any event of arqond's.
+                event = orjson.loads(await asyncio.wait_for(watcher.recv(), scaled(5)))
+                assert (event["event_type"], event["payload"]["component"]) == (
+                    "internal_error", "telemetry")
                 error = orjson.loads(await asyncio.wait_for(watcher.recv(), scaled(5)))
                 assert (error["error_code"], error["error"]) == ("INTERNAL_ERROR",
                                                                  INTERNAL_ERROR_TEXT)
@@ -174,12 +191,12 @@ async def test_a_frame_that_fails_inside_arqond_is_answered_internal_error_and_t
             values = await live.metrics()
     counts = {component: values[f'arqonbus_internal_errors_total{{component="{component}"}}']
               for component in ("ws", "control", "http", "telemetry", "moo", "narrative",
-                                "casil")}
+                                "casil", "observer", "streams")}
     assert counts == {"ws": 6, "control": 1, "http": 1, "telemetry": 1, "moo": 1,
-                      "narrative": 0, "casil": 0}
+                      "narrative": 0, "casil": 0, "observer": 2, "streams": 0}
     logged = [record for record in caplog.records if record.getMessage().startswith(
         "internal error in ")]
-    assert len(logged) == 10
+    assert len(logged) == 12
     assert all(record.levelname == "ERROR" and record.exc_info for record in logged)
     assert logged[0].getMessage().startswith("internal error in ws while handling a command "
                                              "frame of client arq_client_")

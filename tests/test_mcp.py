@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_arqon
+from tests.conftest import ROOT, metrics_of, run_arqon
 from tests.mcp_client import mcp_agent, mcp_environment
 
 pytestmark = pytest.mark.filterwarnings(  # the handshake protocol versions runtimes speak
@@ -72,9 +72,13 @@ async def test_read_with_wait_returns_the_message_that_arrives_while_it_waits(da
     async with mcp_agent(daemon) as agent:
         await agent.tool("publish", room="team", channel="status", payload="before")
         await agent.tool("read", room="team", channel="status")
+        commands = metrics_of(daemon)["arqonbus_commands_total"]
         waiting = asyncio.create_task(agent.tool("read", room="team", channel="status",
                                                  wait=30))
-        await daemon_sees_a_member(daemon, agent, "team", "status")
+        # Until its read waits in arqond: after joining the channel and acknowledging
+        # "before", its third command.
+        while metrics_of(daemon)["arqonbus_commands_total"] < commands + 3:
+            await asyncio.sleep(0.05)
         peer = await connect_peer(daemon.ws_url)
         await peer.send({"type": "message", "room": "team:status", "payload": "during"})
         answer = await asyncio.wait_for(waiting, 30)
@@ -365,9 +369,9 @@ async def test_each_tool_refuses_bad_input_with_a_clear_text(daemon):
         assert await alpha.tool("recv") == {"message": None}  # nothing was sent meanwhile
 
 
-async def test_read_says_when_more_came_than_the_history_window_between_two_reads(
+async def test_read_says_when_more_came_than_the_channel_keeps_between_two_reads(
         make_daemon):
-    daemon = make_daemon({"server": {"history_size": 3}})
+    daemon = make_daemon({"streams": {"max_messages": 3}})
     async with mcp_agent(daemon) as agent:
         for n in range(2):
             await agent.tool("publish", room="team", channel="status", payload=n)
@@ -377,9 +381,44 @@ async def test_read_says_when_more_came_than_the_history_window_between_two_read
             await agent.tool("publish", room="team", channel="status", payload=n)
         late = await agent.tool("read", room="team", channel="status")
         assert [m["payload"] for m in late["messages"]] == [3, 4, 5]
-        assert late["missed"] == ("more messages came than the history window holds since "
-                                  "the last read; the oldest of them are gone")
+        assert late["missed"] == ("some messages since your last read are gone: seq 3 is no "
+                                  "longer kept (retention); the earliest kept is 4")
         assert (await agent.tool("read", room="team", channel="status"))["messages"] == []
+
+
+async def test_an_agent_that_starts_again_reads_on_where_it_left_off(daemon, connect_peer):
+    peer = await connect_peer(daemon.ws_url)
+
+    async def publish(*payloads: int) -> None:
+        for n in payloads:
+            await peer.send({"type": "message", "room": "team:status", "payload": n})
+            await peer.recv_type("message_response")
+
+    def read(messages: dict) -> list:
+        return [m["payload"] for m in messages["messages"]]
+
+    await publish(0, 1, 2)
+    async with mcp_agent(daemon, "--zgent", "alpha") as alpha:
+        assert read(await alpha.tool("read", room="team", channel="status", limit=2)) == [1, 2]
+    await publish(3, 4)
+    daemon.kill()       # the cursor is arqond's, kept in its store
+    daemon.start()
+    peer = await connect_peer(daemon.ws_url)
+    await publish(5)
+    async with mcp_agent(daemon, "--zgent", "alpha") as again:
+        first = await again.tool("read", room="team", channel="status")
+        assert read(first) == [3, 4, 5] and "missed" not in first
+    # Another cursor has a place of its own: the first read, the most recent.
+    async with mcp_agent(daemon, "--cursor", "reviewer") as other:
+        assert read(await other.tool("read", room="team", channel="status", limit=2)) == [4, 5]
+
+
+def test_a_bad_cursor_name_is_refused_before_anything_starts(daemon):
+    refused = subprocess.run([sys.executable, "-m", "arqond.cli", "mcp", "--cursor", ""],
+                             capture_output=True, text=True, env=mcp_environment(daemon),
+                             cwd=ROOT, timeout=30, stdin=subprocess.DEVNULL)
+    assert (refused.returncode, refused.stdout, refused.stderr) == (
+        1, "", "arqon: --cursor must be a name of 1 to 128 characters\n")
 
 
 def test_without_the_mcp_sdk_it_says_which_extra_to_install(daemon):

@@ -106,7 +106,10 @@ async def test_another_users_agent_may_not_read_an_inbox_or_speak_in_a_zgents_ro
     run_arqon(daemon, "zgent", "register", "dreader")
     async with mcp_agent(daemon, prefix=OUTSIDER, env=env) as agent:
         assert await agent.refused("read", room="dreader", channel="inbox") == (
-            f"history: not allowed to read dreader:inbox (allowed: {DREADERS_OWNERS}) "
+            f"cursor.read: not allowed to read dreader:inbox (allowed: {DREADERS_OWNERS}) "
+            "(AUTHORIZATION_ERROR)")
+        assert await agent.refused("read", room="dreader", channel="inbox", wait=5) == (
+            f"join_channel: not allowed to read dreader:inbox (allowed: {DREADERS_OWNERS}) "
             "(AUTHORIZATION_ERROR)")
         assert await agent.refused("publish", room="dreader", channel="narrative",
                                    payload="I am dreader") == (

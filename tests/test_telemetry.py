@@ -68,6 +68,8 @@ BAD_EVENTS = [
     ("not json", "not valid JSON"),
     ("42", "must be a JSON object, not a number"),
     (b'{"eventType": "cpu", "payload": {}}', "binary frames are not supported"),
+    ('{"type": "subscribe", "events": "all"}',
+     "subscribe: events must be an array of event type names (strings), not a string"),
 ]
 
 
@@ -90,6 +92,25 @@ async def test_invalid_events_get_errors_and_reach_nobody(daemon, connect_peer):
     metrics = http_call(daemon, "GET", "/metrics").body.decode()
     assert f"arqonbus_telemetry_rejected_total {len(BAD_EVENTS)}\n" in metrics
     assert f"arqonbus_telemetry_events_total {len(BAD_EVENTS)}\n" in metrics
+
+
+async def test_arqonbus_subscribe_is_taken_silently_and_filters_nothing(daemon, connect_peer):
+    # ArqonBus's telemetry server logs subscribe/unsubscribe and sends every event anyway.
+    watcher = await connect_peer(daemon.telemetry_url)
+    sender = await connect_peer(daemon.telemetry_url)
+    await watcher.send({"type": "subscribe", "events": ["cpu_load"]})
+    await watcher.send({"type": "unsubscribe", "events": ["cpu_load"]})
+    await watcher.send({"type": "subscribe"})
+    await watcher.send({"type": "ping"})
+    assert (await watcher.recv())["type"] == "pong"  # the subscriptions got no answer
+    await sender.send({"eventType": "disk_full", "payload": {"n": 1}})
+    assert (await watcher.recv_event("disk_full"))["payload"] == {"n": 1}
+    # arqond's own events too: the event made integriguard:telemetry-stream on the bus.
+    assert (await watcher.recv_event("channel_created"))["payload"]["room"] == "integriguard"
+    await watcher.expect_silence(0.2)
+    metrics = http_call(daemon, "GET", "/metrics").body.decode()
+    assert "arqonbus_telemetry_subscriptions_total 3\n" in metrics
+    assert "arqonbus_telemetry_rejected_total 0\n" in metrics
 
 
 async def test_arqond_events_go_to_watchers(daemon, connect_peer):

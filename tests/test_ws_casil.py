@@ -108,3 +108,25 @@ async def test_sighup_applies_a_changed_casil_section(make_daemon, connect_peer)
     line = daemon.wait_for_line("reload refused", start=mark)
     assert "casil.redaction_patterns" in line
     assert (await sender.command("op.casil.get"))["payload"]["data"]["max_payload_bytes"] == 64
+
+
+async def test_metadata_casil_flags_are_an_object_as_arqonbus_sends_them(make_daemon,
+                                                                          connect_peer):
+    # ArqonBus puts its classifier's flags dict in metadata.casil: a key only when it is true.
+    daemon = casil_daemon(make_daemon, metadata_to_envelope=True, max_payload_bytes=64,
+                          redaction_paths=[])
+    sender = await connect_peer(daemon.ws_url, **bearer("user", "a"))
+    receiver = await connect_peer(daemon.ws_url, **bearer("user", "b"))
+    for payload, flags, risk, reason in (
+            ({"n": 1}, {}, "low", "CASIL_POLICY_ALLOWED"),
+            ({"note": "my password", "blob": "x" * 64},
+             {"contains_probable_secret": True, "oversize_payload": True}, "high",
+             "CASIL_POLICY_OVERSIZE")):
+        await sender.send({"type": "message", "room": "science", "channel": "general",
+                           "payload": payload})
+        routed = await receiver.recv_type("message")
+        assert routed["metadata"]["casil"] == {"kind": "data", "risk_level": risk,
+                                               "flags": flags, "reason_code": reason,
+                                               "decision": "ALLOW"}
+        ack = await sender.recv_type("message_response")
+        assert "casil" not in ack["metadata"]  # the routed copy only, as ArqonBus

@@ -1,4 +1,4 @@
-"""arqon tail, arqon send, arqon cmd: the bus from the shell.
+"""arqon tail, arqon read, arqon send, arqon cmd: the bus from the shell.
 
 Each talks to arqond over the WebSocket, or over the local control socket when no URL is
 given and the socket exists (see common.bus_client).
@@ -13,10 +13,15 @@ import os
 import sys
 from typing import Any, AsyncIterator
 
-from arqond.cli.common import (CliError, add_bus_arguments, bus_client, cli_config,
-                               colour_on, command_data, keep_only, paint, parse_json,
-                               print_json, print_line, run)
+from arqond.cli.call import EXIT_REFUSED
+from arqond.cli.common import (CliError, add_bus_arguments, bus_client, check_wait,
+                               cli_config, colour_on, command_data, keep_only, paint,
+                               parse_json, print_json, print_line, run, say_if_not_recovered)
 from arqond.cli import narrative
+from arqond.core.cursors import DEFAULT_LIMIT as DEFAULT_READ_LIMIT, MAX_WAIT
+from arqond.core.errors import ErrorCode
+from arqond.core.position import parse_position
+from arqond.core.router import WILDCARD
 from arqond.sdk import TIMED_OUT, ArqonBusClient, ArqonBusConnectionError, CommandFailed
 
 STDIN_LINE_LIMIT = 1 << 24
@@ -42,7 +47,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "live until interrupted; an empty one is said on stderr, then waited for")
     tail.add_argument("--lines", type=int, default=10, help="with --moo: lines of history "
                       "shown first (default 10)")
+    tail.add_argument("--since", metavar="SEQ[:EPOCH]", help="with --room and --channel: "
+                      "first every message after seq SEQ of epoch EPOCH (the last one seen; "
+                      "without EPOCH, in the stream as it is now), then live ones; said on "
+                      "stderr when that is not all that was missed")
     tail.set_defaults(func=tail_command)
+
+    read = subparsers.add_parser(
+        "read", help="print a channel's messages after a named cursor, and move it",
+        description="Print the messages of ROOM:CHANNEL after the cursor CURSOR, oldest "
+        "first, one JSON line each (as tail --raw), then move the cursor to the last one "
+        "printed: a reader stopped before that reads them again, never loses one. arqond "
+        "keeps the cursor, per user, across restarts. Nothing new: nothing printed, exit 0.")
+    read.add_argument("target", metavar="ROOM:CHANNEL")
+    read.add_argument("--cursor", required=True, metavar="CURSOR",
+                      help="the cursor's name (1 to 128 characters)")
+    read.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                      help="wait up to SECONDS for a message when none is new (default: do "
+                           "not wait)")
+    read.add_argument("--limit", type=int, default=DEFAULT_READ_LIMIT, metavar="N",
+                      help=f"print at most N messages (default {DEFAULT_READ_LIMIT})")
+    add_bus_arguments(read)
+    read.set_defaults(func=read_command)
 
     send = subparsers.add_parser(
         "send", help="publish JSON payloads to ROOM:CHANNEL",
@@ -81,6 +107,17 @@ def format_frame(frame: dict[str, Any], raw: bool, colour: bool = False) -> str:
 
 
 def tail_command(args: argparse.Namespace) -> int:
+    since = None
+    if args.since is not None:
+        if args.moo is not None:
+            raise CliError("--since is not for --moo, which shows the last --lines first")
+        if not (args.room or args.channel):
+            raise CliError("--since needs the channel it resumes: --room ROOM --channel "
+                           "CHANNEL")
+        try:
+            since = parse_position(args.since)
+        except ValueError as exc:
+            raise CliError(f"--since: {exc}") from None
     if args.moo is not None:
         if args.lines < 0:
             raise CliError("--lines must be 0 or more")
@@ -99,7 +136,7 @@ def tail_command(args: argparse.Namespace) -> int:
         raise CliError("--limit must be at least 1")
     client = bus_client(args)
     try:
-        return run(_tail(client, args, send))
+        return run(_tail(client, args, send, since))
     except KeyboardInterrupt:
         if args.follow:
             return 0  # interrupting --follow is how it is meant to end
@@ -107,10 +144,10 @@ def tail_command(args: argparse.Namespace) -> int:
 
 
 async def _tail(client: ArqonBusClient, args: argparse.Namespace,
-                send: dict[str, Any] | None) -> int:
+                send: dict[str, Any] | None, since: tuple[int, str | None] | None) -> int:
     async with client:
         if args.room or args.channel:
-            await _join_only(client, args.room, args.channel, args.timeout_seconds)
+            await _join_only(client, args.room, args.channel, args.timeout_seconds, since)
         if send is not None:
             await client.send_json(send)
         timeout = None if args.follow else args.timeout_seconds
@@ -124,15 +161,81 @@ async def _tail(client: ArqonBusClient, args: argparse.Namespace,
 
 
 async def _join_only(client: ArqonBusClient, room: str | None, channel: str | None,
-                     timeout: float) -> None:
+                     timeout: float, since: tuple[int, str | None] | None = None) -> None:
+    """Join room:channel (resuming after ``since``) and leave the default channel."""
+    arguments: dict[str, Any] = {"room": room, "channel": channel}
+    named = f"{room or ''}{':' if room and channel else ''}{channel or ''}"
+    if since is not None:
+        seq, epoch = since
+        if epoch is None:
+            epoch = await _epoch_now(client, arguments, named, timeout)
+        arguments["since"] = {"seq": seq, "epoch": epoch}
     try:
-        joined = await client.command("join_channel", {"room": room, "channel": channel},
-                                      timeout=timeout)
+        joined = await client.command("join_channel", arguments, timeout=timeout)
     except CommandFailed as exc:
-        raise CliError(f"cannot join {room or ''}{':' if room and channel else ''}"
-                       f"{channel or ''}: {exc.response.get('error')}") from None
+        raise CliError(f"cannot join {named}: {exc.response.get('error')}") from None
     data = joined["payload"]["data"]
-    await keep_only(client, f"{data['room']}:{data['channel']}", timeout)
+    target = f"{data['room']}:{data['channel']}"
+    say_if_not_recovered(target, data.get("resume"))
+    await keep_only(client, target, timeout)
+
+
+async def _epoch_now(client: ArqonBusClient, target: dict[str, Any], named: str,
+                     timeout: float) -> str:
+    """The epoch of the channel's stream now (--since SEQ without one). A wildcard has
+    none: join_channel says it resumes one channel only."""
+    if WILDCARD in named.split(":"):
+        return ""
+    info = await client.command("channel_info", target, timeout=timeout, check=False)
+    if info.get("status") == "error" or info.get("type") == "error":
+        raise CliError(f"cannot resume {named}: {info.get('error')}, so it has no epoch to "
+                       "resume in; give --since SEQ:EPOCH")
+    return info["payload"]["data"]["stream"]["epoch"]
+
+
+# -- read -----------------------------------------------------------------------------------
+
+def read_command(args: argparse.Namespace) -> int:
+    room, _, channel = args.target.partition(":")
+    if not room or not channel:
+        raise CliError("ROOM:CHANNEL must name a room and a channel, such as lab:notes")
+    check_wait(args.wait, MAX_WAIT)
+    return run(_read(bus_client(args), args, room, channel))
+
+
+async def _read(client: ArqonBusClient, args: argparse.Namespace, room: str,
+                channel: str) -> int:
+    """cursor.read, print, then cursor.ack the last one printed: in that order, so that a
+    reader stopped in between reads the same again rather than losing what it never saw."""
+    cursor = {"room": room, "channel": channel, "cursor": args.cursor}
+    async with client:
+        data = await _cursor_command(client, "cursor.read", {
+            **cursor, "limit": args.limit, "wait": args.wait}, f"cannot read {args.target}",
+            args.wait + args.timeout_seconds)   # it may wait that long before answering
+        say_if_not_recovered(args.target, data)
+        try:
+            for message in data["messages"]:
+                print_line(message)
+        except OSError as exc:   # a full disk, a reader gone: not seen, so not acked
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise CliError(f"cannot print the messages of {args.target} ({exc.strerror}); "
+                           f"cursor {args.cursor} stays where it was") from None
+        if data["messages"]:
+            last = data["messages"][-1]["metadata"]
+            await _cursor_command(client, "cursor.ack", {
+                **cursor, "seq": last["seq"], "epoch": last["epoch"]},
+                f"cannot move cursor {args.cursor}", args.timeout_seconds)
+    return 0
+
+
+async def _cursor_command(client: ArqonBusClient, name: str, arguments: dict[str, Any],
+                          failing: str, timeout: float) -> dict[str, Any]:
+    response = await client.command(name, arguments, timeout=timeout, check=False)
+    if response.get("type") == "error" or response.get("status") == "error":
+        code = response.get("error_code")
+        raise CliError(f"{failing}: {response.get('error')} ({code})",
+                       EXIT_REFUSED if code == ErrorCode.AUTHORIZATION_ERROR else 1)
+    return response["payload"]["data"]
 
 
 # -- send -----------------------------------------------------------------------------------

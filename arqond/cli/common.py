@@ -236,6 +236,19 @@ async def command_data(client: ArqonBusClient, name: str, arguments: dict[str, A
     return response["payload"]["data"]
 
 
+def check_wait(seconds: float, maximum: float) -> None:
+    """``--wait`` must be 0 to ``maximum`` seconds (NaN is not)."""
+    if not 0 <= seconds <= maximum:
+        raise CliError(f"--wait must be 0 to {maximum:g} seconds")
+
+
+def say_if_not_recovered(target: str, resume: dict[str, Any] | None) -> None:
+    """A resume (join_channel since, cursor.read) that could not give everything missed is
+    said on stderr, with why; the messages still go to stdout."""
+    if resume is not None and not resume["recovered"]:
+        say(f"{target}: not recovered: {resume['reason']}")
+
+
 async def keep_only(client: ArqonBusClient, target: str | None, timeout: float) -> None:
     """Leave every channel the connection was put in (the default channel) but ``target``."""
     status = await client.command("status", timeout=timeout)

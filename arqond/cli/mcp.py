@@ -18,6 +18,7 @@ import signal
 
 from arqond.cli.common import (DEFAULT_TIMEOUT, CliError, cli_config, login_name, say,
                                zgent_name)
+from arqond.core.cursors import MAX_NAME as MAX_CURSOR_NAME
 from arqond.sdk import ArqonBusSDKError, local_bus_client
 
 DEFAULT_MAX_REQUESTS = 256
@@ -36,7 +37,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
     agent = Agent(config, make_client, zgent=args.zgent, capabilities=args.capability,
                   timeout=args.timeout_seconds, max_requests=args.max_requests,
-                  relaying_pane=args.relay_pane)
+                  cursor=args.cursor, relaying_pane=args.relay_pane)
     main = asyncio.current_task()
     assert main is not None
     serving = False
@@ -71,6 +72,8 @@ def _mcp(args: argparse.Namespace) -> int:
         zgent_name(args.zgent)
     elif args.capability or args.relay_pane:
         raise CliError("--capability and --relay-pane need --zgent: they are a Zgent's")
+    if args.cursor is not None and not 0 < len(args.cursor) <= MAX_CURSOR_NAME:
+        raise CliError(f"--cursor must be a name of 1 to {MAX_CURSOR_NAME} characters")
     if args.max_requests < 1 or args.timeout_seconds <= 0:
         raise CliError("--max-requests must be at least 1 and --timeout-seconds greater than 0")
     try:
@@ -100,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "exit), its mailbox, narrative and requests the agent's")
     parser.add_argument("--capability", action="append", default=[], metavar="VERB:NOUN",
                         help="a capability of the Zgent it registers (repeatable)")
+    parser.add_argument("--cursor", metavar="CURSOR",
+                        help="the name of the server-side cursor the read tool reads after "
+                             "(default: the Zgent's name, else mcp)")
     parser.add_argument("--relay-pane", action="store_true",
                         help="with --zgent, carry out arqon.pane.capture and arqon.pane.send "
                              "for the Zgent's owners with tmux in this user's server (not "

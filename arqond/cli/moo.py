@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 
 from arqond.cli.call import NOT_SERVED, ask, exit_status
-from arqond.cli.common import (CliError, add_bus_arguments, bus_client, command_data,
-                               print_compact, run, zgent_name, zgent_path)
+from arqond.cli.common import (CliError, add_bus_arguments, bus_client, check_wait,
+                               command_data, print_compact, run, zgent_name, zgent_path)
+from arqond.core.moo.session import MAX_RECV_WAIT
 from arqond.sdk import join_group_hint
 
 
@@ -53,8 +54,7 @@ def _zgent_list(args: argparse.Namespace) -> int:
 # -- recv, send-to: the Zgent's socket and inbox ----------------------------------------------
 
 def _recv(args: argparse.Namespace) -> int:
-    if not 0 <= args.wait <= 3600:
-        raise CliError("--wait must be 0 to 3600 seconds")
+    check_wait(args.wait, MAX_RECV_WAIT)
     answer = ask(zgent_path(args, ".sock"), {"jsonrpc": "2.0", "id": 1, "method": "arqon.recv",
                                              "params": {"wait": args.wait}}, args.wait + 30)
     if "error" in answer:

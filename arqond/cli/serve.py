@@ -27,12 +27,11 @@ from arqond.cli.pane import reply_to as pane_reply
 from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode
 from arqond.core.moo import pane
+# Attaching again after arqond closed the socket: as the SDK connects again.
+from arqond.sdk import RECONNECT_FIRST, RECONNECT_MAX
 
 # Between SIGTERM and SIGKILL of a handler's process group that ran too long.
 TERM_GRACE = 2.0
-# Attaching again after arqond closed the socket: first wait, doubled per failure, at most.
-RECONNECT_FIRST = 0.5
-RECONNECT_MAX = 30.0
 LINE_LIMIT = 1 << 24
 Connection = TypeVar("Connection")
 

@@ -13,11 +13,10 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-import nats
 from nats.aio.client import Client as NATS
 
 from arqond.cluster.cursors import SharedCursors
-from arqond.cluster.link import Link
+from arqond.cluster.link import TRANSIENT, Link, reason
 from arqond.cluster.presence import Presence
 from arqond.cluster.zgents import ZgentSharing
 from arqond.cluster.store import EPOCH_KEY, MIRROR_FILE, SEQ_KEY, JetStreamStore, Joined
@@ -141,8 +140,8 @@ class ClusterAdapter:
         """NATS is up (the first time, or again): JetStream's stream, then join it."""
         try:
             info = await self.store.stream_info(nc)
-        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
-            self.store.setup_error = f"JetStream is not available: {exc or type(exc).__name__}"
+        except TRANSIENT as exc:
+            self.store.setup_error = f"JetStream is not available: {reason(exc)}"
             log_event(log, logging.WARNING, "cluster_error", f"cluster: {self.store.setup_error}"
                       "; trying again")
             asyncio.get_running_loop().call_later(2.0, self._retry, nc)

@@ -9,12 +9,10 @@ from typing import Any, Awaitable, Callable
 import nats
 from nats.aio.client import Client as NATS
 
+from arqond.cluster.link import TRANSIENT, reason
 from arqond.log import Throttle
 
 log = logging.getLogger("arqond.cluster")
-
-# What a bucket operation may fail with while NATS comes and goes; the next beat tries again.
-TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
 
 
 async def open_bucket(nc: NATS, name: str, replicas: int) -> Any:
@@ -51,6 +49,6 @@ async def beat(step: Callable[[], Awaitable[None]], interval: float, what: str,
             loud, count = errors(type(exc).__name__)
             if loud:
                 log.warning("cluster: %s not synced: %s (%d time(s) so far); trying again",
-                            what, exc or type(exc).__name__, count)
+                            what, reason(exc), count)
         after()
         await asyncio.sleep(interval)

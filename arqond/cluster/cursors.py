@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 from nats.aio.client import Client as NATS
 
 from arqond.cluster.buckets import open_bucket, watch
+from arqond.cluster.link import reason
 from arqond.cluster.names import decode, encode
 from arqond.core.cursors import Cursors, Key, Position
 from arqond.core.envelope import SERVER_SENDER
@@ -47,35 +48,47 @@ class SharedCursors:
         self.replicas = replicas
         self.kv: Any = None
         self.task: asyncio.Task[None] | None = None
-        self.waiting: set[Key] = set()     # acknowledged here while NATS was away
+        # Acknowledged here while NATS was away, to be put when it returns.
+        self.waiting: dict[Key, Position] = {}
 
     async def join(self, nc: NATS) -> None:
         if self.kv is None:
             self.kv = await open_bucket(nc, self.bucket, self.replicas)
         self.task = asyncio.get_running_loop().create_task(watch(self.kv, self._take))
-        waiting, self.waiting = self.waiting, set()
-        for key in waiting:
-            position = self.cursors.positions.get(key)
-            if position is not None:
-                self.put(key, position)
+        waiting, self.waiting = self.waiting, {}
+        for key, position in waiting.items():
+            self.put(key, position, self._logged)
 
     def lost(self) -> None:
         if self.task is not None:
             self.task.cancel()
             self.task = None
 
-    def put(self, key: Key, position: Position) -> None:
+    def put(self, key: Key, position: Position, then: Callable[[str | None], None]) -> None:
+        """``position`` into the bucket: ``then`` hears None once it is there, or why not.
+        While NATS is away it waits for ``join`` (``then`` hears None at once: the node's
+        copy keeps it meanwhile)."""
         if self.kv is None or self.task is None:
-            self.waiting.add(key)       # shared when NATS returns (``join``)
+            self.waiting[key] = position
+            then(None)
             return
         task = asyncio.get_running_loop().create_task(
             self.kv.put(key_of(key), orjson.dumps(position._asdict())))
-        task.add_done_callback(self._put_done)
+
+        def put(done: asyncio.Task[int]) -> None:
+            if done.cancelled():
+                then("the cluster's cursors bucket did not take it: arqond is stopping")
+            elif (error := done.exception()) is not None:
+                then(f"the cluster's cursors bucket did not take it: {reason(error)}")
+            else:
+                then(None)
+        task.add_done_callback(put)
 
     @staticmethod
-    def _put_done(task: asyncio.Task[int]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("cluster: a cursor was not shared: %s", task.exception())
+    def _logged(failure: str | None) -> None:
+        """What no client waits for (shared later, kept from another node): logged."""
+        if failure is not None:
+            log.warning("cluster: a cursor was not shared or kept: %s", failure)
 
     def _take(self, entry: Any) -> None:
         if not entry.value or entry.operation is not None:
@@ -88,4 +101,4 @@ class SharedCursors:
         principal, name, room, channel = key
         found, _ = self.cursors.bus.router.ensure_channel(room, channel,
                                                           created_by=SERVER_SENDER)
-        self.mirror.save_cursor(principal, name, found.stream, position.seq)
+        self.mirror.save_cursor(principal, name, found.stream, position.seq, self._logged)

@@ -31,6 +31,16 @@ MAX_OUTSTANDING_PINGS = 2
 PENDING_SIZE = 8 << 20
 
 
+# What a NATS or JetStream operation may fail with while NATS comes and goes: logged, and
+# tried again (the next beat, the next connection).
+TRANSIENT = (nats.errors.Error, asyncio.TimeoutError, OSError)
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, for the log and the status (a timeout has no text of its own)."""
+    return str(exc) or type(exc).__name__
+
+
 class Link:
     def __init__(self, settings: Any, node: str, on_up: Callable[[NATS], Awaitable[None]],
                  on_lost: Callable[[], None]) -> None:
@@ -123,10 +133,9 @@ class Link:
 
     async def _error(self, exc: Exception) -> None:
         self.errors_total += 1
-        text = str(exc) or type(exc).__name__
         loud, count = self.errors(type(exc).__name__)
         if loud:
-            log_event(log, logging.WARNING, "cluster_error", f"cluster: NATS: {text} "
+            log_event(log, logging.WARNING, "cluster_error", f"cluster: NATS: {reason(exc)} "
                       f"({count} error(s) of this kind so far)")
 
     def _set(self, state: str) -> None:

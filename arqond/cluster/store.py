@@ -49,16 +49,17 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
 
+from arqond.cluster.link import TRANSIENT, reason
 from arqond.cluster.names import Subjects
 from arqond.core.envelope import SERVER_SENDER, serialize
 from arqond.core.cursors import Position
 from arqond.core.streams import Record, Stored, Stream
 from arqond.log import Throttle, log_event
-from arqond.streams.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from arqond.cluster.cursors import SharedCursors
     from arqond.core.bus import Bus
+    from arqond.streams.sqlite import SqliteStore
 
 log = logging.getLogger("arqond.cluster")
 
@@ -105,7 +106,7 @@ class Joined:
 class JetStreamStore:
     numbers = True
 
-    def __init__(self, bus: "Bus", config: Any, node: str, mirror: SqliteStore) -> None:
+    def __init__(self, bus: "Bus", config: Any, node: str, mirror: "SqliteStore") -> None:
         self.bus = bus
         self.config = config
         self.node = node
@@ -326,9 +327,9 @@ class JetStreamStore:
                                        subject=self.subjects.channel(room, channel))
             await self.nc.publish(self.subjects.deleted,
                                   orjson.dumps({"room": room, "channel": channel}))
-        except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+        except TRANSIENT as exc:
             log_event(log, logging.WARNING, "cluster_error", f"cluster: channel {room}:"
-                      f"{channel} deleted here, but not from the cluster: {exc}")
+                      f"{channel} deleted here, but not from the cluster: {reason(exc)}")
 
     async def _deleted(self, msg: Msg) -> None:
         """A channel another node deleted: deleted here too, when nobody here is in it."""
@@ -358,11 +359,21 @@ class JetStreamStore:
     def resume(self) -> None:
         self.mirror.resume()
 
-    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int) -> None:
-        self.mirror.save_cursor(principal, name, stream, seq)
-        if self.cursors is not None:
-            self.cursors.put((principal, name, stream.room, stream.channel),
-                             Position(seq, stream.epoch))
+    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
+                    then: Callable[[str | None], None]) -> None:
+        """Put into the cluster's cursors bucket, then kept in this node's copy: ``then``
+        hears None once both have it, or why not. While NATS is away the copy has it, and
+        the bucket gets it when NATS returns (arqond/cluster/cursors.py)."""
+        cursors = self.cursors
+        assert cursors is not None, "the cluster adapter shares the cursors"
+
+        def shared(failure: str | None) -> None:
+            if failure is None:
+                self.mirror.save_cursor(principal, name, stream, seq, then)
+            else:
+                then(failure)
+        cursors.put((principal, name, stream.room, stream.channel),
+                    Position(seq, stream.epoch), shared)
 
     # -- to JetStream ------------------------------------------------------------------------
 

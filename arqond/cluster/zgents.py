@@ -28,7 +28,8 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from arqond.cluster.buckets import TRANSIENT, beat, open_bucket, watch
+from arqond.cluster.buckets import beat, open_bucket, watch
+from arqond.cluster.link import TRANSIENT
 from arqond.cluster.names import encode
 from arqond.core import jsonrpc
 from arqond.core.errors import RpcCode

@@ -2,8 +2,9 @@
 
 Transports call ``attach`` when a client connects, ``receive`` with each text frame and
 ``detach`` when it goes; server-side producers (FIFOs, the narrative tailer) call ``publish``.
-What a frame means is arqond/core/protocol.py's part of the Bus; this module holds clients,
-joins, fan-out and delivery. Everything the Bus has to say goes out through each client's Sink,
+What a frame means is arqond/core/protocol.py's part of the Bus, how a channel message is
+numbered, stored and resumed arqond/core/streaming.py's; this module holds clients, joins,
+fan-out and delivery. Everything the Bus has to say goes out through each client's Sink,
 synchronously and without waiting, so one slow reader can never hold up a fan-out.
 """
 
@@ -14,8 +15,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, Protocol
 
-import orjson
-
 from arqond import PROTOCOL_VERSION, __version__
 from arqond.core.access import INBOX, Access, Action, Refused
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, Sink
@@ -25,9 +24,10 @@ from arqond.core.errors import ErrorCode
 from arqond.core.principal import NOBODY, Principal
 from arqond.core.quotas import Charges, Quota, QuotaExceeded, default_limits
 from arqond.core.protocol import ArqonProtocol, error_frame
+from arqond.core.streaming import StreamPipeline
 from arqond.core.history import Entry, History, HistoryLimits
 from arqond.core.replay import Replay
-from arqond.core.streams import Record, Store, Stream, new_epoch, plan_resume
+from arqond.core.streams import Record, Store, Stream
 from arqond.core.timers import Timers
 from arqond.core.router import (DEFAULT_HISTORY, WILDCARD, Channel, Router, RoutingError,
                                 check_name)
@@ -100,7 +100,7 @@ class Cluster(Protocol):
         """The cluster's nodes and their clients, for the status command."""
 
 
-class Bus(ArqonProtocol):
+class Bus(ArqonProtocol, StreamPipeline):
     def __init__(self, settings: BusSettings | None = None, router: Router | None = None,
                  charges: Charges | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -191,43 +191,6 @@ class Bus(ArqonProtocol):
             self.create_channel_for(client, room, channel, created_by=created_by)
         self.router.join(client, room, channel)
         return new
-
-    def resume(self, client: Client, room: str, channel: str, seq: int,
-               epoch: str) -> tuple[bool, dict[str, Any], Replay]:
-        """Join ``client`` to room:channel as one that saw its message (seq, epoch): it gets
-        every message after that one, then the live ones (through the Replay returned, to
-        start once the client has its answer). Returns whether the channel was created, and
-        what the client will get: recovered (exactly what it missed) or not, and why."""
-        if WILDCARD in (room, channel):
-            raise RoutingError(ErrorCode.VALIDATION_ERROR, "since resumes one channel, not a "
-                               "wildcard")
-        if not self.access.may_read(client.principal, room, channel):
-            self.refuse(client, Action.READ_INBOX, room)
-        check_name("room", room)
-        check_name("channel", channel)
-        found = self.router.channel(room, channel)
-        created = found is None
-        if found is None:
-            found = self.create_channel_for(client, room, channel)
-        elif (room, channel) in client.subscriptions:   # live already: it starts over
-            self.router.leave(client, room, channel)
-        stream = found.stream
-        earliest = self.earliest_seq(found)
-        plan = plan_resume(stream, earliest, seq, epoch,
-                           shared=self.store is not None and self.store.numbers)
-        replay = Replay(self, client, found, plan.after)
-        self.replays.add(replay)
-        return created, {"recovered": plan.recovered, "reason": plan.reason,
-                         "epoch": stream.epoch, "earliest_seq": earliest,
-                         "last_seq": stream.committed_seq}, replay
-
-    def earliest_seq(self, channel: Channel) -> int:
-        """The first seq of the channel's stream still to be had: from the store, or, with
-        none, from the history window."""
-        if self.store is not None:
-            return channel.stream.first_seq
-        window = channel.history.entries
-        return window[0].seq if window else channel.stream.committed_seq + 1
 
     def create_channel_for(self, client: Client, room: str, channel: str, *,
                            created_by: str | None = None) -> Channel:
@@ -333,47 +296,6 @@ class Bus(ArqonProtocol):
         hidden = {id(entry) for entry in inbox.history} if inbox is not None else set()
         return [entry for entry in self.router.entries(room, None) if id(entry) not in hidden]
 
-    def restore(self, streams: Iterable[Stream]) -> int:
-        """Channels again for the streams a store kept (at start, before anyone connects),
-        at most server.max_channels of them; how many were left out."""
-        ordered = list(streams)
-        kept = ordered[:self.settings.max_channels]
-        for stream in kept:
-            found = self.router.channel(stream.room, stream.channel)
-            if found is None:
-                details = stream.details
-                self.router.ensure_channel(
-                    stream.room, stream.channel, stream=stream,
-                    created_by=details.get("created_by") or SERVER_SENDER,
-                    kind=details.get("type") or "general",
-                    description=details.get("description") or "")
-            else:   # one arqond makes itself (science:*): its stream is the stored one
-                found.stream = stream
-                found.history.complete = stream.last_seq == 0
-        return len(ordered) - len(kept)
-
-    def last_id(self, room: str, channel: str) -> str | None:
-        """The id of the last message delivered on room:channel (after a restart, read back
-        from the store); None when it has none."""
-        found = self.router.channel(room, channel)
-        if found is None:
-            return None
-        self.complete_history(found)
-        window = found.history.entries
-        return window[-1].envelope()["id"] if window else None
-
-    def complete_history(self, channel: Channel) -> None:
-        """Read a restored stream's recent past back from the store into its history window,
-        once (a bounded read: server.history_size messages at most)."""
-        window = channel.history
-        if window.complete or self.store is None:
-            return
-        stream = channel.stream
-        before = window.entries[0].seq if window.entries else stream.committed_seq + 1
-        stored = self.store.read(stream, 0, before, self.settings.history_size)
-        self.router.histories.fill(window, [Entry(0, m.received, m.frame, m.seq)
-                                            for m in stored])
-
     def emit(self, event: str, **fields: Any) -> None:
         for listener in self.listeners:
             listener(event, fields)
@@ -401,182 +323,18 @@ class Bus(ArqonProtocol):
                 self.emit("channel_created", room=room, channel=channel,
                           created_by=env.get("sender") or SERVER_SENDER)
         self._fanout(env, exclude, then)
+        self.observe(env, None)
+
+    def observe(self, env: dict[str, Any], client: Client | None) -> None:
+        """Show a routed message to the observers (telemetry activity, webhooks). The message
+        is on its way already: an observer that fails is logged and counted, never answered
+        to its sender as if the message had failed."""
         for observer in self.observers:
-            observer(env, None)
-
-    # -- streams: numbered, stored, then delivered ------------------------------------------
-
-    def _fanout(self, env: dict[str, Any], exclude: Client | None,
-                done: Callable[[str | None], None] | None) -> None:
-        """Deliver one routed envelope to every subscriber but ``exclude``, serialized once.
-
-        A message to a channel takes the next seq of its stream (in ``metadata.seq`` and
-        ``.epoch``); with a store it is delivered once stored, in order, else at once. It
-        is serialized before anything is recorded, so history never holds what cannot be
-        sent. ``done`` hears when it was delivered, or why not.
-        """
-        room, channel = env["room"], env.get("channel")
-        found = self.router.channel(room, channel) if channel is not None else None
-        if found is None:   # a whole room, or a channel nobody may create: no stream
-            frame = serialize(env)
-            self.stats.messages_total += 1
-            self.router.record(room, channel, self.clock(), frame)
-            self._deliver(self.router.recipients(room, channel), frame, exclude)
-            if done is not None:
-                done(None)
-            return
-        stream = found.stream
-        store = self.store
-        if store is not None and exclude is not None and \
-                self.pending_bytes > self.settings.max_pending_bytes:
-            self.stats.store_behind_total += 1
-            self.emit("limit_reached", limit="streams.max_pending_bytes",
-                      value=self.settings.max_pending_bytes, client_id=exclude.id)
-            raise RoutingError(ErrorCode.LIMIT_EXCEEDED, "the store is behind: "
-                               f"streams.max_pending_bytes ({self.settings.max_pending_bytes}) "
-                               "wait to be written; try again shortly")
-        if store is not None and store.numbers:
-            # The store numbers it (JetStream, arqond/cluster): delivered when it hands the
-            # message back through ``arrived``, with the seq the cluster gave it.
-            self.stats.messages_total += 1
-            store.append(Record(stream, 0, self.clock(), serialize(env), exclude, done, env))
-            return
-        seq = stream.last_seq + 1
-        metadata = env.get("metadata")
-        env["metadata"] = {**metadata, "seq": seq, "epoch": stream.epoch} if metadata else \
-            {"seq": seq, "epoch": stream.epoch}
-        frame = serialize(env)
-        stream.last_seq = seq
-        self.stats.messages_total += 1
-        record = Record(stream, seq, self.clock(), frame, exclude, done,
-                        env if done is not None else None)
-        if store is None:
-            stream.committed_seq = seq
-            self._deliver_record(record)
-            return
-        self.pending.append(record)
-        self.pending_bytes += len(frame)
-        store.append(record)
-
-    def _deliver_record(self, record: Record, deliver: bool = True) -> None:
-        stream = record.stream
-        room, channel = stream.room, stream.channel
-        if record.seq:   # 0: delivered before its store could number it; recorded when it has
-            self.router.record(room, channel, record.received, record.frame, record.seq)
-        if not deliver:
-            if self.waiting:
-                for wake in self.waiting.pop(stream, ()):
-                    wake()
-            return
-        recipients = self.router.recipients(room, channel)
-        owners = self.access.guarded(room, channel)
-        if owners is not None:
-            recipients = [c for c in recipients if owners.include(c.principal)]
-        self._deliver(recipients, record.frame, record.exclude)
-        if record.done is not None:
-            record.done(None)
-        if self.waiting:
-            for wake in self.waiting.pop(stream, ()):
-                wake()
-
-    def _go_on_in_memory(self, why: str) -> None:
-        """The store failed: deliver without it from now until arqond restarts. Every stream
-        takes a new epoch, for what it delivers now is gone at the next start; what waited
-        for the store is numbered again in that epoch and delivered, in order."""
-        self.store = None
-        self.store_lost = why
-        for room in self.router.rooms.values():
-            for channel in room.channels.values():
-                stream = channel.stream
-                stream.epoch = new_epoch()
-                stream.last_seq = stream.committed_seq
-        waiting, self.pending = list(self.pending), deque()
-        self.pending_bytes = 0
-        self.emit("store_failed", text=f"streams store failed ({why}): going on in memory "
-                  "until arqond restarts (streams.on_full); every stream has a new epoch",
-                  count=len(waiting))
-        for record in waiting:
-            stream = record.stream
-            env = record.env if record.env is not None else orjson.loads(record.frame)
-            record.seq = stream.last_seq = stream.committed_seq = stream.last_seq + 1
-            env["metadata"] = {**env["metadata"], "seq": record.seq, "epoch": stream.epoch}
-            record.frame = serialize(env)
-            self._deliver_record(record)
-
-    def after_pending(self, then: Callable[[], None]) -> None:
-        """Call ``then`` once every message now waiting for the store is delivered or
-        refused (at once when none waits): a connection that must close answers first."""
-        store = self.store
-        # Stored in order: the last one done means all are.
-        last = self.pending[-1] if self.pending else \
-            store.last_waiting() if store is not None and store.numbers else None
-        if last is None:
-            then()
-            return
-        done = last.done
-
-        def after(refused: str | None) -> None:
-            if done is not None:
-                done(refused)
-            then()
-        last.done = after
-
-    def committed(self, count: int, first_seqs: Mapping[Stream, int]) -> None:
-        """The store has the next ``count`` pending records: each is delivered now, in
-        order. ``first_seqs``: where streams start now that retention dropped their oldest."""
-        pending = self.pending
-        stored = [pending.popleft() for _ in range(count)]
-        for record in stored:
-            self.pending_bytes -= len(record.frame)
-        self.arrived(stored, first_seqs)
-
-    def arrived(self, records: list[Record], first_seqs: Mapping[Stream, int], *,
-                deliver: bool = True) -> None:
-        """Records a store holds now, in its order, are delivered. A store that numbers
-        messages itself (JetStream) calls this with what it was handed, published on this
-        node or another, numbered: a record of seq 0 is delivered but not numbered nor kept
-        (its store could not number it yet), and ``deliver`` False keeps and numbers without
-        delivering (delivered already, or from before this node joined)."""
-        for record in records:
-            seq = record.seq
-            if seq:
-                stream = record.stream
-                stream.committed_seq = seq
-                if seq > stream.last_seq:
-                    stream.last_seq = seq
-        for stream, first in first_seqs.items():
-            stream.first_seq = first
-        for record in records:
             try:
-                self._deliver_record(record, deliver)
-            except Exception:  # noqa: BLE001 - one message's failure must not stop the rest
-                self.internal_error("streams", f"delivering {record.stream.room}:"
-                                    f"{record.stream.channel} seq {record.seq}")
-
-    def failed(self, count: int, why: str) -> None:
-        """The store could not keep the next ``count`` pending records (a full disk, an I/O
-        error): none is delivered, each publisher is told, and their streams take those seqs
-        back, so the numbering stays without gaps. The store refuses what follows until
-        nothing is pending (``resume``). With streams.on_full "memory", arqond goes on
-        without the store instead (``_go_on_in_memory``)."""
-        pending = self.pending
-        if self.store is None:    # gone on in memory: these were delivered then
-            return
-        if self.settings.on_full == "memory":
-            self._go_on_in_memory(why)
-            return
-        failed = [pending.popleft() for _ in range(count)]
-        for record in failed:
-            self.pending_bytes -= len(record.frame)
-            record.stream.last_seq = record.stream.committed_seq
-            self.stats.store_refused_total += 1
-        self.emit("store_failed", text=f"{len(failed)} message(s) not stored and not sent: "
-                  f"{why}", count=len(failed))
-        for record in failed:
-            if record.done is not None:
-                record.done(f"not stored, so not sent: {why}")
-        if not pending and self.store is not None:
-            self.store.resume()
+                observer(env, client)
+            except Exception:  # noqa: BLE001 - one observer's bug must not touch the message
+                self.internal_error("observer", f"an observer of {env.get('room')}:"
+                                    f"{env.get('channel')}")
 
     def _deliver(self, recipients: Iterable[Client], frame: bytes,
                  exclude: Client | None) -> int:

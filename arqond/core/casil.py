@@ -12,6 +12,11 @@ payload; ALLOW_WITH_REDACTION means something was (or must be) redacted, not mer
 redaction rules exist; a scope pattern without ":" also matches the room alone; a probable
 secret is reported by detector and location, and the payload that held it never reaches a log
 or an event, redacted or not (a detector may match text that no redaction rule covers).
+
+``flags`` (in ``metadata.casil`` and the decision event) has ArqonBus's shape: an object with
+``contains_probable_secret`` and ``oversize_payload``, each present only when true.
+``oversize_payload`` is the test that gives CASIL_POLICY_OVERSIZE (ArqonBus's classifier
+compares the payload's length in keys or characters with max_inspect_bytes instead).
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ DEFAULT_DETECTORS = {
 }
 # Findings (detector, location) reported for one frame, at most.
 MAX_FINDINGS = 8
+# The keys of ``flags``, as ArqonBus names them.
+FLAG_SECRET = "contains_probable_secret"
+FLAG_OVERSIZE = "oversize_payload"
 
 
 class PolicyError(ValueError):
@@ -198,7 +206,7 @@ def scope_target(room: str | None, channel: str | None) -> str | None:
 class Verdict:
     decision: str
     reason: str
-    flags: list[str]
+    flags: dict[str, bool]          # FLAG_SECRET, FLAG_OVERSIZE: present only when true
     risk_level: str
     kind: str
     payload: Any = None              # the payload to route, when replace_payload
@@ -289,13 +297,14 @@ class Casil:
         findings = None
         try:
             verdict, redacted = _decide(policy, content, "control" if command else "data")
-            if "contains_probable_secret" in verdict.flags:
+            if FLAG_SECRET in verdict.flags:
                 findings = ", ".join(f"{name} at {where}"
                                      for name, where in locate(content, policy))
         except Exception as exc:  # noqa: BLE001 - a fault in inspection must not stop the bus
             self.internal_errors_total += 1
             decision = BLOCK if policy.default_decision == "block" else ALLOW
-            verdict, redacted = Verdict(decision, REASON_INTERNAL, ["internal_error"], "unknown",
+            # No flags: nothing was found (the reason says inspection failed), as ArqonBus.
+            verdict, redacted = Verdict(decision, REASON_INTERNAL, {}, "unknown",
                                         "control" if command else "data"), None
             # The type only: an exception's text may quote the payload.
             verdict.events.append(("casil_internal_error", {"client_id": client_id,
@@ -372,14 +381,12 @@ def _decide(policy: Policy, content: Any, kind: str) -> tuple[Verdict, Any]:
     sample = raw[:policy.max_inspect_bytes].decode("utf-8", "ignore")
     secret = any(detector.search(sample) for detector in policy.detectors)
     oversize = 0 < policy.max_payload_bytes < len(raw)
-    flags = []
+    flags = {}
     if secret:
-        flags.append("contains_probable_secret")
+        flags[FLAG_SECRET] = True
     if oversize:
-        flags.append("oversize")
+        flags[FLAG_OVERSIZE] = True
     redacted, changed = redact(content, policy)
-    if changed:
-        flags.append("redacted")
     must_redact = secret and (policy.block_on_probable_secret or policy.mode == "enforce")
     reason = REASON_SECRET if secret and policy.block_on_probable_secret else \
         REASON_OVERSIZE if oversize else None

@@ -18,7 +18,7 @@ from arqond.core.envelope import iso_at, json_type, now_iso
 from arqond.core.history import Entry
 from arqond.core.errors import ErrorCode
 from arqond.core.router import RoutingError, split_target
-from arqond.core.streams import check_since
+from arqond.core.streams import Retention, check_since
 
 if TYPE_CHECKING:
     from arqond.core.bus import Bus
@@ -202,11 +202,18 @@ def _ping(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
 
 
 def _create_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
+    """Create room:channel; ``retention`` ({"messages", "bytes", "age"}, each optional) is
+    what its stream keeps instead of the [streams] defaults."""
     room, channel = ctx.target(channel_required=True)
     kind = ctx.arg("type", str, "general")
     description = ctx.arg("description", str, "")
+    try:
+        retention = Retention.of(ctx.args.get("retention"), ctx.bus.router.retention)
+    except ValueError as exc:
+        raise CommandError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
     created = ctx.bus.router.create_channel(room, channel, created_by=ctx.client.id, kind=kind,
                                             description=description)
+    created.stream.retention = retention   # before its first message: stored with it
     ctx.bus.emit("channel_created", room=room, channel=channel, created_by=ctx.client.id,
                  **ctx.client.principal.log_fields())
     return f"Channel {room}:{channel} created", created.summary()

@@ -155,11 +155,24 @@ class Cursors:
                           value=self.max_cursors, client_id=ctx.client.id)
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, f"streams.max_cursors "
                                f"({self.max_cursors}) cursors exist already")
-        self.positions[key] = Position(seq, epoch)
-        if self.bus.store is not None:
-            self.bus.store.save_cursor(key[0], key[1], stream, seq)
-        return f"cursor {key[1]} at {seq}", {"room": channel.room, "channel": channel.name,
-                                             "cursor": key[1], "seq": seq, "epoch": epoch}
+        answer = f"cursor {key[1]} at {seq}", {"room": channel.room, "channel": channel.name,
+                                               "cursor": key[1], "seq": seq, "epoch": epoch}
+        if self.bus.store is None:
+            self.positions[key] = Position(seq, epoch)
+            return answer
+        # Moved and answered once stored: an acknowledged position survives what the store
+        # survives, and one that could not be stored stays where it was.
+        later = Later()
+
+        def saved(failure: str | None) -> None:
+            if failure is None:
+                self.positions[key] = Position(seq, epoch)
+                later.resolve(answer)
+            else:
+                later.resolve(error=CommandError(ErrorCode.STORE_FAILED, f"cursor {key[1]} "
+                                                 f"was not stored: {failure}"))
+        self.bus.store.save_cursor(key[0], key[1], stream, seq, saved)
+        return later
 
     def on_event(self, event: str, fields: dict[str, Any]) -> None:
         """A channel deleted takes its cursors with it."""

@@ -5,6 +5,9 @@ goes first) and published as ``telemetry`` frames to the lab channel. ArqonBus c
 substrates in Firecracker microVMs; arqond has no VM runtime, so every VM request is answered
 with FEATURE_DISABLED. As in ArqonBus, the "enabled" check comes before the admin check, and
 ``op.omega.status`` answers even when the lane is off.
+
+Results carry ArqonBus's keys (its op.omega handlers in websocket_bus.py), so its clients read
+them unchanged; its runtime snapshot is given with arqond's values: no binary, no VM, not ready.
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ OMEGA_SENDER = "op-omega"
 VM_KINDS = frozenset({"firecracker", "microvm", "vm"})
 MAX_NAME_LENGTH = 128
 LIST_LIMIT_MAX = 100000     # a larger limit than the ring holds just returns the whole ring
-FIRECRACKER = {"enabled": False, "available": False,
-               "reason": "arqond runs Tier-Omega substrates in memory only"}
+# ArqonBus's Firecracker runtime snapshot, as arqond has it: nothing to run VMs with.
+FIRECRACKER = {"runtime": "memory", "firecracker_bin": None, "bin_available": False,
+               "kernel_image": None, "kernel_exists": False, "rootfs_image": None,
+               "rootfs_exists": False, "workspace_dir": None, "vm_count": 0, "max_vms": 0,
+               "ready": False}
+# What op.omega.list_substrates shows of each.
+SUBSTRATE_KEYS = ("substrate_id", "name", "kind", "owner_client_id", "metadata", "created_at")
 
 
 class Omega:
@@ -56,14 +64,14 @@ class Omega:
 
     def _require(self, ctx: CommandContext, *, admin: bool = False) -> None:
         if not self.settings.enabled:
-            raise CommandError(ErrorCode.FEATURE_DISABLED, "Tier-Omega lane is disabled "
-                               "([omega] enabled = false, ARQONBUS_OMEGA_ENABLED)")
+            raise CommandError(ErrorCode.FEATURE_DISABLED, "Tier-Omega experimental lane is "
+                               "disabled ([omega] enabled = false, ARQONBUS_OMEGA_ENABLED)")
         if admin:
             ctx.require_admin()
 
     def _status(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         s = self.settings
-        return "Tier-Omega status", {
+        return "Tier-Omega lane status", {
             "enabled": s.enabled, "lab_room": s.lab_room, "lab_channel": s.lab_channel,
             "max_events": s.max_events, "max_substrates": s.max_substrates,
             "substrate_count": len(self.substrates), "event_count": len(self.events),
@@ -84,35 +92,38 @@ class Omega:
                                f"({self.settings.max_substrates})")
         substrate = {"substrate_id": "omega_" + os.urandom(6).hex(), "name": name, "kind": kind,
                      "metadata": metadata, "created_at": now_iso(),
-                     "created_by": ctx.client.id}
+                     "owner_client_id": ctx.client.id}
         self.substrates[substrate["substrate_id"]] = substrate
         return "Tier-Omega substrate registered", {
             k: substrate[k] for k in ("substrate_id", "name", "kind", "created_at")}
 
     def _list_substrates(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx)
-        substrates = list(self.substrates.values())
+        substrates = [{key: substrate[key] for key in SUBSTRATE_KEYS}
+                      for substrate in self.substrates.values()]
         return "Tier-Omega substrates listed", {"substrates": substrates,
                                                 "count": len(substrates)}
 
-    def _substrate(self, ctx: CommandContext) -> str:
-        substrate_id = ctx.arg("substrate_id", str, required=True)
-        if substrate_id not in self.substrates:
-            raise CommandError(ErrorCode.NOT_FOUND, f"no substrate {substrate_id!r}",
-                               {"substrate_id": substrate_id})
-        return substrate_id
-
     def _unregister(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx, admin=True)
-        substrate_id = self._substrate(ctx)
-        del self.substrates[substrate_id]
+        substrate_id = ctx.arg("substrate_id", str, required=True)
+        substrate = self.substrates.pop(substrate_id, None)
+        if substrate is None:
+            raise CommandError(ErrorCode.NOT_FOUND,
+                               f"Tier-Omega substrate {substrate_id!r} not found",
+                               {"substrate_id": substrate_id})
         removed = self._remove_events(substrate_id, None)
-        return "Tier-Omega substrate removed", {"substrate_id": substrate_id, "removed": True,
-                                                "removed_events": removed}
+        return "Tier-Omega substrate removed", {
+            "removed": True, "substrate_id": substrate_id, "name": substrate["name"],
+            "kind": substrate["kind"], "removed_events": removed}
 
     def _emit(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx, admin=True)
-        substrate_id = self._substrate(ctx)
+        substrate_id = ctx.arg("substrate_id", str, required=True)
+        if substrate_id not in self.substrates:
+            # ArqonBus's answer: a bad argument, where unregister says NOT_FOUND.
+            raise CommandError(ErrorCode.VALIDATION_ERROR,
+                               f"Validation error: Unknown substrate_id: {substrate_id}")
         signal = _text(ctx, "signal")
         event = {"event_id": "omega_evt_" + os.urandom(6).hex(), "substrate_id": substrate_id,
                  "signal": signal, "payload": ctx.arg("payload", dict, {}),
@@ -131,7 +142,9 @@ class Omega:
         substrate_id = ctx.arg("substrate_id", str)
         signal = ctx.arg("signal", str)
         events = [e for e in self.events if _selected(e, substrate_id, signal)][-limit:]
-        return "Tier-Omega events listed", {"events": events, "count": len(events)}
+        return "Tier-Omega events listed", {"events": events, "count": len(events),
+                                            "limit": limit, "substrate_id": substrate_id,
+                                            "signal": signal}
 
     def _clear_events(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx, admin=True)
@@ -151,11 +164,11 @@ class Omega:
 
     def _vm_probe(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx)
-        return "Tier-Omega VM runtime probe", {"runtime": "memory", **FIRECRACKER}
+        return "Tier-Omega Firecracker runtime probe", dict(FIRECRACKER)
 
     def _vm_list(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx)
-        return "Tier-Omega VMs listed", {"vms": [], "count": 0}
+        return "Tier-Omega Firecracker VMs listed", {"vms": [], "count": 0}
 
     def _vm_unavailable(self, ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         self._require(ctx, admin=True)

@@ -118,6 +118,11 @@ class ArqonProtocol:
             env["timestamp"] = now_iso()
         env["version"] = PROTOCOL_VERSION
         env["sender"] = client.id
+        metadata = env.get("metadata")
+        if metadata and ("seq" in metadata or "epoch" in metadata):
+            # arqond's to set (a stream's numbering); a client's own would be taken for it
+            # where no stream sets them (a private message, a whole room).
+            env["metadata"] = {k: v for k, v in metadata.items() if k not in ("seq", "epoch")}
         kind = env["type"]
         try:
             inspector = self.inspector
@@ -235,8 +240,7 @@ class ArqonProtocol:
             intercept(client, env)
             return ack_frame(env)
         self._fanout(env, client, self._acknowledge(env, respond))
-        for observer in self.observers:
-            observer(env, client)
+        self.observe(env, client)
         return None
 
     def _acknowledge(self: "Bus", env: dict[str, Any],

@@ -47,9 +47,14 @@ def check_name(kind: str, name: str, *, wildcard: bool = False) -> str:
 
 
 def split_target(room: str | None, channel: str | None) -> tuple[str | None, str | None]:
-    """Resolve the "room:channel" shorthand given in either field."""
+    """Resolve the "room:channel" shorthand given in either field. A room "a:b" together
+    with another channel is refused, never read as one of them: ':' is no part of a name."""
     if room and ":" in room:
         room, _, in_room_channel = room.partition(":")
+        if channel and in_room_channel and channel != in_room_channel:
+            raise RoutingError(ErrorCode.VALIDATION_ERROR, f"room {room}:{in_room_channel!s} "
+                               f"names channel {in_room_channel!r} and channel names "
+                               f"{channel!r}: ':' separates room from channel, so give one")
         channel = channel or in_room_channel or None
     elif channel and ":" in channel:
         room, _, channel = channel.partition(":")

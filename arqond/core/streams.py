@@ -132,6 +132,11 @@ class Store(Protocol):
     def forget(self, stream: Stream) -> None:
         """A channel was deleted: its messages go."""
 
+    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
+                    then: Callable[[str | None], None]) -> None:
+        """Keep a named cursor's position; ``then`` gets None once it is stored, or why it
+        could not be."""
+
     def resume(self) -> None:
         """After a failure (``Bus.failed``) and once nothing is pending: try again."""
 

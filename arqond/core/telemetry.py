@@ -28,6 +28,7 @@ MAX_EVENT_TYPE_LENGTH = 128
 MAX_EVENT_BYTES = 65536
 INBOUND_KEYS = frozenset({"eventType", "payload", "timestamp"})
 SCHEMA_VERSION = "1.0"
+SUBSCRIPTION_TYPES = ("subscribe", "unsubscribe")
 # arqond's own event names: a client may not send them, so that a watcher can trust an event
 # so named to come from arqond (the Bus's events, CASIL's, and the frames of this port).
 # arqond(8) lists them; a test keeps this set in step with the events the code emits.
@@ -74,6 +75,24 @@ def parse_inbound(raw: str | bytes, max_depth: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TelemetryError([f"frame must be a JSON object, not {json_type(data)}"])
     return data
+
+
+def is_subscription(data: dict[str, Any]) -> bool:
+    """ArqonBus's ``{"type": "subscribe"|"unsubscribe", "events": [...]}``, checked.
+
+    ArqonBus's telemetry server logs the list and filters nothing, and says nothing back; so
+    does arqond: every watcher keeps getting every event, and an ArqonBus client's next frame
+    is still the next event. Other keys are ignored, as with ping; an ``events`` that is not a
+    list of names is refused, as it says nothing arqond could log."""
+    if data.get("type") not in SUBSCRIPTION_TYPES:
+        return False
+    events = data.get("events", [])
+    wrong = json_type(events) if not isinstance(events, list) else next(
+        (f"an array holding {json_type(e)}" for e in events if not isinstance(e, str)), None)
+    if wrong is not None:
+        raise TelemetryError([f"{data['type']}: events must be an array of event type names "
+                              f"(strings), not {wrong}"])
+    return True
 
 
 def validate_event(data: dict[str, Any], source: str) -> TelemetryEvent:

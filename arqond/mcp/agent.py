@@ -21,9 +21,11 @@ from arqond.core.moo.pane import BadParams, asked
 from arqond.mcp.bus import BusError, BusLink, Target
 from arqond.mcp.cursor import Cursors
 from arqond.mcp.zgent import Handler, append_line, ask, narrative_line
-from arqond.sdk import ArqonBusClient
+from arqond.sdk import ArqonBusClient, ArqonBusSDKError
 
 INBOX = "inbox"
+# The read cursor of an agent that names none and has no Zgent.
+DEFAULT_CURSOR = "mcp"
 NO_ZGENT = ("this agent has no Zgent of its own: start arqon mcp with --zgent NAME to have a "
             "mailbox, a narrative and requests to answer")
 
@@ -31,19 +33,19 @@ NO_ZGENT = ("this agent has no Zgent of its own: start arqon mcp with --zgent NA
 class Agent:
     def __init__(self, config: configuration.Config, make_client: Callable[[], ArqonBusClient],
                  *, zgent: str | None, capabilities: list[str], timeout: float,
-                 max_requests: int, relaying_pane: bool = False) -> None:
+                 max_requests: int, cursor: str | None = None,
+                 relaying_pane: bool = False) -> None:
         self.config = config
         self.zgent = zgent
         self.relaying_pane = relaying_pane
         self.capabilities = capabilities
         self.max_requests = max_requests
         self.bus = BusLink(make_client, timeout, self._message)
-        self.cursors = Cursors(config.server.history_size)
+        self.cursors = Cursors(cursor or zgent or DEFAULT_CURSOR)
         self.handler: Handler | None = None
         self.registered = False  # by this process, so it unregisters it when it leaves
         self.stopping = asyncio.Lock()
         self.stopped = False
-        self.arrivals: dict[Target, set[asyncio.Event]] = {}
         # Set by the MCP layer: called with a resource's URI when something new is there.
         self.updated: Callable[[str], None] = lambda uri: None
 
@@ -96,6 +98,10 @@ class Agent:
     async def _leave(self) -> None:
         if self.handler is not None:
             await self.handler.close()
+        try:
+            await self.cursors.acknowledge_all(self.bus)
+        except (BusError, ArqonBusSDKError) as exc:   # given again to its next agent
+            say(f"could not move cursor {self.cursors.name}: {exc}")
         if self.registered:
             try:
                 await self.bus.command("zgent.unregister", {"id": self.zgent})
@@ -107,31 +113,9 @@ class Agent:
     # -- what arrives -----------------------------------------------------------------------
 
     def _message(self, target: Target, frame: dict[str, Any]) -> None:
-        for arrived in self.arrivals.get(target, ()):
-            arrived.set()
         self.updated(channel_uri(*target))
         if self.zgent is not None and target == (self.zgent, INBOX):
             self.updated("arqon://mailbox")
-
-    async def _wait_for(self, target: Target, wait: float, unread: Callable[[], Any]) -> Any:
-        """``unread()``; when it finds nothing, wait up to ``wait`` seconds for a message on
-        ``target`` and ask again. Watching starts first, so nothing slips in between."""
-        if wait <= 0:
-            return await unread()
-        await self.bus.watch(target)
-        arrived = asyncio.Event()
-        self.arrivals.setdefault(target, set()).add(arrived)
-        try:
-            found = await unread()
-            if found[0]:
-                return found
-            try:
-                await asyncio.wait_for(arrived.wait(), wait)
-            except TimeoutError:
-                return found
-            return await unread()
-        finally:
-            self.arrivals[target].discard(arrived)
 
     # -- the tools --------------------------------------------------------------------------
 
@@ -151,14 +135,15 @@ class Agent:
 
     async def read(self, room: str, channel: str, wait: float = 0,
                    limit: int = 20) -> dict[str, Any]:
-        messages, missed = await self._wait_for(
-            (room, channel), wait, lambda: self.cursors.unread(self.bus, room, channel, limit))
+        if wait > 0:    # a channel nobody has spoken on yet is there to wait on
+            await self.bus.watch((room, channel))
+        messages, missed = await self.cursors.unread(self.bus, room, channel, limit, wait)
         shown: dict[str, Any] = {"room": room, "channel": channel, "messages": [
-            {key: message[key] for key in ("message_id", "type", "sender", "payload",
-                                           "metadata", "timestamp")} for message in messages]}
+            {"message_id": message["id"], **{key: message.get(key) for key in (
+                "type", "sender", "payload", "metadata", "timestamp")}}
+            for message in messages]}
         if missed:
-            shown["missed"] = ("more messages came than the history window holds since the "
-                               "last read; the oldest of them are gone")
+            shown["missed"] = f"some messages since your last read are gone: {missed}"
         return shown
 
     async def send(self, to: str, message: Any) -> dict[str, Any]:

@@ -110,21 +110,24 @@ class BusLink:
         if not future.done():
             future.set_result(frame)
 
-    async def _exchange(self, frame: dict[str, Any], what: str) -> dict[str, Any]:
+    async def _exchange(self, frame: dict[str, Any], what: str,
+                        timeout: float | None = None) -> dict[str, Any]:
         """Send ``frame`` and wait for its answer (a response, an acknowledgement or an
-        error); BusError with the error's text and code."""
+        error), up to ``timeout`` (default: the link's); BusError with the error's text and
+        code."""
         if self.client is None:
             await self.connect()
         assert self.client is not None
+        timeout = timeout or self.timeout
         future = asyncio.get_running_loop().create_future()
         self.waiting[frame["id"]] = future
         try:
             await self.client.send_json(frame)
-            answer = await asyncio.wait_for(future, self.timeout)
+            answer = await asyncio.wait_for(future, timeout)
         except ArqonBusSDKError as exc:
             raise BusError(f"{what}: {exc}") from None
         except TimeoutError:
-            raise BusError(f"{what}: no answer from arqond within {self.timeout:g}s") from None
+            raise BusError(f"{what}: no answer from arqond within {timeout:g}s") from None
         finally:
             self.waiting.pop(frame["id"], None)
         if answer.get("type") == "error" or answer.get("status") == "error":
@@ -132,10 +135,12 @@ class BusLink:
                            answer.get("error_code"))
         return answer
 
-    async def command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """A command's data; BusError "NAME: error (CODE)", the text arqon prints."""
+    async def command(self, name: str, args: dict[str, Any], *,
+                      timeout: float | None = None) -> dict[str, Any]:
+        """A command's data; BusError "NAME: error (CODE)", the text arqon prints. A command
+        that may wait before answering (a read with ``wait``) gives its own ``timeout``."""
         answer = await self._exchange({"type": "command", "id": self.ids.next(),
-                                       "command": name, "args": args}, name)
+                                       "command": name, "args": args}, name, timeout)
         return answer["payload"]["data"]
 
     async def publish(self, room: str, channel: str, payload: Any) -> str:

@@ -1,42 +1,63 @@
-"""What ``read`` returns: the messages of a channel this agent has not read yet.
+"""What ``read`` returns: the messages of a channel this agent has not read yet, after its
+server-side cursor (``cursor.read`` and ``cursor.ack``, DESIGN.md §9), which arqond keeps
+across restarts of the agent and of itself: an agent that starts again catches up.
 
-STAND-IN, to be replaced by the server-side cursors of durable channels (issue 15, DESIGN.md
-§9): until they land, the cursor is the id of the last message this process returned per
-channel, kept here in memory, and "unread" is what the ``history`` window holds after it.
-``unread`` is the only function that knows; switching to the named cursor of the principal
-(``join_channel`` with ``since`` {seq, epoch}) changes this module alone. The stand-in's
-limits: the cursor dies with the process, and a channel that moved on by more than the
-history window (server.history_size) since the last read says ``missed``.
+The cursor belongs to the agent's user and is named after the agent (``arqon mcp --cursor``,
+else its Zgent, else "mcp"). A read first acknowledges what the previous read of the channel
+handed over, then reads what follows: the cursor moves past a batch only once the agent has
+been given it and came back for more, or stops, so an agent stopped in between is given the
+same batch again rather than losing it. A cursor never used starts at the channel's ``limit``
+most recent messages, as a person opening a channel sees it, not at its oldest.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from arqond.mcp.bus import BusLink
+from arqond.core.errors import ErrorCode
+from arqond.mcp.bus import BusError, BusLink, Target
 
 
 class Cursors:
-    def __init__(self, window: int) -> None:
-        self.window = window  # messages a history command may return (server.history_size)
-        self.last_read: dict[tuple[str, str], str] = {}
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.handed: dict[Target, tuple[int, str]] = {}   # the last message given, unacked
 
-    async def unread(self, bus: BusLink, room: str, channel: str,
-                     limit: int) -> tuple[list[dict[str, Any]], bool]:
+    async def unread(self, bus: BusLink, room: str, channel: str, limit: int,
+                     wait: float) -> tuple[list[dict[str, Any]], str | None]:
         """At most ``limit`` messages of room:channel after this agent's cursor, oldest
-        first, and whether some may have been missed; the cursor moves past them. The first
-        read of a channel starts from its ``limit`` most recent messages."""
-        history = (await bus.command("history", {"room": room, "channel": channel,
-                                                 "limit": self.window}))["history"]
-        last = self.last_read.get((room, channel))
-        ids = [message["message_id"] for message in history]
-        if last is None:
-            start, missed = max(0, len(history) - limit), False
-        elif last in ids:
-            start, missed = ids.index(last) + 1, False
-        else:  # the cursor left the window: everything there is new, and maybe more was
-            start, missed = 0, bool(history)
-        messages = history[start:start + limit]
+        first, waiting up to ``wait`` seconds for the first when there is none; and, when
+        some were lost since the last read (retention, an epoch gone), why."""
+        cursor = {"room": room, "channel": channel, "cursor": self.name}
+        await self._acknowledge(bus, (room, channel))
+        try:
+            data = await bus.command("cursor.read", {**cursor, "limit": limit, "wait": wait},
+                                     timeout=wait + bus.timeout)
+        except BusError as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
+            return [], None      # nobody has spoken there yet
+        messages = data["messages"]
+        fresh = data["position"] is None
+        if fresh and len(messages) == limit and messages[-1]["metadata"]["seq"] < \
+                data["last_seq"]:
+            await bus.command("cursor.ack", {**cursor, "seq": data["last_seq"] - limit,
+                                             "epoch": data["epoch"]})
+            data = await bus.command("cursor.read", {**cursor, "limit": limit})
+            messages = data["messages"]
         if messages:
-            self.last_read[(room, channel)] = messages[-1]["message_id"]
-        return messages, missed
+            last = messages[-1]["metadata"]
+            self.handed[(room, channel)] = (last["seq"], last["epoch"])
+        return messages, None if fresh or data["recovered"] else data["reason"]
+
+    async def acknowledge_all(self, bus: BusLink) -> None:
+        """The agent is leaving: what it was given is read."""
+        for target in list(self.handed):
+            await self._acknowledge(bus, target)
+
+    async def _acknowledge(self, bus: BusLink, target: Target) -> None:
+        handed = self.handed.pop(target, None)
+        if handed is not None:
+            await bus.command("cursor.ack", {"room": target[0], "channel": target[1],
+                                             "cursor": self.name, "seq": handed[0],
+                                             "epoch": handed[1]})

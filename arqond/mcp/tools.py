@@ -49,9 +49,11 @@ Example: {"room": "team", "channel": "status", "payload": {"build": "green"}}"""
 
 Each call returns what arrived since the previous read of the same channel (oldest first) and
 moves this agent's cursor past it; the first read of a channel returns its most recent
-messages. With wait, it waits up to that many seconds when nothing is new, so you can block
-until someone speaks instead of polling. If "missed" is in the answer, more arrived between
-two reads than the server keeps, and the oldest were lost to you.
+messages. The cursor is kept by the server: after a restart you go on where you left off (the
+last messages you were given may come once more). With wait, it waits up to that many seconds
+when nothing is new, so you can block until someone speaks instead of polling. If "missed" is
+in the answer, some messages since your last read are gone (the server keeps a channel's
+recent messages only), and it says which.
 
 Example: {"room": "team", "channel": "status", "wait": 30, "limit": 10}""",
          {"room": {**NAME, "description": "the room"},

@@ -11,6 +11,7 @@ from arqond.config import Config
 from arqond.core.bus import Bus
 from arqond.core.cursors import Cursors, Position
 from arqond.core.metrics import Sample, counters_of, gauge
+from arqond.core.store import Store
 from arqond.core.streams import Retention, Stream
 from arqond.streams.sqlite import Limits, SqliteStore, StoreError
 from arqond.unix import ListenerError
@@ -92,3 +93,42 @@ class StreamsAdapter:
 
     def samples(self) -> list[Sample]:
         return samples_of(self.bus, self.store)
+
+
+def storage_health(bus: Bus, store: SqliteStore | None) -> dict[str, Any]:
+    """/status's ``storage``: the streams store's state ("unhealthy" once it went on in
+    memory after a write error, streams.on_full = "memory")."""
+    health: dict[str, Any] = {"status": "unhealthy" if bus.store_lost else "healthy",
+                              "backend_type": "sqlite" if store is not None else "memory"}
+    if bus.store_lost:
+        health["error"] = bus.store_lost
+    return health
+
+
+def storage_report(bus: Bus, config: Config, store: SqliteStore | None,
+                   kv: Store) -> dict[str, Any]:
+    """/storage/stats, in the shape of ArqonBus's stream backend (backend_type, configuration,
+    stats), for arqond's streams store, the in-memory history windows and op.store."""
+    streams, server = config.streams, config.server
+    stats: dict[str, Any] = {"pending": len(bus.pending), "pending_bytes": bus.pending_bytes,
+                             "channels": bus.router.channel_count(),
+                             "history_bytes": bus.router.histories.bytes,
+                             "history_evicted_total": bus.router.histories.evicted_total,
+                             "lost": bus.store_lost}
+    if store is not None:
+        stats.update({counter: getattr(store, counter) for counter in COUNTERS})
+    return {
+        **storage_health(bus, store),
+        "configuration": {
+            "path": store.path if store is not None else None,
+            "durability": streams.durability, "on_full": streams.on_full,
+            "max_messages": streams.max_messages, "max_bytes": streams.max_bytes,
+            "max_age": streams.max_age, "total_bytes": streams.total_bytes,
+            "max_pending_bytes": streams.max_pending_bytes,
+            "history_size": server.history_size, "history_bytes": server.history_bytes,
+            "history_total_bytes": server.history_total_bytes},
+        "stats": stats,
+        "op_store": {"keys": kv.keys, "bytes": kv.bytes, "refused_total": kv.refused_total,
+                     "max_keys": config.store.max_keys, "max_bytes": config.store.max_bytes,
+                     "max_value_bytes": config.store.max_value_bytes},
+    }

@@ -72,6 +72,14 @@ class Limits(NamedTuple):
     total_bytes: int
 
 
+class Job(NamedTuple):
+    """Work for the writer inside its next transaction; ``then``, when given, hears on the
+    loop that it is committed (None) or why it failed."""
+
+    run: Callable[[sqlite3.Connection], None]
+    then: Callable[[str | None], None] | None = None
+
+
 def _connect(path: str, durability: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
     db.execute("PRAGMA journal_mode=WAL")
@@ -97,7 +105,7 @@ class SqliteStore:
         self.bus: "Bus | None" = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.reader: sqlite3.Connection | None = None
-        self._queue: deque[Any] = deque()       # Records, and callables run in the writer
+        self._queue: deque[Record | Job] = deque()
         self._wake = threading.Condition()
         self._failing: str | None = None       # why writes fail, until resume()
         self._closing = False
@@ -197,14 +205,14 @@ class SqliteStore:
 
     def forget(self, stream: Stream) -> None:
         stream_id = stream.stored_id
-        self._run_in_writer(lambda db: self._forget(db, stream_id))
+        self._run_in_writer(Job(lambda db: self._forget(db, stream_id)))
 
     def note(self, key: str, value: str) -> None:
         """Keep ``key`` = ``value`` with the messages appended so far, in the same
         transaction as the last of them (what a store built on this one must know again at
         start, such as how far it has read)."""
-        self._run_in_writer(lambda db: db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                                  (key, value)))
+        self._run_in_writer(Job(lambda db: db.execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))))
 
     def noted(self, key: str) -> str | None:
         """What ``note`` kept under ``key`` (after ``open``)."""
@@ -247,14 +255,15 @@ class SqliteStore:
                           "ORDER BY seq LIMIT ?", (stream_id, after, limit)).fetchall()
         return [Stored(*row) for row in rows]
 
-    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int) -> None:
+    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
+                    then: Callable[[str | None], None]) -> None:
         epoch = stream.epoch
 
         def save(db: sqlite3.Connection) -> None:
             stream_id = self._stream_id(db, stream)
             db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?, ?)",
                        (principal, name, stream_id, seq, epoch))
-        self._run_in_writer(save)
+        self._run_in_writer(Job(save, then))
 
     def cursors(self) -> dict[tuple[str, str, int], tuple[int, str]]:
         """Every saved cursor: (principal, name, stream id) -> (seq, epoch); read at start."""
@@ -262,7 +271,7 @@ class SqliteStore:
         return {(principal, name, stream): (seq, epoch) for principal, name, stream, seq, epoch
                 in self.reader.execute("SELECT * FROM cursors")}
 
-    def _run_in_writer(self, job: Callable[[sqlite3.Connection], None]) -> None:
+    def _run_in_writer(self, job: Job) -> None:
         with self._wake:
             self._queue.append(job)
             self._wake.notify()
@@ -291,9 +300,9 @@ class SqliteStore:
         finally:
             db.close()
 
-    def _take(self) -> list[Any]:
+    def _take(self) -> list[Record | Job]:
         """The next batch from the queue (the lock is held)."""
-        batch: list[Any] = []
+        batch: list[Record | Job] = []
         size = 0
         queue = self._queue
         while queue and len(batch) < BATCH_RECORDS and size < BATCH_BYTES:
@@ -303,7 +312,7 @@ class SqliteStore:
                 size += len(item.frame)
         return batch
 
-    def _store(self, db: sqlite3.Connection, batch: list[Any]) -> None:
+    def _store(self, db: sqlite3.Connection, batch: list[Record | Job]) -> None:
         records = [item for item in batch if isinstance(item, Record)]
         known = set(self._streams)
         try:
@@ -311,8 +320,8 @@ class SqliteStore:
             touched: dict[Stream, int] = {}
             rows = []
             for item in batch:
-                if not isinstance(item, Record):
-                    item(db)
+                if isinstance(item, Job):
+                    item.run(db)
                     continue
                 stream_id = self._stream_id(db, item.stream)
                 rows.append((stream_id, item.seq, item.received, item.frame))
@@ -340,8 +349,9 @@ class SqliteStore:
         self.stored_total += len(records)
         if records:
             self._tell(self._bus().committed, len(records), first_seqs)
+        self._tell_jobs(batch, None)
 
-    def _failed(self, db: sqlite3.Connection, batch: list[Any], why: str) -> None:
+    def _failed(self, db: sqlite3.Connection, batch: list[Record | Job], why: str) -> None:
         """A transaction failed: rolled back, and it and everything queued behind it fail
         too (until the Bus, with nothing pending, calls ``resume``)."""
         if db.in_transaction:
@@ -358,10 +368,16 @@ class SqliteStore:
             self._queue.clear()
         self._report_failed([*batch, *rest], why)
 
-    def _report_failed(self, batch: list[Any], why: str) -> None:
+    def _report_failed(self, batch: list[Record | Job], why: str) -> None:
         count = sum(isinstance(item, Record) for item in batch)
         if count:
             self._tell(self._bus().failed, count, why)
+        self._tell_jobs(batch, why)
+
+    def _tell_jobs(self, batch: list[Record | Job], failure: str | None) -> None:
+        for item in batch:
+            if isinstance(item, Job) and item.then is not None:
+                self._tell(item.then, failure)
 
     def _bus(self) -> "Bus":
         assert self.bus is not None

@@ -1,8 +1,14 @@
 """HTTP/1.1 with h11 (sans-I/O parsing) on asyncio streams.
 
-Monitoring: GET /health, /version, /status (JSON) and /metrics (Prometheus text).
-curl-first bus access: GET /v1/history, GET /v1/stream (NDJSON, one envelope per line),
-POST /v1/publish; the /v1 endpoints follow the WebSocket's JWT rules.
+Monitoring: GET /health, /version, /status (JSON) and /metrics (Prometheus text, or JSON to a
+client that prefers it); ArqonBus's /metrics/prometheus, /system/*, /storage/stats,
+/telemetry/* and, with its X-API-Key or an admin token, POST /admin/* (their bodies:
+arqond/transports/monitoring.py).
+curl-first bus access: GET /v1/history, GET /v1/stream (NDJSON, one envelope per line, or
+server-sent events when the client accepts text/event-stream, as a browser's EventSource
+does), POST /v1/publish; the /v1 endpoints follow the WebSocket's JWT rules. A stream of one
+channel resumes after a message it saw (``since``/``epoch``, or ``Last-Event-ID``) as
+join_channel does.
 
 HEAD is answered wherever GET is, as GET would be but without the body.
 
@@ -16,6 +22,7 @@ that falls further behind is cut off and counted like any slow bus client.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import socket
 import time
@@ -36,13 +43,16 @@ from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client, identity_from_query
 from arqond.core.envelope import EnvelopeError, now_iso
 from arqond.core.errors import ErrorCode
 from arqond.core.metrics import MetricSource, Sample, counter, gauge
+from arqond.core.position import parse_position, position_text
 from arqond.core.principal import Principal
 from arqond.core.protocol import error_frame
 from arqond.core.quotas import QuotaExceeded
-from arqond.core.router import RoutingError, check_name, split_target
+from arqond.core.replay import Replay
+from arqond.core.router import WILDCARD, RoutingError, check_name, split_target
 from arqond.core.webhooks import HOPS, HOPS_HEADER
 from arqond.log import Throttle, log_event
 from arqond.principals import PrincipalResolver
+from arqond.transports import monitoring
 
 log = logging.getLogger("arqond.http")
 
@@ -57,6 +67,15 @@ ERROR_STATUS = {ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
                 ErrorCode.TARGET_NOT_FOUND: HTTPStatus.NOT_FOUND,
                 ErrorCode.AUTHORIZATION_ERROR: HTTPStatus.FORBIDDEN}
 SERVER_HEADER = f"arqond/{__version__}".encode()
+EVENT_STREAM = "text/event-stream"
+# What a resumed /v1/stream says in its head (and, as server-sent events, in its first event).
+RESUME_HEADERS = (("X-Resume-Recovered", "recovered"), ("X-Resume-Reason", "reason"),
+                  ("X-Resume-Epoch", "epoch"), ("X-Resume-Earliest-Seq", "earliest_seq"),
+                  ("X-Resume-Last-Seq", "last_seq"))
+API_KEY_HEADER = "x-api-key"   # ArqonBus's admin key header (h11 gives names lower-cased)
+# ArqonBus's refusal of /admin/* without its key, word for word.
+ADMIN_REFUSAL = "Valid X-API-Key required"
+VARY_ACCEPT = (("Vary", "Accept"),)
 
 StatusProvider = Callable[[], Mapping[str, Any]]
 
@@ -106,7 +125,7 @@ class Request:
 class Exchange:
     """One connection: its h11 state machine and its stream writer."""
 
-    __slots__ = ("conn", "reader", "writer", "host", "peer", "head", "deadline")
+    __slots__ = ("conn", "reader", "writer", "host", "peer", "head", "deadline", "status")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -117,6 +136,7 @@ class Exchange:
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
         self.head = False  # the request being answered is a HEAD: headers only
         self.deadline = 0.0  # loop time by which the request being read must be complete
+        self.status = 0      # of the response sent to the request being answered (0: none)
 
     def write(self, *events: Any) -> None:
         for event in events:
@@ -142,16 +162,43 @@ class Exchange:
         return bool(self.conn.trailing_data[0]) or self.conn.their_state is h11.SEND_BODY
 
 
+def ndjson_line(frame: bytes) -> bytes:
+    return frame + b"\n"
+
+
+def sse_event(frame: bytes) -> bytes:
+    return b"data: " + frame + b"\n\n"
+
+
+def sse_event_with_id(room: str, channel: str) -> Callable[[bytes], bytes]:
+    """Server-sent events of one channel: each message of its stream with ``id: SEQ:EPOCH``,
+    so an EventSource that reconnects sends the last one as Last-Event-ID and resumes after
+    it. A frame that is not in the stream (to the whole room, say) has no id, and leaves the
+    client's last one as it was."""
+    def event(frame: bytes) -> bytes:
+        env = orjson.loads(frame)
+        metadata = env.get("metadata") or {}
+        seq, epoch = metadata.get("seq"), metadata.get("epoch")
+        if (env.get("room"), env.get("channel")) != (room, channel) or \
+                not isinstance(seq, int) or not isinstance(epoch, str):
+            return sse_event(frame)
+        return f"id: {position_text(seq, epoch)}\n".encode() + sse_event(frame)
+    return event
+
+
 class StreamSink:
-    """An NDJSON stream as a bus client's sink: chunks written without waiting, bounded."""
+    """A stream response as a bus client's sink: each frame written as one NDJSON line or
+    one server-sent event (``shape``), without waiting, bounded."""
 
-    __slots__ = ("exchange", "limit", "adapter", "open")
+    __slots__ = ("exchange", "limit", "adapter", "open", "shape")
 
-    def __init__(self, exchange: Exchange, limit: int, adapter: "HttpAdapter") -> None:
+    def __init__(self, exchange: Exchange, limit: int, adapter: "HttpAdapter",
+                 shape: Callable[[bytes], bytes] = ndjson_line) -> None:
         self.exchange = exchange
         self.limit = limit
         self.adapter = adapter
         self.open = True
+        self.shape = shape
 
     def send(self, frame: bytes) -> bool:
         transport = self.exchange.writer.transport
@@ -159,7 +206,7 @@ class StreamSink:
             return True  # going away already: the adapter detaches it when the read ends
         if transport.get_write_buffer_size() > self.limit:
             return False
-        self.exchange.write(h11.Data(data=frame + b"\n"))
+        self.exchange.write(h11.Data(data=self.shape(frame)))
         return True
 
     def buffered(self) -> int:
@@ -176,6 +223,15 @@ class StreamSink:
         else:
             self.exchange.write(h11.EndOfMessage())
             self.exchange.writer.close()
+
+
+def resume_headers(resume: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What a resumed stream's head says of it: recovered or not, why not, and the stream's
+    epoch, earliest and last seq."""
+    if resume is None:
+        return []
+    return [(name, str(resume[key]).lower() if key == "recovered" else str(resume[key]))
+            for name, key in RESUME_HEADERS if resume[key] is not None]
 
 
 def health(state: str) -> tuple[HTTPStatus, dict[str, Any]]:
@@ -217,6 +273,25 @@ class HttpAdapter:
         self.published_total = 0
         self.timeouts_total = 0
         self.timeout_lines = Throttle()
+        # ArqonBus's endpoints: its request statistics in /status and /metrics, the views
+        # app.py provides ("storage", "telemetry_events", "telemetry_stats") and the acts
+        # /admin/* asks for ("shutdown", "restart").
+        self.routes.update({
+            "/metrics/prometheus": ("GET", self._metrics_prometheus),
+            "/system/info": ("GET", self._system_info),
+            "/system/config": ("GET", self._system_config),
+            "/storage/stats": ("GET", self._storage_stats),
+            "/telemetry/events": ("GET", self._telemetry_events),
+            "/telemetry/stats": ("GET", self._telemetry_stats),
+            "/admin/shutdown": ("POST", self._admin_shutdown),
+            "/admin/restart": ("POST", self._admin_restart)})
+        self.request_stats = monitoring.RequestStats()
+        self.reports: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.admin_acts: dict[str, Callable[[], None]] = {}
+        self.status_providers.append(self._arqonbus_status)
+        self.metric_sources.append(self._request_samples)
+        self.admin_refused_total = 0
+        self.admin_refusal_lines = Throttle()
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -339,14 +414,24 @@ class HttpAdapter:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no endpoint {request.path}; try "
                             + ", ".join(f"{m} {p}" for p, (m, _) in self.routes.items()))
         method, handler = route
-        allowed = ("GET", "HEAD") if method == "GET" else (method,)
-        if request.method not in allowed:
-            raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED,
-                            f"{request.path} accepts {' and '.join(allowed)} only, "
-                            f"not {request.method}", headers=(("Allow", ", ".join(allowed)),))
-        result = handler(exchange, request)
-        if asyncio.iscoroutine(result):
-            await result
+        began = time.perf_counter()
+        exchange.status = 0
+        error = True   # unless the handler ends without an exception and without a 4xx/5xx
+        try:
+            allowed = ("GET", "HEAD") if method == "GET" else (method,)
+            if request.method not in allowed:
+                raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED,
+                                f"{request.path} accepts {' and '.join(allowed)} only, "
+                                f"not {request.method}",
+                                headers=(("Allow", ", ".join(allowed)),))
+            result = handler(exchange, request)
+            if asyncio.iscoroutine(result):
+                await result
+            error = exchange.status >= 400
+        finally:
+            # A /v1/stream's time is how long it streamed.
+            self.request_stats.record(request.path, (time.perf_counter() - began) * 1000,
+                                      error)
 
     # -- responses -------------------------------------------------------------------------
 
@@ -354,6 +439,7 @@ class HttpAdapter:
                  content_type: str = "application/json",
                  headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.requests_by_status[status.value] = self.requests_by_status.get(status.value, 0) + 1
+        exchange.status = status.value
         response = h11.Response(status_code=status.value, reason=status.phrase.encode(),
                                 headers=[("Content-Type", content_type),
                                          ("Content-Length", str(len(body))),
@@ -414,12 +500,117 @@ class HttpAdapter:
                           "streams": self._stream_count()})
         for provider in self.status_providers:
             body.update(provider())
+        if body["status"] == "healthy" and any(source() for source in self.fault_sources):
+            body["status"] = "degraded"  # as /health says, and ArqonBus when storage fails
         self._json(exchange, body)
 
     def _metrics(self, exchange: Exchange, request: Request) -> None:
-        samples = [sample for source in self.metric_sources for sample in source()]
-        self._respond(exchange, HTTPStatus.OK, metrics.render(samples).encode(),
-                      metrics.CONTENT_TYPE)
+        """Prometheus text, or ArqonBus's JSON to a client that ranks JSON above text."""
+        if not monitoring.prefers_json(request.headers.get("accept")):
+            self._prometheus(exchange, VARY_ACCEPT)
+            return
+        bus, stats = self.bus, self.bus.stats
+        body = monitoring.metrics_json(
+            self._samples(), started=bus.started, active_connections=len(bus.clients),
+            messages=stats.messages_total, commands=stats.commands_total,
+            errors=stats.errors_total, http_server=self._request_report())
+        self._respond(exchange, HTTPStatus.OK, orjson.dumps(body), headers=VARY_ACCEPT)
+
+    def _prometheus(self, exchange: Exchange,
+                    headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self._respond(exchange, HTTPStatus.OK, metrics.render(self._samples()).encode(),
+                      metrics.CONTENT_TYPE, headers=headers)
+
+    def _samples(self) -> list[Sample]:
+        return [sample for source in self.metric_sources for sample in source()]
+
+    # -- ArqonBus's monitoring endpoints -------------------------------------------------------
+
+    def _request_report(self) -> dict[str, Any]:
+        return self.request_stats.report(round(time.time() - self.bus.started, 3))
+
+    def _arqonbus_status(self) -> dict[str, Any]:
+        """ArqonBus's /status objects: which parts serve, and the request statistics."""
+        return {"endpoints": {"http": True, "websocket": True, "storage": True,
+                              "telemetry": True},
+                "requests": self._request_report()}
+
+    def _metrics_prometheus(self, exchange: Exchange, request: Request) -> None:
+        self._prometheus(exchange)
+
+    def _system_info(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, monitoring.system_info(self.config, dict(self.listeners)))
+
+    def _system_config(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, monitoring.system_config(self.config, dict(self.listeners)))
+
+    def _storage_stats(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, self.reports["storage"]())
+
+    def _telemetry_events(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, self.reports["telemetry_events"]())
+
+    def _telemetry_stats(self, exchange: Exchange, request: Request) -> None:
+        self._json(exchange, self.reports["telemetry_stats"]())
+
+    async def _admin_shutdown(self, exchange: Exchange, request: Request) -> None:
+        await self._admin_act(exchange, request, "shutdown")
+
+    async def _admin_restart(self, exchange: Exchange, request: Request) -> None:
+        await self._admin_act(exchange, request, "restart")
+
+    async def _admin_act(self, exchange: Exchange, request: Request, act: str) -> None:
+        """ArqonBus's answer, then the act once the answer is on its way (stopping closes
+        this connection)."""
+        principal, means = self._admin(exchange, request)
+        self.bus.audit(principal, f"{act} requested over HTTP (POST {request.path}, by "
+                       f"{means}) from {exchange.peer}", peer=exchange.peer)
+        self._json(exchange, {"status": f"{act}_initiated",
+                              "message": f"Server {act} initiated"})
+        await exchange.writer.drain()
+        self.admin_acts[act]()
+
+    def _admin(self, exchange: Exchange, request: Request) -> tuple[Principal, str]:
+        """Who asks for /admin/*, and by what they may: http.admin_api_key in X-API-Key, or a
+        verified token with role admin (auth.enabled). Anyone else gets ArqonBus's 401."""
+        claims: dict[str, Any] = {}
+        if self.config.auth.enabled:
+            try:
+                claims = authenticate(request.headers, request.query,
+                                      self.config.auth.jwt_secret)
+            except AuthError:
+                pass  # no token, or a bad one: no admin by token, the key may still do
+        principal = self.principals.tcp(exchange.writer.get_extra_info("socket"), claims,
+                                        exchange.host)
+        key = self.config.http.admin_api_key
+        given = request.headers.get(API_KEY_HEADER)
+        if key and given is not None and \
+                hmac.compare_digest(given.encode("latin-1"), key.encode()):
+            return principal, "the admin API key"
+        if principal.admin:
+            return principal, "an admin token"
+        self.admin_refused_total += 1
+        due, count = self.admin_refusal_lines("admin")
+        if due:
+            why = "a wrong X-API-Key" if given is not None and key else \
+                "an X-API-Key, but http.admin_api_key is not set" if given is not None else \
+                "no X-API-Key and no admin token"
+            log_event(log, logging.WARNING, "auth_refused",
+                      f"HTTP {request.method} {request.path} from {exchange.peer} refused: "
+                      f"{why} ({count} refused so far)", peer=exchange.peer,
+                      **principal.log_fields())
+        raise HttpError(HTTPStatus.UNAUTHORIZED, ADMIN_REFUSAL)
+
+    def _request_samples(self) -> list[Sample]:
+        by_endpoint = sorted(self.request_stats.by_endpoint.items())
+        return [*(counter("arqonbus_http_requests_total", "HTTP requests, by endpoint (the "
+                          "routes only; other paths are 404s).", entry["count"], endpoint=path)
+                  for path, entry in by_endpoint),
+                *(counter("arqonbus_http_errors_total", "HTTP requests answered 4xx or 5xx, "
+                          "or failed, by endpoint.", entry["errors"], endpoint=path)
+                  for path, entry in by_endpoint),
+                counter("arqonbus_http_admin_refused_total", "/admin/* requests refused "
+                        "(no valid X-API-Key and no admin token).", self.admin_refused_total)]
 
     def _stream_count(self) -> int:
         return sum(1 for stream in self.exchanges.values() if stream is not None)
@@ -490,18 +681,27 @@ class HttpAdapter:
         principal = self._principal(exchange, request)
         room, channel = self._target(request, channel_required=True, wildcard=True)
         assert channel is not None
+        since = self._since(request)
+        events = EVENT_STREAM in request.headers.get("accept", "")
+        shape = ndjson_line if not events else sse_event if WILDCARD in (room, channel) \
+            else sse_event_with_id(room, channel)
         bus = self.bus
-        sink = StreamSink(exchange, self.config.server.client_buffer_bytes, self)
+        sink = StreamSink(exchange, self.config.server.client_buffer_bytes, self, shape)
         try:
             client = bus.attach(sink, "http", principal, peer=exchange.peer, welcome=False,
                                 join_default=False)
         except QuotaExceeded as exc:
             raise HttpError(HTTPStatus.TOO_MANY_REQUESTS, str(exc)) from None
         problems = client.identify(request.identity())
+        resume: dict[str, Any] | None = None
+        replay: Replay | None = None
         try:
             if problems:
                 raise HttpError(HTTPStatus.BAD_REQUEST, "; ".join(problems))
-            bus.join(client, room, channel)
+            if since is None:
+                bus.join(client, room, channel)
+            else:
+                resume, replay = self._resume(client, room, channel, *since)
         except RoutingError as exc:
             bus.detach(client, reason="refused")
             raise HttpError(ERROR_STATUS.get(exc.code, HTTPStatus.BAD_REQUEST), exc.message) \
@@ -511,14 +711,22 @@ class HttpAdapter:
             raise
         self.requests_by_status[200] = self.requests_by_status.get(200, 0) + 1
         head = h11.Response(status_code=200, reason=b"OK", headers=[
-            ("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache"),
-            ("X-Client-Id", client.id), ("Server", SERVER_HEADER)])
+            ("Content-Type", EVENT_STREAM if events else "application/x-ndjson"),
+            ("Cache-Control", "no-cache"), ("X-Client-Id", client.id), ("Server", SERVER_HEADER),
+            *resume_headers(resume)])
         if exchange.head:  # the same checks and headers as GET, then no stream
             bus.detach(client, reason="HEAD request")
+            if replay is not None:
+                replay.step()   # finds its client gone, and ends
             exchange.write(head, h11.EndOfMessage())
             return
         self.exchanges[exchange] = sink
         exchange.write(head)
+        if replay is not None:
+            if events:  # an EventSource cannot read the head: the first event says it too
+                exchange.write(h11.Data(data=b"event: resume\ndata: " + orjson.dumps(resume)
+                                        + b"\n\n"))
+            replay.step()
         try:
             # Nothing more is expected from the client: read until it goes away.
             while sink.open and await exchange.reader.read(READ_CHUNK):
@@ -526,6 +734,39 @@ class HttpAdapter:
         finally:
             sink.open = False
             bus.detach(client, reason="stream closed")
+
+    @staticmethod
+    def _since(request: Request) -> tuple[int, str | None] | None:
+        """Where a stream resumes: after the message of Last-Event-ID (what an EventSource
+        sends when it reconnects, so it wins), else of the since and epoch parameters."""
+        last_event = request.headers.get("last-event-id", "")
+        given = request.query.get("since")
+        epoch = request.query.get("epoch")
+        if epoch is not None and given is None:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "epoch goes with since: since=SEQ&epoch="
+                            "EPOCH of the last message seen")
+        try:
+            if last_event:
+                return parse_position(last_event)
+            if given is not None:
+                return parse_position(given if epoch is None else f"{given}:{epoch}")
+        except ValueError as exc:
+            where = "Last-Event-ID" if last_event else "since and epoch"
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"{where}: {exc}") from None
+        return None
+
+    def _resume(self, client: Client, room: str, channel: str, seq: int,
+                epoch: str | None) -> tuple[dict[str, Any], Replay]:
+        """Join as one that saw message ``seq`` of ``epoch``, as join_channel's since does;
+        without an epoch, of the stream's epoch now, so the channel must exist."""
+        if epoch is None and WILDCARD not in (room, channel):
+            found = self.bus.router.channel(room, channel)
+            if found is None:
+                raise HttpError(HTTPStatus.NOT_FOUND, f"channel {room}:{channel} does not "
+                                "exist, so it has no epoch to resume in; give the epoch")
+            epoch = found.stream.epoch
+        _, resume, replay = self.bus.resume(client, room, channel, seq, epoch or "")
+        return resume, replay
 
     async def _publish(self, exchange: Exchange, request: Request) -> None:
         principal = self._principal(exchange, request)

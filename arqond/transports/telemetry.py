@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection
@@ -22,7 +23,7 @@ from arqond.config import Config
 from arqond.core import telemetry
 from arqond.core.bus import Bus
 from arqond.core.clients import CLOSE_SLOW_CONSUMER, Client
-from arqond.core.envelope import client_id
+from arqond.core.envelope import client_id, now_iso
 from arqond.core.errors import ErrorCode
 from arqond.core.metrics import Sample, counter, gauge
 from arqond.core.protocol import INTERNAL_ERROR_TEXT
@@ -50,6 +51,10 @@ class TelemetryAdapter:
         self.rejected_total = 0        # invalid inbound frames, each answered with an error
         self.server_events_total = 0   # arqond's own events sent out
         self.slow_total = 0            # watchers cut off with a full buffer
+        self.subscriptions_total = 0   # ArqonBus subscribe/unsubscribe frames (no filtering)
+        self.broadcasts_total = 0      # events sent out to the watchers, theirs and arqond's
+        self.broadcast_seconds = 0.0   # time spent sending them (writes are queued, not awaited)
+        self.started = time.time()     # made just before it starts listening
 
     def reload(self, config: Config) -> None:
         self.config = config
@@ -105,6 +110,11 @@ class TelemetryAdapter:
             if data.get("type") == "ping":
                 self._send(watcher, sink, telemetry.pong_frame())
                 return
+            if telemetry.is_subscription(data):
+                self.subscriptions_total += 1
+                log.debug("telemetry watcher %s: %s %s (every event is still sent)", watcher,
+                          data["type"], data.get("events", []))
+                return
             event = telemetry.validate_event(data, watcher)
         except telemetry.TelemetryError as exc:
             self.rejected_total += 1
@@ -136,8 +146,11 @@ class TelemetryAdapter:
             self._cut_off(watcher, sink)
 
     def _broadcast(self, frame: bytes, exclude: str | None = None) -> None:
+        began = time.perf_counter()
         slow = [(watcher, sink) for watcher, sink in self.watchers.items()
                 if watcher != exclude and not sink.send(frame)]
+        self.broadcasts_total += 1
+        self.broadcast_seconds += time.perf_counter() - began
         for watcher, sink in slow:
             self._cut_off(watcher, sink)
 
@@ -151,8 +164,28 @@ class TelemetryAdapter:
         sink.close(CLOSE_SLOW_CONSUMER, "slow consumer: outgoing buffer full")
         self.on_event("client_slow", {"client_id": watcher, "transport": "telemetry"})
 
+    def health(self) -> dict[str, Any]:
+        """ArqonBus's telemetry health (its /telemetry/stats, and /status's telemetry)."""
+        host, port = self.sock.getsockname()[:2]
+        return {"status": "healthy", "enabled": True, "host": host, "port": port,
+                "active_connections": len(self.watchers),
+                "events_broadcast_total": self.broadcasts_total, "timestamp": now_iso()}
+
+    def performance(self) -> dict[str, Any]:
+        """ArqonBus's telemetry performance figures (its /telemetry/events). arqond sends each
+        event at once, so nothing is ever buffered; a failed send is a watcher cut off."""
+        return {"events_broadcast_total": self.broadcasts_total, "events_buffered": 0,
+                "active_connections": len(self.watchers),
+                "average_broadcast_time_ms": round(
+                    self.broadcast_seconds * 1000 / self.broadcasts_total, 2)
+                if self.broadcasts_total else 0.0,
+                "total_clients_connected": self.connections_total,
+                "failed_broadcasts": self.slow_total, "buffer_size": 0,
+                "server_running": self.server is not None,
+                "uptime_seconds": round(time.time() - self.started, 3)}
+
     def status(self) -> dict[str, Any]:
-        return {"telemetry": {"connections": len(self.watchers),
+        return {"telemetry": {**self.health(), "connections": len(self.watchers),
                               "events": self.events_total, "rejected": self.rejected_total,
                               "agents_tracked": len(self.coalescer.windows)}}
 
@@ -170,6 +203,9 @@ class TelemetryAdapter:
             counter("arqonbus_telemetry_rejected_total",
                     "Invalid telemetry frames received (each answered with an error frame).",
                     self.rejected_total),
+            counter("arqonbus_telemetry_subscriptions_total",
+                    "subscribe and unsubscribe frames received; as in ArqonBus they filter "
+                    "nothing and are not answered.", self.subscriptions_total),
             counter("arqonbus_telemetry_server_events_total",
                     "arqond's own events sent to telemetry clients.", self.server_events_total),
             counter("arqonbus_telemetry_slow_consumers_total",

@@ -13,9 +13,15 @@ from tests.corpus.bus import DEEP, NAME_RULE
 from tests.corpus.json_text import json_cases
 
 MAX_BODY = 65536   # the corpus daemon's server.max_message_size
-GET_ROUTES = ("/health", "/version", "/status", "/metrics", "/v1/history", "/v1/stream")
-ROUTES = ("GET /health, GET /version, GET /status, GET /metrics, GET /v1/history, "
-          "GET /v1/stream, POST /v1/publish")
+GET_ROUTES = ("/health", "/version", "/status", "/metrics", "/v1/history", "/v1/stream",
+              # ArqonBus's monitoring endpoints
+              "/metrics/prometheus", "/system/info", "/system/config", "/storage/stats",
+              "/telemetry/events", "/telemetry/stats")
+POST_ROUTES = ("/v1/publish", "/admin/shutdown", "/admin/restart")
+# In the order the daemon lists them: its own, then ArqonBus's.
+ROUTES = ", ".join([*(f"GET {path}" for path in GET_ROUTES[:6]), "POST /v1/publish",
+                    *(f"GET {path}" for path in GET_ROUTES[6:]),
+                    *(f"POST {path}" for path in POST_ROUTES[1:])])
 SENTINEL = "/v1/publish?room=corpus&channel=sentinel"
 NO_ROOM = "query parameter room is required (channel is optional)"
 NO_LIMIT = "limit must be a whole number from 1 to 500"
@@ -54,8 +60,8 @@ def request(method: str, target: str, body: bytes | None = None,
 
 
 def methods() -> Iterator[HttpCase]:
-    for path in (*GET_ROUTES, "/v1/publish"):
-        allowed = "POST" if path == "/v1/publish" else "GET, HEAD"
+    for path in (*GET_ROUTES, *POST_ROUTES):
+        allowed = "POST" if path in POST_ROUTES else "GET, HEAD"
         for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO", "get",
                        "GET", "HEAD"):
             if method in allowed.split(", "):

@@ -17,7 +17,8 @@ MAX_LINE = 4096     # moo.max_line_bytes and narrative.max_line_bytes of the cor
 ZGENT = "corpus"
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, NOT_SERVING = \
     -32700, -32600, -32601, -32602, -32001
-ARQON_METHODS = "arqon.ping, arqon.info, arqon.history, arqon.subscribe, arqon.recv, arqon.serve"
+ARQON_METHODS = "arqon.ping, arqon.info, arqon.history, arqon.subscribe, arqon.recv, arqon.serve, " \
+    "arqon.pane.capture, arqon.pane.send"
 NO_METHOD = 'invalid request: no "method" (and not a bus envelope: no "type")'
 
 

@@ -285,6 +285,7 @@ class ManualStore:
         self.failing = False
         self.forgotten: list[Stream] = []
         self.untold = 0             # stored, the Bus not told yet
+        self.cursors: dict[tuple[str, str, str, str], tuple[int, str]] = {}
         bus.store = self
 
     def append(self, record: Record) -> None:
@@ -320,6 +321,14 @@ class ManualStore:
     def forget(self, stream: Stream) -> None:
         self.forgotten.append(stream)
         self.stored.pop(stream, None)
+
+    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
+                    then: Callable[[str | None], None]) -> None:
+        if self.failing:
+            then("the disk is full")
+            return
+        self.cursors[principal, name, stream.room, stream.channel] = (seq, stream.epoch)
+        then(None)
 
     def read(self, stream: Stream, after: int, before: int, limit: int) -> list[Stored]:
         rows = [m for m in self.stored.get(stream, []) if after < m.seq < before]

@@ -78,11 +78,12 @@ def test_scope(include, exclude, room, channel, inspected):
 
 def test_default_detectors_flag_secrets_and_key_names():
     policy = Policy(enabled=True, redaction_paths=())
-    assert inspect(policy, {"text": "nothing to see"})[0].flags == []
+    assert inspect(policy, {"text": "nothing to see"})[0].flags == {}
     for payload in ({"text": "my api_key is x"}, {"password": 1},
                     {"auth": "Bearer abcdefgh12345"}, {"k": "sk_live_abcdefgh1234"}):
         verdict, _ = inspect(policy, payload)
-        assert verdict.flags == ["contains_probable_secret"] and verdict.risk_level == "high"
+        assert verdict.flags == {"contains_probable_secret": True}
+        assert verdict.risk_level == "high"
         assert verdict.decision == "ALLOW"  # monitor without block: reported only
 
 
@@ -112,9 +113,24 @@ def test_oversize_blocks_in_enforce_only_and_zero_disables():
     assert inspect(Policy(enabled=True, max_payload_bytes=50), payload)[0].decision == "ALLOW"
     verdict, _ = inspect(Policy(enabled=True, mode="enforce", max_payload_bytes=50), payload)
     assert (verdict.decision, verdict.reason, verdict.flags) == (
-        "BLOCK", "CASIL_POLICY_OVERSIZE", ["oversize"])
+        "BLOCK", "CASIL_POLICY_OVERSIZE", {"oversize_payload": True})
     assert inspect(Policy(enabled=True, mode="enforce", max_payload_bytes=0),
                    payload)[0].decision == "ALLOW"
+
+
+@pytest.mark.parametrize("payload, flags, risk", [
+    ({"n": 1}, {}, "low"),
+    ({"blob": "x" * 100}, {"oversize_payload": True}, "medium"),
+    ({"note": "my password"}, {"contains_probable_secret": True}, "high"),
+    ({"note": "my password", "blob": "x" * 100},
+     {"contains_probable_secret": True, "oversize_payload": True}, "high"),
+])
+def test_flags_are_arqonbus_s_object_with_only_the_true_keys(payload, flags, risk):
+    policy = Policy(enabled=True, max_payload_bytes=64, metadata_to_envelope=True,
+                    redaction_paths=())
+    verdict, _ = inspect(policy, payload)
+    assert verdict.metadata["flags"] == flags and verdict.metadata["risk_level"] == risk
+    assert dict(verdict.events)["casil_decision"]["flags"] == flags
 
 
 def test_redaction_keeps_json_valid_and_shares_untouched_branches():
@@ -137,7 +153,7 @@ def test_transport_redaction_replaces_payload_and_never_log_hides_it():
     assert verdict.decision == "ALLOW_WITH_REDACTION" and verdict.replace_payload
     assert verdict.payload == {"token": REDACTED, "n": 1}  # still an object, never a bare string
     assert verdict.metadata == {"kind": "data", "risk_level": "high",
-                                "flags": ["contains_probable_secret", "redacted"],
+                                "flags": {"contains_probable_secret": True},
                                 "reason_code": "CASIL_POLICY_REDACTED",
                                 "decision": "ALLOW_WITH_REDACTION"}
     decision = dict(verdict.events)["casil_decision"]
@@ -160,6 +176,7 @@ def test_inspection_fault_falls_back_to_default_decision():
     for default, decision in (("allow", "ALLOW"), ("block", "BLOCK")):
         verdict, casil = inspect(Policy(enabled=True, default_decision=default), {object()})
         assert (verdict.decision, verdict.reason) == (decision, "CASIL_INTERNAL_ERROR")
+        assert verdict.flags == {}  # nothing was found: the reason says inspection failed
         assert casil.internal_errors_total == 1
 
 

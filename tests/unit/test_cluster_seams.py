@@ -1,16 +1,20 @@
 """The core's seams a cluster plugs into, in process: a store that numbers messages itself
 (Store.numbers, Bus.arrived), the cluster's epoch for new streams (Router.epoch), a Zgent
 another node serves (Served.elsewhere), a registry entry that names its node; and the name
-encoding for NATS (arqond/cluster/names.py). The wire is proven by tests/test_cluster*.py."""
+encoding for NATS (arqond/cluster/names.py); a shared cursor's acknowledgement
+(arqond/cluster/cursors.py). The wire is proven by tests/test_cluster*.py."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
 
+from arqond.cluster.cursors import SharedCursors
 from arqond.cluster.names import Subjects, decode, encode
+from arqond.core.cursors import Position
 from arqond.core.moo.registry import CLUSTER, Registry, Spec, Zgent, check_registry, \
     registry_document
 from arqond.core.streams import Record, Stream
@@ -275,3 +279,35 @@ def test_a_client_ahead_of_this_node_joins_anyway_after_the_catch_up_wait():
     assert ("lab", "notes") in mover.client.subscriptions
     store.hand(store.appended[1], 100)
     assert [m["metadata"]["seq"] for m in mover.take()] == [100]
+
+
+class Bucket:
+    """A key-value bucket that takes every put, or fails each with ``error``."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.puts: list[tuple[str, Any]] = []
+
+    async def put(self, key: str, value: bytes) -> int:
+        await asyncio.sleep(0)
+        if self.error is not None:
+            raise self.error
+        self.puts.append((key, orjson.loads(value)))
+        return len(self.puts)
+
+
+async def test_a_shared_cursor_is_acknowledged_once_the_bucket_has_it_or_with_why_not():
+    shared = SharedCursors(None, None, "arqond", 1)  # type: ignore[arg-type]
+    key, heard = ("alice", "worker", "lab", "log"), []
+    shared.put(key, Position(3, "e1"), heard.append)     # NATS away: kept for the bucket
+    assert heard == [None] and shared.waiting == {key: Position(3, "e1")}
+    shared.kv, shared.task = Bucket(), asyncio.current_task()
+    shared.put(key, Position(4, "e1"), heard.append)
+    assert heard == [None]                               # not before the bucket has it
+    await asyncio.sleep(0.01)
+    assert heard == [None, None]
+    assert shared.kv.puts == [("alice.worker.lab.log", {"seq": 4, "epoch": "e1"})]
+    shared.kv = Bucket(asyncio.TimeoutError())
+    shared.put(key, Position(5, "e1"), heard.append)
+    await asyncio.sleep(0.01)
+    assert heard[2] == "the cluster's cursors bucket did not take it: TimeoutError"

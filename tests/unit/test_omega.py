@@ -13,9 +13,15 @@ from arqond.core.errors import ErrorCode
 from arqond.core.omega import Omega
 from tests.unit.harness import BusHarness, assert_refused
 
-DISABLED = "Tier-Omega lane is disabled ([omega] enabled = false, ARQONBUS_OMEGA_ENABLED)"
+DISABLED = ("Tier-Omega experimental lane is disabled ([omega] enabled = false, "
+            "ARQONBUS_OMEGA_ENABLED)")
 NO_VM = "no VM runtime: arqond runs Tier-Omega substrates in memory only"
 NO_FIRECRACKER = "Firecracker substrates are not available: arqond runs Tier-Omega in memory only"
+# ArqonBus's Firecracker snapshot keys, with what arqond has: no binary, no VM, not ready.
+NO_RUNTIME = {"runtime": "memory", "firecracker_bin": None, "bin_available": False,
+              "kernel_image": None, "kernel_exists": False, "rootfs_image": None,
+              "rootfs_exists": False, "workspace_dir": None, "vm_count": 0, "max_vms": 0,
+              "ready": False}
 EVERY_COMMAND = ["register_substrate", "list_substrates", "unregister_substrate", "emit_event",
                  "list_events", "clear_events", "vm.probe", "vm.list", "vm.launch", "vm.stop"]
 
@@ -45,12 +51,11 @@ def test_a_disabled_lane_answers_feature_disabled_to_everyone_first(name, admin)
 
 def test_status_answers_even_when_the_lane_is_off():
     response = lane().connect().command("op.omega.status")
-    assert response["payload"]["message"] == "Tier-Omega status"
+    assert response["payload"]["message"] == "Tier-Omega lane status"
     assert response["payload"]["data"] == {
         "enabled": False, "lab_room": "omega-lab", "lab_channel": "signals", "max_events": 1000,
         "max_substrates": 128, "substrate_count": 0, "event_count": 0, "runtime": "memory",
-        "firecracker": {"enabled": False, "available": False,
-                        "reason": "arqond runs Tier-Omega substrates in memory only"}}
+        "firecracker": NO_RUNTIME}
 
 
 def test_an_emitted_event_reaches_the_lab_channel_as_telemetry(bus):
@@ -69,8 +74,10 @@ def test_an_emitted_event_reaches_the_lab_channel_as_telemetry(bus):
     assert (lab["sender"], lab["room"], lab["channel"]) == ("op-omega", "omega-lab", "signals")
     assert lab["payload"] == {"omega_event": event}
     listed = observer.ok("op.omega.list_substrates")
-    assert listed["count"] == 1 and listed["substrates"][0]["metadata"] == {"note": 1}
-    assert listed["substrates"][0]["created_by"] == admin.id
+    assert listed == {"count": 1, "substrates": [{
+        "substrate_id": data["substrate_id"], "name": "alpha", "kind": "relational",
+        "owner_client_id": admin.id, "metadata": {"note": 1},
+        "created_at": data["created_at"]}]}
 
 
 @pytest.mark.parametrize("name, args", [
@@ -138,25 +145,28 @@ def test_events_are_listed_and_cleared_by_substrate_and_signal(bus):
     signals = lambda data: [(e["substrate_id"], e["signal"]) for e in data["events"]]  # noqa: E731
     assert signals(user.ok("op.omega.list_events", {"substrate_id": alpha})) == \
         [(alpha, "a"), (alpha, "b"), (alpha, "a")]
-    assert signals(user.ok("op.omega.list_events", {"signal": "a", "limit": 2})) == \
-        [(beta, "a"), (alpha, "a")]
+    recent = user.ok("op.omega.list_events", {"signal": "a", "limit": 2})
+    assert signals(recent) == [(beta, "a"), (alpha, "a")]
+    assert (recent["count"], recent["limit"], recent["substrate_id"], recent["signal"]) == \
+        (2, 2, None, "a")
     assert user.ok("op.omega.list_events")["count"] == 4
     cleared = admin.command("op.omega.clear_events", {"substrate_id": alpha, "signal": "a"})
     assert cleared["payload"] == {"message": "Tier-Omega events cleared", "data": {
         "removed_count": 2, "remaining_count": 2, "substrate_id": alpha, "signal": "a"}}
     removed = admin.command("op.omega.unregister_substrate", {"substrate_id": alpha})
     assert removed["payload"] == {"message": "Tier-Omega substrate removed", "data": {
-        "substrate_id": alpha, "removed": True, "removed_events": 1}}
+        "removed": True, "substrate_id": alpha, "name": "alpha", "kind": "relational",
+        "removed_events": 1}}
     assert admin.ok("op.omega.clear_events")["removed_count"] == 1
     status = admin.ok("op.omega.status")
     assert (status["substrate_count"], status["event_count"]) == (1, 0)
 
 
 @pytest.mark.parametrize("name, args, code, text", [
-    ("emit_event", {"substrate_id": "omega_missing", "signal": "s"}, ErrorCode.NOT_FOUND,
-     "no substrate 'omega_missing'"),
+    ("emit_event", {"substrate_id": "omega_missing", "signal": "s"},
+     ErrorCode.VALIDATION_ERROR, "Validation error: Unknown substrate_id: omega_missing"),
     ("unregister_substrate", {"substrate_id": "omega_missing"}, ErrorCode.NOT_FOUND,
-     "no substrate 'omega_missing'"),
+     "Tier-Omega substrate 'omega_missing' not found"),
     ("emit_event", {"signal": "s"}, ErrorCode.VALIDATION_ERROR,
      "op.omega.emit_event requires argument 'substrate_id'"),
     ("list_events", {"limit": 0}, ErrorCode.VALIDATION_ERROR,
@@ -177,8 +187,8 @@ def test_refusals_of_an_enabled_lane(bus, name, args, code, text):
 
 def test_the_vm_probe_and_list_say_there_is_no_vm_runtime(bus):
     user = bus.connect()
-    assert user.ok("op.omega.vm.probe") == {
-        "runtime": "memory", "enabled": False, "available": False,
-        "reason": "arqond runs Tier-Omega substrates in memory only"}
-    assert user.ok("op.omega.vm.list") == {"vms": [], "count": 0}
+    probe = user.command("op.omega.vm.probe")["payload"]
+    assert probe == {"message": "Tier-Omega Firecracker runtime probe", "data": NO_RUNTIME}
+    assert user.command("op.omega.vm.list")["payload"] == {
+        "message": "Tier-Omega Firecracker VMs listed", "data": {"vms": [], "count": 0}}
     assert user.ok("op.omega.list_substrates") == {"substrates": [], "count": 0}

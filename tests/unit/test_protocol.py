@@ -363,7 +363,7 @@ def test_redaction_reaches_receivers_the_ack_and_history_and_metadata_says_why(b
     assert routed["payload"] == ack["payload"] == redacted
     assert routed["metadata"]["sequence"] == 1
     assert routed["metadata"]["casil"] == {
-        "kind": "data", "risk_level": "high", "flags": ["contains_probable_secret", "redacted"],
+        "kind": "data", "risk_level": "high", "flags": {"contains_probable_secret": True},
         "reason_code": "CASIL_POLICY_REDACTED", "decision": "ALLOW_WITH_REDACTION"}
     assert "casil" not in ack["metadata"]
     history = sender.ok("history", {"room": "science:general"})

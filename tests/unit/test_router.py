@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 
@@ -68,13 +70,21 @@ def test_a_wildcard_is_a_name_only_where_allowed_and_a_non_string_never():
     (None, "science:explore", ("science", "explore")),
     ("science", "explore", ("science", "explore")),
     ("science:", None, ("science", None)),
-    ("science:explore", "design", ("science", "design")),   # an explicit channel wins
+    ("science:explore", "explore", ("science", "explore")),   # the same channel twice
+    ("science:", "design", ("science", "design")),
     ("", "", (None, None)),
     (None, "explore", (None, "explore")),
     (":x", None, (None, "x")),
 ])
 def test_split_target(room, channel, expected):
     assert split_target(room, channel) == expected
+
+
+def test_a_room_that_names_a_channel_and_another_channel_are_refused_not_guessed():
+    with pytest.raises(RoutingError, match=re.escape(
+            "room science:explore names channel 'explore' and channel names 'design': ':' "
+            "separates room from channel, so give one")):
+        split_target("science:explore", "design")
 
 
 def test_ensure_creates_once_and_create_refuses_an_existing_channel():

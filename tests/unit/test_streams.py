@@ -4,6 +4,7 @@ with the Store port driven by hand (tests/unit/harness.py ManualStore)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -11,9 +12,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from arqond.core.access import Owners
-from arqond.core.cursors import Cursors
+from arqond.core.cursors import Cursors, Position
 from arqond.core.errors import ErrorCode
-from arqond.core.streams import Retention, Stream, check_since, plan_resume
+from arqond.core.narrative.ids import message_id, stored_through
+from arqond.core.streams import Retention, Stored, Stream, check_since, plan_resume
 from tests.unit.harness import BusHarness, ManualStore, TestClient, assert_refused, local_user
 
 
@@ -461,6 +463,23 @@ def test_cursor_ack_of_a_message_that_is_not_there_and_the_bound_on_cursors():
     client.ok("cursor.ack", {"room": "lab:notes", "cursor": "a", "seq": 1, "epoch": epoch})
 
 
+def test_a_cursor_that_cannot_be_stored_is_refused_and_stays_where_it_was():
+    bus = BusHarness()
+    store = ManualStore(bus.bus)
+    bus.plug(Cursors(bus.bus, bus.timers, 10))
+    client = bus.connect()
+    publish(client, 0)
+    publish(client, 1)
+    store.commit()
+    epoch = bus.bus.router.channel("lab", "notes").stream.epoch
+    client.ok("cursor.ack", {"room": "lab:notes", "cursor": "a", "seq": 1, "epoch": epoch})
+    store.failing = True
+    assert_refused(client.command("cursor.ack", {"room": "lab:notes", "cursor": "a", "seq": 2,
+                                                 "epoch": epoch}), ErrorCode.STORE_FAILED,
+                   "cursor a was not stored: the disk is full")
+    assert [m["payload"]["n"] for m in cursor_read(client, "a")["messages"]] == [1]
+
+
 def test_a_cursor_on_an_inbox_is_its_owners_alone():
     bus = BusHarness()
     bus.plug(Cursors(bus.bus, bus.timers, 10))
@@ -470,3 +489,186 @@ def test_a_cursor_on_an_inbox_is_its_owners_alone():
     assert_refused(stranger.command("cursor.read", {"room": "dreader:inbox", "cursor": "c"}),
                    ErrorCode.AUTHORIZATION_ERROR, "not allowed to read dreader:inbox (allowed: "
                    "the owners of dreader: who registered it, its uids and groups; and admins)")
+
+
+# -- the rest of the pipeline ---------------------------------------------------------------
+
+@pytest.mark.parametrize("last_id, offset_of_key, expected", [
+    (None, None, -1),
+    ("not-an-id", None, -1),
+    ("arq_1_x_abc", None, -1),
+    ("ID", 120, 120),            # the last stored message is this file's line at 120
+    ("OTHER", 120, -1),          # another file's line (or another generation of this one)
+])
+def test_where_a_file_stands_in_its_stream(last_id, offset_of_key, expected):
+    key = "2049:77:abcd:0"
+    if last_id == "ID":
+        last_id = message_id(key, offset_of_key)
+    elif last_id == "OTHER":
+        last_id = message_id("2049:78:abcd:0", offset_of_key)
+    assert stored_through(last_id, key) == expected
+
+
+@pytest.mark.parametrize("given, expected", [
+    (None, Retention(10, 100, 0.0)),
+    ({"messages": 5}, Retention(5, 100, 0.0)),
+    ({"bytes": 7, "age": 1.5}, Retention(10, 7, 1.5)),
+    ({"age": 0}, Retention(10, 100, 0)),
+    ({"messages": 0}, "retention.messages must be a positive integer"),
+    ({"bytes": 2.5}, "retention.bytes must be a positive integer"),
+    ({"age": -1}, "retention.age must be a positive number of seconds (0: any age)"),
+    ({"messages": True}, "retention.messages must be a positive integer"),
+    ({"count": 3}, "retention must be an object with messages, bytes and/or age"),
+    ([1], "retention must be an object with messages, bytes and/or age"),
+])
+def test_a_retention_given_at_creation(given, expected):
+    default = Retention(10, 100, 0.0)
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            Retention.of(given, default)
+    else:
+        assert Retention.of(given, default) == expected
+
+
+def test_restored_streams_become_channels_and_read_their_past_back_once():
+    bus = BusHarness(max_channels=9)
+    store = ManualStore(bus.bus)
+    kept = Stream("lab", "notes", "e0", Retention(10, 100, 0), first_seq=3, last_seq=4,
+                  stored_id=1, details={"type": "alerts", "description": "pager",
+                                        "created_by": "alice"})
+    science = Stream("science", "general", "e1", Retention(10, 100, 0), last_seq=0,
+                     stored_id=2)
+    store.stored[kept] = [Stored(3, 1.0, b'{"id":"m3","room":"lab","channel":"notes"}'),
+                          Stored(4, 2.0, b'{"id":"m4","room":"lab","channel":"notes"}')]
+    assert bus.bus.restore([kept, science]) == 0
+    channel = bus.bus.router.channel("lab", "notes")
+    assert channel.stream is kept and not channel.history.complete
+    assert (channel.type, channel.description, channel.created_by) == ("alerts", "pager",
+                                                                       "alice")
+    assert bus.bus.router.channel("science", "general").stream is science
+    assert bus.bus.last_id("lab", "notes") == "m4" and channel.history.complete
+    assert bus.bus.last_id("lab", "nope") is None
+    assert bus.bus.earliest_seq(channel) == 3
+    sender = bus.connect()
+    publish(sender, "next")
+    store.commit()
+    assert sender.next("message_response")["metadata"] == {"seq": 5, "epoch": "e0",
+                                                           "stored": True}
+
+
+def test_restoring_more_streams_than_max_channels_leaves_the_rest_out():
+    bus = BusHarness(max_channels=1)
+    streams = [Stream("lab", f"c{n}", "e", Retention(1, 1, 0), last_seq=1) for n in range(3)]
+    assert bus.bus.restore(streams) == 2
+    assert [c.name for c in bus.bus.router.rooms["lab"].channels.values()] == ["c0"]
+
+
+def test_after_pending_waits_for_what_is_pending_now_and_no_more():
+    bus = BusHarness()
+    store = ManualStore(bus.bus)
+    sender = bus.connect()
+    called: list[str] = []
+    bus.bus.after_pending(lambda: called.append("at once"))
+    publish(sender, 1)
+    publish(sender, 2)
+    bus.bus.after_pending(lambda: called.append("after 2"))
+    publish(sender, 3)
+    store.commit(1)
+    assert called == ["at once"]
+    store.commit(1)
+    assert called == ["at once", "after 2"]
+    assert [f["metadata"]["seq"] for f in sender.take()] == [1, 2]   # its ack came first
+
+
+def test_one_message_that_fails_to_deliver_does_not_stop_the_others():
+    bus = BusHarness()
+    store = ManualStore(bus.bus)
+    sender, watcher = bus.connect(), bus.connect()
+    watcher.ok("join_channel", {"room": "lab:notes"})
+    publish(sender, 1)
+    publish(sender, 2)
+    sends = watcher.sink.send
+
+    def first_fails(frame: bytes) -> bool:
+        watcher.sink.send = sends
+        raise RuntimeError("a bug")
+    watcher.sink.send = first_fails
+    store.commit()
+    assert numbers(watcher.take()) == [2]
+    assert bus.events_named("internal_error")[0]["component"] == "streams"
+
+
+def test_a_replay_stops_for_a_client_that_left_or_a_channel_that_was_deleted():
+    bus = BusHarness(history_size=1)
+    store = ManualStore(bus.bus)
+    sender, leaving, staying = bus.connect(), bus.connect(), bus.connect()
+    for n in range(3):
+        publish(sender, n)
+    store.commit()
+    epoch = bus.bus.router.channel("lab", "notes").stream.epoch
+    resume(leaving, 0, epoch)
+    resume(staying, 0, epoch)
+    bus.bus.detach(leaving.client)
+    assert store.answer_reads() == 2
+    assert numbers(staying.take()) == [0, 1, 2] and leaving.take() == []
+    assert bus.bus.replays == set()
+    late = bus.connect()
+    resume(late, 0, epoch)
+    admin = bus.admin()
+    staying.ok("leave_channel", {"room": "lab:notes"})
+    sender.send({"type": "command", "command": "leave_channel", "args": {"room": "lab:notes"}})
+    admin.ok("delete_channel", {"room": "lab:notes"})
+    store.answer_reads()
+    assert late.take() == [] and bus.bus.replays == set()
+    assert [(s.room, s.channel) for s in store.forgotten] == [("lab", "notes")]
+
+
+def test_a_replay_that_finds_retention_took_its_gap_goes_on_from_the_window():
+    bus = BusHarness(history_size=2)
+    store = ManualStore(bus.bus)
+    sender, reader = bus.connect(), bus.connect()
+    for n in range(5):
+        publish(sender, n)
+    store.commit()
+    stream = bus.bus.router.channel("lab", "notes").stream
+    resume(reader, 0, stream.epoch)
+    store.stored[stream] = []        # retention dropped them all meanwhile
+    store.answer_reads()
+    assert numbers(reader.take()) == [3, 4]       # what the window holds
+
+
+def test_a_cursor_reads_older_messages_from_the_store_and_is_saved_there():
+    bus = BusHarness(history_size=2)
+    store = ManualStore(bus.bus)
+    cursors = bus.plug(Cursors(bus.bus, bus.timers, 10))
+    bus.bus.plug(on_event=cursors.on_event)
+    sender, reader = bus.connect(), bus.connect()
+    for n in range(5):
+        publish(sender, n)
+    store.commit()
+    got = cursor_read(reader, limit=3)["messages"]
+    assert [m["payload"]["n"] for m in got] == [0, 1, 2]
+    seq, epoch = stamp(got[-1])
+    reader.ok("cursor.ack", {"room": "lab:notes", "cursor": "mine", "seq": seq, "epoch": epoch})
+    assert store.cursors == {(reader.client.principal.key, "mine", "lab", "notes"): (3, epoch)}
+    assert [m["payload"]["n"] for m in cursor_read(reader)["messages"]] == [3, 4]
+    cursors.restore({("uid:9", "old", "lab", "notes"): Position(1, epoch)})
+    admin = bus.admin()
+    admin.ok("delete_channel", {"room": "lab:notes"})
+    assert cursors.positions == {}
+
+
+def test_a_clients_own_seq_and_epoch_are_dropped_wherever_no_stream_sets_them():
+    bus = BusHarness()
+    sender, other = bus.connect(), bus.connect()
+    forged = {"seq": 99, "epoch": "forged", "mine": 1}
+    sender.send({"type": "private", "payload": {"target": other.id}, "metadata": forged})
+    assert other.next("private")["metadata"] == {"mine": 1}
+    sender.send({"type": "message", "room": "science", "payload": {}, "metadata": forged})
+    assert other.next("message")["metadata"] == {"mine": 1}
+    publish(sender, 1)
+    other.ok("join_channel", {"room": "lab:notes"})
+    sender.send({"type": "message", "room": "lab:notes", "payload": {"n": 2},
+                 "metadata": forged})
+    got = other.next("message")["metadata"]
+    assert (got["seq"], got["mine"]) == (2, 1) and got["epoch"] != "forged"

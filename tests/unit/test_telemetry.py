@@ -34,6 +34,33 @@ def test_valid_event_keeps_type_payload_and_source():
                               "payload": {"load": 0.5}}
 
 
+@pytest.mark.parametrize("frame, accepted", [
+    ('{"type": "subscribe", "events": ["cpu", "disk"]}', True),
+    ('{"type": "unsubscribe", "events": []}', True),
+    ('{"type": "subscribe"}', True),                            # no list: all, as ArqonBus
+    ('{"type": "subscribe", "events": ["cpu"], "client": "d"}', True),  # ignored, as ping's
+    ('{"type": "ping"}', False),
+    ('{"eventType": "cpu", "payload": {}}', False),
+])
+def test_arqonbus_subscriptions_are_recognised(frame, accepted):
+    assert telemetry.is_subscription(telemetry.parse_inbound(frame, 64)) is accepted
+
+
+@pytest.mark.parametrize("frame, complaint", [
+    ('{"type": "subscribe", "events": "cpu"}',
+     "subscribe: events must be an array of event type names (strings), not a string"),
+    ('{"type": "unsubscribe", "events": ["cpu", 7]}',
+     "unsubscribe: events must be an array of event type names (strings), not an array "
+     "holding a number"),
+    ('{"type": "subscribe", "events": null}',
+     "subscribe: events must be an array of event type names (strings), not null"),
+])
+def test_a_subscription_that_names_no_events_says_so(frame, complaint):
+    with pytest.raises(telemetry.TelemetryError) as caught:
+        telemetry.is_subscription(telemetry.parse_inbound(frame, 64))
+    assert caught.value.errors == [complaint]
+
+
 @pytest.mark.parametrize("frame, complaint", [
     ('{"payload": {}}', "eventType is required"),
     ('{"eventType": "", "payload": {}}', "eventType must not be empty"),

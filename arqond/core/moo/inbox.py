@@ -16,7 +16,6 @@ from enum import Enum
 from typing import Any
 
 from arqond.core import jsonrpc, payload
-from arqond.core.errors import ErrorCode
 from arqond.core.jsonrpc import RpcError
 from arqond.core.moo.names import ZgentError, check_name
 
