@@ -284,10 +284,15 @@ class Daemon:
                                      self._operator_lane_samples, self._internal_error_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
         # ArqonBus's views and admin acts on the HTTP port (arqond(8) HTTP).
-        store = streams.store if streams is not None else None
-        self.http.status_providers.append(lambda: {"storage": storage_health(bus, store)})
+        # A cluster's figures are those of the node's copy of its stream.
+        store = cluster.mirror if cluster is not None else \
+            streams.store if streams is not None else None
+        backend = "jetstream" if cluster is not None else "sqlite" if store is not None else \
+            "memory"
+        self.http.status_providers.append(
+            lambda: {"storage": storage_health(bus, backend)})
         self.http.reports.update(
-            storage=lambda: storage_report(bus, self.config, store, self.store),
+            storage=lambda: storage_report(bus, self.config, store, backend, self.store),
             telemetry_events=telemetry.performance, telemetry_stats=telemetry.health)
         self.http.admin_acts.update(shutdown=self.stopping.set, restart=self.reload)
         self.http.fault_sources += [self.moo.faults, self._store_faults]

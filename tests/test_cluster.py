@@ -103,6 +103,13 @@ def test_status_metrics_and_health_show_the_node_in_its_cluster(make_daemon, nat
     metrics = metrics_of(node)
     assert (metrics["arqonbus_cluster_connected"], metrics["arqonbus_cluster_joined"],
             metrics["arqonbus_cluster_connects_total"]) == (1, 1, 1)
+    # ArqonBus's storage views: JetStream, with the figures of the node's copy.
+    assert http_call(node, "GET", "/status").json()["storage"] == \
+        {"status": "healthy", "backend_type": "jetstream"}
+    stats = http_call(node, "GET", "/storage/stats").json()
+    assert (stats["backend_type"], stats["configuration"]["path"]) == \
+        ("jetstream", str(node.state_dir / "cluster.sqlite3"))
+    assert "stored_total" in stats["stats"]
 
 
 async def eventually(check, timeout: float = 10.0):

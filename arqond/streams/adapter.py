@@ -95,20 +95,22 @@ class StreamsAdapter:
         return samples_of(self.bus, self.store)
 
 
-def storage_health(bus: Bus, store: SqliteStore | None) -> dict[str, Any]:
+def storage_health(bus: Bus, backend: str) -> dict[str, Any]:
     """/status's ``storage``: the streams store's state ("unhealthy" once it went on in
-    memory after a write error, streams.on_full = "memory")."""
+    memory after a write error, streams.on_full = "memory") and kind (``backend``: sqlite,
+    jetstream or memory)."""
     health: dict[str, Any] = {"status": "unhealthy" if bus.store_lost else "healthy",
-                              "backend_type": "sqlite" if store is not None else "memory"}
+                              "backend_type": backend}
     if bus.store_lost:
         health["error"] = bus.store_lost
     return health
 
 
-def storage_report(bus: Bus, config: Config, store: SqliteStore | None,
+def storage_report(bus: Bus, config: Config, store: SqliteStore | None, backend: str,
                    kv: Store) -> dict[str, Any]:
     """/storage/stats, in the shape of ArqonBus's stream backend (backend_type, configuration,
-    stats), for arqond's streams store, the in-memory history windows and op.store."""
+    stats), for arqond's streams store (a cluster's: the node's copy), the in-memory history
+    windows and op.store."""
     streams, server = config.streams, config.server
     stats: dict[str, Any] = {"pending": len(bus.pending), "pending_bytes": bus.pending_bytes,
                              "channels": bus.router.channel_count(),
@@ -118,7 +120,7 @@ def storage_report(bus: Bus, config: Config, store: SqliteStore | None,
     if store is not None:
         stats.update({counter: getattr(store, counter) for counter in COUNTERS})
     return {
-        **storage_health(bus, store),
+        **storage_health(bus, backend),
         "configuration": {
             "path": store.path if store is not None else None,
             "durability": streams.durability, "on_full": streams.on_full,
