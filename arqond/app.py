@@ -250,8 +250,19 @@ class Daemon:
         principals = self.principals
         # First to start, last to stop: the channels it kept exist before anyone connects,
         # and what is queued is stored when everything else has stopped.
-        streams = StreamsAdapter(bus, config, self.cursors) \
-            if config.streams.durability != "memory" else None
+        streams: StreamsAdapter | Any = None
+        cluster = None
+        if config.cluster.nats_url:
+            # The cluster's store in place of the node's own; only now is NATS loaded.
+            try:
+                from arqond.cluster.adapter import ClusterAdapter
+            except ImportError as exc:
+                raise ListenerError(f"cluster.nats_url is set, but the NATS client cannot be "
+                                    f"loaded ({exc}): install nats-py (pip install "
+                                    "'arqond[cluster]')") from None
+            streams = cluster = ClusterAdapter(bus, config, self.cursors)
+        elif config.streams.durability != "memory":
+            streams = StreamsAdapter(bus, config, self.cursors)
         if streams is not None:
             self.adapters.append(streams)
         self.moo = MooLayer(bus, config, self.fdstore, self.timers, principals)
@@ -263,22 +274,34 @@ class Daemon:
         bus.plug(on_event=telemetry.on_event, on_message=telemetry.on_message)
         control = ControlAdapter(bus, config, control_sock, principals,
                                  owned_path=server.control_socket if control_owned else None)
-        self.adapters += [websocket, self.moo, telemetry, self.http, control]
+        self.adapters += [websocket, self.moo]
+        if cluster is not None:     # after the MOO layer, whose files it makes
+            self.adapters.append(cluster.share_zgents(self.moo))
+        self.adapters += [telemetry, self.http, control]
         # What reports through HTTP: counters on /metrics, sections of /status.
         self.http.metric_sources += [websocket.samples, self.moo.samples, telemetry.samples,
                                      self.http.samples, control.samples,
                                      self._operator_lane_samples, self._internal_error_samples]
         self.http.status_providers += [self.moo.status, telemetry.status, control.status]
         # ArqonBus's views and admin acts on the HTTP port (arqond(8) HTTP).
-        store = streams.store if streams is not None else None
-        self.http.status_providers.append(lambda: {"storage": storage_health(bus, store)})
+        # A cluster's figures are those of the node's copy of its stream.
+        store = cluster.mirror if cluster is not None else \
+            streams.store if streams is not None else None
+        backend = "jetstream" if cluster is not None else "sqlite" if store is not None else \
+            "memory"
+        self.http.status_providers.append(
+            lambda: {"storage": storage_health(bus, backend)})
         self.http.reports.update(
-            storage=lambda: storage_report(bus, self.config, store, self.store),
+            storage=lambda: storage_report(bus, self.config, store, backend, self.store),
             telemetry_events=telemetry.performance, telemetry_stats=telemetry.health)
         self.http.admin_acts.update(shutdown=self.stopping.set, restart=self.reload)
         self.http.fault_sources += [self.moo.faults, self._store_faults]
         if streams is not None:
             self.http.metric_sources.append(streams.samples)
+        if cluster is not None:
+            bus.plug(on_message=cluster.presence.on_message)
+            self.http.status_providers.append(cluster.status)
+            self.http.fault_sources.append(cluster.faults)
         if config.narrative.enabled:
             # The tailer publishes broadcast.jsonl through its LOG_DIR link, so the MOO layer
             # only appends to it; otherwise every broadcast would go out twice. It starts

@@ -7,6 +7,7 @@ here and missing from arqond.conf(5) fails the suite.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, make_dataclass
 from types import MappingProxyType
@@ -95,6 +96,22 @@ def _between(low: int, high: int) -> Callable[[int], str | None]:
 def _name(value: str) -> str | None:
     return None if value and ":" not in value and "*" not in value else \
         "must be a non-empty room or channel name without ':' or '*'"
+
+
+def _nats_urls(value: tuple[str, ...]) -> str | None:
+    bad = [url for url in value if not re.fullmatch(r"(nats|tls)://[^\s/]+(:[0-9]+)?/?", url)]
+    return f"{', '.join(map(repr, bad))}: must be nats://HOST:PORT or tls://HOST:PORT" \
+        if bad else None
+
+
+def _node_name(value: str) -> str | None:
+    return None if value == "" or re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value) else \
+        'must be 1 to 64 letters, digits, ".", "_" or "-" (or "" for the host name)'
+
+
+def _cluster_name(value: str) -> str | None:
+    return None if re.fullmatch(r"[a-z0-9_-]{1,32}", value) else \
+        'must be 1 to 32 lower-case letters, digits, "_" or "-"'
 
 
 def _target_or_empty(value: str) -> str | None:
@@ -362,6 +379,38 @@ SCHEMA: tuple[Option, ...] = (
     Option("narrative.max_files", int, 1024, "Files followed at once (rotated files still "
            "being read count); more are refused with a log line.", reload=True,
            check=_positive),
+    # Several arqond nodes as one bus through NATS (arqond(8) CLUSTER); unset: one node, and
+    # no NATS client is loaded.
+    Option("cluster.nats_url", list, (), "NATS servers to join (nats:// or tls:// URLs; "
+           "several for a NATS cluster, comma-separated in the environment and the flag). "
+           "Empty: arqond is a single node, exactly as without this section.",
+           flag="--nats-url", check=_nats_urls),
+    Option("cluster.node", str, "", "This node's name in the cluster (presence, the Zgent "
+           'registry, logs): letters, digits, ".", "_" and "-". "" takes the host name.',
+           check=_node_name),
+    Option("cluster.name", str, "arqond", "The cluster's name on NATS: the prefix of its "
+           "subjects and the name of its JetStream stream and key-value buckets, so that "
+           "two clusters can share one NATS.", check=_cluster_name),
+    Option("cluster.user", str, "", "User name for NATS (with cluster.password)."),
+    Option("cluster.password", str, "", "Password for NATS (with cluster.user)."),
+    Option("cluster.token", str, "", "Token for NATS (instead of a user and password)."),
+    Option("cluster.creds_file", str, "", "NATS credentials file (a user JWT and NKey seed, "
+           'as nsc writes it); "" for none.', check=_absolute_or_empty),
+    Option("cluster.tls_ca", str, "", "CA certificates (PEM) that verify the NATS servers; "
+           '"" trusts the system\'s. Setting it, or a tls:// URL, makes the connection TLS.',
+           check=_absolute_or_empty),
+    Option("cluster.tls_cert", str, "", "Client certificate (PEM) for NATS servers that ask "
+           "for one (with cluster.tls_key).", check=_absolute_or_empty),
+    Option("cluster.tls_key", str, "", "Private key (PEM) of cluster.tls_cert.",
+           check=_absolute_or_empty),
+    Option("cluster.replicas", int, 1, "Copies JetStream keeps of the cluster's stream and "
+           "buckets (1, 3 or 5 on a NATS cluster of as many servers); used when they are "
+           "created.", check=_between(1, 5)),
+    Option("cluster.outage_buffer", int, 10000, "Messages published on this node while NATS "
+           "is unreachable that are kept to be shared when it returns (they are delivered "
+           "here at once, unnumbered). Past it a message is delivered here only, counted "
+           "(arqonbus_cluster_unshared_total) and logged as not shared.", reload=True,
+           check=_positive),
 )
 
 OPTIONS: dict[str, Option] = {option.key: option for option in SCHEMA}
@@ -540,6 +589,18 @@ def _apply_document(document: dict[str, Any], values: dict[str, Any], tables: di
 def _check_whole(values: dict[str, Any], source: str) -> None:
     if values["auth.enabled"] and not values["auth.jwt_secret"]:
         raise ConfigError(f"{source}: auth.jwt_secret: must be set when auth.enabled is true")
+    if bool(values["cluster.user"]) != bool(values["cluster.password"]):
+        raise ConfigError(f"{source}: cluster.user and cluster.password: set both or neither")
+    if values["cluster.token"] and (values["cluster.user"] or values["cluster.creds_file"]):
+        raise ConfigError(f"{source}: cluster.token: use a token, a user and password, or a "
+                          "creds file, not several")
+    if values["cluster.nats_url"] and values["streams.durability"] == "memory":
+        raise ConfigError(f"{source}: cluster.nats_url: a node of a cluster keeps its copy of "
+                          'the cluster\'s streams in server.state_dir: streams.durability must '
+                          'be "write" or "fsync", not "memory"')
+    if bool(values["cluster.tls_cert"]) != bool(values["cluster.tls_key"]):
+        raise ConfigError(f"{source}: cluster.tls_cert and cluster.tls_key: set both or "
+                          "neither")
     from arqond.core.casil import PolicyError
     try:
         casil_policy(values)

@@ -51,6 +51,11 @@ MESSAGE_IDS = {
     "audit": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6c",
     "dir_unsafe": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6d",
     "store_failed": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6e",
+    "cluster_up": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a6f",
+    "cluster_lost": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a70",
+    "cluster_error": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a71",
+    "cluster_unshared": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a72",
+    "cluster_diverged": "5b1e0f5a8c3d4e6f9a7b2c1d0e3f4a73",
 }
 
 logger = logging.getLogger("arqond")

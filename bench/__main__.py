@@ -34,14 +34,16 @@ SCENARIOS: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
 
 FULL = {
     "runs": 3, "event_loops": ["asyncio", "uvloop"], "peers": ["nats", "mosquitto"],
+    "cluster": True,
     "b1_messages": 5000, "b2_seconds": 5, "b3_paced_lines": 5000, "b3_burst_lines": 100000,
     "b4_writers": 50, "b4_paced_per_writer": 100, "b4_burst_per_writer": 2000,
     "b5_round_trips": 10000, "b6_clients": 10000, "b7_starts": 10, "b7_restart_seconds": 4.0,
     "b8_acks": 3000, "b8_rate": 1000, "b8_resume": 100000, "b8_history_bytes": 1 << 30,
 }
-# Under a minute: one run, asyncio only, no brokers, smaller counts, 10 FIFO writers.
+# Under a minute: one run, asyncio only, no brokers and no cluster, smaller counts.
 QUICK = {
-    **FULL, "runs": 1, "event_loops": ["asyncio"], "peers": [], "b1_messages": 1000,
+    **FULL, "runs": 1, "event_loops": ["asyncio"], "peers": [], "cluster": False,
+    "b1_messages": 1000,
     "b2_seconds": 2, "b3_paced_lines": 1000, "b3_burst_lines": 20000, "b4_writers": 50,
     "b4_paced_per_writer": 20, "b4_burst_per_writer": 1000, "b5_round_trips": 2000,
     "b6_clients": 1000, "b7_starts": 3, "b7_restart_seconds": 2.0,

@@ -14,6 +14,10 @@ from bench.fanout import ws_fanout
 from bench.stats import latency_row, row
 
 SUBSCRIBERS = 100
+CLUSTER_NODES = 3
+CLUSTER_LABEL = "arqond 3 nodes"
+CLUSTER_NOTE = ("publisher on node 1, subscribers over 3 nodes joined by one nats-server -js; "
+                "server CPU: the 3 nodes and NATS")
 
 
 # arqond with its streams in memory only (no store): what durable streams cost, side by side.
@@ -51,7 +55,25 @@ def b1_fanout(settings: dict[str, Any]) -> list[dict[str, Any]]:
             result = ws_fanout(url, pid, subscribers=SUBSCRIBERS, total=total)
         rows.append(row("B1", label, "delivered msgs/s", result.rate, "msg/s",
                         lost=result.expected - result.delivered, **result.cpu_notes()))
+    if settings["cluster"]:
+        rows.append(cluster_fanout("B1", total, 0, 0))
     return rows + peers.fanout_peers(settings, SUBSCRIBERS, total)
+
+
+def cluster_fanout(scenario: str, total: int, rate: int, warmup: int) -> dict[str, Any]:
+    """The same fan-out across 3 nodes of a cluster: the publisher on node 1, the subscribers
+    spread over the 3 nodes; the server CPU is the nodes' and nats-server's together."""
+    with procs.cluster(CLUSTER_NODES) as (nodes, nats, why_not):
+        if nats is None:
+            return row(scenario, CLUSTER_LABEL, "n/a", None, note=why_not)
+        pids = [node.proc.pid for node in nodes] + [nats.pid]
+        result = ws_fanout(nodes[0].ws_url, pids, subscribers=SUBSCRIBERS, total=total,
+                           rate=rate, warmup=warmup, sub_urls=[node.ws_url for node in nodes])
+    notes = {"lost": result.expected - result.delivered, **result.cpu_notes(),
+             "note": CLUSTER_NOTE}
+    if scenario == "B1":
+        return row("B1", CLUSTER_LABEL, "delivered msgs/s", result.rate, "msg/s", **notes)
+    return latency_row(scenario, CLUSTER_LABEL, result.latencies_ns, **notes)
 
 
 def b2_latency(settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,6 +88,8 @@ def b2_latency(settings: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(latency_row("B2", label, result.latencies_ns,
                                 target="p50 ≤ 1, p99 ≤ 5" if kind != "floor" else None,
                                 lost=result.expected - result.delivered, **result.cpu_notes()))
+    if settings["cluster"]:
+        rows.append(cluster_fanout("B2", total, 1000, warmup))
     rows.extend(peers.latency_peers(settings, SUBSCRIBERS, total, warmup))
     return rows
 

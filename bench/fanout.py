@@ -30,24 +30,29 @@ class Fanout:
                 if self.delivered else None}
 
 
-def ws_fanout(url: str, server_pid: int, *, subscribers: int, total: int, rate: int = 0,
-              window: int = 64, size: int = 200, processes: int = 2,
-              join: str = "", warmup: int = 0) -> Fanout:
-    """Publish ``total`` frames to ``subscribers`` clients; rate 0 = as fast as they keep up.
-    The first ``warmup`` frames are delivered and counted but give no latency sample."""
+def ws_fanout(url: str, server_pid: int | list[int], *, subscribers: int, total: int,
+              rate: int = 0, window: int = 64, size: int = 200, processes: int = 2,
+              join: str = "", warmup: int = 0, sub_urls: list[str] | None = None) -> Fanout:
+    """Publish ``total`` frames on ``url`` to ``subscribers`` clients; rate 0 = as fast as
+    they keep up. The first ``warmup`` frames are delivered and counted but give no latency
+    sample. ``sub_urls``: the subscribers spread over these servers (the nodes of a cluster),
+    one process each, instead of ``processes`` on ``url``; the CPU of every pid counts."""
     env = {"BENCH_WARMUP": str(warmup)}
     if join:
         env["BENCH_JOIN"] = join
-    shares = [subscribers // processes + (1 if i < subscribers % processes else 0)
-              for i in range(processes)]
-    subs = [procs.spawn_node("sub", url, share, total, env=env) for share in shares if share]
+    targets = sub_urls or [url] * processes
+    shares = [subscribers // len(targets) + (1 if i < subscribers % len(targets) else 0)
+              for i in range(len(targets))]
+    subs = [procs.spawn_node("sub", target, share, total, env=env)
+            for target, share in zip(targets, shares) if share]
     for sub in subs:
         procs.wait_ready(sub)
-    cpu_before = procs.cpu_seconds(server_pid)
+    pids = server_pid if isinstance(server_pid, list) else [server_pid]
+    cpu_before = sum(map(procs.cpu_seconds, pids))
     publisher = procs.spawn_node("pub", url, total, rate, window, size, env=env)
     published = procs.result_of(publisher)
     results = [procs.result_of(sub) for sub in subs]
-    server_cpu = procs.cpu_seconds(server_pid) - cpu_before
+    server_cpu = sum(map(procs.cpu_seconds, pids)) - cpu_before
     delivered = sum(r["received"] for r in results)
     last = max((r["last_ns"] for r in results if r["received"]), default=published["started_ns"])
     latencies = [v for r in results for v in r["latencies_ns"]]

@@ -294,8 +294,39 @@ def b5_rpc(settings: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(latency_row("B5", "raw socket", rpc.unix_round_trips(path, count)))
         finally:
             procs.stop(proc)
+    if settings["cluster"]:
+        rows.append(cluster_rpc(count))
     rows.extend(nats_rpc(count))
     return rows
+
+
+def cluster_rpc(count: int) -> dict[str, Any]:
+    """The same round trips across nodes: the Zgent and its handler on node 2, the requests on
+    node 1's socket for it, which passes them on through NATS request/reply."""
+    label = "arqond 3 nodes"
+    with procs.cluster(3) as (nodes, nats, why_not):
+        if nats is None:
+            return na("B5", label, why_not)
+        serving, asking = nodes[1], nodes[0]
+        missing = register_zgent(serving)
+        if missing:
+            return na("B5", label, missing)
+        proc, refused = handler("zgent", str(serving.moo_dir / f"{ZGENT}.sock"))
+        try:
+            if refused:
+                return na("B5", label, f"arqon.serve refused: {refused}")
+            sock = asking.moo_dir / f"{ZGENT}.sock"
+            deadline = time.monotonic() + 15
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)     # the cluster's registry reaches node 1
+            pids = [node.proc.pid for node in nodes] + [nats.pid]
+            cpu_before = sum(map(procs.cpu_seconds, pids))
+            latencies = rpc.unix_round_trips(str(sock), count)
+            cpu = sum(map(procs.cpu_seconds, pids)) - cpu_before
+        finally:
+            procs.stop(proc)
+    return latency_row("B5", label, latencies, server_us_per_msg=round(cpu / count * 1e6, 2),
+                       note="asked on node 1, served on node 2, through NATS")
 
 
 def nats_rpc(count: int) -> list[dict[str, Any]]:

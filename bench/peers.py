@@ -1,10 +1,12 @@
-"""Real brokers in the same run for B1/B2: nats-server (nats-py) and mosquitto (paho-mqtt), each
-started on loopback by the bench and stopped after.
+"""Real brokers in the same run for B1/B2, each started on loopback by the bench and stopped
+after: nats-server, driven by the very load generator that drives arqond (bench/wsload.js with
+Node's NATS client: same frames, same processes, same closed loop), and mosquitto (paho-mqtt).
 
-The load generators mirror wsload.js (same frames, same closed loop, same JSON result line):
+The MQTT load generators mirror wsload.js (same frames, same closed loop, same JSON result
+line):
 
-    python -m bench.peers sub nats|mqtt URL CONNECTIONS EXPECT
-    python -m bench.peers pub nats|mqtt URL TOTAL RATE WINDOW SIZE
+    python -m bench.peers sub mqtt URL CONNECTIONS EXPECT
+    python -m bench.peers pub mqtt URL TOTAL RATE WINDOW SIZE
 
 They are Python clients, so their CPU share is reported next to the figure: where it nears one
 core per process, the client, not the broker, set the pace.
@@ -12,7 +14,6 @@ core per process, the client, not the broker, set the pace.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import threading
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from bench import procs
+from bench.fanout import ws_fanout
 from bench.stats import latency_row, row
 
 SUBJECT = "bench.fanout"
@@ -87,62 +89,6 @@ class Counter:
     def result(self) -> dict[str, Any]:
         return {"received": self.received, "first_ns": self.first, "last_ns": self.last,
                 "latencies_ns": self.latencies, "closed": 0}
-
-
-async def nats_sub(url: str, connections: int, expect: int) -> None:
-    import nats
-
-    counter = Counter(connections, expect)
-
-    async def on_message(msg: Any) -> None:
-        counter.saw(msg.data)
-
-    clients = [await nats.connect(url, pending_size=64 * 1024 * 1024) for _ in range(connections)]
-    for client in clients:
-        await client.subscribe(SUBJECT, cb=on_message, pending_msgs_limit=1_000_000)
-        await client.flush()
-    start_measuring()
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, counter.wait)
-    emit(counter.result())
-
-
-async def nats_pub(url: str, total: int, rate: int, window: int, size: int) -> None:
-    import nats
-
-    publisher, probe = await nats.connect(url), await nats.connect(url)
-    progressed = asyncio.Event()
-    probed = 0
-
-    async def on_probe(msg: Any) -> None:
-        nonlocal probed
-        probed += 1
-        progressed.set()
-
-    await probe.subscribe(SUBJECT, cb=on_probe)
-    await probe.flush()
-    start_measuring()
-    started = time.monotonic_ns()
-    for seq in range(total):
-        if rate:
-            delay = (started + seq * 1e9 / rate - time.monotonic_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-        else:
-            while seq - probed >= window:
-                progressed.clear()
-                await publisher.flush()
-                await progressed.wait()
-        await publisher.publish(SUBJECT, frame(seq, size))
-    await publisher.flush()
-    while probed < total:
-        progressed.clear()
-        try:
-            await asyncio.wait_for(progressed.wait(), IDLE_TIMEOUT)
-        except asyncio.TimeoutError:
-            break
-    emit({"sent": total, "probed": probed, "started_ns": started,
-          "ended_ns": time.monotonic_ns()})
 
 
 def mqtt_client(url: str, on_message: Callable[[bytes], None] | None = None) -> Any:
@@ -216,6 +162,14 @@ PEERS = {"nats": "nats", "mosquitto": "mqtt"}
 
 def broker_fanout(kind: str, url: str, pid: int, subscribers: int, total: int, rate: int,
                   warmup: int = 0) -> dict[str, Any]:
+    if kind == "nats":
+        result = ws_fanout(url, pid, subscribers=subscribers, total=total, rate=rate,
+                           warmup=warmup)
+        notes = result.cpu_notes()
+        return {"url": url, "delivered": result.delivered, "expected": result.expected,
+                "seconds": result.seconds, "latencies": result.latencies_ns,
+                "loadgen_cpu": notes["loadgen_cpu"],
+                "server_us_per_msg": notes["server_us_per_msg"]}
     shares = [subscribers // PROCESSES + (1 if i < subscribers % PROCESSES else 0)
               for i in range(PROCESSES)]
     env = {"BENCH_WARMUP": str(warmup)}
@@ -268,8 +222,9 @@ def fanout_peers(settings: dict[str, Any], subscribers: int, total: int
 
 
 def client_note(result: dict[str, Any]) -> str:
-    return f"Python clients ({'nats-py' if 'nats' in result['url'] else 'paho'}), " \
-           f"{PROCESSES} processes"
+    if result["url"].startswith("nats://"):
+        return "Node's nats client in wsload.js, the processes arqond gets"
+    return f"Python clients (paho), {PROCESSES} processes"
 
 
 def latency_peers(settings: dict[str, Any], subscribers: int, total: int, warmup: int
@@ -289,8 +244,4 @@ def latency_peers(settings: dict[str, Any], subscribers: int, total: int, warmup
 
 if __name__ == "__main__":
     role, kind, url, *numbers = sys.argv[1:]
-    args = [int(n) for n in numbers]
-    if kind == "nats":
-        asyncio.run((nats_sub if role == "sub" else nats_pub)(url, *args))
-    else:
-        (mqtt_sub if role == "sub" else mqtt_pub)(url, *args)
+    (mqtt_sub if role == "sub" else mqtt_pub)(url, *[int(n) for n in numbers])

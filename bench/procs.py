@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -81,6 +81,27 @@ def arqond(config: dict[str, dict[str, Any]] | None = None, *, event_loop: str =
             if recording:
                 recording.stop()
             stop(daemon.proc)
+
+
+@contextmanager
+def cluster(nodes: int = 3, *, event_loop: str = "asyncio"
+            ) -> Iterator[tuple[list[DaemonProcess], subprocess.Popen[bytes] | None, str]]:
+    """``nodes`` arqond nodes joined through one nats-server with JetStream (a temporary
+    store, a free loopback port): (the nodes, the NATS process, ""), or ([], None, why not)."""
+    path = shutil.which("nats-server")
+    if path is None:
+        yield [], None, "nats-server not installed"
+        return
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-nats-") as tmp, ExitStack() as started:
+        nats = subprocess.Popen([path, "-js", "-sd", tmp, "-a", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.callback(stop, nats)
+        wait_port(port)
+        members = [started.enter_context(arqond(
+            {"cluster": {"nats_url": [f"nats://127.0.0.1:{port}"], "node": f"node{n + 1}"}},
+            event_loop=event_loop)) for n in range(nodes)]
+        yield members, nats, ""
 
 
 @contextmanager

@@ -1,5 +1,7 @@
-// WebSocket load generator for the arqond bench: Node's `ws` is fast enough that the client side
-// is not what limits a fan-out measurement on a 2-core machine.
+// Load generator for the arqond bench: Node's `ws` is fast enough that the client side is not
+// what limits a fan-out measurement on a 2-core machine. A nats:// URL drives nats-server the
+// same way with Node's NATS client (`nats`): same frames, same processes, same closed loop, so
+// a row for NATS compares the servers, not the client libraries.
 //
 //   node wsload.js sub URL CONNECTIONS EXPECT [JOIN]  subscribers; exit when each connection has
 //                                                    EXPECT bench frames (or on idle timeout)
@@ -17,6 +19,9 @@
 "use strict";
 const WebSocket = require("ws");
 
+const NATS_SUBJECT = "bench.fanout";
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 const IDLE_TIMEOUT_MS = Number(process.env.BENCH_IDLE_TIMEOUT_MS || 10000);
 const WARMUP = Number(process.env.BENCH_WARMUP || 0);
 const MAX_LATENCIES = 100000;  // samples kept per process; evenly thinned beyond that
@@ -48,14 +53,48 @@ function benchPayload(frame) {
   return {seq: parseInt(frame.slice(at + 6, at + 26), 10), t: parseInt(frame.slice(t + 4, t + 30), 10)};
 }
 
-function makeFrame(seq, size, room, channel) {
+function makeFrame(seq, size, room, channel, bare) {
   const env = {type: "message", room, channel, payload: {seq, t: now(), pad: ""}};
   const base = JSON.stringify(env.payload).length;
   env.payload.pad = "x".repeat(Math.max(0, size - base));
-  return JSON.stringify(env);
+  // NATS routes by subject: its frame is the payload alone.
+  return JSON.stringify(bare ? env.payload : env);
 }
 
+const isNats = (url) => url.startsWith("nats://");
+
 async function openAll(url, count, onMessage) {
+  return isNats(url) ? openNats(url, count, onMessage) : openWebSockets(url, count, onMessage);
+}
+
+// Each NATS connection stands where a WebSocket would: subscribed to the bench subject, and
+// `send` publishes on it. noEcho: a publisher does not get its own frames back (arqond does not
+// send a client its own message either).
+async function openNats(url, count, onMessage) {
+  const {connect} = require("nats");
+  const sockets = [];
+  let failed = 0;
+  for (let i = 0; i < count; i++) {
+    try {
+      const nc = await connect({servers: url, noEcho: true});
+      const conn = {
+        send: (text) => nc.publish(NATS_SUBJECT, encoder.encode(text)),
+        on: (event, fn) => { if (event === "close") nc.closed().then(fn); },
+        flush: () => nc.flush(),
+      };
+      nc.subscribe(NATS_SUBJECT, {callback: (err, msg) => {
+        if (!err) onMessage(conn, decoder.decode(msg.data));
+      }});
+      sockets.push(conn);
+    } catch (err) {
+      failed++;
+    }
+  }
+  for (const conn of sockets) await conn.flush();  // subscriptions in place before "ready"
+  return {sockets, failed};
+}
+
+async function openWebSockets(url, count, onMessage) {
   const sockets = [];
   let failed = 0;
   for (let start = 0; start < count; start += CONNECT_BATCH) {
@@ -106,7 +145,7 @@ async function sub(url, count, expect, join) {
   };
   const opened = await openAll(url, count, onMessage);
   for (const ws of opened.sockets) ws.on("close", () => closed++);
-  if (join) {
+  if (join && !isNats(url)) {
     for (const ws of opened.sockets) ws.send(joinCommand(join));
     await new Promise((resolve) => setTimeout(resolve, 300));  // let the joins land first
   }
@@ -130,13 +169,16 @@ async function pub(url, total, rate, window, size, target) {
   });
   const publisher = opened.sockets[0];
   probe = opened.sockets[1];
-  if (join) probe.send(joinCommand(target));
+  const bare = isNats(url);
+  if (join && !bare) probe.send(joinCommand(target));
   await new Promise((resolve) => setTimeout(resolve, 200));
   startMeasuring();
   started = now();
   if (rate === 0) {
     pump = () => {
-      while (sent < total && sent - probed < window) publisher.send(makeFrame(sent++, size, room, channel));
+      while (sent < total && sent - probed < window) {
+        publisher.send(makeFrame(sent++, size, room, channel, bare));
+      }
     };
     pump();
   } else {
@@ -144,7 +186,7 @@ async function pub(url, total, rate, window, size, target) {
     const interval = 1e9 / rate;
     const tick = () => {
       const due = Math.min(total, Math.floor((now() - started) / interval) + 1);
-      while (sent < due) publisher.send(makeFrame(sent++, size, room, channel));
+      while (sent < due) publisher.send(makeFrame(sent++, size, room, channel, bare));
       if (sent < total) setTimeout(tick, 1);
     };
     tick();

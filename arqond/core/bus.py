@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, Protocol
 
 from arqond import PROTOCOL_VERSION, __version__
 from arqond.core.access import INBOX, Access, Action, Refused
@@ -85,6 +85,21 @@ MessageObserver = Callable[[dict[str, Any], "Client | None"], None]
 Intercept = Callable[["Client", dict[str, Any]], None]
 
 
+class Cluster(Protocol):
+    """What the core asks of a cluster's presence (arqond/cluster/presence.py)."""
+
+    node: str
+
+    def whereabouts(self, client_ids: list[str]) -> dict[str, str]:
+        """Which of these clients are connected to other nodes: id -> node."""
+
+    def send_private(self, frame: bytes, targets: dict[str, str]) -> None:
+        """A private frame to clients of other nodes (``whereabouts``), without waiting."""
+
+    def describe(self) -> dict[str, Any]:
+        """The cluster's nodes and their clients, for the status command."""
+
+
 class Bus(ArqonProtocol, StreamPipeline):
     def __init__(self, settings: BusSettings | None = None, router: Router | None = None,
                  charges: Charges | None = None,
@@ -120,6 +135,9 @@ class Bus(ArqonProtocol, StreamPipeline):
         self.timers: Timers | None = None
         # Readers waiting for a stream's next message (cursor.read with wait), woken once.
         self.waiting: dict[Stream, list[Callable[[], None]]] = {}
+        # The other nodes of a cluster (arqond/cluster/presence.py), when there are: this
+        # node's name, where clients of other nodes are, what presence says of them.
+        self.cluster: "Cluster | None" = None
         for name in SCIENCE_CHANNELS:
             self.router.ensure_channel(SCIENCE_ROOM, name, kind="general", hardcoded=True)
 

@@ -192,6 +192,8 @@ def _status(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     data["server"] = {"status": "running", "uptime": data["uptime_seconds"],
                       "version": __version__}
     data["client"] = ctx.client.describe()
+    if ctx.bus.cluster is not None:
+        data["cluster"] = ctx.bus.cluster.describe()
     return "Server status", data
 
 
@@ -292,8 +294,10 @@ def _channel_info(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
     room, channel = ctx.target(channel_required=True)
     found = ctx.bus.router.require_channel(room, channel)
     data = found.summary()
-    data["participants"] = [{"client_id": c.id, "type": c.type, "screen_name": c.screen_name}
-                            for c in found.members]
+    node = {"node": ctx.bus.cluster.node} if ctx.bus.cluster is not None else {}
+    data["participants"] = [{"client_id": c.id, "type": c.type, "screen_name": c.screen_name,
+                             **node} for c in found.members] + \
+        [{"client_id": client_id, **member} for client_id, member in found.remote.items()]
     data["metadata"] = found.metadata()
     return f"Channel {room}:{channel}", data
 

@@ -268,14 +268,19 @@ class ArqonProtocol:
                                "payload.target or to_client: a client id or a list of "
                                "client ids")
         missing = [t for t in targets if t not in self.clients]
+        # Clients of other nodes of a cluster: their node delivers (arqond/cluster).
+        elsewhere = self.cluster.whereabouts(missing) if missing and self.cluster else {}
+        missing = [t for t in missing if t not in elsewhere]
         if missing:
             raise RoutingError(ErrorCode.TARGET_NOT_FOUND,
                                f"no connected client with id {', '.join(missing)}")
         env["type"] = "private"
-        recipients = {self.clients[t]: None for t in targets}
+        recipients = {self.clients[t]: None for t in targets if t not in elsewhere}
         frame = serialize(env)
         self.stats.messages_total += 1
         self._deliver(recipients, frame, exclude=client)
+        if elsewhere:
+            self.cluster.send_private(frame, elsewhere)
         return ack_frame(env)
 
     def _system(self: "Bus", client: Client, env: dict[str, Any],

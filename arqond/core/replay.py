@@ -7,6 +7,10 @@ sent when the client's buffer has room). Once what is left is in the window, the
 sent and the client joins, in one step of the event loop: every message after that is one
 it gets live. Messages the store holds but the Bus has not delivered yet (stored, their
 ``committed`` call still queued) are left for live delivery, so nothing comes twice.
+
+A client that moved to another node of a cluster may have seen more of a channel than this
+node has read yet: it waits, not joined, until this node has what it saw (at most
+``CATCH_UP_SECONDS``), so what it had does not come again.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ if TYPE_CHECKING:
 PAUSE_AT = 0.5
 PAUSE_SECONDS = 0.01
 CHUNK_MESSAGES = 1000
+# How long a client ahead of this node (a cluster's) waits for it before it joins anyway.
+CATCH_UP_SECONDS = 5.0
 
 
 class Replay:
-    __slots__ = ("bus", "client", "channel", "after", "rows", "sent")
+    __slots__ = ("bus", "client", "channel", "after", "rows", "sent", "waited")
 
     def __init__(self, bus: "Bus", client: "Client", channel: Channel, after: int) -> None:
         self.bus = bus
@@ -37,6 +43,7 @@ class Replay:
         self.after = after                  # the last seq the client has
         self.rows: deque[Stored] = deque()  # read from the store, not sent yet
         self.sent = 0
+        self.waited = 0.0                   # seconds waited for this node to catch up
 
     def step(self) -> None:
         """Send what can be sent now; then join, or wait for the store or the client."""
@@ -47,6 +54,12 @@ class Replay:
             return   # gone, or the channel was deleted meanwhile
         if self.rows:
             self._send_rows()
+            return
+        if self.after > self.channel.stream.committed_seq and self.waited < CATCH_UP_SECONDS:
+            timers = bus.timers
+            assert timers is not None, "a Bus with a store has timers"
+            self.waited += PAUSE_SECONDS
+            timers.arm(self, PAUSE_SECONDS, self.step)
             return
         window = self.channel.history.entries
         caught_up = self.after >= self.channel.stream.committed_seq

@@ -63,7 +63,8 @@ def split_target(room: str | None, channel: str | None) -> tuple[str | None, str
 
 class Channel:
     __slots__ = ("room", "name", "created_at", "created_by", "type", "hardcoded", "members",
-                 "history", "message_count", "last_activity", "description", "owner", "stream")
+                 "history", "message_count", "last_activity", "description", "owner", "stream",
+                 "remote")
 
     def __init__(self, room: str, name: str, *, created_by: str, kind: str, hardcoded: bool,
                  history: Window, stream: Stream, description: str = "") -> None:
@@ -83,14 +84,18 @@ class Channel:
         self.owner: Any = None
         # Its messages in order (arqond/core/streams.py): seq, epoch, retention.
         self.stream = stream
+        # Its members on other nodes of a cluster (arqond/cluster/presence.py), for presence
+        # only: client id -> {"node", "type", "screen_name"}. Never delivered to from here.
+        self.remote: dict[str, dict[str, Any]] = {}
 
     def metadata(self) -> dict[str, Any]:
         return {"created_at": self.created_at, "created_by": self.created_by, "type": self.type,
                 "hardcoded": self.hardcoded, "description": self.description}
 
     def summary(self) -> dict[str, Any]:
+        count = len(self.members) + len(self.remote)
         return {"room": self.room, "channel": self.name, "name": self.name,
-                "participants": len(self.members), "member_count": len(self.members),
+                "participants": count, "member_count": count,
                 "messages": self.message_count,
                 "last_activity": None if self.last_activity is None
                 else iso_at(self.last_activity), **self.metadata(),
@@ -114,6 +119,9 @@ class Router:
         self.histories = history or History(DEFAULT_HISTORY)
         # What a new channel's stream keeps unless it was created with its own.
         self.retention = retention
+        # The epoch every new stream takes when the store gives one (a cluster's: the same on
+        # every node); None: each new stream a new epoch of its own.
+        self.epoch: str | None = None
         self.rooms: dict[str, Room] = {}
         # (room or "*", channel or "*") -> subscribers; only for subscriptions with a wildcard.
         self.patterns: dict[tuple[str, str], dict[Client, None]] = {}
@@ -150,7 +158,7 @@ class Router:
         if room_obj is None:
             room_obj = self.rooms[room] = Room(room, self.histories.window())
         if stream is None:
-            stream = Stream(room, channel, new_epoch(), self.retention, details={
+            stream = Stream(room, channel, self.epoch or new_epoch(), self.retention, details={
                 "type": kind, "description": description, "created_by": created_by})
         # A stream restored from the store has a past its window has not read back yet.
         created = Channel(room, channel, created_by=created_by, kind=kind, hardcoded=hardcoded,
@@ -170,10 +178,11 @@ class Router:
         if found.hardcoded:
             raise RoutingError(ErrorCode.CHANNEL_PROTECTED,
                                f"channel {room}:{channel} is hard-coded and cannot be deleted")
-        if found.members:
+        if found.members or found.remote:
             raise RoutingError(ErrorCode.CHANNEL_NOT_EMPTY,
-                               f"channel {room}:{channel} still has {len(found.members)} "
-                               "participant(s); it can be deleted only when empty")
+                               f"channel {room}:{channel} still has "
+                               f"{len(found.members) + len(found.remote)} participant(s); it "
+                               "can be deleted only when empty")
         room_obj = self.rooms[room]
         del room_obj.channels[channel]
         self.histories.forget(found.history)

@@ -50,7 +50,8 @@ class StreamPipeline:
             self.router.leave(client, room, channel)
         stream = found.stream
         earliest = self.earliest_seq(found)
-        plan = plan_resume(stream, earliest, seq, epoch)
+        plan = plan_resume(stream, earliest, seq, epoch,
+                           shared=self.store is not None and self.store.numbers)
         replay = Replay(self, client, found, plan.after)
         self.replays.add(replay)
         return created, {"recovered": plan.recovered, "reason": plan.reason,
@@ -135,6 +136,12 @@ class StreamPipeline:
             raise RoutingError(ErrorCode.LIMIT_EXCEEDED, "the store is behind: "
                                f"streams.max_pending_bytes ({self.settings.max_pending_bytes}) "
                                "wait to be written; try again shortly")
+        if store is not None and store.numbers:
+            # The store numbers it (JetStream, arqond/cluster): delivered when it hands the
+            # message back through ``arrived``, with the seq the cluster gave it.
+            self.stats.messages_total += 1
+            store.append(Record(stream, 0, self.clock(), serialize(env), exclude, done, env))
+            return
         seq = stream.last_seq + 1
         metadata = env.get("metadata")
         env["metadata"] = {**metadata, "seq": seq, "epoch": stream.epoch} if metadata else \
@@ -152,17 +159,19 @@ class StreamPipeline:
         self.pending_bytes += len(frame)
         store.append(record)
 
-    def _deliver_record(self: "Bus", record: Record) -> None:
+    def _deliver_record(self: "Bus", record: Record, deliver: bool = True) -> None:
         stream = record.stream
         room, channel = stream.room, stream.channel
-        self.router.record(room, channel, record.received, record.frame, record.seq)
-        recipients = self.router.recipients(room, channel)
-        owners = self.access.guarded(room, channel)
-        if owners is not None:
-            recipients = [c for c in recipients if owners.include(c.principal)]
-        self._deliver(recipients, record.frame, record.exclude)
-        if record.done is not None:
-            record.done(None)
+        if record.seq:   # 0: delivered before its store could number it; recorded when it has
+            self.router.record(room, channel, record.received, record.frame, record.seq)
+        if deliver:
+            recipients = self.router.recipients(room, channel)
+            owners = self.access.guarded(room, channel)
+            if owners is not None:
+                recipients = [c for c in recipients if owners.include(c.principal)]
+            self._deliver(recipients, record.frame, record.exclude)
+            if record.done is not None:
+                record.done(None)
         if self.waiting:
             for wake in self.waiting.pop(stream, ()):
                 wake()
@@ -194,10 +203,13 @@ class StreamPipeline:
     def after_pending(self: "Bus", then: Callable[[], None]) -> None:
         """Call ``then`` once every message now waiting for the store is delivered or
         refused (at once when none waits): a connection that must close answers first."""
-        if not self.pending:
+        store = self.store
+        # Stored in order: the last one done means all are.
+        last = self.pending[-1] if self.pending else \
+            store.last_waiting() if store is not None and store.numbers else None
+        if last is None:
             then()
             return
-        last = self.pending[-1]    # stored in order: the last one done means all are
         done = last.done
 
         def after(refused: str | None) -> None:
@@ -213,12 +225,27 @@ class StreamPipeline:
         stored = [pending.popleft() for _ in range(count)]
         for record in stored:
             self.pending_bytes -= len(record.frame)
-            record.stream.committed_seq = record.seq
+        self.arrived(stored, first_seqs)
+
+    def arrived(self: "Bus", records: list[Record], first_seqs: Mapping[Stream, int], *,
+                deliver: bool = True) -> None:
+        """Records a store holds now, in its order, are delivered. A store that numbers
+        messages itself (JetStream) calls this with what it was handed, published on this
+        node or another, numbered: a record of seq 0 is delivered but not numbered nor kept
+        (its store could not number it yet), and ``deliver`` False keeps and numbers without
+        delivering (delivered already, or from before this node joined)."""
+        for record in records:
+            seq = record.seq
+            if seq:
+                stream = record.stream
+                stream.committed_seq = seq
+                if seq > stream.last_seq:
+                    stream.last_seq = seq
         for stream, first in first_seqs.items():
             stream.first_seq = first
-        for record in stored:
+        for record in records:
             try:
-                self._deliver_record(record)
+                self._deliver_record(record, deliver)
             except Exception:  # noqa: BLE001 - one message's failure must not stop the rest
                 self.internal_error("streams", f"delivering {record.stream.room}:"
                                     f"{record.stream.channel} seq {record.seq}")

@@ -107,6 +107,11 @@ class Store(Protocol):
     event loop."""
 
     durability: str
+    # Whether the store numbers messages itself (JetStream: the cluster's order): then the Bus
+    # appends them with seq 0 and the store hands them back, numbered, to ``Bus.arrived``, with
+    # the messages other nodes published. Seqs then rise per channel but may skip numbers
+    # (arqond/cluster/store.py says why).
+    numbers: bool
 
     def append(self, record: Record) -> None:
         """Store ``record`` after every record appended before it."""
@@ -119,6 +124,10 @@ class Store(Protocol):
                    then: Callable[[list[Stored]], None]) -> None:
         """The same without waiting (replays of any length): ``then`` gets up to ``limit``
         messages with seq > after, oldest first."""
+
+    def last_waiting(self) -> Record | None:
+        """A store that numbers: the last record appended that is not delivered (nor
+        refused) yet, or None; it is done last (``Bus.after_pending``)."""
 
     def forget(self, stream: Stream) -> None:
         """A channel was deleted: its messages go."""
@@ -140,13 +149,17 @@ class Resume(NamedTuple):
     reason: str | None
 
 
-def plan_resume(stream: Stream, earliest: int, seq: int, epoch: str) -> Resume:
+def plan_resume(stream: Stream, earliest: int, seq: int, epoch: str, *,
+                shared: bool = False) -> Resume:
     """Resume from the client's last (seq, epoch): exactly what followed it, or, when that is
-    no longer known, what there is (from ``earliest``, the first seq still held), with why."""
+    no longer known, what there is (from ``earliest``, the first seq still held), with why.
+    ``shared``: the stream is a cluster's (its store numbers), so a seq ahead of this node may
+    be one another node has read already: the client waits for this one to catch up
+    (arqond/core/replay.py)."""
     if epoch != stream.epoch:
         return Resume(False, earliest - 1, f"epoch {epoch} is gone (the stream's past was "
                       f"lost; it is now epoch {stream.epoch})")
-    if seq > stream.committed_seq:
+    if seq > stream.committed_seq and not shared:
         return Resume(False, stream.committed_seq, f"seq {seq} is ahead of the stream "
                       f"(its last is {stream.committed_seq})")
     if seq + 1 < earliest:

@@ -30,7 +30,7 @@ from arqond.core.moo.owners import owners_of
 from arqond.core.moo.names import check_name
 from arqond.core.moo.registry import Spec, Zgent
 from arqond.core.moo.session import Session
-from arqond.core.moo.zgents import TooManyZgents, Zgents
+from arqond.core.moo.zgents import Elsewhere, Served, TooManyZgents, Zgents
 from arqond.core.principal import SERVER, Principal
 from arqond.core.timers import Timers
 from arqond.log import log_event
@@ -287,6 +287,15 @@ class MooLayer:
                   f"Zgent {name} registered ({spec.source}) by {by.name}", zgent=name,
                   **by.log_fields())
         return zgent.entry()
+
+    def register_elsewhere(self, spec: Spec, elsewhere: "Elsewhere") -> Served:
+        """A Zgent another node of the cluster serves: NAME-inbox and NAME.sock here too,
+        and what comes in through them goes there (arqond/cluster/zgents.py)."""
+        self.register(spec)
+        served = self.zgents.served[spec.id]
+        served.elsewhere = served.handler = elsewhere
+        served.zgent.node = elsewhere.node
+        return served
 
     async def _serve_socket(self, name: str, held: ZgentFiles) -> None:
         assert self.loop is not None

@@ -12,7 +12,7 @@ from arqond.core.bus import Bus
 from arqond.core.cursors import Cursors, Position
 from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.core.store import Store
-from arqond.core.streams import Retention
+from arqond.core.streams import Retention, Stream
 from arqond.streams.sqlite import Limits, SqliteStore, StoreError
 from arqond.unix import ListenerError
 
@@ -32,6 +32,39 @@ def retention_of(config: Config) -> Retention:
     return Retention(streams.max_messages, streams.max_bytes, streams.max_age)
 
 
+def open_store(store: SqliteStore) -> list[Stream]:
+    """The streams ``store`` holds, opened; a store that cannot be opened stops the start."""
+    try:
+        return store.open()
+    except StoreError as exc:
+        raise ListenerError(str(exc)) from None
+
+
+def take_over(bus: Bus, store: SqliteStore, cursors: Cursors, streams: list[Stream],
+              listener: Any) -> int:
+    """Channels and cursors again for what ``store`` kept, before anyone connects, and its
+    writer started (``listener`` hears what it stored: the Bus, or a store built on this
+    one); how many streams it restored."""
+    left_out = bus.restore(streams)
+    if left_out:
+        log.warning("%d stored stream(s) not restored: server.max_channels (%d) reached",
+                    left_out, bus.settings.max_channels)
+    store.start(listener, asyncio.get_running_loop())
+    names = {stream.stored_id: (stream.room, stream.channel) for stream in streams}
+    cursors.restore({(principal, name, *names[stream_id]): Position(seq, epoch)
+                     for (principal, name, stream_id), (seq, epoch)
+                     in store.cursors().items() if stream_id in names})
+    return len(streams) - left_out
+
+
+def samples_of(bus: Bus, store: SqliteStore) -> list[Sample]:
+    return [gauge("arqonbus_streams_pending", "Messages waiting to be stored.",
+                  len(bus.pending)),
+            gauge("arqonbus_streams_pending_bytes", "Bytes of messages waiting to be "
+                  "stored (streams.max_pending_bytes).", bus.pending_bytes),
+            *counters_of(store, "arqonbus_streams", COUNTERS)]
+
+
 class StreamsAdapter:
     name = "streams"
 
@@ -43,22 +76,11 @@ class StreamsAdapter:
                                  Limits(config.streams.total_bytes))
 
     async def start(self) -> None:
-        try:
-            streams = self.store.open()
-        except StoreError as exc:
-            raise ListenerError(str(exc)) from None
-        left_out = self.bus.restore(streams)
-        if left_out:
-            log.warning("%d stored stream(s) not restored: server.max_channels (%d) reached",
-                        left_out, self.bus.settings.max_channels)
-        self.store.start(self.bus, asyncio.get_running_loop())
+        restored = take_over(self.bus, self.store, self.cursors, open_store(self.store),
+                             self.bus)
         self.bus.store = self.store
-        names = {stream.stored_id: (stream.room, stream.channel) for stream in streams}
-        self.cursors.restore({(principal, name, *names[stream_id]): Position(seq, epoch)
-                              for (principal, name, stream_id), (seq, epoch)
-                              in self.store.cursors().items() if stream_id in names})
-        log.info("streams: %d restored from %s (durability %s)", len(streams) - left_out,
-                 self.store.path, self.store.durability)
+        log.info("streams: %d restored from %s (durability %s)", restored, self.store.path,
+                 self.store.durability)
 
     async def stop(self) -> None:
         self.bus.store = None
@@ -70,28 +92,25 @@ class StreamsAdapter:
         self.store.limits = Limits(config.streams.total_bytes)
 
     def samples(self) -> list[Sample]:
-        bus = self.bus
-        return [gauge("arqonbus_streams_pending", "Messages waiting to be stored.",
-                      len(bus.pending)),
-                gauge("arqonbus_streams_pending_bytes", "Bytes of messages waiting to be "
-                      "stored (streams.max_pending_bytes).", bus.pending_bytes),
-                *counters_of(self.store, "arqonbus_streams", COUNTERS)]
+        return samples_of(self.bus, self.store)
 
 
-def storage_health(bus: Bus, store: SqliteStore | None) -> dict[str, Any]:
+def storage_health(bus: Bus, backend: str) -> dict[str, Any]:
     """/status's ``storage``: the streams store's state ("unhealthy" once it went on in
-    memory after a write error, streams.on_full = "memory")."""
+    memory after a write error, streams.on_full = "memory") and kind (``backend``: sqlite,
+    jetstream or memory)."""
     health: dict[str, Any] = {"status": "unhealthy" if bus.store_lost else "healthy",
-                              "backend_type": "sqlite" if store is not None else "memory"}
+                              "backend_type": backend}
     if bus.store_lost:
         health["error"] = bus.store_lost
     return health
 
 
-def storage_report(bus: Bus, config: Config, store: SqliteStore | None,
+def storage_report(bus: Bus, config: Config, store: SqliteStore | None, backend: str,
                    kv: Store) -> dict[str, Any]:
     """/storage/stats, in the shape of ArqonBus's stream backend (backend_type, configuration,
-    stats), for arqond's streams store, the in-memory history windows and op.store."""
+    stats), for arqond's streams store (a cluster's: the node's copy), the in-memory history
+    windows and op.store."""
     streams, server = config.streams, config.server
     stats: dict[str, Any] = {"pending": len(bus.pending), "pending_bytes": bus.pending_bytes,
                              "channels": bus.router.channel_count(),
@@ -101,7 +120,7 @@ def storage_report(bus: Bus, config: Config, store: SqliteStore | None,
     if store is not None:
         stats.update({counter: getattr(store, counter) for counter in COUNTERS})
     return {
-        **storage_health(bus, store),
+        **storage_health(bus, backend),
         "configuration": {
             "path": store.path if store is not None else None,
             "durability": streams.durability, "on_full": streams.on_full,

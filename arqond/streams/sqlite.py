@@ -95,8 +95,11 @@ def describe_failure(exc: BaseException, path: str) -> str:
 
 
 class SqliteStore:
-    def __init__(self, state_dir: str, durability: str, limits: Limits) -> None:
-        self.path = os.path.join(state_dir, FILE_NAME)
+    numbers = False     # the Bus numbers what it appends here
+
+    def __init__(self, state_dir: str, durability: str, limits: Limits,
+                 file_name: str = FILE_NAME) -> None:
+        self.path = os.path.join(state_dir, file_name)
         self.durability = durability
         self.limits = limits
         self.bus: "Bus | None" = None
@@ -201,7 +204,24 @@ class SqliteStore:
             self._wake.notify()
 
     def forget(self, stream: Stream) -> None:
-        self._run_in_writer(Job(lambda db: self._forget(db, stream)))
+        stream_id = stream.stored_id
+        self._run_in_writer(Job(lambda db: self._forget(db, stream_id)))
+
+    def note(self, key: str, value: str) -> None:
+        """Keep ``key`` = ``value`` with the messages appended so far, in the same
+        transaction as the last of them (what a store built on this one must know again at
+        start, such as how far it has read)."""
+        self._run_in_writer(Job(lambda db: db.execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))))
+
+    def noted(self, key: str) -> str | None:
+        """What ``note`` kept under ``key`` (after ``open``)."""
+        db = sqlite3.connect(self.path)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        finally:
+            db.close()
+        return row[0] if row else None
 
     def resume(self) -> None:
         with self._wake:
@@ -394,14 +414,14 @@ class SqliteStore:
             stream.stored_id = stream_id
         return stream.stored_id
 
-    def _forget(self, db: sqlite3.Connection, stream: Stream) -> None:
-        if stream.stored_id is None:
+    def _forget(self, db: sqlite3.Connection, stream_id: int | None) -> None:
+        if stream_id is None:
             return
-        db.execute("DELETE FROM messages WHERE stream=?", (stream.stored_id,))
-        db.execute("DELETE FROM cursors WHERE stream=?", (stream.stored_id,))
-        db.execute("DELETE FROM streams WHERE id=?", (stream.stored_id,))
-        self._sizes.pop(stream.stored_id, None)
-        self._streams.pop(stream.stored_id, None)
+        db.execute("DELETE FROM messages WHERE stream=?", (stream_id,))
+        db.execute("DELETE FROM cursors WHERE stream=?", (stream_id,))
+        db.execute("DELETE FROM streams WHERE id=?", (stream_id,))
+        self._sizes.pop(stream_id, None)
+        self._streams.pop(stream_id, None)
 
     # -- retention ------------------------------------------------------------------------
 
@@ -420,10 +440,12 @@ class SqliteStore:
             row = db.execute("SELECT max(seq) FROM messages WHERE stream=? AND received<?",
                              (stream_id, time.time() - keep.age)).fetchone()
             cut = max(cut, row[0] or 0)
+        # The first seq from which on nothing of the stream was dropped: one past the last
+        # seq dropped. Where seqs skip numbers (a cluster's), that is not the first one kept.
         if cut:
             self._drop_through(db, stream_id, cut)
-        row = db.execute("SELECT min(seq) FROM messages WHERE stream=?", (stream_id,)).fetchone()
-        return row[0] if row[0] is not None else stream.last_seq + 1
+            return cut + 1
+        return db.execute("SELECT first_seq FROM streams WHERE id=?", (stream_id,)).fetchone()[0]
 
     def _trim_total(self, db: sqlite3.Connection) -> dict[Stream, int]:
         """streams.total_bytes: the largest streams give up their oldest first (each keeps

@@ -275,6 +275,7 @@ class ManualStore:
     ``answer_reads`` answers the replays' reads."""
 
     durability = "write"
+    numbers = False
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

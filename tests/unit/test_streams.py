@@ -161,6 +161,12 @@ def test_what_a_resuming_client_gets(seq, epoch, earliest, expected):
     assert tuple(plan_resume(stream, earliest, seq, epoch)) == expected
 
 
+def test_a_cluster_node_behind_the_client_plans_to_wait_for_it():
+    stream = Stream("lab", "notes", "e1", Retention(10, 100, 0), last_seq=5)
+    assert tuple(plan_resume(stream, 1, 9, "e1", shared=True)) == (True, 9, None)
+    assert plan_resume(stream, 1, 9, "e0", shared=True).recovered is False
+
+
 @pytest.mark.parametrize("since", [None, 3, {"seq": 1}, {"seq": -1, "epoch": "e"},
                                    {"seq": True, "epoch": "e"}, {"seq": 1, "epoch": 2},
                                    {"seq": 1, "epoch": "e", "x": 1}])

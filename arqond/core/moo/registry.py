@@ -23,6 +23,8 @@ from arqond.core.moo.names import ZgentError, check_name
 SCHEMA_VERSION = 1
 ENTRY_KEYS = ("name", "session", "pane", "log", "inbox", "socket", "capabilities", "status",
               "lastSeen")
+# Beyond the seed's keys, in a cluster's registry.json only: the node that serves it.
+NODE_KEY = "node"
 # [zgents.NAME] keys and what each holds.
 TABLE_KEYS = {"name": "a string", "session": "a string", "pane": "a string",
               "capabilities": "a list of strings", "uids": "a list of user names or uids",
@@ -152,17 +154,23 @@ class Zgent:
     log: str
     last_seen: float
     status: Status = ACTIVE
+    # The cluster node that serves it (arqond/cluster); None on a single node.
+    node: str | None = None
 
     @property
     def id(self) -> str:
         return self.spec.id
 
     def entry(self) -> dict[str, Any]:
-        """This Zgent's registry.json entry, keys in the seed's order."""
-        return {"name": self.spec.name, "session": self.spec.session, "pane": self.spec.pane,
-                "log": self.log, "inbox": self.inbox, "socket": self.socket,
-                "capabilities": list(self.spec.capabilities), "status": self.status.value,
-                "lastSeen": iso_seconds(self.last_seen)}
+        """This Zgent's registry.json entry, keys in the seed's order (and, in a cluster,
+        the node that serves it)."""
+        entry = {"name": self.spec.name, "session": self.spec.session, "pane": self.spec.pane,
+                 "log": self.log, "inbox": self.inbox, "socket": self.socket,
+                 "capabilities": list(self.spec.capabilities), "status": self.status.value,
+                 "lastSeen": iso_seconds(self.last_seen)}
+        if self.node is not None:
+            entry[NODE_KEY] = self.node
+        return entry
 
     def touch(self, now: float) -> bool:
         """A sign of life; True when the registry entry changed."""
@@ -177,6 +185,11 @@ class Zgent:
             self.status = STALE
             return True
         return False
+
+
+# The source of a Zgent another node of a cluster serves: never saved, it comes back from
+# the cluster's registry.
+CLUSTER = "cluster"
 
 
 class Retired(NamedTuple):
@@ -242,7 +255,7 @@ class Registry:
         """Specs of the Zgents registered at run time (by command or a narrative log): they
         are registered again at the next start. Config ones come from the config file."""
         return {name: zgent.spec.saved_table() for name, zgent in sorted(self.live.items())
-                if zgent.spec.source != "config"}
+                if zgent.spec.source not in ("config", CLUSTER)}
 
 
 def registry_document(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -263,7 +276,7 @@ def check_registry(document: Any) -> dict[str, dict[str, Any]]:
         check_name(zgent_id)
         if not isinstance(entry, dict):
             raise ZgentError(f"zgents.{zgent_id} must be an object")
-        unknown = entry.keys() - set(ENTRY_KEYS)
+        unknown = entry.keys() - {*ENTRY_KEYS, NODE_KEY}
         if unknown:
             raise ZgentError(f"zgents.{zgent_id}: unknown key(s) {', '.join(sorted(unknown))}")
         if entry.get("status") not in statuses:

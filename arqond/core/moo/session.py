@@ -352,7 +352,14 @@ class Session:
         self.zgents.touch(self.zgent)
         return {"subscribed": [f"{r}:{c}" for r, c in targets], "method": "arqon.message"}
 
+    def _here(self, served: "Served", what: str, request_id: Any) -> None:
+        """Refused when another node of the cluster serves this Zgent: ``what`` is there."""
+        if served.elsewhere is not None:
+            raise RpcError(RpcCode.NOT_SERVING, f"{self.zgent} is served on node "
+                           f"{served.elsewhere.node}: {what} there", request_id)
+
     def _recv(self, served: "Served", params: dict[str, Any], request_id: Any) -> None:
+        self._here(served, "its inbox is read", request_id)
         self._require(Action.READ_INBOX, request_id)
         wait = params.get("wait", 0)
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or \
@@ -393,6 +400,7 @@ class Session:
 
     def _serve(self, served: "Served", params: dict[str, Any], request_id: Any) -> Any:
         zgents, name = self.zgents, self.zgent
+        self._here(served, "its handler attaches", request_id)
         self._require(Action.SERVE_ZGENT, request_id)
         if served.handler is not None and served.handler is not self:
             raise RpcError(RpcCode.BUSY, f"{name} already has a handler "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from arqond.core import jsonrpc
 from arqond.core.access import Owners
@@ -56,16 +56,33 @@ class Waiter:
         self.request_id = request_id
 
 
+class Elsewhere(Protocol):
+    """A Zgent another node of a cluster serves (arqond/cluster/zgents.py): its handler here
+    carries requests there, and every message to it goes there (its inbox and mailbox are
+    there)."""
+
+    zgent: str
+    node: str
+
+    def write(self, obj: dict[str, Any]) -> None:
+        """A request or notification for its handler on ``node`` (Calls' Handler)."""
+
+    def line(self, message: dict[str, Any]) -> None:
+        """A message to it, as if read from its inbox on ``node``."""
+
+
 class Served:
     """A registered Zgent's live parts next to its model."""
 
-    __slots__ = ("zgent", "mailbox", "waiters", "handler")
+    __slots__ = ("zgent", "mailbox", "waiters", "handler", "elsewhere")
 
     def __init__(self, zgent: Zgent, mailbox: Mailbox) -> None:
         self.zgent = zgent
         self.mailbox = mailbox
         self.waiters: deque[Waiter] = deque()
-        self.handler: "Session | None" = None
+        self.handler: "Session | Elsewhere | None" = None
+        # Set when another node serves it: this node's files only pass on to there.
+        self.elsewhere: Elsewhere | None = None
 
 
 class Zgents:
@@ -149,7 +166,8 @@ class Zgents:
     def sweep(self) -> None:
         moo = self.config.moo
         # An attached handler is a standing sign of life.
-        attended = {name for name, served in self.served.items() if served.handler is not None}
+        attended = {name for name, served in self.served.items()
+                    if served.handler is not None and served.elsewhere is None}
         changed, purged = self.registry.sweep(self.clock(), moo.stale_after,
                                               moo.purge_offline_after, attended)
         for name in purged:
@@ -208,6 +226,10 @@ class Zgents:
         """One message to NAME, exactly as if read from NAME-inbox; ``malformed``: why a
         line is delivered as {"raw": ...} (its metadata says so on the bus)."""
         served = self.served.get(name)
+        if served is not None and served.elsewhere is not None:
+            self.inbox_lines_total += 1
+            served.elsewhere.line(message)     # published and kept where it is served
+            return
         way, why = inbox.route(name, message, self.served,
                                served is not None and served.handler is not None)
         if way is REFUSED:
