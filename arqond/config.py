@@ -210,7 +210,7 @@ SCHEMA: tuple[Option, ...] = (
            'admin (auth.enabled) is taken too. "" (the default): no key opens them, where '
            "ArqonBus would leave them open to anyone.", reload=True, secret=True),
     Option("moo.dir", str, "/var/moo", "MOO runtime dir: inbox FIFOs, Zgent sockets, registry, "
-           "broadcast log.", flag="--moo-dir", env=("ARQONBUS_MOO_DIR",), check=_absolute),
+           "broadcast log.", flag="--moo-dir", check=_absolute),
     Option("moo.log_dir", str, "/var/log/moo", "Watched narrative log dir.",
            flag="--log-dir", env=("ARQONBUS_LOG_DIR",), check=_absolute),
     Option("moo.dir_check", str, "refuse", "What arqond does at start when others than its "

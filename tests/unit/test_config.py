@@ -76,3 +76,9 @@ def test_with_the_default_channel_off_a_roomless_message_is_acked_and_goes_nowhe
     client = BusHarness(settings).connect()
     assert_ack(client.send({"type": "message", "payload": {"x": 1}}))
     assert client.ok("status")["client"]["subscriptions"] == []
+
+
+def test_every_environment_name_of_a_key_is_said_once():
+    """An alias equal to the name derived from the key would be listed twice in arqond.conf(5)."""
+    for option in configuration.SCHEMA:
+        assert len(set(option.env_names)) == len(option.env_names), option.key
