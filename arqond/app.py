@@ -260,7 +260,8 @@ class Daemon:
                 raise ListenerError(f"cluster.nats_url is set, but the NATS client cannot be "
                                     f"loaded ({exc}): install nats-py (pip install "
                                     "'arqond[cluster]')") from None
-            streams = cluster = ClusterAdapter(bus, config, self.cursors)
+            local = StreamsAdapter(bus, config, self.cursors, ClusterAdapter.mirror_file)
+            streams = cluster = ClusterAdapter(bus, config, self.cursors, local)
         elif config.streams.durability != "memory":
             streams = StreamsAdapter(bus, config, self.cursors)
         if streams is not None:

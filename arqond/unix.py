@@ -21,6 +21,10 @@ class ListenerError(Exception):
     pass
 
 
+class NotOurs(Exception):
+    """A path arqond must not touch; the text says what was found there."""
+
+
 def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
     """Listen on a Unix socket path.
 

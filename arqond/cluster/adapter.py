@@ -26,11 +26,10 @@ from arqond.core.cursors import Cursors
 from arqond.core.envelope import iso_at
 from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.log import NOTICE, log_event
-from arqond.streams.adapter import open_store, samples_of, take_over
-from arqond.streams.sqlite import Limits, SqliteStore
 
 if TYPE_CHECKING:
     from arqond.moo.layer import MooLayer
+    from arqond.streams.adapter import StreamsAdapter
 
 log = logging.getLogger("arqond.cluster")
 
@@ -80,15 +79,20 @@ def node_name(config: Config) -> str:
 
 
 class ClusterAdapter:
-    name = "cluster"
+    """In place of the node's own streams adapter: ``local`` (a StreamsAdapter on
+    ``MIRROR_FILE``, made by app.py) keeps this node's copy of the cluster's stream."""
 
-    def __init__(self, bus: Bus, config: Config, cursors: Cursors) -> None:
+    name = "cluster"
+    mirror_file = MIRROR_FILE
+
+    def __init__(self, bus: Bus, config: Config, cursors: Cursors,
+                 local: "StreamsAdapter") -> None:
         self.bus = bus
         self.config = config
         self.cursors = cursors
         self.node = node_name(config)
-        self.mirror = SqliteStore(config.server.state_dir, config.streams.durability,
-                                  Limits(config.streams.total_bytes), file_name=MIRROR_FILE)
+        self.local = local
+        self.mirror = local.store
         self.store = JetStreamStore(bus, config, self.node, self.mirror)
         self.presence = Presence(bus, self.node, config.cluster.name, config.cluster.replicas)
         self.store.cursors = self.shared_cursors = SharedCursors(
@@ -110,18 +114,18 @@ class ClusterAdapter:
             log.warning("cluster: NATS (%s) not reachable within %g s; node %s serves its own "
                         "clients alone and joins when it can", ", ".join(
                             self.config.cluster.nats_url), JOIN_WAIT, self.node)
-        streams = open_store(self.mirror)
+        streams = self.local.open()
         epoch, last = self.mirror.noted(EPOCH_KEY), int(self.mirror.noted(SEQ_KEY) or 0)
         first = self.first
         if first is not None and epoch is not None and \
                 (epoch != first.epoch or last < first.first - 1):
             self.store.set_aside()
-            streams = open_store(self.mirror)
+            streams = self.local.open()
             epoch, last = None, 0
         self.mirror_epoch, self.mirror_last = epoch, last
         if epoch is not None:
             self.bus.router.epoch = epoch
-        restored = take_over(self.bus, self.mirror, self.cursors, streams, self.store)
+        restored = self.local.take_over(streams, self.store)
         self.bus.store = self.store
         self.bus.cluster = self.presence
         log.info("cluster: node %s, %d stream(s) restored from %s", self.node, restored,
@@ -187,13 +191,11 @@ class ClusterAdapter:
         self.shared_cursors.lost()
         await self.store.stop()
         await self.link.stop()
-        self.bus.store = None
-        self.mirror.close_reader()
-        await asyncio.get_running_loop().run_in_executor(None, self.mirror.close)
+        await self.local.stop()
 
     def reload(self, config: Config) -> None:
         self.config = self.store.config = config
-        self.mirror.limits = Limits(config.streams.total_bytes)
+        self.local.reload(config)
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -238,4 +240,4 @@ class ClusterAdapter:
                 *counters_of(self.presence, "arqonbus_cluster", PRESENCE_COUNTERS),
                 *(counters_of(self.sharing, "arqonbus_cluster", ZGENT_COUNTERS)
                   if self.sharing is not None else ()),
-                *samples_of(self.bus, self.mirror)]
+                *self.local.samples()]

@@ -36,7 +36,7 @@ from arqond.core.errors import RpcCode
 from arqond.core.moo.names import ZgentError
 from arqond.core.moo.registry import CLUSTER, NODE_KEY, Spec, Status, parse_iso
 from arqond.log import Throttle
-from arqond.moo.files import NotOurs
+from arqond.unix import NotOurs
 
 if TYPE_CHECKING:
     from arqond.cluster.presence import Presence

@@ -20,7 +20,8 @@ from arqond.core.moo.names import ZgentError
 from arqond.core.moo.registry import iso_seconds
 from arqond.core.router import RoutingError
 from arqond.log import log_event
-from arqond.moo.files import NotOurs, set_owner_mode
+from arqond.moo.files import set_owner_mode
+from arqond.unix import NotOurs
 
 log = logging.getLogger("arqond.moo")
 

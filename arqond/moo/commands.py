@@ -21,7 +21,7 @@ from arqond.core.moo.registry import Spec, registry_document
 from arqond.core.moo.zgents import TooManyZgents
 from arqond.core.quotas import QuotaExceeded
 from arqond.log import log_event
-from arqond.moo.files import NotOurs
+from arqond.unix import NotOurs
 
 if TYPE_CHECKING:
     from arqond.moo.layer import MooLayer

@@ -16,7 +16,7 @@ import stat
 from typing import Any, Callable
 
 from arqond.log import log_event
-from arqond.unix import ListenerError, bind_unix
+from arqond.unix import ListenerError, NotOurs, bind_unix
 
 log = logging.getLogger("arqond.moo")
 
@@ -24,10 +24,6 @@ log = logging.getLogger("arqond.moo")
 # there is room, so with arqond draining it, lines up to this size from concurrent writers stay
 # whole (POSIX promises it only up to PIPE_BUF, 4096 bytes).
 PIPE_SIZE = 1 << 20
-
-
-class NotOurs(Exception):
-    """A path arqond must not touch; the text says what was found there."""
 
 
 def _kind(mode: int) -> str:

@@ -37,7 +37,7 @@ from arqond.log import log_event
 from arqond.moo import files
 from arqond.moo.broadcast import BROADCAST_TARGET, Broadcasts
 from arqond.moo.commands import zgent_commands
-from arqond.moo.files import NotOurs
+from arqond.unix import NotOurs
 from arqond.moo.inbox import InboxReader, Peeker
 from arqond.moo.mailboxes import MailboxLog, MailboxStore
 from arqond.moo.registry_writer import RegistryWriter, Snapshot

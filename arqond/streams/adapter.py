@@ -13,7 +13,7 @@ from arqond.core.cursors import Cursors, Position
 from arqond.core.metrics import Sample, counters_of, gauge
 from arqond.core.store import Store
 from arqond.core.streams import Retention, Stream
-from arqond.streams.sqlite import Limits, SqliteStore, StoreError
+from arqond.streams.sqlite import FILE_NAME, Limits, SqliteStore, StoreError
 from arqond.unix import ListenerError
 
 log = logging.getLogger("arqond.streams")
@@ -32,52 +32,47 @@ def retention_of(config: Config) -> Retention:
     return Retention(streams.max_messages, streams.max_bytes, streams.max_age)
 
 
-def open_store(store: SqliteStore) -> list[Stream]:
-    """The streams ``store`` holds, opened; a store that cannot be opened stops the start."""
-    try:
-        return store.open()
-    except StoreError as exc:
-        raise ListenerError(str(exc)) from None
-
-
-def take_over(bus: Bus, store: SqliteStore, cursors: Cursors, streams: list[Stream],
-              listener: Any) -> int:
-    """Channels and cursors again for what ``store`` kept, before anyone connects, and its
-    writer started (``listener`` hears what it stored: the Bus, or a store built on this
-    one); how many streams it restored."""
-    left_out = bus.restore(streams)
-    if left_out:
-        log.warning("%d stored stream(s) not restored: server.max_channels (%d) reached",
-                    left_out, bus.settings.max_channels)
-    store.start(listener, asyncio.get_running_loop())
-    names = {stream.stored_id: (stream.room, stream.channel) for stream in streams}
-    cursors.restore({(principal, name, *names[stream_id]): Position(seq, epoch)
-                     for (principal, name, stream_id), (seq, epoch)
-                     in store.cursors().items() if stream_id in names})
-    return len(streams) - left_out
-
-
-def samples_of(bus: Bus, store: SqliteStore) -> list[Sample]:
-    return [gauge("arqonbus_streams_pending", "Messages waiting to be stored.",
-                  len(bus.pending)),
-            gauge("arqonbus_streams_pending_bytes", "Bytes of messages waiting to be "
-                  "stored (streams.max_pending_bytes).", bus.pending_bytes),
-            *counters_of(store, "arqonbus_streams", COUNTERS)]
-
-
 class StreamsAdapter:
+    """The node's own store; a cluster's adapter (arqond/cluster) keeps one as the node's
+    copy of the cluster's stream, given to it by app.py, and drives it through ``open``
+    and ``take_over`` in its own start."""
+
     name = "streams"
 
-    def __init__(self, bus: Bus, config: Config, cursors: Cursors) -> None:
+    def __init__(self, bus: Bus, config: Config, cursors: Cursors,
+                 file_name: str = FILE_NAME) -> None:
         self.bus = bus
         self.config = config
         self.cursors = cursors
         self.store = SqliteStore(config.server.state_dir, config.streams.durability,
-                                 Limits(config.streams.total_bytes))
+                                 Limits(config.streams.total_bytes), file_name=file_name)
+
+    def open(self) -> list[Stream]:
+        """The streams the store holds, opened; a store that cannot be opened stops the
+        start."""
+        try:
+            return self.store.open()
+        except StoreError as exc:
+            raise ListenerError(str(exc)) from None
+
+    def take_over(self, streams: list[Stream], listener: Any) -> int:
+        """Channels and cursors again for what the store kept, before anyone connects, and
+        its writer started (``listener`` hears what it stored: the Bus, or a store built on
+        this one); how many streams it restored."""
+        bus, store = self.bus, self.store
+        left_out = bus.restore(streams)
+        if left_out:
+            log.warning("%d stored stream(s) not restored: server.max_channels (%d) reached",
+                        left_out, bus.settings.max_channels)
+        store.start(listener, asyncio.get_running_loop())
+        names = {stream.stored_id: (stream.room, stream.channel) for stream in streams}
+        self.cursors.restore({(principal, name, *names[stream_id]): Position(seq, epoch)
+                              for (principal, name, stream_id), (seq, epoch)
+                              in store.cursors().items() if stream_id in names})
+        return len(streams) - left_out
 
     async def start(self) -> None:
-        restored = take_over(self.bus, self.store, self.cursors, open_store(self.store),
-                             self.bus)
+        restored = self.take_over(self.open(), self.bus)
         self.bus.store = self.store
         log.info("streams: %d restored from %s (durability %s)", restored, self.store.path,
                  self.store.durability)
@@ -92,7 +87,12 @@ class StreamsAdapter:
         self.store.limits = Limits(config.streams.total_bytes)
 
     def samples(self) -> list[Sample]:
-        return samples_of(self.bus, self.store)
+        bus = self.bus
+        return [gauge("arqonbus_streams_pending", "Messages waiting to be stored.",
+                      len(bus.pending)),
+                gauge("arqonbus_streams_pending_bytes", "Bytes of messages waiting to be "
+                      "stored (streams.max_pending_bytes).", bus.pending_bytes),
+                *counters_of(self.store, "arqonbus_streams", COUNTERS)]
 
 
 def storage_health(bus: Bus, backend: str) -> dict[str, Any]:
