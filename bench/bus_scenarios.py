@@ -36,10 +36,12 @@ def ws_systems(settings: dict[str, Any]):
 
 
 @contextmanager
-def started(kind: str, loop: str) -> Iterator[tuple[int, str]]:
-    """(server pid, ws url) of a running arqond or floor server."""
+def started(kind: str, loop: str, config: dict[str, dict[str, Any]] | None = None
+            ) -> Iterator[tuple[int, str]]:
+    """(server pid, ws url) of a running arqond (with ``config``) or floor server."""
     if kind in ("arqond", "memory"):
-        config = {"streams": {"durability": "memory"}} if kind == "memory" else None
+        if kind == "memory":
+            config = {**(config or {}), "streams": {"durability": "memory"}}
         with procs.arqond(config, event_loop=loop) as daemon:
             yield daemon.proc.pid, daemon.ws_url
     else:
@@ -100,7 +102,9 @@ def b6_idle_clients(settings: dict[str, Any]) -> list[dict[str, Any]]:
     for label, loop, kind in ws_systems(settings):
         if loop != "asyncio" or kind == "memory":
             continue
-        with started(kind, loop) as (pid, url):
+        # Every client is the same local user here: its connection quota (256 by default)
+        # is raised to hold them all, as a deployment with such a user would.
+        with started(kind, loop, {"quotas": {"connections": count + 1}}) as (pid, url):
             rss_idle = procs.rss_mb(pid)[0]
             clients = procs.spawn_node("idle", url, count)
             ready = orjson.loads(procs.wait_ready(clients, timeout=300))
@@ -117,7 +121,7 @@ def b6_idle_clients(settings: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(row("B6", label, "RSS with clients", rss_connected, "MiB",
                         max=rss_peak, target="≤ 300" if kind == "arqond" else None,
                         note=f"{rss_idle:.0f} MiB before; {ready['ready']} connected, "
-                             f"{ready['failed']} failed"))
+                             f"{ready['failed']} failed, {ready['closed']} closed by it"))
         rows.append(row("B6", label, "received broadcast", result["received"], "clients",
                         expected=result["connected"] - 1, failed=result["failed"],
                         seconds=round(elapsed, 3), server_cpu_s=round(cpu, 3),
