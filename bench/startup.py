@@ -100,7 +100,8 @@ def restart_refusals(seconds: float) -> dict[str, Any]:
     # LISTEN_PID must be the daemon's own pid, known only after fork: a shell moves the socket
     # to fd 3, sets LISTEN_PID to its own pid and execs arqond, as systemd would.
     fd = listener.fileno()
-    wrapper = ["bash", "-c", f'exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$; exec "$@"', "activate"]
+    move = "" if fd == 3 else f"exec 3<&{fd} {fd}<&-; "   # already fd 3: moving it closes it
+    wrapper = ["bash", "-c", f'{move}export LISTEN_PID=$$; exec "$@"', "activate"]
     with tempfile.TemporaryDirectory(prefix="bench-activate-") as tmp:
         daemon = DaemonProcess(Path(tmp), {"server": {"log_level": "info"}},
                                env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "ws"}, wrapper=wrapper)
