@@ -168,7 +168,9 @@ def b3_shell_peers(paced: int, burst: int) -> list[dict[str, Any]]:
 # -- B4 ----------------------------------------------------------------------------------------
 
 class Writers:
-    """FIFO writer processes (``bench.lines``), released together once all are up.
+    """FIFO writer processes (``bench.lines``), started, then released together by ``release``
+    (starting fifty interpreters takes seconds on a busy host: the reader is made ready
+    after that, so its idle timeout does not run out before the first line).
 
     Paced writers (``rate`` lines/s each) are phased evenly, writer i starting i/writers of an
     interval after the first, so the FIFO sees one steady stream of writers x rate lines/s
@@ -182,13 +184,19 @@ class Writers:
                         for i in range(writers)]
         for writer in self.spawned:
             procs.wait_ready(writer)
+        self.rate = rate
+        self.released = 0
+
+    def release(self) -> "Writers":
         self.released = time.monotonic_ns()
         first_write = self.released + 50_000_000  # every writer has read its line by then
+        writers, rate = len(self.spawned), self.rate
         for i, writer in enumerate(self.spawned):
             assert writer.stdin is not None
             writer.stdin.write(f"{first_write + int(i * 1e9 / rate / writers)}\n" if rate
                                else "\n")
             writer.stdin.flush()
+        return self
 
     def finish(self) -> float:
         """Let the writers exit; their CPU seconds."""
@@ -212,15 +220,17 @@ def b4_arqond(writers: int, paced_each: int, burst_each: int) -> list[dict[str, 
             return [na("B4", "arqond", missing)]
         inbox = daemon.moo_dir / f"{ZGENT}-inbox"
         cpu_before = procs.cpu_seconds(daemon.proc.pid)
-        sub = ws_subscriber(daemon, f"{ZGENT}:inbox", paced_total)
         paced = Writers(inbox, writers, paced_each, rate_each)
+        sub = ws_subscriber(daemon, f"{ZGENT}:inbox", paced_total)
+        paced.release()
         result = procs.result_of(sub)
         load_cpu = paced.finish()
         rows.append(latency_row("B4", "arqond", result["latencies_ns"], target="p99 ≤ 2",
                                 lost=paced_total - result["received"],
                                 note=f"{writers} writers, 1,000 lines/s in all"))
-        sub = ws_subscriber(daemon, f"{ZGENT}:inbox", burst_total)
         burst = Writers(inbox, writers, burst_each, 0)
+        sub = ws_subscriber(daemon, f"{ZGENT}:inbox", burst_total)
+        burst.release()
         result = procs.result_of(sub)
         load_cpu += burst.finish()
         delivered = paced_total + result["received"]
@@ -242,14 +252,14 @@ def b4_raw_fifo(writers: int, paced_each: int, burst_each: int) -> list[dict[str
         stream = os.fdopen(os.open(path, os.O_RDWR), "rb", buffering=65536)
         reader = LineReader(stream)
         total = writers * paced_each
-        paced = Writers(path, writers, paced_each, 1000 / writers)
+        paced = Writers(path, writers, paced_each, 1000 / writers).release()
         reader.wait_count(total)
         paced.finish()
         rows.append(latency_row("B4", "raw FIFO", list(reader.latencies),
                                 lost=total - len(reader.latencies)))
         reader.latencies.clear()
         total = writers * burst_each
-        burst = Writers(path, writers, burst_each, 0)
+        burst = Writers(path, writers, burst_each, 0).release()
         received = reader.wait_count(total)
         burst.finish()
         rows.append(burst_row("B4", "raw FIFO", total, received, burst.released, reader.last))
