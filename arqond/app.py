@@ -43,7 +43,7 @@ from arqond.streams.adapter import StreamsAdapter, retention_of, storage_health,
 from arqond.transports.timers import LoopTimers
 from arqond.transports.webhooks import WebhookDelivery
 from arqond.transports.websocket import WebSocketAdapter
-from arqond.unix import bind_unix
+from arqond.unix import bind_unix, remove_socket_file
 
 log = logging.getLogger("arqond")
 
@@ -135,6 +135,8 @@ class Daemon:
         # Flush hooks run on SIGTERM before the adapters stop (checkpoints, registry, ...).
         self.stop_callbacks: list[StopCallback] = []
         self.addresses: dict[str, str] = {}
+        # Unix socket files bound here (not systemd's, which outlive arqond): removed at stop.
+        self.bound_paths: list[str] = []
         # "starting", "ready" or "stopping": /health answers 200 only when "ready".
         self.state = "starting"
         self.principals = PrincipalResolver(config)
@@ -225,6 +227,8 @@ class Daemon:
         if sock is None:
             sock = bind_fallback()
             origin = "bound"
+            if sock.family == socket.AF_UNIX:
+                self.bound_paths.append(sock.getsockname())
         self.addresses[name] = address = describe(sock)
         log_event(log, logging.INFO, "listener_up", f"listening {name} on {address} ({origin})",
                   listener=name, address=address)
@@ -239,8 +243,6 @@ class Daemon:
         telemetry_sock = self.listener(
             "telemetry", lambda: bind_tcp(server.host, server.telemetry_port))
         http_sock = self.listener("http", lambda: bind_tcp(server.host, server.http_port))
-        # The control socket file belongs to systemd when it passed the socket: kept on stop.
-        control_owned = "control" not in self.activation.listeners
         control_sock = self.listener("control", lambda: control_listener(config))
         ws_socks = [ws_sock]
         if server.bus_socket or "bus" in self.activation.listeners:
@@ -273,8 +275,7 @@ class Daemon:
         websocket = WebSocketAdapter(bus, config, ws_socks, principals)
         telemetry = TelemetryAdapter(bus, config, telemetry_sock)
         bus.plug(on_event=telemetry.on_event, on_message=telemetry.on_message)
-        control = ControlAdapter(bus, config, control_sock, principals,
-                                 owned_path=server.control_socket if control_owned else None)
+        control = ControlAdapter(bus, config, control_sock, principals)
         self.adapters += [websocket, self.moo]
         if cluster is not None:     # after the MOO layer, whose files it makes
             self.adapters.append(cluster.share_zgents(self.moo))
@@ -418,6 +419,8 @@ class Daemon:
                             getattr(step, "__qualname__", step), STOP_BUDGET)
             except Exception:
                 log.exception("shutdown step %s failed", getattr(step, "__qualname__", step))
+        for path in self.bound_paths:
+            remove_socket_file(path)
 
     def reload(self) -> None:
         self.notifier.reloading()

@@ -25,6 +25,15 @@ class NotOurs(Exception):
     """A path arqond must not touch; the text says what was found there."""
 
 
+def remove_socket_file(path: str) -> None:
+    """Remove the socket file arqond bound at ``path`` (at stop), and nothing else there."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def bind_unix(path: str, mode: int = 0o660) -> socket.socket:
     """Listen on a Unix socket path.
 

@@ -144,7 +144,13 @@ async def test_listen_fds_harness_with_a_fifo_for_the_fd_store(make_daemon, tmp_
     assert removal.fields == {"FDSTOREREMOVE": "1", "FDNAME": "alice-inbox"}
     assert "READY" in notify_socket.until("READY").fields
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    bus_path = daemon.listeners["bus"]
+    assert stat.S_ISSOCK(os.lstat(bus_path).st_mode)
     assert daemon.stop() == 0
+    # The socket systemd passed outlives arqond (systemd owns it); the one arqond bound itself
+    # is removed at stop.
+    assert stat.S_ISSOCK(os.lstat(tmp_path / "control.sock").st_mode)
+    assert not os.path.lexists(bus_path)
 
 
 def take_in_child(tmp_path, names: str) -> str:

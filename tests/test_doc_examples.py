@@ -174,9 +174,10 @@ class Runner:
         env = self.env
         if command.startswith("arqond "):
             # A second daemon, configured by its flags alone: not by this test's file, and
-            # with a control socket other than the first one's.
+            # with control and bus sockets other than the first one's (nor the host's).
             env = {**env, "ARQONBUS_CONFIG": os.devnull,
-                   "ARQONBUS_CONTROL_SOCKET": str(self.tmp / "second-control.sock")}
+                   "ARQONBUS_CONTROL_SOCKET": str(self.tmp / "second-control.sock"),
+                   "ARQONBUS_SERVER_BUS_SOCKET": str(self.tmp / "second-bus.sock")}
         with open(log, "w") as out:
             process = subprocess.Popen(["bash", "-o", "pipefail", "-c", command], cwd=ROOT,
                                        env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -161,6 +161,7 @@ async def test_sighup_applies_a_good_config_and_keeps_the_old_on_a_bad_one(
 async def test_stop_signal_closes_clients_with_1001_and_exits_0(make_daemon, connect_peer,
                                                                  signum):
     daemon = make_daemon()
+    sockets = [daemon.listeners["control"], daemon.listeners["bus"]]
     peers = [await connect_peer(daemon.ws_url) for _ in range(3)]
     # One more client that never answers the close frame: arqond must not wait on it for long.
     host, port = daemon.listeners["ws"].rsplit(":", 1)
@@ -181,6 +182,8 @@ async def test_stop_signal_closes_clients_with_1001_and_exits_0(make_daemon, con
     assert code == 0
     assert elapsed < STOP_CONTRACT
     daemon.wait_for_line("arqond stopping")
+    # The socket files it bound itself are gone with it.
+    assert [path for path in sockets if os.path.lexists(path)] == []
 
 
 async def test_stop_callbacks_run_and_a_stuck_one_is_cut_short(tmp_path, monkeypatch):

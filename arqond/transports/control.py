@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
-import stat
 from typing import Any
 
 from arqond.config import Config
@@ -177,13 +175,11 @@ class ControlAdapter:
     name = "control"
 
     def __init__(self, bus: Bus, config: Config, sock: socket.socket,
-                 principals: PrincipalResolver, owned_path: str | None = None) -> None:
-        """``owned_path``: the socket file arqond bound itself, removed again at stop."""
+                 principals: PrincipalResolver) -> None:
         self.bus = bus
         self.config = config
         self.principals = principals
         self.sock = sock
-        self.owned_path = owned_path
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[ControlConnection] = set()
         self.refused_total = 0
@@ -227,9 +223,3 @@ class ControlAdapter:
             if connection.transport is not None:
                 connection.transport.close()
         await self.server.wait_closed()
-        if self.owned_path:
-            try:
-                if stat.S_ISSOCK(os.lstat(self.owned_path).st_mode):
-                    os.unlink(self.owned_path)
-            except FileNotFoundError:
-                pass
