@@ -217,19 +217,18 @@ class SqliteStore:
     # -- what the Bus calls (on the loop) -------------------------------------------------
 
     def append(self, record: Record) -> None:
-        with self._wake:
-            self._queue.append(record)
-            self._wake.notify()
+        self._enqueue(record)
 
     def forget(self, stream: Stream) -> None:
-        stream_id = stream.stored_id
-        self._run_in_writer(Job(lambda db: self._forget(db, stream_id)))
+        # Its id read by the writer, in turn: records still queued before this may be the
+        # ones that give the stream an id.
+        self._enqueue(Job(lambda db: self._forget(db, stream.stored_id)))
 
     def note(self, key: str, value: str) -> None:
         """Keep ``key`` = ``value`` with the messages appended so far, in the same
         transaction as the last of them (what a store built on this one must know again at
         start, such as how far it has read)."""
-        self._run_in_writer(Job(lambda db: db.execute(
+        self._enqueue(Job(lambda db: db.execute(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))))
 
     def noted(self, key: str) -> str | None:
@@ -281,7 +280,7 @@ class SqliteStore:
             stream_id = self._stream_id(db, stream)
             db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?, ?)",
                        (principal, name, stream_id, seq, epoch))
-        self._run_in_writer(Job(save, then))
+        self._enqueue(Job(save, then))
 
     def cursors(self) -> dict[tuple[str, str, int], tuple[int, str]]:
         """Every saved cursor: (principal, name, stream id) -> (seq, epoch); read at start."""
@@ -289,9 +288,9 @@ class SqliteStore:
         return {(principal, name, stream): (seq, epoch) for principal, name, stream, seq, epoch
                 in self.reader.execute("SELECT * FROM cursors")}
 
-    def _run_in_writer(self, job: Job) -> None:
+    def _enqueue(self, item: Record | Job) -> None:
         with self._wake:
-            self._queue.append(job)
+            self._queue.append(item)
             self._wake.notify()
 
     # -- the writer thread ------------------------------------------------------------------
