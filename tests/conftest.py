@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 import pytest
@@ -28,6 +28,7 @@ from arqond import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENER_RE = re.compile(r"LISTENER=(\S+) ADDRESS=(\S+)")
+T = TypeVar("T")
 
 
 def _timeout_factor() -> float:
@@ -55,6 +56,20 @@ def scaled(seconds: float) -> float:
 async def settle(seconds: float) -> None:
     """A fixed pause (time passing is the point), stretched like every other wait."""
     await asyncio.sleep(scaled(seconds))
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0, *,
+                     done: Callable[[T], bool] = bool) -> T:
+    """``await check()`` until ``done`` says its value is the one awaited (something
+    true, by default), or the scaled timeout passes; the last value either way, for the
+    test's assertion to show."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + scaled(timeout)
+    while True:
+        found = await check()
+        if done(found) or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.1)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -743,8 +758,6 @@ def parse_http_reply(raw: bytes) -> HttpReply:
 # -- TCP ports: read back from the daemon, or picked for what cannot bind port 0 ---------------
 # arqond binds port 0 and logs LISTENER=... ADDRESS=...: tests read the port from there
 # (DaemonProcess.listeners). Only what must be told its port before it starts picks one here.
-
-T = TypeVar("T")
 
 
 class PortTaken(AssertionError):

@@ -9,7 +9,7 @@ import sys
 import orjson
 import pytest
 
-from tests.conftest import ROOT, http_call, metrics_of, scaled, sh
+from tests.conftest import ROOT, eventually, http_call, metrics_of, scaled, sh
 from tests.nats_harness import cluster_config, nats_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(90)
@@ -110,16 +110,6 @@ def test_status_metrics_and_health_show_the_node_in_its_cluster(make_daemon, nat
     assert (stats["backend_type"], stats["configuration"]["path"]) == \
         ("jetstream", str(node.state_dir / "cluster.sqlite3"))
     assert "stored_total" in stats["stats"]
-
-
-async def eventually(check, timeout: float = 10.0):
-    """``await check()`` until it returns something true (presence syncs every second)."""
-    deadline = asyncio.get_running_loop().time() + scaled(timeout)
-    while True:
-        found = await check()
-        if found or asyncio.get_running_loop().time() > deadline:
-            return found
-        await asyncio.sleep(0.2)
 
 
 async def test_a_wildcard_subscriber_gets_what_any_node_publishes(make_daemon, nats_server,

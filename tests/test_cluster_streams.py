@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import eventually
 from tests.nats_harness import cluster_config, nats_server  # noqa: F401
-from tests.test_cluster import eventually, joined, publish, start_nodes
+from tests.test_cluster import joined, publish, start_nodes
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.conftest import run_arqon, sh
+from tests.conftest import eventually, run_arqon, sh
 from tests.nats_harness import cluster_config, nats_server  # noqa: F401
 from tests.test_call_and_serve import DREADER_HANDLER, SEED_PARAMS, SEED_RESULT, socat
-from tests.test_cluster import eventually
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from tests.conftest import metrics_of, run_arqon, sh
+from tests.conftest import eventually, metrics_of, run_arqon, sh
 
 ZGENTS = {"dreader": {"name": "DReader", "capabilities": ["query:volume"]},
           "parseclipmate": {}}
@@ -134,9 +134,13 @@ async def test_a_full_mailbox_drops_the_oldest_and_says_so(make_daemon, zgent_so
     daemon.wait_for_line("mailbox of dreader full (3)")
     assert sum("mailbox of dreader full" in line for line in daemon.lines) == 1
     sock = await zgent_socket(daemon.moo_dir / "dreader.sock")
-    # The dropped ones are still in the channel's history.
-    history = await sock.call("arqon.history", {"channel": "inbox"})
-    assert [m["payload"]["n"] for m in history["result"]["messages"]] == [1, 2, 3, 4, 5]
+
+    async def inbox_history() -> list[int]:
+        history = await sock.call("arqon.history", {"channel": "inbox"})
+        return [m["payload"]["n"] for m in history["result"]["messages"]]
+    # The dropped ones are still in the channel's history: recorded there once the store
+    # has them, which may be a moment after the mailbox had them.
+    assert await eventually(inbox_history, done=lambda got: len(got) >= 5) == [1, 2, 3, 4, 5]
     # What is kept on disk is what the full mailbox kept, through a kill -9.
     daemon.kill()
     daemon.start()
