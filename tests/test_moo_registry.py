@@ -8,11 +8,12 @@ import signal
 import socket
 import stat
 import time
+from typing import Any
 
 import orjson
 import pytest
 
-from tests.conftest import metrics_of, sh, write_config
+from tests.conftest import eventually, metrics_of, sh, write_config
 
 ZGENTS = {"dreader": {"name": "DReader", "capabilities": [
     "query:volume", "query:sentiment", "query:history", "subscribe:narrative"]}}
@@ -197,6 +198,11 @@ async def test_a_bus_broadcast_is_appended_first_then_published_once(make_daemon
     log = daemon.log_dir / "broadcast.jsonl"
     first = log.read_bytes()
     assert orjson.loads(first)["content"] == "Hello"
+
+    async def published() -> list[Any]:   # by the narrative bridge, once it read the line
+        answer = await sender.command("history", {"room": "moo", "channel": "broadcast"})
+        return [m["payload"]["content"] for m in answer["payload"]["data"]["history"]]
+    assert await eventually(published) == ["Hello"]
     listener = await connect_peer(daemon.ws_url)
     await listener.command("join_channel", {"room": "moo", "channel": "broadcast"})
     await sender.send({"type": "message", "room": "moo", "channel": "broadcast",
