@@ -168,6 +168,7 @@ class DaemonProcess:
         self.listeners: dict[str, str] = {}
         self.proc: subprocess.Popen[str] | None = None
         self._changed = threading.Condition()
+        self._stderr_read = False   # to its end: no line of the running process is still to come
         # How to launch: a wrapper in front of the command (systemd-socket-activate, setpriv,
         # sh to set LISTEN_PID) and extra Popen arguments (pass_fds, preexec_fn).
         self.prefix: list[str] = wrapper or []
@@ -180,6 +181,7 @@ class DaemonProcess:
     def start(self, wait_ready: bool = True) -> "DaemonProcess":
         self.lines.clear()
         self.listeners.clear()
+        self._stderr_read = False
         self.proc = subprocess.Popen(
             [*self.prefix, *self.command],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -210,6 +212,8 @@ class DaemonProcess:
                 self.lines.append(line)
                 self._changed.notify_all()
         with self._changed:
+            if proc is self.proc:
+                self._stderr_read = True
             self._changed.notify_all()
 
     def wait_for_line(self, needle: str, timeout: float = 10.0, start: int = 0) -> str:
@@ -221,8 +225,8 @@ class DaemonProcess:
                 for line in self.lines[start:]:
                     if needle in line:
                         return line
-                if self.proc is not None and self.proc.poll() is not None and \
-                        not any(needle in line for line in self.lines[start:]):
+                if self._stderr_read and self.proc is not None and \
+                        self.proc.poll() is not None:
                     raise AssertionError(f"arqond exited ({self.proc.returncode}) before "
                                          f"logging {needle!r}:\n" + "\n".join(self.lines))
                 remaining = deadline - time.monotonic()

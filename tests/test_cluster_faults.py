@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import http_call, metrics_of
+from tests.conftest import eventually, http_call, metrics_of
 from tests.nats_harness import cluster_config, nats_server, nats_unstarted  # noqa: F401
 from tests.test_cluster import joined, publish
 
@@ -80,9 +80,13 @@ async def test_nats_lost_while_running_keeps_local_delivery_and_shares_up_to_the
     await there.expect_silence(0.5)           # the third was never shared
     await here.expect_silence(0.3)            # nothing twice here
     assert metrics_of(away)["arqonbus_cluster_outage_kept"] == 0
-    history = (await here.command("history", {"room": "lab", "channel": "talk"})
-               )["payload"]["data"]["history"]
-    assert [m["message_id"] for m in history] == [before["id"], acks[0]["id"], acks[1]["id"]]
+
+    async def kept_here() -> list[str]:   # recorded once this node's own copy has them
+        history = (await here.command("history", {"room": "lab", "channel": "talk"})
+                   )["payload"]["data"]["history"]
+        return [m["message_id"] for m in history]
+    assert await eventually(kept_here, done=lambda got: len(got) >= 3) == \
+        [before["id"], acks[0]["id"], acks[1]["id"]]
 
 
 async def test_a_node_whose_copy_is_behind_refuses_publishes_and_reads_the_stream_later(

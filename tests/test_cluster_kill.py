@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import scaled
+from tests.conftest import eventually, scaled, settle
 from tests.nats_harness import nats_server  # noqa: F401
 from tests.test_cluster import joined, start_nodes
 
@@ -63,13 +63,20 @@ async def test_a_node_killed_mid_stream_loses_nothing_it_acked_and_its_clients_r
     await asyncio.wait_for(publishing, scaled(10))
     assert len(acked) >= 50
 
+    # The survivor has every acked message once its own copy has read them (and what the
+    # doomed node stored but could not ack, a moment later).
+    observer = await connect_peer(survivor.ws_url)
+    acked_ids = {ack["id"] for ack in acked}
+    await eventually(lambda: everything(observer, survivor),
+                     done=lambda got: acked_ids <= {m["message_id"] for m in got})
+    await settle(0.5)
     # The reader comes back on another node and resumes from the last message it saw.
     moved = await connect_peer(survivor.ws_url)
     last = seen[-1]["metadata"]
     resume = (await moved.command("join_channel", {**LOG, "since": last})
               )["payload"]["data"]["resume"]
     assert resume["recovered"] is True, resume
-    kept = await everything(await connect_peer(survivor.ws_url), survivor)
+    kept = await everything(observer, survivor)
     assert [m["message_id"] for m in kept[:len(seen)]] == [m["id"] for m in seen]
     after = [await moved.recv_type("message") for _ in kept[len(seen):]]
     assert [m["id"] for m in after] == [m["message_id"] for m in kept[len(seen):]]

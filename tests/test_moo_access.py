@@ -192,7 +192,7 @@ def test_outside_the_moo_group_the_bus_gives_no_zgent_administration_inboxes_or_
     assert metrics_of(daemon)["arqonbus_moo_zgents"] == 1
 
 
-def test_a_member_owns_what_she_registers_and_nothing_else(moo):
+async def test_a_member_owns_what_she_registers_and_nothing_else(moo):
     daemon, as_ = moo
     mallory = as_(MALLORY)
     mine = ok(mallory.command("zgent.register", id="mine"))["payload"]["data"]
@@ -219,7 +219,13 @@ def test_a_member_owns_what_she_registers_and_nothing_else(moo):
     # Her inbox reaches her; dreader's, written by root, does not.
     write_inbox(daemon, "dreader", {"secret": "roots"})
     write_inbox(daemon, "mine", {"for": "mallory"})
-    got = mallory.drain()
+    got: list[dict[str, Any]] = []
+
+    async def hers() -> list[dict[str, Any]]:   # her line comes once the store has it
+        got.extend(mallory.drain())
+        return got
+    await eventually(hers)
+    got.extend(mallory.drain())   # and nothing after it
     assert [(f["room"], f["payload"]) for f in got] == [("mine", {"for": "mallory"})]
     # Her quota: quotas.zgents is 2 here.
     ok(mallory.command("zgent.register", id="mine2"))

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from arqond.core.narrative import ids
-from tests.conftest import metrics_of
+from tests.conftest import metrics_of, scaled
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,7 +63,7 @@ async def history(connect_peer, daemon, room: str, channel: str, count: int,
     """The channel's stored envelopes once at least ``count`` are there (and no more come),
     asked by a client of its own so that no live event gets in the way."""
     peer = await connect_peer(daemon.ws_url)
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + scaled(timeout)
     previous = None
     while True:
         response = await peer.command("history", {"room": room, "channel": channel,

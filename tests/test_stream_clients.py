@@ -435,7 +435,8 @@ def test_read_of_another_zgents_inbox_is_refused_and_its_owner_still_reads_it(da
         "the owners of dreader: who registered it, its uids and groups; and admins) "
         "(AUTHORIZATION_ERROR)\n")
     daemon.wait_for_line("not allowed to read dreader:inbox")
-    owner = run_arqon(daemon, "read", "dreader:inbox", "--cursor", "peek")
+    # (send-to only writes the FIFO: the line is there to read once arqond stored it.)
+    owner = run_arqon(daemon, "read", "dreader:inbox", "--cursor", "peek", "--wait", "10")
     assert [m["payload"] for m in frames(owner.stdout)] == [{"secret": "roots"}]
 
 

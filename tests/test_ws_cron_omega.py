@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from arqond.core.auth import issue_hs256
+from tests.conftest import scaled
 
 SECRET = "operator-secret"
 
@@ -59,17 +60,17 @@ async def test_cron_cancel_and_disconnect_stop_jobs(daemon, connect_peer):
     watcher = await connect_peer(daemon.ws_url)
     job = (await owner.command("op.cron.schedule", {
         "room": "science", "channel": "general", "payload": {"x": 1},
-        "delay_seconds": 0.3}))["payload"]["data"]
+        "delay_seconds": scaled(1)}))["payload"]["data"]
     listed = (await owner.command("op.cron.list"))["payload"]["data"]
     assert listed["count"] == 1 and listed["jobs"][0]["owner_client_id"] == owner.id
     assert (await watcher.command("op.cron.list"))["payload"]["data"]["count"] == 0
     cancelled = await owner.command("op.cron.cancel", {"job_id": job["job_id"]})
     assert cancelled["payload"]["data"] == {"job_id": job["job_id"], "cancelled": True}
     await owner.command("op.cron.schedule", {
-        "room": "science", "channel": "general", "payload": {"x": 2}, "delay_seconds": 0.3,
-        "interval_seconds": 0.05, "repeat_count": 100})
+        "room": "science", "channel": "general", "payload": {"x": 2},
+        "delay_seconds": scaled(1), "interval_seconds": 0.05, "repeat_count": 100})
     await owner.close()
-    await watcher.expect_silence(0.6)
+    await watcher.expect_silence(1.3)   # past the delay: the disconnect took the job along
 
 
 @pytest.fixture
