@@ -9,8 +9,8 @@ it gets live. Messages the store holds but the Bus has not delivered yet (stored
 ``committed`` call still queued) are left for live delivery, so nothing comes twice.
 
 A client that moved to another node of a cluster may have seen more of a channel than this
-node has read yet: it waits, not joined, until this node has what it saw (at most
-``CATCH_UP_SECONDS``), so what it had does not come again.
+node has read yet: it joins at once, and what it saw is not sent to it again when this node
+reads it (``Bus.resumed``): no wait, and nothing twice.
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ if TYPE_CHECKING:
 PAUSE_AT = 0.5
 PAUSE_SECONDS = 0.01
 CHUNK_MESSAGES = 1000
-# How long a client ahead of this node (a cluster's) waits for it before it joins anyway.
-CATCH_UP_SECONDS = 5.0
 
 
 class Replay:
-    __slots__ = ("bus", "client", "channel", "after", "rows", "sent", "waited")
+    __slots__ = ("bus", "client", "channel", "after", "rows", "sent")
 
     def __init__(self, bus: "Bus", client: "Client", channel: Channel, after: int) -> None:
         self.bus = bus
@@ -43,7 +41,6 @@ class Replay:
         self.after = after                  # the last seq the client has
         self.rows: deque[Stored] = deque()  # read from the store, not sent yet
         self.sent = 0
-        self.waited = 0.0                   # seconds waited for this node to catch up
 
     def step(self) -> None:
         """Send what can be sent now; then join, or wait for the store or the client."""
@@ -55,23 +52,19 @@ class Replay:
         if self.rows:
             self._send_rows()
             return
-        if self.after > self.channel.stream.committed_seq and self.waited < CATCH_UP_SECONDS:
-            timers = bus.timers
-            assert timers is not None, "a Bus with a store has timers"
-            self.waited += PAUSE_SECONDS
-            timers.arm(self, PAUSE_SECONDS, self.step)
-            return
+        stream = self.channel.stream
         window = self.channel.history.entries
-        caught_up = self.after >= self.channel.stream.committed_seq
+        caught_up = self.after >= stream.committed_seq
         if caught_up or bus.store is None or (window and window[0].seq <= self.after + 1):
             for entry in window:
                 if entry.seq > self.after and not self._send(entry.frame):
                     return
+            bus.resumed(client, stream, self.after)
             bus.router.join(client, self.channel.room, self.channel.name)
             client.room, client.channel = self.channel.room, self.channel.name
             bus.replays.discard(self)
             return
-        bus.store.read_later(self.channel.stream, self.after, CHUNK_MESSAGES, self._got)
+        bus.store.read_later(stream, self.after, CHUNK_MESSAGES, self._got)
 
     def _got(self, rows: list[Stored]) -> None:
         committed = self.channel.stream.committed_seq

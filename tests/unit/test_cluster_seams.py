@@ -238,47 +238,66 @@ def test_a_channels_subject_and_back():
         subjects.target("other.ch.a.b")
 
 
-def test_a_client_ahead_of_this_node_waits_for_it_and_gets_nothing_twice():
-    """It saw seq 20 on another node; this node has read up to 12 only."""
+def resume_from(client, seq: int, epoch: str) -> dict[str, Any]:
+    frames = client.send({"type": "command", "command": "join_channel",
+                          "args": {**TARGET, "since": {"seq": seq, "epoch": epoch}}})
+    assert [f["type"] for f in frames[:2]] == ["response", "command_response"], frames
+    return frames[0]["payload"]["data"]["resume"]
+
+
+def test_a_client_that_saw_more_on_another_node_joins_at_once_and_gets_nothing_twice():
     harness = BusHarness()
     store = NumberingStore(harness)
-    sender = harness.connect()
-    for n in range(4):
+    sender, watcher = harness.connect(), harness.connect()
+    watcher.ok("join_channel", {"room": "lab:notes"})
+    publish(sender, 5)
+    store.hand(store.appended[-1], 5)
+    stream = harness.bus.router.channel("lab", "notes").stream
+    moved = harness.connect()
+    # It saw up to seq 9 on another node; this node has read up to 5.
+    resume = resume_from(moved, 9, stream.epoch)
+    assert (resume["recovered"], resume["last_seq"]) == (True, 5)
+    assert harness.timers.armed == {}   # no wait: it is a member at once
+    for n, seq in ((7, 7), (9, 9), (12, 12), (13, 13)):
         publish(sender, n)
-    early, upto, next_one, later = store.appended
-    store.hand(early, 12)
-    sender.take()
-    stream = harness.bus.router.channel("lab", "notes").stream
-    mover = harness.connect()
-    frames = mover.send({"type": "command", "command": "join_channel",
-                         "args": {**TARGET, "since": {"seq": 20, "epoch": stream.epoch}}})
-    assert [f["type"] for f in frames] == ["response", "command_response"]
-    resume = frames[0]["payload"]["data"]["resume"]
-    assert (resume["recovered"], resume["reason"]) == (True, None)
-    store.hand(upto, 20)                # what it had seen: not sent again
-    store.hand(next_one, 21)            # what followed: sent once its wait sees it
-    mover.assert_silent()
-    harness.timers.advance(0.01)
-    assert [m["metadata"]["seq"] for m in mover.take()] == [21]
-    store.hand(later, 25)               # and live from then on
-    assert [m["metadata"]["seq"] for m in mover.take()] == [25]
+        store.hand(store.appended[-1], seq)
+    assert [m["metadata"]["seq"] for m in moved.take()] == [12, 13]
+    assert [m["metadata"]["seq"] for m in watcher.take()] == [5, 7, 9, 12, 13]
+    assert harness.bus.seen_ahead == {}
 
 
-def test_a_client_ahead_of_this_node_joins_anyway_after_the_catch_up_wait():
+def test_what_was_delivered_unnumbered_reaches_a_client_ahead_and_a_new_resume_replaces_it():
     harness = BusHarness()
     store = NumberingStore(harness)
     sender = harness.connect()
-    publish(sender, 0)
     publish(sender, 1)
-    store.hand(store.appended[0], 3)
+    store.hand(store.appended[-1], 3)
     stream = harness.bus.router.channel("lab", "notes").stream
-    mover = harness.connect()
-    mover.send({"type": "command", "command": "join_channel",
-                "args": {**TARGET, "since": {"seq": 99, "epoch": stream.epoch}}})
-    harness.timers.advance(5.01)
-    assert ("lab", "notes") in mover.client.subscriptions
-    store.hand(store.appended[1], 100)
-    assert [m["metadata"]["seq"] for m in mover.take()] == [100]
+    moved = harness.connect()
+    resume_from(moved, 8, stream.epoch)
+    publish(sender, 2)
+    harness.bus.arrived([store.appended[-1]], {})   # seq 0: NATS away, delivered here only
+    assert [m["payload"] for m in moved.take()] == [{"n": 2}]
+    # It resumes again from what this node has: the earlier claim is gone with it.
+    resume_from(moved, 3, stream.epoch)
+    assert harness.bus.seen_ahead == {}
+    publish(sender, 4)
+    store.hand(store.appended[-1], 4)
+    assert [m["metadata"]["seq"] for m in moved.take()] == [4]
+
+
+def test_a_client_ahead_that_goes_away_is_forgotten():
+    harness = BusHarness()
+    store = NumberingStore(harness)
+    sender = harness.connect()
+    publish(sender, 1)
+    store.hand(store.appended[-1], 2)
+    stream = harness.bus.router.channel("lab", "notes").stream
+    moved = harness.connect()
+    resume_from(moved, 1_000_000, stream.epoch)
+    assert list(harness.bus.seen_ahead[stream].values()) == [1_000_000]
+    harness.bus.detach(moved.client)
+    assert harness.bus.seen_ahead == {}
 
 
 class Bucket:
