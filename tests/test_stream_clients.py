@@ -212,7 +212,7 @@ def test_a_bad_resume_is_refused_with_what_is_wrong_and_leaves_nothing_behind(
 
 # -- a channel's own retention ---------------------------------------------------------------
 
-async def test_a_channel_created_with_its_own_retention_keeps_it_across_a_restart(
+async def test_a_channel_created_with_its_own_retention_keeps_it_across_a_restart_even_unused(
         daemon, connect_peer):
     anyone = await connect_peer(daemon.ws_url)
     refused = await anyone.command("create_channel", {**TARGET, "retention": {"messages": 3}})
@@ -223,11 +223,18 @@ async def test_a_channel_created_with_its_own_retention_keeps_it_across_a_restar
     kept = created["payload"]["data"]["stream"]["retention"]
     assert kept == {"messages": 3, "bytes": 67108864, "age": 0.0}
     epoch = await publish(admin, 5)
+    # One nobody has published to yet is kept as well, from the answer on.
+    quiet = {"room": "lab", "channel": "quiet"}
+    made = await admin.command("create_channel", {**quiet, "description": "later",
+                                                  "retention": {"age": 60}})
     daemon.kill()
     daemon.start()
     peer = await connect_peer(daemon.ws_url)
     info = (await peer.command("channel_info", TARGET))["payload"]["data"]["stream"]
     assert info == {"epoch": epoch, "first_seq": 3, "last_seq": 5, "retention": kept}
+    restored = (await peer.command("channel_info", quiet))["payload"]["data"]
+    assert (restored["stream"], restored["description"]) == (made["payload"]["data"]["stream"],
+                                                            "later")
     await publish(peer, 2, start=5)
     info = (await peer.command("channel_info", TARGET))["payload"]["data"]["stream"]
     assert (info["first_seq"], info["last_seq"]) == (5, 7)

@@ -313,6 +313,10 @@ class JetStreamStore:
                    then: Callable[[list[Stored]], None]) -> None:
         self.mirror.read_later(stream, after, limit, then)
 
+    def keep(self, stream: Stream, then: Callable[[str | None], None]) -> None:
+        """In this node's copy, which the node restores its channels from."""
+        self.mirror.keep(stream, then)
+
     def forget(self, stream: Stream) -> None:
         """A channel deleted here: its messages go from the cluster's stream, and every
         other node deletes it too (``_deleted``)."""

@@ -213,10 +213,26 @@ def _create_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
         raise CommandError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
     created = ctx.bus.router.create_channel(room, channel, created_by=ctx.client.id, kind=kind,
                                             description=description)
-    created.stream.retention = retention   # before its first message: stored with it
+    created.stream.retention = retention
     ctx.bus.emit("channel_created", room=room, channel=channel, created_by=ctx.client.id,
                  **ctx.client.principal.log_fields())
-    return f"Channel {room}:{channel} created", created.summary()
+    answer = f"Channel {room}:{channel} created", created.summary()
+    store = ctx.bus.store
+    if store is None:
+        return answer
+    # Answered once its stream is stored: a restart restores it, with its retention, even
+    # before its first message.
+    later = Later()
+
+    def stored(failure: str | None) -> None:
+        if failure is None:
+            later.resolve(answer)
+        else:
+            later.resolve(error=CommandError(ErrorCode.STORE_FAILED, f"channel {room}:{channel} "
+                                             f"is created until arqond restarts, but was not "
+                                             f"stored: {failure}"))
+    store.keep(created.stream, stored)
+    return later
 
 
 def _delete_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:

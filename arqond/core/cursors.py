@@ -90,8 +90,13 @@ class Cursors:
         stream = channel.stream
 
         def woken() -> None:
+            answer = self._answer(channel, key, limit)
+            if not answer[1]["messages"]:
+                # A cluster node behind the cursor read one it had passed: wait on.
+                self.bus.waiting.setdefault(stream, []).append(woken)
+                return
             self.timers.disarm(later)
-            later.resolve(self._answer(channel, key, limit))
+            later.resolve(answer)
         self.bus.waiting.setdefault(stream, []).append(woken)
 
         def expired() -> None:
@@ -108,7 +113,8 @@ class Cursors:
         stream = channel.stream
         position = self.positions.get(key)
         earliest = self.bus.earliest_seq(channel)
-        plan = plan_resume(stream, earliest, *(position or (0, stream.epoch)))
+        plan = plan_resume(stream, earliest, *(position or (0, stream.epoch)),
+                           shared=self.bus.shared_numbers)
         entries = self._after(channel, plan.after, limit)
         messages = [entry.envelope() for entry in entries]
         return f"{len(messages)} message(s)", {
@@ -145,7 +151,10 @@ class Cursors:
                                "and epoch (a string), as the message carried them in its "
                                "metadata") from None
         stream = channel.stream
-        if epoch != stream.epoch or seq > stream.committed_seq:
+        # In a cluster the message may be one another node delivered and this one has not
+        # read yet.
+        unknown = seq > stream.committed_seq and not self.bus.shared_numbers
+        if epoch != stream.epoch or unknown:
             raise CommandError(ErrorCode.VALIDATION_ERROR, f"{channel.room}:{channel.name} has "
                                f"no message {seq} in epoch {epoch} (it is at {stream.committed_seq} "
                                f"in epoch {stream.epoch})")

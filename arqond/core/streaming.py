@@ -50,13 +50,18 @@ class StreamPipeline:
             self.router.leave(client, room, channel)
         stream = found.stream
         earliest = self.earliest_seq(found)
-        plan = plan_resume(stream, earliest, seq, epoch,
-                           shared=self.store is not None and self.store.numbers)
+        plan = plan_resume(stream, earliest, seq, epoch, shared=self.shared_numbers)
         replay = Replay(self, client, found, plan.after)
         self.replays.add(replay)
         return created, {"recovered": plan.recovered, "reason": plan.reason,
                          "epoch": stream.epoch, "earliest_seq": earliest,
                          "last_seq": stream.committed_seq}, replay
+
+    @property
+    def shared_numbers(self: "Bus") -> bool:
+        """The store numbers the messages for a cluster (JetStream): a client may have seen,
+        on another node, seqs this node has not read yet."""
+        return self.store is not None and self.store.numbers
 
     def earliest_seq(self: "Bus", channel: Channel) -> int:
         """The first seq of the channel's stream still to be had: from the store, or, with

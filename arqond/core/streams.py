@@ -132,6 +132,11 @@ class Store(Protocol):
     def forget(self, stream: Stream) -> None:
         """A channel was deleted: its messages go."""
 
+    def keep(self, stream: Stream, then: Callable[[str | None], None]) -> None:
+        """A channel created on purpose (create_channel): its stream is kept now, before any
+        message, so that a restart restores it with its retention and details; ``then``
+        gets None once it is stored, or why it could not be."""
+
     def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
                     then: Callable[[str | None], None]) -> None:
         """Keep a named cursor's position; ``then`` gets None once it is stored, or why it

@@ -272,6 +272,11 @@ class SqliteStore:
                           "ORDER BY seq LIMIT ?", (stream_id, after, limit)).fetchall()
         return [Stored(*row) for row in rows]
 
+    def keep(self, stream: Stream, then: Callable[[str | None], None]) -> None:
+        def store(db: sqlite3.Connection) -> None:
+            self._stream_id(db, stream)
+        self._enqueue(Job(store, then))
+
     def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
                     then: Callable[[str | None], None]) -> None:
         epoch = stream.epoch

@@ -322,6 +322,13 @@ class ManualStore:
         self.forgotten.append(stream)
         self.stored.pop(stream, None)
 
+    def keep(self, stream: Stream, then: Callable[[str | None], None]) -> None:
+        if self.failing:
+            then("the disk is full")
+            return
+        self.stored.setdefault(stream, [])
+        then(None)
+
     def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
                     then: Callable[[str | None], None]) -> None:
         if self.failing:

@@ -7,14 +7,14 @@ encoding for NATS (arqond/cluster/names.py); a shared cursor's acknowledgement
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import pytest
 
 from arqond.cluster.cursors import SharedCursors
 from arqond.cluster.names import Subjects, decode, encode
-from arqond.core.cursors import Position
+from arqond.core.cursors import Cursors, Position
 from arqond.core.moo.registry import CLUSTER, Registry, Spec, Zgent, check_registry, \
     registry_document
 from arqond.core.streams import Record, Stream
@@ -49,6 +49,10 @@ class NumberingStore:
 
     def forget(self, stream: Stream) -> None:
         pass
+
+    def save_cursor(self, principal: str, name: str, stream: Stream, seq: int,
+                    then: Callable[[str | None], None]) -> None:
+        then(None)
 
 
 def publish(client, n: int) -> list[dict[str, Any]]:
@@ -298,6 +302,31 @@ def test_a_client_ahead_that_goes_away_is_forgotten():
     assert list(harness.bus.seen_ahead[stream].values()) == [1_000_000]
     harness.bus.detach(moved.client)
     assert harness.bus.seen_ahead == {}
+
+
+def test_a_cursor_ahead_of_this_node_reads_nothing_twice_and_waits_for_what_follows():
+    """The cursor was acked at seq 9 through another node; this node has read up to 5."""
+    harness = BusHarness()
+    store = NumberingStore(harness)
+    harness.plug(Cursors(harness.bus, harness.timers, 10))
+    sender, reader = harness.connect(), harness.connect()
+    publish(sender, 5)
+    store.hand(store.appended[-1], 5)
+    stream = harness.bus.router.channel("lab", "notes").stream
+    cursor = {**TARGET, "cursor": "mine"}
+    assert reader.ok("cursor.ack", {**cursor, "seq": 9, "epoch": stream.epoch})["seq"] == 9
+    read = reader.ok("cursor.read", cursor)
+    assert (read["messages"], read["recovered"], read["reason"]) == ([], True, None)
+    assert reader.send({"type": "command", "command": "cursor.read",
+                        "args": {**cursor, "wait": 30}}) == []
+    for n, seq in ((7, 7), (9, 9), (12, 12)):
+        publish(sender, n)
+        store.hand(store.appended[-1], seq)
+        if seq < 12:
+            reader.assert_silent()
+    [message] = reader.next("response")["payload"]["data"]["messages"]
+    assert message["metadata"]["seq"] == 12
+    assert harness.bus.waiting == {} and harness.timers.armed == {}
 
 
 class Bucket:

@@ -77,6 +77,19 @@ def test_with_a_store_a_message_is_delivered_and_acked_once_stored_in_order():
     assert (bus.bus.pending_bytes, len(bus.bus.pending)) == (0, 0)
 
 
+def test_create_channel_answers_once_its_stream_is_stored_or_says_it_was_not():
+    bus = BusHarness()
+    store = ManualStore(bus.bus)
+    admin = bus.connect(admin=True)
+    admin.ok("create_channel", {"room": "lab:notes", "retention": {"messages": 3}})
+    assert bus.bus.router.channel("lab", "notes").stream in store.stored
+    store.failing = True
+    response = admin.command("create_channel", {"room": "lab:other"})
+    assert (response["error_code"], response["error"]) == (
+        "STORE_FAILED", "channel lab:other is created until arqond restarts, but was not "
+                        "stored: the disk is full")
+
+
 def test_a_store_that_fails_refuses_every_waiting_message_and_the_numbers_are_taken_back():
     bus = BusHarness()
     store = ManualStore(bus.bus)
