@@ -21,7 +21,7 @@ from arqond.core.errors import ErrorCode
 from arqond.core.history import Entry
 from arqond.core.access import Action
 from arqond.core.router import Channel
-from arqond.core.streams import check_since, plan_resume
+from arqond.core.streams import Resume, check_since, plan_resume
 from arqond.core.timers import Timers
 
 if TYPE_CHECKING:
@@ -113,8 +113,10 @@ class Cursors:
         stream = channel.stream
         position = self.positions.get(key)
         earliest = self.bus.earliest_seq(channel)
-        plan = plan_resume(stream, earliest, *(position or (0, stream.epoch)),
-                           shared=self.bus.shared_numbers)
+        if position is None:   # a new cursor starts at the earliest kept: it missed nothing
+            plan = Resume(True, earliest - 1, None)
+        else:
+            plan = plan_resume(stream, earliest, *position, shared=self.bus.shared_numbers)
         entries = self._after(channel, plan.after, limit)
         messages = [entry.envelope() for entry in entries]
         return f"{len(messages)} message(s)", {

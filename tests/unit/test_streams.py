@@ -414,6 +414,17 @@ def test_a_cursor_reads_what_is_new_and_moves_only_when_acked():
     assert len(cursor_read(other)["messages"]) == 3
 
 
+def test_a_new_cursor_on_a_trimmed_channel_reads_from_the_earliest_kept_and_missed_nothing():
+    bus = BusHarness(history_size=2)
+    bus.plug(Cursors(bus.bus, bus.timers, 10))
+    sender, reader = bus.connect(), bus.connect()
+    for n in range(4):   # a window of 2: seqs 1 and 2 are gone
+        publish(sender, n)
+    first = cursor_read(reader)
+    assert [m["payload"]["n"] for m in first["messages"]] == [2, 3]
+    assert (first["recovered"], first["reason"]) == (True, None)
+
+
 def test_a_waiting_read_answers_at_the_first_message_or_at_its_time():
     bus = BusHarness()
     bus.plug(Cursors(bus.bus, bus.timers, 10))
