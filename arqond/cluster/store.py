@@ -314,7 +314,11 @@ class JetStreamStore:
         self.mirror.read_later(stream, after, limit, then)
 
     def keep(self, stream: Stream, then: Callable[[str | None], None]) -> None:
-        """In this node's copy, which the node restores its channels from."""
+        """In this node's copy, which the node restores its channels from; new here, it
+        holds every message from ``floor`` on (as ``_stream_of`` says of one a message
+        makes)."""
+        if stream.committed_seq == 0:
+            stream.first_seq = max(stream.first_seq, self.floor)
         self.mirror.keep(stream, then)
 
     def forget(self, stream: Stream) -> None:

@@ -133,10 +133,6 @@ class Bus(ArqonProtocol, StreamPipeline):
         # wait on while their buffer is full.
         self.replays: set[Replay] = set()
         self.timers: Timers | None = None
-        # Clients that resumed a stream having seen more of it on another node of a cluster
-        # than this node has read yet, with the last seq each saw: what this node reads up
-        # to there is not delivered to them again (``resumed``, ``_unseen``).
-        self.seen_ahead: dict[Stream, dict[Client, int]] = {}
         # Readers waiting for a stream's next message (cursor.read with wait), woken once.
         self.waiting: dict[Stream, list[Callable[[], None]]] = {}
         # The other nodes of a cluster (arqond/cluster/presence.py), when there are: this
@@ -243,8 +239,8 @@ class Bus(ArqonProtocol, StreamPipeline):
         self.charges.release(client.principal, Quota.CONNECTIONS)
         client.open = False
         self.router.drop(client)
-        for stream in [s for s, ahead in self.seen_ahead.items() if client in ahead]:
-            self._forget_ahead(stream, client)
+        for replay in [r for r in self.replays if r.client is client]:
+            replay.stop()
         self.emit("client_disconnected", client_id=client.id, transport=client.transport,
                   reason=reason)
 

@@ -229,8 +229,8 @@ def _create_channel(ctx: CommandContext) -> tuple[str, dict[str, Any]]:
             later.resolve(answer)
         else:
             later.resolve(error=CommandError(ErrorCode.STORE_FAILED, f"channel {room}:{channel} "
-                                             f"is created until arqond restarts, but was not "
-                                             f"stored: {failure}"))
+                                             f"is created but not stored ({failure}); it is "
+                                             "kept once a message of it is"))
     store.keep(created.stream, stored)
     return later
 

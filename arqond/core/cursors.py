@@ -90,13 +90,14 @@ class Cursors:
         stream = channel.stream
 
         def woken() -> None:
-            answer = self._answer(channel, key, limit)
-            if not answer[1]["messages"]:
-                # A cluster node behind the cursor read one it had passed: wait on.
+            position = self.positions.get(key)
+            if position is not None and position.epoch == stream.epoch and \
+                    position.seq >= stream.committed_seq:
+                # A cluster node behind the cursor read one the cursor had passed: wait on.
                 self.bus.waiting.setdefault(stream, []).append(woken)
                 return
             self.timers.disarm(later)
-            later.resolve(answer)
+            later.resolve(self._answer(channel, key, limit))
         self.bus.waiting.setdefault(stream, []).append(woken)
 
         def expired() -> None:

@@ -9,8 +9,9 @@ it gets live. Messages the store holds but the Bus has not delivered yet (stored
 ``committed`` call still queued) are left for live delivery, so nothing comes twice.
 
 A client that moved to another node of a cluster may have seen more of a channel than this
-node has read yet: it joins at once, and what it saw is not sent to it again when this node
-reads it (``Bus.resumed``): no wait, and nothing twice.
+node has read yet: it waits, not joined, until this node has read that far (each message
+this node keeps of the stream wakes it), then gets what followed, so nothing comes twice
+and nothing it missed is left out, however long this node takes.
 """
 
 from __future__ import annotations
@@ -45,26 +46,43 @@ class Replay:
     def step(self) -> None:
         """Send what can be sent now; then join, or wait for the store or the client."""
         client, bus = self.client, self.bus
+        if self not in bus.replays:
+            return   # stopped
         if not client.open or self.channel is not bus.router.channel(self.channel.room,
                                                                         self.channel.name):
-            bus.replays.discard(self)
+            self.stop()
             return   # gone, or the channel was deleted meanwhile
         if self.rows:
             self._send_rows()
             return
         stream = self.channel.stream
+        if self.after > stream.committed_seq:   # this node has not read what it saw yet
+            bus.waiting.setdefault(stream, []).append(self.step)
+            return
         window = self.channel.history.entries
         caught_up = self.after >= stream.committed_seq
         if caught_up or bus.store is None or (window and window[0].seq <= self.after + 1):
             for entry in window:
                 if entry.seq > self.after and not self._send(entry.frame):
                     return
-            bus.resumed(client, stream, self.after)
             bus.router.join(client, self.channel.room, self.channel.name)
             client.room, client.channel = self.channel.room, self.channel.name
             bus.replays.discard(self)
             return
         bus.store.read_later(stream, self.after, CHUNK_MESSAGES, self._got)
+
+    def stop(self) -> None:
+        """End it unfinished: its client went away, or resumed the channel again."""
+        bus = self.bus
+        bus.replays.discard(self)
+        if bus.timers is not None:
+            bus.timers.disarm(self)
+        stream = self.channel.stream
+        waiting = bus.waiting.get(stream)
+        if waiting is not None and self.step in waiting:
+            waiting.remove(self.step)
+            if not waiting:
+                del bus.waiting[stream]
 
     def _got(self, rows: list[Stored]) -> None:
         committed = self.channel.stream.committed_seq

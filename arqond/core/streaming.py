@@ -48,6 +48,8 @@ class StreamPipeline:
             found = self.create_channel_for(client, room, channel)
         elif (room, channel) in client.subscriptions:   # live already: it starts over
             self.router.leave(client, room, channel)
+        for earlier in [r for r in self.replays if r.client is client and r.channel is found]:
+            earlier.stop()     # resumed again before that one was done: this one counts
         stream = found.stream
         earliest = self.earliest_seq(found)
         plan = plan_resume(stream, earliest, seq, epoch, shared=self.shared_numbers)
@@ -164,33 +166,6 @@ class StreamPipeline:
         self.pending_bytes += len(frame)
         store.append(record)
 
-    def resumed(self: "Bus", client: Client, stream: Stream, seq: int) -> None:
-        """``client`` joins ``stream`` having seen it up to ``seq``: on another node of a
-        cluster that may be past what this node has read, and what this node reads up to
-        there is then not delivered to it again."""
-        if seq > stream.committed_seq:
-            self.seen_ahead.setdefault(stream, {})[client] = seq
-        elif stream in self.seen_ahead:
-            self._forget_ahead(stream, client)
-
-    def _forget_ahead(self: "Bus", stream: Stream, client: Client) -> None:
-        ahead = self.seen_ahead[stream]
-        ahead.pop(client, None)
-        if not ahead:
-            del self.seen_ahead[stream]
-
-    def _unseen(self: "Bus", stream: Stream, seq: int,
-                recipients: Iterable[Client]) -> Iterable[Client]:
-        """``recipients`` but those that saw message ``seq`` already (``resumed``); from
-        the last one a client saw on, it is one like the others."""
-        ahead = self.seen_ahead.get(stream)
-        if ahead is None:
-            return recipients
-        unseen = [c for c in recipients if ahead.get(c, 0) < seq]
-        for client in [c for c, seen in ahead.items() if seen <= seq]:
-            self._forget_ahead(stream, client)
-        return unseen
-
     def _deliver_record(self: "Bus", record: Record, deliver: bool = True) -> None:
         stream = record.stream
         room, channel = stream.room, stream.channel
@@ -201,8 +176,6 @@ class StreamPipeline:
             owners = self.access.guarded(room, channel)
             if owners is not None:
                 recipients = [c for c in recipients if owners.include(c.principal)]
-            if self.seen_ahead and record.seq:
-                recipients = self._unseen(stream, record.seq, recipients)
             self._deliver(recipients, record.frame, record.exclude)
             if record.done is not None:
                 record.done(None)

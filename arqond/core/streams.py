@@ -159,8 +159,8 @@ def plan_resume(stream: Stream, earliest: int, seq: int, epoch: str, *,
     """Resume from the client's last (seq, epoch): exactly what followed it, or, when that is
     no longer known, what there is (from ``earliest``, the first seq still held), with why.
     ``shared``: the stream is a cluster's (its store numbers), so a seq ahead of this node may
-    be one another node has read already: the client joins, and this node's copy of what it
-    saw is not sent to it again (``Bus.resumed``)."""
+    be one another node has read already: the client waits for this one to get there
+    (arqond/core/replay.py)."""
     if epoch != stream.epoch:
         return Resume(False, earliest - 1, f"epoch {epoch} is gone (the stream's past was "
                       f"lost; it is now epoch {stream.epoch})")

@@ -133,6 +133,7 @@ class SqliteStore:
         self._replay_db = threading.local()
         # Streams the writer knows, by id: the stream, its size, when its age was checked.
         self._streams: dict[int, Stream] = {}
+        self._numbered: list[Stream] = []      # given their row in the current transaction
         self._sizes: dict[int, list[int]] = {}          # id -> [count, bytes]
         self._age_checked: dict[int, float] = {}
         # /metrics
@@ -336,7 +337,8 @@ class SqliteStore:
 
     def _store(self, db: sqlite3.Connection, batch: list[Record | Job]) -> None:
         records = [item for item in batch if isinstance(item, Record)]
-        known = set(self._streams)
+        known = dict(self._streams)
+        self._numbered.clear()
         try:
             db.execute("BEGIN IMMEDIATE")
             touched: dict[Stream, int] = {}
@@ -358,13 +360,19 @@ class SqliteStore:
             first_seqs.update(self._trim_total(db))
             for stream, stream_id in touched.items():
                 count, size = self._sizes[stream_id]
-                db.execute("UPDATE streams SET first_seq=?, last_seq=?, count=?, bytes=? "
-                           "WHERE id=?", (first_seqs[stream], self._last_seq(records, stream),
-                                          count, size, stream_id))
+                # The epoch too: a row kept before its first message (create_channel) may
+                # have been made before a cluster node took the cluster's epoch.
+                db.execute("UPDATE streams SET epoch=?, first_seq=?, last_seq=?, count=?, "
+                           "bytes=? WHERE id=?", (stream.epoch, first_seqs[stream],
+                                                  self._last_seq(records, stream), count,
+                                                  size, stream_id))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            for stream_id in set(self._streams) - known:   # their rows are rolled back
-                self._streams.pop(stream_id).stored_id = None
+            # Rolled back: the rows this batch made are gone (a new row may have taken the id
+            # of one it deleted, which is back), and the streams it forgot are kept again.
+            for stream in self._numbered:
+                stream.stored_id = None
+            self._streams = known
             self._failed(db, batch, describe_failure(exc, self.path))
             return
         self.commits_total += 1
@@ -385,10 +393,14 @@ class SqliteStore:
             log_event(log, logging.ERROR, "store_failed", f"streams store: {why} ({count} "
                       "failed write(s) so far)", path=self.path)
         with self._wake:
-            self._failing = why
             rest = list(self._queue)
             self._queue.clear()
-        self._report_failed([*batch, *rest], why)
+            failed = [*batch, *rest]
+            # Messages behind one that failed fail too, in order, until the Bus (told of
+            # them, nothing pending) calls resume; a failed job alone leaves nothing to wait.
+            if any(isinstance(item, Record) for item in failed):
+                self._failing = why
+        self._report_failed(failed, why)
 
     def _report_failed(self, batch: list[Record | Job], why: str) -> None:
         count = sum(isinstance(item, Record) for item in batch)
@@ -434,6 +446,7 @@ class SqliteStore:
             self._streams[stream_id] = stream
             self._sizes[stream_id] = [0, 0]
             stream.stored_id = stream_id
+            self._numbered.append(stream)
         return stream.stored_id
 
     def _forget(self, db: sqlite3.Connection, stream_id: int | None) -> None:

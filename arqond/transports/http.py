@@ -715,9 +715,7 @@ class HttpAdapter:
             ("Cache-Control", "no-cache"), ("X-Client-Id", client.id), ("Server", SERVER_HEADER),
             *resume_headers(resume)])
         if exchange.head:  # the same checks and headers as GET, then no stream
-            bus.detach(client, reason="HEAD request")
-            if replay is not None:
-                replay.step()   # finds its client gone, and ends
+            bus.detach(client, reason="HEAD request")   # and its replay with it
             exchange.write(head, h11.EndOfMessage())
             return
         self.exchanges[exchange] = sink

@@ -86,8 +86,8 @@ def test_create_channel_answers_once_its_stream_is_stored_or_says_it_was_not():
     store.failing = True
     response = admin.command("create_channel", {"room": "lab:other"})
     assert (response["error_code"], response["error"]) == (
-        "STORE_FAILED", "channel lab:other is created until arqond restarts, but was not "
-                        "stored: the disk is full")
+        "STORE_FAILED", "channel lab:other is created but not stored (the disk is full); it "
+                        "is kept once a message of it is")
 
 
 def test_a_store_that_fails_refuses_every_waiting_message_and_the_numbers_are_taken_back():
