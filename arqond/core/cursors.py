@@ -94,18 +94,14 @@ class Cursors:
             if position is not None and position.epoch == stream.epoch and \
                     position.seq >= stream.committed_seq:
                 # A cluster node behind the cursor read one the cursor had passed: wait on.
-                self.bus.waiting.setdefault(stream, []).append(woken)
+                self.bus.wake_at_next(stream, woken)
                 return
             self.timers.disarm(later)
             later.resolve(self._answer(channel, key, limit))
-        self.bus.waiting.setdefault(stream, []).append(woken)
+        self.bus.wake_at_next(stream, woken)
 
         def expired() -> None:
-            waiting = self.bus.waiting.get(stream, [])
-            if woken in waiting:
-                waiting.remove(woken)
-                if not waiting:
-                    del self.bus.waiting[stream]
+            self.bus.stop_waking(stream, woken)
             later.resolve(self._answer(channel, key, limit))
         self.timers.arm(later, wait, expired)
         return later

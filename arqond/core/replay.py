@@ -57,7 +57,7 @@ class Replay:
             return
         stream = self.channel.stream
         if self.after > stream.committed_seq:   # this node has not read what it saw yet
-            bus.waiting.setdefault(stream, []).append(self.step)
+            bus.wake_at_next(stream, self.step)
             return
         window = self.channel.history.entries
         caught_up = self.after >= stream.committed_seq
@@ -77,12 +77,7 @@ class Replay:
         bus.replays.discard(self)
         if bus.timers is not None:
             bus.timers.disarm(self)
-        stream = self.channel.stream
-        waiting = bus.waiting.get(stream)
-        if waiting is not None and self.step in waiting:
-            waiting.remove(self.step)
-            if not waiting:
-                del bus.waiting[stream]
+        bus.stop_waking(self.channel.stream, self.step)
 
     def _got(self, rows: list[Stored]) -> None:
         committed = self.channel.stream.committed_seq

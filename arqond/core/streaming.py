@@ -59,6 +59,18 @@ class StreamPipeline:
                          "epoch": stream.epoch, "earliest_seq": earliest,
                          "last_seq": stream.committed_seq}, replay
 
+    def wake_at_next(self: "Bus", stream: Stream, wake: Callable[[], None]) -> None:
+        """Call ``wake`` once, when this node next keeps a message of ``stream`` (delivered
+        or not)."""
+        self.waiting.setdefault(stream, []).append(wake)
+
+    def stop_waking(self: "Bus", stream: Stream, wake: Callable[[], None]) -> None:
+        waiting = self.waiting.get(stream)
+        if waiting is not None and wake in waiting:
+            waiting.remove(wake)
+            if not waiting:
+                del self.waiting[stream]
+
     @property
     def shared_numbers(self: "Bus") -> bool:
         """The store numbers the messages for a cluster (JetStream): a client may have seen,

@@ -133,7 +133,7 @@ class SqliteStore:
         self._replay_db = threading.local()
         # Streams the writer knows, by id: the stream, its size, when its age was checked.
         self._streams: dict[int, Stream] = {}
-        self._numbered: list[Stream] = []      # given their row in the current transaction
+        self._new_rows: list[Stream] = []      # given their row in the current transaction
         self._sizes: dict[int, list[int]] = {}          # id -> [count, bytes]
         self._age_checked: dict[int, float] = {}
         # /metrics
@@ -338,7 +338,7 @@ class SqliteStore:
     def _store(self, db: sqlite3.Connection, batch: list[Record | Job]) -> None:
         records = [item for item in batch if isinstance(item, Record)]
         known = dict(self._streams)
-        self._numbered.clear()
+        self._new_rows.clear()
         try:
             db.execute("BEGIN IMMEDIATE")
             touched: dict[Stream, int] = {}
@@ -370,7 +370,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             # Rolled back: the rows this batch made are gone (a new row may have taken the id
             # of one it deleted, which is back), and the streams it forgot are kept again.
-            for stream in self._numbered:
+            for stream in self._new_rows:
                 stream.stored_id = None
             self._streams = known
             self._failed(db, batch, describe_failure(exc, self.path))
@@ -446,7 +446,7 @@ class SqliteStore:
             self._streams[stream_id] = stream
             self._sizes[stream_id] = [0, 0]
             stream.stored_id = stream_id
-            self._numbered.append(stream)
+            self._new_rows.append(stream)
         return stream.stored_id
 
     def _forget(self, db: sqlite3.Connection, stream_id: int | None) -> None:

@@ -47,6 +47,11 @@ class NumberingStore:
         record.frame = orjson.dumps(record.env)
         self.bus.arrived([record], {}, deliver=deliver)
 
+    def published(self, sender, n: int, seq: int, *, deliver: bool = True) -> None:
+        """``sender`` publishes {"n": n} on lab:notes, and the cluster numbers it ``seq``."""
+        publish(sender, n)
+        self.hand(self.appended[-1], seq, deliver=deliver)
+
     def forget(self, stream: Stream) -> None:
         pass
 
@@ -254,22 +259,19 @@ def test_a_client_that_saw_more_on_another_node_waits_for_this_one_and_gets_noth
     store = NumberingStore(harness)
     sender, watcher = harness.connect(), harness.connect()
     watcher.ok("join_channel", {"room": "lab:notes"})
-    publish(sender, 5)
-    store.hand(store.appended[-1], 5)
+    store.published(sender, 5, 5)
     stream = harness.bus.router.channel("lab", "notes").stream
     moved = harness.connect()
     # It saw up to seq 9 on another node; this node has read up to 5.
     resume = resume_from(moved, 9, stream.epoch)
     assert (resume["recovered"], resume["last_seq"]) == (True, 5)
     assert ("lab", "notes") not in moved.client.subscriptions and harness.timers.armed == {}
-    publish(sender, 7)
-    store.hand(store.appended[-1], 7)
-    publish(sender, 99)                  # kept, not delivered (from before this node joined)
-    store.hand(store.appended[-1], 11, deliver=False)
+    store.published(sender, 7, 7)
+    # Kept here, not delivered (from before this node joined): still what it missed.
+    store.published(sender, 99, 11, deliver=False)
     assert [m["metadata"]["seq"] for m in moved.take()] == [11]
-    for n, seq in ((12, 12), (13, 13)):
-        publish(sender, n)
-        store.hand(store.appended[-1], seq)
+    for seq in (12, 13):
+        store.published(sender, seq, seq)
     assert [m["metadata"]["seq"] for m in moved.take()] == [12, 13]
     assert [m["metadata"]["seq"] for m in watcher.take()] == [5, 7, 12, 13]
     assert (harness.bus.waiting, harness.bus.replays) == ({}, set())
@@ -279,16 +281,14 @@ def test_a_client_that_resumes_again_or_goes_away_while_it_waits_leaves_nothing_
     harness = BusHarness()
     store = NumberingStore(harness)
     sender = harness.connect()
-    publish(sender, 1)
-    store.hand(store.appended[-1], 3)
+    store.published(sender, 1, 3)
     stream = harness.bus.router.channel("lab", "notes").stream
     moved = harness.connect()
     resume_from(moved, 8, stream.epoch)
     # It resumes again from what this node has: the wait for seq 8 is over.
     resume = resume_from(moved, 3, stream.epoch)
     assert resume["recovered"] is True and stream not in harness.bus.waiting
-    publish(sender, 4)
-    store.hand(store.appended[-1], 4)
+    store.published(sender, 4, 4)
     assert [m["metadata"]["seq"] for m in moved.take()] == [4]
     resume_from(moved, 1_000_000, stream.epoch)
     assert len(harness.bus.waiting[stream]) == 1
@@ -302,8 +302,7 @@ def test_a_cursor_ahead_of_this_node_reads_nothing_twice_and_waits_for_what_foll
     store = NumberingStore(harness)
     harness.plug(Cursors(harness.bus, harness.timers, 10))
     sender, reader = harness.connect(), harness.connect()
-    publish(sender, 5)
-    store.hand(store.appended[-1], 5)
+    store.published(sender, 5, 5)
     stream = harness.bus.router.channel("lab", "notes").stream
     cursor = {**TARGET, "cursor": "mine"}
     assert reader.ok("cursor.ack", {**cursor, "seq": 9, "epoch": stream.epoch})["seq"] == 9
@@ -311,9 +310,8 @@ def test_a_cursor_ahead_of_this_node_reads_nothing_twice_and_waits_for_what_foll
     assert (read["messages"], read["recovered"], read["reason"]) == ([], True, None)
     assert reader.send({"type": "command", "command": "cursor.read",
                         "args": {**cursor, "wait": 30}}) == []
-    for n, seq in ((7, 7), (9, 9), (12, 12)):
-        publish(sender, n)
-        store.hand(store.appended[-1], seq)
+    for seq in (7, 9, 12):
+        store.published(sender, seq, seq)
         if seq < 12:
             reader.assert_silent()
     [message] = reader.next("response")["payload"]["data"]["messages"]
